@@ -1,0 +1,237 @@
+"""A small typed ARI client on aiohttp: REST commands plus the events WebSocket.
+
+Written by hand because no maintained Python ARI client exists (ari-py is Python-2-era, aioari and
+asyncari are unmaintained or tied to other stacks); ARI is plain REST + one WebSocket, so a thin client
+that we fully control (heartbeats, reconnect, resync) is the right size.
+
+The WebSocket reconnects with capped exponential backoff. Asterisk does not replay events missed while the
+socket was down, so every (re)connection calls the `on_connect` callbacks, whose job is to resync: list
+what is still in the Stasis app and take it over or end it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from asterisk.events import Event, parse_event
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Event], None]
+ConnectHandler = Callable[[], Awaitable[None]]
+
+
+class AriError(Exception):
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        super().__init__(f"ARI {method} {path} -> {status}: {body[:300]}")
+        self.status = status
+
+
+class AriClient:
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: str,
+        app: str,
+        *,
+        heartbeat: float = 5.0,
+        max_backoff: float = 8.0,
+        request_timeout: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.app = app
+        self._auth = aiohttp.BasicAuth(user, password)
+        self._heartbeat = heartbeat
+        self._max_backoff = max_backoff
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._closing = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.handlers: list[EventHandler] = []
+        self.on_connect: list[ConnectHandler] = []
+        self.connected = asyncio.Event()
+        self.connections = 0  # how many times the events socket has been (re)established
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+        self._task = asyncio.create_task(self._run_events(), name=f"ari-events-{self.app}")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._background):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    async def drop_connection(self) -> None:
+        """Close the events socket as a network failure would; the client reconnects by itself."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout)
+
+    # -- events ------------------------------------------------------------------------------------
+    async def _run_events(self) -> None:
+        assert self._session is not None
+        ws_url = self.url.replace("http", "ws", 1) + "/events"
+        backoff = 0.25
+        while not self._closing:
+            try:
+                async with self._session.ws_connect(
+                    ws_url,
+                    params={"app": self.app, "subscribeAll": "false"},
+                    heartbeat=self._heartbeat,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                ) as ws:
+                    self._ws = ws
+                    self.connections += 1
+                    backoff = 0.25
+                    log.info("ARI events connected for app %s (connection %d)", self.app, self.connections)
+                    self.connected.set()
+                    for callback in self.on_connect:
+                        self._spawn(callback())
+                    async for message in ws:
+                        if message.type == aiohttp.WSMsgType.TEXT:
+                            self._dispatch(json.loads(message.data))
+                        elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                            break
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("ARI events socket unavailable: %s", exc)
+            finally:
+                self._ws = None
+                self.connected.clear()
+            if self._closing:
+                return
+            # Jitter so several Hilo nodes do not reconnect in lockstep after an Asterisk restart.
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            event = parse_event(message)
+        except Exception:
+            log.exception("unparseable ARI event of type %s", message.get("type"))
+            return
+        for handler in self.handlers:
+            try:
+                handler(event)
+            except Exception:
+                log.exception("handler failed on %s", event.type)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- REST --------------------------------------------------------------------------------------
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """One REST call. `missing_ok`: a 404 (the channel or bridge is already gone) is not an error."""
+        assert self._session is not None, "AriClient.start() first"
+        clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        async with self._session.request(method, self.url + path, params=clean, json=body) as resp:
+            text = await resp.text()
+            if resp.status == 404 and missing_ok:
+                return None
+            if resp.status >= 400:
+                raise AriError(resp.status, method, path, text)
+            return json.loads(text) if text else None
+
+    async def asterisk_info(self) -> Any:
+        return await self.request("GET", "/asterisk/info")
+
+    async def application(self) -> Any:
+        return await self.request("GET", f"/applications/{quote(self.app)}")
+
+    async def get_channel(self, channel_id: str) -> Any:
+        return await self.request("GET", f"/channels/{channel_id}", missing_ok=True)
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await self.request("DELETE", f"/channels/{channel_id}", params={"reason": reason}, missing_ok=True)
+
+    async def play(self, channel_id: str, media: str, playback_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/play", params={"media": media, "playbackId": playback_id})
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self.request("DELETE", f"/playbacks/{playback_id}", missing_ok=True)
+
+    async def start_moh(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/moh", missing_ok=True)
+
+    async def stop_moh(self, channel_id: str) -> None:
+        await self.request("DELETE", f"/channels/{channel_id}/moh", missing_ok=True)
+
+    async def send_dtmf(self, channel_id: str, dtmf: str, between_ms: int = 100) -> None:
+        await self.request("POST", f"/channels/{channel_id}/dtmf", params={"dtmf": dtmf, "between": between_ms})
+
+    async def originate(
+        self,
+        endpoint: str,
+        *,
+        app: str | None = None,
+        app_args: str | None = None,
+        context: str | None = None,
+        extension: str | None = None,
+        caller_id: str | None = None,
+        timeout_s: int = 30,
+        channel_id: str | None = None,
+        other_channel_id: str | None = None,
+        variables: dict[str, str] | None = None,
+    ) -> Any:
+        params = {
+            "endpoint": endpoint,
+            "app": app,
+            "appArgs": app_args,
+            "context": context,
+            "extension": extension,
+            "priority": 1 if extension else None,
+            "callerId": caller_id,
+            "timeout": timeout_s,
+            "channelId": channel_id,
+            "otherChannelId": other_channel_id,
+        }
+        return await self.request("POST", "/channels", params=params, body={"variables": variables or {}})
+
+    async def create_bridge(self, bridge_id: str, kind: str = "mixing") -> Any:
+        return await self.request("POST", f"/bridges/{bridge_id}", params={"type": kind})
+
+    async def add_to_bridge(self, bridge_id: str, channel_ids: list[str]) -> None:
+        await self.request("POST", f"/bridges/{bridge_id}/addChannel", params={"channel": ",".join(channel_ids)})
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self.request("DELETE", f"/bridges/{bridge_id}", missing_ok=True)
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

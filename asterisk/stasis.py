@@ -1,0 +1,100 @@
+"""Routes ARI events of the Stasis app to the channels Hilo is handling.
+
+Each channel we handle gets a `ChannelState`: the digits typed (kept as type-ahead, so a caller who knows
+the menu need not wait for the prompt), whether it has entered Stasis (for an agent leg: answered), and
+whether it is gone. Handlers stay synchronous and never block: they only set futures and events that the
+call's own task awaits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from asterisk.events import (
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    Event,
+    PlaybackEvent,
+    StasisEnd,
+    StasisStart,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ChannelState:
+    def __init__(self, channel_id: str) -> None:
+        self.id = channel_id
+        self.digits: list[str] = []
+        self.digit_arrived = asyncio.Event()
+        self.in_stasis = asyncio.Event()
+        self.gone = asyncio.Event()
+        # "hangup" when the far end hung up; "lost" when Asterisk restarted or the socket dropped and
+        # the channel was not there any more on resync.
+        self.gone_reason = ""
+        self.cause = 0
+
+    def push_digit(self, digit: str) -> None:
+        self.digits.append(digit)
+        self.digit_arrived.set()
+
+    def pop_digit(self) -> str | None:
+        if not self.digits:
+            self.digit_arrived.clear()
+            return None
+        digit = self.digits.pop(0)
+        if not self.digits:
+            self.digit_arrived.clear()
+        return digit
+
+    def mark_gone(self, reason: str, cause: int = 0) -> None:
+        if not self.gone.is_set():
+            self.gone_reason, self.cause = reason, cause
+            self.gone.set()
+
+
+NewCall = Callable[[StasisStart], None]
+
+
+class StasisRouter:
+    def __init__(self, on_new_call: NewCall) -> None:
+        self.on_new_call = on_new_call
+        self.channels: dict[str, ChannelState] = {}
+        self._playbacks: dict[str, asyncio.Future[None]] = {}
+
+    def watch(self, channel_id: str) -> ChannelState:
+        state = self.channels.get(channel_id)
+        if state is None:
+            state = self.channels[channel_id] = ChannelState(channel_id)
+        return state
+
+    def forget(self, channel_id: str) -> None:
+        self.channels.pop(channel_id, None)
+
+    def expect_playback(self, playback_id: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._playbacks[playback_id] = future
+        return future
+
+    def forget_playback(self, playback_id: str) -> None:
+        self._playbacks.pop(playback_id, None)
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, StasisStart):
+            state = self.channels.get(event.channel.id)
+            if state is not None:  # a leg we originated (an agent) has answered and entered the app
+                state.in_stasis.set()
+            else:
+                self.watch(event.channel.id).in_stasis.set()
+                self.on_new_call(event)
+        elif isinstance(event, ChannelDtmfReceived):
+            if (state := self.channels.get(event.channel.id)) is not None:
+                state.push_digit(event.digit)
+        elif isinstance(event, PlaybackEvent) and event.type == "PlaybackFinished":
+            future = self._playbacks.pop(event.playback.id, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif isinstance(event, StasisEnd | ChannelDestroyed):
+            if (state := self.channels.get(event.channel.id)) is not None:
+                state.mark_gone("hangup", getattr(event, "cause", 0))

@@ -1,0 +1,112 @@
+"""Health, metrics and the JSON API."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from console.auth import requires
+from crm_bridge import customers
+from crm_bridge.phones import InvalidPhoneNumber, to_e164
+from hilo.services import SERVICES, Services
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+async def _probe(check: Any, timeout: float = 2.0) -> dict[str, Any]:
+    try:
+        detail = await asyncio.wait_for(check(), timeout)
+        return {"ok": True, **(detail or {})}
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__ + (f": {exc}" if str(exc) else "")}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    s = _services(request)
+
+    async def ari() -> dict[str, Any]:
+        assert s.ari is not None
+        if not s.ari.connected.is_set():
+            raise ConnectionError("events socket not connected")
+        info = await s.ari.asterisk_info()
+        return {"asterisk": info.get("system", {}).get("version"), "connections": s.ari.connections}
+
+    async def ami() -> None:
+        assert s.ami is not None
+        if not await s.ami.ping():
+            raise ConnectionError("not logged in")
+
+    async def postgres() -> None:
+        assert s.pool is not None
+        await s.pool.fetchval("SELECT 1")
+
+    async def redis() -> None:
+        assert s.redis is not None
+        await s.redis.ping()
+
+    report = {
+        "ari": await _probe(ari),
+        "ami": await _probe(ami),
+        "postgres": await _probe(postgres),
+        "redis": await _probe(redis),
+    }
+    healthy = all(part["ok"] for part in report.values())
+    return web.json_response({"ok": healthy, **report}, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(_services(request).registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _bad_request(reason: str, field: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=web.json_response({"error": "bad_request", "field": field, "reason": reason}).text,
+        content_type="application/json",
+    )
+
+
+@requires("admin", "supervisor")
+async def find_customer(request: web.Request) -> web.Response:
+    s = _services(request)
+    raw = request.query.get("phone")
+    if not raw:
+        raise _bad_request("query parameter 'phone' is required", "phone")
+    try:
+        phone = to_e164(raw, s.settings.default_region)
+    except InvalidPhoneNumber as exc:
+        raise _bad_request(str(exc), "phone") from exc
+    assert s.pool is not None
+    async with s.pool.acquire() as conn:
+        found = await customers.find_by_identity(conn, "phone", phone)
+        if found is None:
+            return web.json_response({"error": "not_found", "reason": "no customer has this number"}, status=404)
+        return web.json_response(await customers.get_customer(conn, found.customer_id))
+
+
+@requires("admin", "supervisor")
+async def customer_timeline(request: web.Request) -> web.Response:
+    s = _services(request)
+    try:
+        customer_id = uuid.UUID(request.match_info["customer_id"])
+    except ValueError as exc:
+        raise _bad_request("customer id must be a UUID", "customer_id") from exc
+    assert s.pool is not None and s.timeline is not None
+    async with s.pool.acquire() as conn:
+        if await customers.get_customer(conn, customer_id) is None:
+            return web.json_response({"error": "not_found", "reason": "no such customer"}, status=404)
+    events = await s.timeline.customer_timeline(customer_id)
+    return web.json_response({"customer_id": str(customer_id), "events": events})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/customers", find_customer)
+    app.router.add_get("/api/customers/{customer_id}/timeline", customer_timeline)

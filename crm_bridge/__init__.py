@@ -1,0 +1,1 @@
+"""The unified customer store: customers, identities, interactions and the append-only timeline."""

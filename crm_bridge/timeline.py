@@ -1,0 +1,120 @@
+"""Interactions and the append-only timeline. `Timeline.record` is the one way a fact is written: stored
+in PostgreSQL first, then handed to the notifier, so nothing published can be missing from the store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Publish = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Interaction:
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    channel: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def event_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "at": row["at"].isoformat(),
+        "channel": row["channel"],
+        "customer_id": str(row["customer_id"]),
+        "interaction_id": str(row["interaction_id"]) if row["interaction_id"] else None,
+        "data": row["data"],
+    }
+
+
+class Timeline:
+    def __init__(self, pool: asyncpg.Pool, publish: Publish) -> None:
+        self.pool = pool
+        self.publish = publish
+
+    async def start_interaction(
+        self,
+        customer_id: uuid.UUID,
+        channel: str,
+        direction: str,
+        *,
+        dialed: str | None = None,
+        channel_ref: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Interaction:
+        row = await self.pool.fetchrow(
+            "INSERT INTO interactions (customer_id, channel, direction, state, dialed, channel_ref, context)"
+            " VALUES ($1, $2, $3, 'ivr', $4, $5, $6) RETURNING id",
+            customer_id,
+            channel,
+            direction,
+            dialed,
+            channel_ref,
+            context or {},
+        )
+        assert row is not None
+        return Interaction(row["id"], customer_id, channel, dict(context or {}))
+
+    async def record(self, interaction: Interaction, type_: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        row = await self.pool.fetchrow(
+            "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            interaction.customer_id,
+            interaction.id,
+            type_,
+            interaction.channel,
+            data or {},
+        )
+        assert row is not None
+        event = event_json(row)
+        await self.publish(event)
+        return event
+
+    async def update(self, interaction: Interaction, **fields: Any) -> None:
+        """Set columns of the interaction (state, queue, agent_id, answered_at, ...) and merge its context."""
+        allowed = {"state", "queue", "agent_id", "answered_at"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown interaction fields: {sorted(unknown)}")
+        sets = [f"{name} = ${i}" for i, name in enumerate(fields, start=3)]
+        await self.pool.execute(
+            f"UPDATE interactions SET context = context || $2, {', '.join(sets) or 'id = id'}"  # noqa: S608 (names checked above)
+            " WHERE id = $1",
+            interaction.id,
+            interaction.context,
+            *fields.values(),
+        )
+
+    async def end_interaction(
+        self, interaction: Interaction, outcome: str, hangup_by: str, ended_at: datetime | None = None
+    ) -> bool:
+        """End it once: returns False if it had already ended (a duplicate hang-up has one effect)."""
+        ended = await self.pool.fetchval(
+            "UPDATE interactions SET state = 'ended', outcome = $2, hangup_by = $3,"
+            " ended_at = coalesce($4, now()), context = context || $5"
+            " WHERE id = $1 AND ended_at IS NULL RETURNING true",
+            interaction.id,
+            outcome,
+            hangup_by,
+            ended_at,
+            interaction.context,
+        )
+        if not ended:
+            return False
+        await self.record(interaction, "interaction.ended", {"outcome": outcome, "hangup_by": hangup_by})
+        return True
+
+    async def customer_timeline(self, customer_id: uuid.UUID, limit: int = 500) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM timeline_events WHERE customer_id = $1 ORDER BY at, id LIMIT $2",
+            customer_id,
+            limit,
+        )
+        return [event_json(r) for r in rows]

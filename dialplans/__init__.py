@@ -1,0 +1,1 @@
+"""What telecom admins edit: the numbers and their IVR, queues and agents (YAML files in this folder)."""

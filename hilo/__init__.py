@@ -1,0 +1,1 @@
+"""Hilo: the composition root (settings, app wiring, CLI, the one notifier)."""

@@ -1,0 +1,108 @@
+"""The composition root: `init_app` opens every resource as an aiohttp cleanup context and wires the
+pieces together. Nothing here decides anything about calls; it only connects objects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from asterisk.ami import AmiClient
+from asterisk.ari import AriClient
+from console import api
+from console.auth import AUTH_KEY, TokenAuth
+from crm_bridge.db import create_pool
+from crm_bridge.seed import upsert_agents
+from crm_bridge.timeline import Timeline
+from dialplans.models import IvrLine, RoutingConfig, load_ivr, load_routing
+from hilo.notifier import Notifier
+from hilo.services import SERVICES, Services
+from hilo.settings import Settings
+from ivr.inbound import CallMetrics, InboundCalls
+from ivr.tts import PromptCache
+from routing.live import AgentBoard
+
+log = logging.getLogger(__name__)
+
+
+def check_dialplans(ivr: IvrLine, routing: RoutingConfig) -> None:
+    queues = {q.id for q in routing.queues}
+    for digit, target in ivr.menu.options.items():
+        if target not in queues:
+            raise ValueError(f"dialplans/demo.yaml: menu option {digit!r} routes to unknown queue {target!r}")
+
+
+def init_app(settings: Settings) -> web.Application:
+    ivr, routing = load_ivr(settings.dialplans_dir), load_routing(settings.dialplans_dir)
+    check_dialplans(ivr, routing)
+    registry = CollectorRegistry()
+    services = Services(settings=settings, registry=registry)
+    app = web.Application()
+    app[SERVICES] = services
+    app[AUTH_KEY] = TokenAuth({settings.api_token.get_secret_value(): "admin"})
+    metrics = CallMetrics(
+        started=Counter("hilo_calls_started", "Inbound calls answered", registry=registry),
+        ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
+        active=Gauge("hilo_calls_active", "Calls in progress on this node", registry=registry),
+    )
+
+    async def postgres(_: web.Application) -> AsyncIterator[None]:
+        services.pool = await create_pool(settings.database_url.get_secret_value(), min_size=2, max_size=10)
+        await upsert_agents(services.pool, routing.agents)
+        yield
+        await services.pool.close()
+
+    async def redis(_: web.Application) -> AsyncIterator[None]:
+        services.redis = aioredis.from_url(settings.redis_url.get_secret_value())
+        await services.redis.ping()
+        services.board = AgentBoard(services.redis, settings.namespace)
+        await services.board.load(routing.agents)
+        yield
+        await services.redis.aclose()
+
+    async def telephony(_: web.Application) -> AsyncIterator[None]:
+        assert services.pool is not None and services.redis is not None and services.board is not None
+        notifier = Notifier(services.redis, settings.namespace)
+        services.timeline = Timeline(services.pool, notifier.publish)
+        prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
+        await prompts.prerender(ivr.static_prompts(), ivr.voice, ivr.language)
+        services.ari = AriClient(
+            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
+        )
+        services.calls = InboundCalls(
+            ari=services.ari,
+            pool=services.pool,
+            timeline=services.timeline,
+            board=services.board,
+            prompts=prompts,
+            ivr=ivr,
+            routing=routing,
+            metrics=metrics,
+            default_region=settings.default_region,
+            ring_timeout_s=settings.ring_timeout_s,
+            queue_max_wait_s=settings.queue_max_wait_s,
+            wrapup_s=settings.wrapup_s,
+        )
+        services.ami = AmiClient(
+            settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
+        )
+        await services.ari.start()
+        await services.ami.start()
+        yield
+        await services.calls.close()
+        await services.ari.close()
+        await services.ami.close()
+        prompts.close()
+
+    app.cleanup_ctx.extend([postgres, redis, telephony])
+    api.add_routes(app)
+    return app
+
+
+def run(settings: Settings) -> None:
+    app = init_app(settings)
+    log.info("Hilo listening on http://%s:%d", settings.http_host, settings.http_port)
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)

@@ -1,0 +1,83 @@
+"""The `hilo` command: serve, database migrations, demo seed, and a test call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from hilo.logs import setup_logging
+from hilo.settings import Settings, load_settings
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [settings.ari_password, settings.ami_password, settings.api_token, settings.database_url]
+    return [v.get_secret_value() for v in values]
+
+
+async def _migrate(settings: Settings) -> int:
+    import asyncpg
+
+    from crm_bridge.db import migrate
+
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    return 0
+
+
+async def _seed_demo(settings: Settings) -> int:
+    from crm_bridge.db import create_pool
+    from crm_bridge.seed import seed_demo
+
+    pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
+    try:
+        summary = await seed_demo(pool, settings.dialplans_dir, settings.default_region)
+    finally:
+        await pool.close()
+    print(f"seeded {summary['customers']} demo customers and {summary['agents']} agents")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hilo", description="Hilo contact-center core")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the Hilo server (HTTP API + Stasis app)")
+    db = sub.add_parser("db", help="database tasks").add_subparsers(dest="db_command", required=True)
+    db.add_parser("migrate", help="apply pending schema migrations")
+    seed = sub.add_parser("seed", help="seed data").add_subparsers(dest="seed_command", required=True)
+    seed.add_parser("demo", help="demo customers and agents from dialplans/")
+    call = sub.add_parser("call", help="place a simulated call into Asterisk and follow it on the timeline")
+    call.add_argument("number", help="the number dialled, e.g. 100")
+    call.add_argument("--from", dest="caller", default="+34911222333", help="caller number")
+    call.add_argument("--digits", default="", help="keys the caller types, e.g. 2 (w = half-second pause)")
+    call.add_argument("--talk", type=float, default=3.0, help="seconds to stay on the line with the agent")
+    call.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    setup_logging(secrets=_secrets(settings))
+    if args.command == "serve":
+        from hilo.app import run
+
+        run(settings)
+        return 0
+    if args.command == "db":
+        return asyncio.run(_migrate(settings))
+    if args.command == "seed":
+        return asyncio.run(_seed_demo(settings))
+    if args.command == "call":
+        from hilo.simcall import place_call
+
+        return asyncio.run(
+            place_call(settings, args.number, args.caller, args.digits, talk_s=args.talk, timeout_s=args.timeout)
+        )
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The live resources of one Hilo server, shared by the HTTP handlers (filled in by `hilo.app`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from asterisk.ami import AmiClient
+from asterisk.ari import AriClient
+from crm_bridge.timeline import Timeline
+from hilo.settings import Settings
+from ivr.inbound import InboundCalls
+from routing.live import AgentBoard
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: CollectorRegistry
+    pool: asyncpg.Pool | None = None
+    redis: aioredis.Redis | None = None
+    ari: AriClient | None = None
+    ami: AmiClient | None = None
+    calls: InboundCalls | None = None
+    board: AgentBoard | None = None
+    timeline: Timeline | None = None
+
+
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,51 @@
+"""All configuration, read from HILO_* environment variables (and `.run/env`, which `make run` writes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HILO_", env_file=REPO_ROOT / ".run" / "env", extra="ignore")
+
+    # One name for this Hilo deployment: the Stasis app, the Redis key prefix and the event channel.
+    # The stack tests run a second Hilo beside the demo one under another namespace.
+    namespace: str = "hilo"
+
+    ari_url: str = "http://127.0.0.1:8088/ari"
+    ari_user: str = "hilo"
+    ari_password: SecretStr = SecretStr("")
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "hilo"
+    ami_password: SecretStr = SecretStr("")
+
+    database_url: SecretStr = SecretStr("postgresql://hilo@127.0.0.1:5432/hilo")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    api_token: SecretStr = SecretStr("")
+
+    # Where TTS prompts are written so that Asterisk can play them as `sound:hilo/<name>`.
+    sounds_dir: Path = REPO_ROOT / ".run" / "sounds" / "hilo"
+    tts_cache_dir: Path = REPO_ROOT / ".run" / "tts-cache"
+    dialplans_dir: Path = REPO_ROOT / "dialplans"
+    default_region: str = Field("ES", description="ISO region for numbers dialled without a country code")
+
+    ring_timeout_s: int = 15
+    queue_max_wait_s: int = 300
+    wrapup_s: float = 0.0
+
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    asterisk_root: Path | None = None
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

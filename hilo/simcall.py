@@ -1,0 +1,97 @@
+"""A simulated caller: a Local channel into `hilo-inbound`, whose far end (dialplan context
+`hilo-caller-sim`) types the digits and stays on the line. Used by `hilo call` and the stack tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from asterisk.ari import AriClient
+from hilo.notifier import events_channel
+from hilo.settings import Settings
+
+
+@dataclass(frozen=True)
+class SimCall:
+    caller_leg: str  # the simulated phone (runs hilo-caller-sim); hang it up to end the call as the caller
+    ivr_leg: str  # the side that enters the Stasis app: the interaction's channel_ref
+
+
+async def originate_sim_call(
+    ari: AriClient, number: str, caller: str, digits: str, *, namespace: str, hold_s: int = 600
+) -> SimCall:
+    call = SimCall(f"sim-{uuid.uuid4()}", f"sim-{uuid.uuid4()}")
+    await ari.originate(
+        f"Local/{number}@hilo-inbound",
+        context="hilo-caller-sim",
+        extension="s",
+        caller_id=f'"" <{caller}>',
+        timeout_s=30,
+        channel_id=call.caller_leg,
+        other_channel_id=call.ivr_leg,
+        # `__` makes the variable inherited by the Local channel's other half, which runs hilo-inbound.
+        variables={"SIM_DIGITS": digits, "SIM_HOLD": str(hold_s), "__HILO_APP": namespace},
+    )
+    return call
+
+
+def _line(event: dict[str, Any], t0: float) -> str:
+    data = ", ".join(f"{k}={v}" for k, v in event.get("data", {}).items())
+    return f"  +{time.monotonic() - t0:5.1f}s  {event['type']:<22} {data}"
+
+
+async def place_call(
+    settings: Settings, number: str, caller: str, digits: str, *, talk_s: float, timeout_s: float
+) -> int:
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(events_channel(settings.namespace))
+    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), "hilo-cli")
+    await ari.start()
+    t0 = time.monotonic()
+    interaction_id: str | None = None
+    customer_id: str | None = None
+    ended: dict[str, Any] | None = None
+    try:
+        call = await originate_sim_call(ari, number, caller, digits, namespace=settings.namespace)
+        print(f"calling {number} from {caller}, typing {digits or 'nothing'!r}")
+        deadline = t0 + timeout_s
+        hangup_at: float | None = None
+        while time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if hangup_at is not None and time.monotonic() >= hangup_at:
+                await ari.hangup(call.caller_leg)
+                hangup_at = None
+            if message is None:
+                continue
+            event = json.loads(message["data"])
+            if interaction_id is None and event["data"].get("channel_ref") == call.ivr_leg:
+                interaction_id, customer_id = event["interaction_id"], event["customer_id"]
+            if event["interaction_id"] != interaction_id:
+                continue
+            print(_line(event, t0))
+            if event["type"] == "agent.answered":
+                hangup_at = time.monotonic() + talk_s
+            if event["type"] == "interaction.ended":
+                ended = event
+                break
+        else:
+            await ari.hangup(call.caller_leg)
+    finally:
+        await ari.close()
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await redis.aclose()
+    if ended is None:
+        print("the call did not end within the timeout", flush=True)
+        return 1
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    print(f"outcome: {ended['data']['outcome']} (hung up by {ended['data']['hangup_by']})")
+    print(f'timeline: curl -H "Authorization: Bearer $HILO_API_TOKEN" {base}/api/customers/{customer_id}/timeline')
+    return 0

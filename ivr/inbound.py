@@ -1,0 +1,302 @@
+"""One inbound phone call from ring to hang-up: identify the caller, greet, run the menu, queue, ring an
+agent, bridge, and record every step on the customer's timeline.
+
+`InboundCalls` owns the calls this node is handling. After the ARI socket reconnects (Asterisk restarted,
+network blip) it resyncs: calls whose channel vanished are ended as `dropped`, and channels left in the
+Stasis app that no task of ours handles (e.g. after Hilo itself restarted) are hung up and their
+interaction closed, so nothing stays open forever."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+from asterisk.ari import AriClient, AriError
+from asterisk.events import StasisStart
+from asterisk.stasis import ChannelState, StasisRouter
+from crm_bridge import customers
+from crm_bridge.phones import InvalidPhoneNumber, to_e164
+from crm_bridge.timeline import Interaction, Timeline
+from dialplans.models import IvrLine, RoutingConfig
+from ivr.menu import run_menu
+from ivr.tts import PromptCache
+from ivr.voice import CallerGone, VoiceSession
+from routing.live import AgentBoard
+from routing.offers import bridge_and_wait, ring_agent
+
+log = logging.getLogger(__name__)
+
+IDENTIFY_DEADLINE_S = 1.0  # identification must never hold up a call
+
+
+@dataclass
+class CallMetrics:
+    started: Counter
+    ended: Counter
+    active: Gauge
+
+
+class InboundCalls:
+    def __init__(
+        self,
+        *,
+        ari: AriClient,
+        pool: asyncpg.Pool,
+        timeline: Timeline,
+        board: AgentBoard,
+        prompts: PromptCache,
+        ivr: IvrLine,
+        routing: RoutingConfig,
+        metrics: CallMetrics,
+        default_region: str,
+        ring_timeout_s: int,
+        queue_max_wait_s: int,
+        wrapup_s: float,
+    ) -> None:
+        self.ari = ari
+        self.pool = pool
+        self.timeline = timeline
+        self.board = board
+        self.prompts = prompts
+        self.ivr = ivr
+        self.agents = {a.id: a for a in routing.agents}
+        self.metrics = metrics
+        self.default_region = default_region
+        self.ring_timeout_s = ring_timeout_s
+        self.queue_max_wait_s = queue_max_wait_s
+        self.wrapup_s = wrapup_s
+        self.stasis = StasisRouter(self._on_new_call)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._agent_freed = asyncio.Event()
+        ari.handlers.append(self.stasis.handle)
+        ari.on_connect.append(self.resync)
+
+    # -- entry ------------------------------------------------------------------------------------
+    def _on_new_call(self, start: StasisStart) -> None:
+        if start.args and start.args[0] == "agent":
+            # An agent leg we no longer track (e.g. it answered after the caller left): end it.
+            self._spawn(start.channel.id, self._hangup_stray(start.channel.id))
+            return
+        self._spawn(start.channel.id, self._run_call(start))
+
+    def _spawn(self, channel_id: str, coro: Any) -> None:
+        task = asyncio.create_task(coro, name=f"call-{channel_id}")
+        self.tasks[channel_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(channel_id, None))
+
+    async def _hangup_stray(self, channel_id: str) -> None:
+        self.stasis.forget(channel_id)
+        await self.ari.hangup(channel_id)
+
+    async def close(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    # -- the call ---------------------------------------------------------------------------------
+    async def _identify(self, raw_number: str) -> tuple[customers.Identification, str | None]:
+        try:
+            phone = to_e164(raw_number, self.default_region)
+        except InvalidPhoneNumber:
+            return await customers.create_anonymous(self.pool), None
+        return await customers.identify(self.pool, "phone", phone), phone
+
+    async def _run_call(self, start: StasisStart) -> None:
+        channel = self.stasis.watch(start.channel.id)
+        dialed = start.args[0] if start.args else start.channel.dialplan.exten
+        self.metrics.started.inc()
+        self.metrics.active.inc()
+        interaction: Interaction | None = None
+        outcome, hangup_by = "failed", "system"
+        try:
+            await self.ari.answer(channel.id)
+            identification, phone = await asyncio.wait_for(
+                self._identify(start.channel.caller.number), IDENTIFY_DEADLINE_S
+            )
+            interaction = await self.timeline.start_interaction(
+                identification.customer_id,
+                "voice",
+                "inbound",
+                dialed=dialed,
+                channel_ref=channel.id,
+                context={"caller_number": phone},
+            )
+            await self.timeline.record(
+                interaction, "interaction.started", {"dialed": dialed, "channel_ref": channel.id}
+            )
+            await self.timeline.record(
+                interaction,
+                "customer.identified",
+                {"by": "caller_number" if phone else "anonymous", "new": identification.created},
+            )
+            outcome, hangup_by = await self._journey(channel, interaction, identification)
+        except CallerGone as gone:
+            outcome, hangup_by = ("dropped", "system") if gone.reason == "lost" else ("abandoned", "caller")
+        except asyncio.CancelledError:
+            outcome, hangup_by = "dropped", "system"
+            raise
+        except Exception:
+            log.exception("call %s failed", channel.id)
+        finally:
+            await self._finish(channel, interaction, outcome, hangup_by)
+
+    async def _journey(
+        self, channel: ChannelState, interaction: Interaction, who: customers.Identification
+    ) -> tuple[str, str]:
+        line = self.ivr
+        session = VoiceSession(self.ari, self.stasis, channel, self.prompts, voice=line.voice, language=line.language)
+
+        async def record(type_: str, data: dict[str, Any]) -> None:
+            await self.timeline.record(interaction, type_, data)
+
+        greeting = line.greeting_known.format(name=who.display_name) if who.display_name else line.greeting
+        await record("ivr.greeting", {"known": who.display_name is not None})
+        await session.say(greeting)
+
+        queue = await run_menu(session, line.menu, record)
+        if queue is None:
+            await session.say(line.goodbye, interruptible=False)
+            return "ivr-failed", "system"
+
+        interaction.context["queue"] = queue
+        await self.timeline.update(interaction, state="queued", queue=queue)
+        await record("routing.queued", {"queue": queue})
+        await session.say(line.queue_hold, interruptible=False)
+        return await self._connect_to_agent(session, channel, interaction, queue)
+
+    async def _connect_to_agent(
+        self, session: VoiceSession, channel: ChannelState, interaction: Interaction, queue: str
+    ) -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.queue_max_wait_s
+        on_hold = False
+        try:
+            while loop.time() < deadline:
+                session.check_alive()
+                agent_id = await self.board.claim(queue, str(interaction.id))
+                if agent_id is None:
+                    if not on_hold:
+                        await self.ari.start_moh(channel.id)
+                        on_hold = True
+                    await self._wait_for_free_agent(channel, min(2.0, deadline - loop.time()))
+                    continue
+                agent = self.agents[agent_id]
+                await self.timeline.record(interaction, "routing.offered", {"agent": agent_id, "queue": queue})
+                offer = await ring_agent(
+                    self.ari,
+                    self.stasis,
+                    channel,
+                    agent_id=agent_id,
+                    endpoint=agent.sip_endpoint,
+                    interaction_id=str(interaction.id),
+                    caller_id=str(interaction.context.get("caller_number") or "anonymous"),
+                    ring_timeout_s=self.ring_timeout_s,
+                )
+                if offer is None:
+                    # Not answered: rest the agent (away) so the caller is not offered to them again
+                    # at once, and try the next one.
+                    await self.board.set_state(agent_id, "away")
+                    await self.timeline.record(interaction, "routing.not_answered", {"agent": agent_id})
+                    continue
+                return await self._talk(channel, interaction, agent_id, offer.channel, on_hold)
+        finally:
+            if on_hold and not channel.gone.is_set():
+                await self.ari.stop_moh(channel.id)
+        session.check_alive()
+        await self.timeline.record(interaction, "routing.timeout", {"queue": queue})
+        await session.say(self.ivr.no_agent, interruptible=False)
+        return "no-agent", "system"
+
+    async def _talk(
+        self,
+        channel: ChannelState,
+        interaction: Interaction,
+        agent_id: str,
+        agent_leg: ChannelState,
+        on_hold: bool,
+    ) -> tuple[str, str]:
+        await self.board.set_state(agent_id, "busy")
+        interaction.context.update({"agent_channel_ref": agent_leg.id})
+        await self.timeline.update(interaction, state="connected", agent_id=agent_id, answered_at=datetime.now(UTC))
+        await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
+        if on_hold:
+            await self.ari.stop_moh(channel.id)
+        try:
+            hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, f"{self.ari.app}-bridge-{interaction.id}")
+        finally:
+            await self.ari.hangup(agent_leg.id)
+            self.stasis.forget(agent_leg.id)
+            self._spawn_release(agent_id)
+        return ("completed" if hangup_by != "system" else "dropped"), hangup_by
+
+    def _spawn_release(self, agent_id: str) -> None:
+        async def release() -> None:
+            if self.wrapup_s > 0:
+                await self.board.set_state(agent_id, "wrapup")
+                await asyncio.sleep(self.wrapup_s)  # the wrap-up period an agent gets after a call
+            await self.board.set_state(agent_id, "available")
+            self._agent_freed.set()
+
+        self._spawn(f"release-{agent_id}-{uuid.uuid4()}", release())
+
+    async def _wait_for_free_agent(self, channel: ChannelState, timeout: float) -> None:
+        # Woken at once by a release on this node; the timeout covers releases on other nodes.
+        self._agent_freed.clear()
+        waiters = [asyncio.ensure_future(self._agent_freed.wait()), asyncio.ensure_future(channel.gone.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=max(timeout, 0.05), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _finish(
+        self, channel: ChannelState, interaction: Interaction | None, outcome: str, hangup_by: str
+    ) -> None:
+        self.metrics.active.dec()
+        self.metrics.ended.labels(outcome=outcome).inc()
+        try:
+            if not channel.gone.is_set():
+                await self.ari.hangup(channel.id)
+        except AriError:
+            log.warning("could not hang up %s", channel.id)
+        finally:
+            self.stasis.forget(channel.id)
+        if interaction is not None:
+            await self.timeline.end_interaction(interaction, outcome, hangup_by)
+
+    # -- resync after a reconnect -----------------------------------------------------------------
+    async def resync(self) -> None:
+        try:
+            app = await self.ari.application()
+        except AriError as exc:
+            log.warning("resync: cannot read the Stasis app: %s", exc)
+            return
+        in_app = set(app.get("channel_ids", []))
+        for channel_id, state in list(self.stasis.channels.items()):
+            if channel_id not in in_app and await self.ari.get_channel(channel_id) is None:
+                state.mark_gone("lost")
+        for channel_id in in_app - set(self.stasis.channels):
+            log.warning("resync: channel %s is in the app but no call handles it: ending it", channel_id)
+            await self.ari.hangup(channel_id)
+        await self._close_orphaned_interactions()
+
+    async def _close_orphaned_interactions(self) -> None:
+        rows = await self.pool.fetch(
+            "SELECT id, customer_id, channel, context, channel_ref FROM interactions"
+            " WHERE ended_at IS NULL AND channel = 'voice' AND channel_ref IS NOT NULL"
+        )
+        for row in rows:
+            if row["channel_ref"] in self.stasis.channels:
+                continue
+            if await self.ari.get_channel(row["channel_ref"]) is not None:
+                continue
+            orphan = Interaction(row["id"], row["customer_id"], row["channel"], dict(row["context"]))
+            if await self.timeline.end_interaction(orphan, "dropped", "system"):
+                log.warning("resync: closed interaction %s whose call no longer exists", row["id"])

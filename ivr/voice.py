@@ -1,0 +1,95 @@
+"""The caller's side of an IVR on a phone call: speak prompts and read keypad digits over ARI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+from asterisk.ari import AriClient, AriError
+from asterisk.stasis import ChannelState, StasisRouter
+from ivr.tts import PromptCache
+
+
+class CallerGone(Exception):
+    """The caller's channel is gone (hung up, or lost in an Asterisk restart)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _first(*awaitables: asyncio.Future[object] | asyncio.Task[object]) -> None:
+    await asyncio.wait(awaitables, return_when=asyncio.FIRST_COMPLETED)
+
+
+class VoiceSession:
+    def __init__(
+        self,
+        ari: AriClient,
+        stasis: StasisRouter,
+        channel: ChannelState,
+        prompts: PromptCache,
+        *,
+        voice: str,
+        language: str,
+    ) -> None:
+        self.ari = ari
+        self.stasis = stasis
+        self.channel = channel
+        self.prompts = prompts
+        self.voice = voice
+        self.language = language
+
+    def check_alive(self) -> None:
+        if self.channel.gone.is_set():
+            raise CallerGone(self.channel.gone_reason)
+
+    async def say(self, text: str, *, interruptible: bool = True) -> None:
+        """Speak `text`. If `interruptible`, a digit typed meanwhile stops the prompt (barge-in)."""
+        media = await self.prompts.render(text, self.voice, self.language)
+        await self.play(media, interruptible=interruptible)
+
+    async def play(self, media: str, *, interruptible: bool = True) -> None:
+        self.check_alive()
+        if interruptible and self.channel.digits:
+            return  # type-ahead: the caller already answered, do not make them listen
+        playback_id = f"pb-{uuid.uuid4()}"
+        finished = self.stasis.expect_playback(playback_id)
+        waiters: list[asyncio.Future[object] | asyncio.Task[object]] = [
+            finished,  # type: ignore[list-item]
+            asyncio.ensure_future(self.channel.gone.wait()),
+        ]
+        if interruptible:
+            waiters.append(asyncio.ensure_future(self.channel.digit_arrived.wait()))
+        try:
+            try:
+                await self.ari.play(self.channel.id, media, playback_id)
+            except AriError:
+                self.check_alive()  # the play failed because the channel just went away
+                raise
+            await _first(*waiters)
+        finally:
+            for waiter in waiters[1:]:
+                waiter.cancel()
+            if not finished.done():
+                self.stasis.forget_playback(playback_id)
+                with contextlib.suppress(AriError):
+                    await self.ari.stop_playback(playback_id)
+        self.check_alive()
+
+    async def read_digit(self, timeout: float) -> str | None:
+        """The next digit typed (type-ahead first), or None after `timeout` seconds of silence."""
+        self.check_alive()
+        digit = self.channel.pop_digit()
+        if digit is not None:
+            return digit
+        arrived = asyncio.ensure_future(self.channel.digit_arrived.wait())
+        gone = asyncio.ensure_future(self.channel.gone.wait())
+        try:
+            await asyncio.wait([arrived, gone], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrived.cancel()
+            gone.cancel()
+        self.check_alive()
+        return self.channel.pop_digit()

@@ -1,0 +1,83 @@
+"""Offering a call to an agent's SIP phone and bridging the two once the agent answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+from asterisk.ari import AriClient, AriError
+from asterisk.stasis import ChannelState, StasisRouter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Offer:
+    agent_id: str
+    endpoint: str
+    channel: ChannelState
+
+
+async def ring_agent(
+    ari: AriClient,
+    stasis: StasisRouter,
+    caller: ChannelState,
+    *,
+    agent_id: str,
+    endpoint: str,
+    interaction_id: str,
+    caller_id: str,
+    ring_timeout_s: int,
+) -> Offer | None:
+    """Ring the agent's PJSIP endpoint. Returns the answered leg, or None if it was not answered in time
+    (busy, unreachable, no answer). If the caller hangs up meanwhile, the agent's phone stops ringing."""
+    channel_id = f"{ari.app}-agent-{uuid.uuid4()}"
+    leg = stasis.watch(channel_id)
+    try:
+        await ari.originate(
+            f"PJSIP/{endpoint}",
+            app=ari.app,
+            app_args=f"agent,{interaction_id}",
+            caller_id=caller_id,
+            timeout_s=ring_timeout_s,
+            channel_id=channel_id,
+        )
+    except AriError as exc:
+        log.warning("could not ring agent %s: %s", agent_id, exc)
+        stasis.forget(channel_id)
+        return None
+    waiters = [asyncio.ensure_future(e.wait()) for e in (leg.in_stasis, leg.gone, caller.gone)]
+    try:
+        # Asterisk's own originate timeout ends the ringing; ours is only a safety net.
+        await asyncio.wait(waiters, timeout=ring_timeout_s + 5, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    if leg.in_stasis.is_set() and not leg.gone.is_set() and not caller.gone.is_set():
+        return Offer(agent_id, endpoint, leg)
+    with contextlib.suppress(AriError):
+        await ari.hangup(channel_id)
+    stasis.forget(channel_id)
+    return None
+
+
+async def bridge_and_wait(ari: AriClient, caller: ChannelState, agent: ChannelState, bridge_id: str) -> str:
+    """Bridge caller and agent until one hangs up; returns who did ("caller", "agent" or "system")."""
+    await ari.create_bridge(bridge_id)
+    try:
+        await ari.add_to_bridge(bridge_id, [caller.id, agent.id])
+        waiters = [asyncio.ensure_future(caller.gone.wait()), asyncio.ensure_future(agent.gone.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+    finally:
+        with contextlib.suppress(AriError):
+            await ari.destroy_bridge(bridge_id)
+    if caller.gone_reason == "lost" or agent.gone_reason == "lost":
+        return "system"
+    return "caller" if caller.gone.is_set() else "agent"
