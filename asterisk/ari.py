@@ -46,9 +46,11 @@ class AriClient:
         heartbeat: float = 5.0,
         max_backoff: float = 8.0,
         request_timeout: float = 10.0,
+        subscribe_all: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self.app = app
+        self._subscribe_all = subscribe_all
         self._auth = aiohttp.BasicAuth(user, password)
         self._heartbeat = heartbeat
         self._max_backoff = max_backoff
@@ -98,7 +100,7 @@ class AriClient:
             try:
                 async with self._session.ws_connect(
                     ws_url,
-                    params={"app": self.app, "subscribeAll": "false"},
+                    params={"app": self.app, "subscribeAll": _param(self._subscribe_all)},
                     heartbeat=self._heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 ) as ws:

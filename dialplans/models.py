@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from hilo.yamlconf import load_model
 
@@ -13,21 +14,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# One keypad key: what a menu option is chosen with.
+DtmfKey = Annotated[str, StringConstraints(pattern=r"^[0-9*#]$")]
+
+
 class Menu(_Strict):
     prompt: str
     invalid: str
     no_input: str
     retries: int = Field(3, ge=1, le=10)
     timeout_s: float = Field(6, gt=0, le=60)
-    options: dict[str, str]
-
-    @field_validator("options")
-    @classmethod
-    def keys_are_digits(cls, options: dict[str, str]) -> dict[str, str]:
-        for key in options:
-            if key not in "0123456789*#" or len(key) != 1:
-                raise ValueError(f"option key {key!r} must be one DTMF digit")
-        return options
+    options: dict[DtmfKey, str] = Field(min_length=1)
 
 
 class IvrLine(_Strict):

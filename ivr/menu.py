@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from dialplans.models import Menu
-from ivr.voice import VoiceSession
 
 Record = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 
-async def run_menu(session: VoiceSession, menu: Menu, record: Record) -> str | None:
+class MenuSession(Protocol):
+    """What a menu needs from the channel: a voice call today, a text chat later."""
+
+    async def say(self, text: str, *, interruptible: bool = True) -> None: ...
+
+    async def read_digit(self, timeout: float) -> str | None: ...
+
+
+async def run_menu(session: MenuSession, menu: Menu, record: Record) -> str | None:
     """Return the chosen option's target, or None when the caller never made a valid choice."""
     for attempt in range(1, menu.retries + 1):
         await record("ivr.menu", {"attempt": attempt, "options": sorted(menu.options)})
