@@ -64,6 +64,7 @@ class AriClient:
         self.on_connect: list[ConnectHandler] = []
         self.connected = asyncio.Event()
         self.connections = 0  # how many times the events socket has been (re)established
+        self._connection_waiters: list[asyncio.Future[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,6 +92,14 @@ class AriClient:
     async def wait_connected(self, timeout: float) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
+    async def wait_for_connection(self, number: int, timeout: float) -> None:
+        """Wait until the events socket has been established `number` times in all (and is up)."""
+        async with asyncio.timeout(timeout):
+            while self.connections < number or not self.connected.is_set():
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._connection_waiters.append(waiter)
+                await waiter
+
     # -- events ------------------------------------------------------------------------------------
     async def _run_events(self) -> None:
         assert self._session is not None
@@ -109,6 +118,10 @@ class AriClient:
                     backoff = 0.25
                     log.info("ARI events connected for app %s (connection %d)", self.app, self.connections)
                     self.connected.set()
+                    for waiter in self._connection_waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                    self._connection_waiters.clear()
                     for callback in self.on_connect:
                         self._spawn(callback())
                     async for message in ws:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     sounds_dir: Path = REPO_ROOT / ".run" / "sounds" / "hilo"
     tts_cache_dir: Path = REPO_ROOT / ".run" / "tts-cache"
     dialplans_dir: Path = REPO_ROOT / "dialplans"
-    default_region: str = Field("ES", description="ISO region for numbers dialled without a country code")
+    default_region: str = "ES"  # ISO region of numbers dialled without a country code
 
     ring_timeout_s: int = 15
     queue_max_wait_s: int = 300

@@ -1,0 +1,154 @@
+"""The stack fixtures: a Hilo server of its own (Stasis app and namespace `hilo-test`, database
+`hilo_test`) run in-process against the real Asterisk, PostgreSQL and Redis that `make stack` started.
+
+After every test: no call task still running, no test channel or bridge left in Asterisk, no row left
+in the test database, and every agent available again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from asterisk.ari import AriClient
+from crm_bridge.db import migrate
+from crm_bridge.seed import seed_demo
+from hilo.app import init_app
+from hilo.notifier import events_channel
+from hilo.services import SERVICES, Services
+from hilo.settings import REPO_ROOT, Settings
+from tests.stack.expect import EventStream, follow_ari, follow_redis
+
+NAMESPACE = "hilo-test"
+ENV_FILE = REPO_ROOT / ".run" / "env"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.stack)
+
+
+def read_env() -> dict[str, str]:
+    if not ENV_FILE.exists():
+        pytest.fail(f"{ENV_FILE} is missing: start the stack with `make stack` (or run `make test`)")
+    pairs = (line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.startswith("#")}
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    settings: Settings
+    services: Services
+    client: TestClient  # type: ignore[type-arg]
+    observer: AriClient  # subscribed to everything in Asterisk, for declared ARI expectations
+    ari_events: EventStream
+    hilo_events: EventStream
+    token: str
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self.services.pool is not None
+        return self.services.pool
+
+
+@pytest.fixture(scope="session")
+async def stack() -> AsyncIterator[Stack]:
+    env = read_env()
+    settings = Settings(
+        namespace=NAMESPACE,
+        database_url=SecretStr(env["HILO_TEST_DATABASE_URL"]),
+        ring_timeout_s=8,
+        queue_max_wait_s=30,
+        wrapup_s=0,
+    )
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+    app = init_app(settings)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    services = app[SERVICES]
+
+    observer = AriClient(
+        settings.ari_url,
+        settings.ari_user,
+        settings.ari_password.get_secret_value(),
+        f"{NAMESPACE}-observer",
+        subscribe_all=True,
+    )
+    ari_events, hilo_events = EventStream("ARI"), EventStream("Hilo")
+    follow_ari(observer, ari_events)
+    await observer.start()
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    ready = asyncio.Event()
+    follower = asyncio.create_task(follow_redis(redis, events_channel(NAMESPACE), hilo_events, ready))
+    await asyncio.wait_for(ready.wait(), 5)
+    await observer.wait_connected(10)
+    assert services.ari is not None
+    await services.ari.wait_connected(10)
+    assert services.ami is not None
+    await asyncio.wait_for(services.ami.logged_in.wait(), 10)
+
+    yield Stack(
+        env, settings, services, client, observer, ari_events, hilo_events, settings.api_token.get_secret_value()
+    )
+
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower
+    await redis.aclose()
+    await observer.close()
+    await client.close()
+
+
+async def _wait_calls_finished(services: Services, within: float) -> None:
+    assert services.calls is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while services.calls.tasks and loop.time() < deadline:
+        await asyncio.wait(list(services.calls.tasks.values()), timeout=deadline - loop.time())
+
+
+@pytest.fixture(autouse=True)
+async def clean_stack(stack: Stack) -> AsyncIterator[None]:
+    assert stack.services.board is not None
+    await seed_demo(stack.pool, stack.settings.dialplans_dir, stack.settings.default_region)
+    yield
+    await _wait_calls_finished(stack.services, 10)
+    ours = ("sim-", f"{NAMESPACE}-")
+    leftovers = []
+    for channel in await stack.observer.request("GET", "/channels"):
+        if not channel["id"].startswith(ours):
+            continue
+        try:  # a channel hung up a moment ago may still be on its way out
+            await stack.ari_events.expect("ChannelDestroyed", within=5, channel__id=channel["id"])
+        except AssertionError:
+            leftovers.append(channel["id"])
+            await stack.observer.hangup(channel["id"])
+    await _wait_calls_finished(stack.services, 10)
+    bridges = [b["id"] for b in await stack.observer.request("GET", "/bridges") if b["id"].startswith(ours)]
+    for bridge_id in bridges:
+        await stack.observer.destroy_bridge(bridge_id)
+    open_calls = list(stack.services.calls.tasks) if stack.services.calls else []
+    await stack.pool.execute("TRUNCATE timeline_events, interactions, identities, customers RESTART IDENTITY CASCADE")
+    await stack.services.board.clear()
+    from dialplans.models import load_routing
+
+    await stack.services.board.load(load_routing(stack.settings.dialplans_dir).agents)
+    assert not leftovers, f"test left channels behind: {leftovers}"
+    assert not bridges, f"test left bridges behind: {bridges}"
+    assert not open_calls, f"call tasks still running: {open_calls}"

@@ -1,0 +1,113 @@
+"""Declared expectations on event streams: "this event, with these fields, within N seconds".
+
+Telephony tests wait on events, never on bare sleeps: each `expect` names the event type and fields it
+needs and fails with what it did see if they do not arrive in time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from asterisk.ari import AriClient
+from asterisk.events import Event
+
+
+def _get(event: dict[str, Any], path: str) -> Any:
+    value: Any = event
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+_MISSING = object()
+
+
+def matches(event: dict[str, Any], type_: str, fields: dict[str, Any]) -> bool:
+    if event.get("type") != type_:
+        return False
+    for path, wanted in fields.items():
+        value = _get(event, path.replace("__", "."))
+        if callable(wanted) and not isinstance(wanted, str):
+            if value is _MISSING or not wanted(value):
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+class EventStream:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.events: list[dict[str, Any]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    def mark(self) -> int:
+        return len(self.events)
+
+    async def expect(self, type_: str, *, within: float, since: int = 0, **fields: Any) -> dict[str, Any]:
+        """The first event from position `since` of type `type_` whose dotted fields (`data__digit` for
+        data.digit) equal the given values or satisfy the given predicates."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        checked = since
+        while True:
+            for event in self.events[checked:]:
+                if matches(event, type_, fields):
+                    return event
+            checked = max(checked, len(self.events))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                seen = [e.get("type") for e in self.events[since:]][-25:]
+                raise AssertionError(f"{self.name}: expected {type_} {fields} within {within}s; saw {seen}")
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                pass
+
+    async def expect_in_order(
+        self, steps: list[tuple[str, dict[str, Any]]], *, within: float, since: int = 0
+    ) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        found = []
+        position = since
+        for type_, fields in steps:
+            event = await self.expect(type_, within=max(deadline - loop.time(), 0.01), since=position, **fields)
+            position = self.events.index(event) + 1
+            found.append(event)
+        return found
+
+
+async def follow_redis(redis: aioredis.Redis, channel: str, stream: EventStream, ready: asyncio.Event) -> None:
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    ready.set()
+    try:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                stream.add(json.loads(message["data"]))
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def follow_ari(ari: AriClient, stream: EventStream) -> Callable[[Event], None]:
+    def handler(event: Event) -> None:
+        stream.add(event.raw)
+
+    ari.handlers.append(handler)
+    return handler

@@ -1,0 +1,109 @@
+"""Real calls through Asterisk: a simulated caller on a Local channel, agents answered by SIPp over PJSIP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hilo.simcall import SimCall, originate_sim_call
+from tests.stack.conftest import NAMESPACE, Stack
+
+KNOWN_CALLER = "+34911222333"  # Ana García in dialplans/demo-customers.yaml
+
+
+async def place(stack: Stack, caller: str, digits: str) -> tuple[SimCall, dict[str, Any]]:
+    mark = stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, "100", caller, digits, namespace=NAMESPACE)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
+    )
+    return call, started
+
+
+async def test_digit_2_reaches_the_support_agent_and_the_timeline_tells_the_story(stack: Stack) -> None:
+    call, started = await place(stack, KNOWN_CALLER, "2")
+    interaction = started["interaction_id"]
+    steps = await stack.hilo_events.expect_in_order(
+        [
+            ("customer.identified", {"interaction_id": interaction, "data__new": False}),
+            ("ivr.greeting", {"interaction_id": interaction, "data__known": True}),
+            ("ivr.input", {"interaction_id": interaction, "data__digit": "2", "data__valid": True}),
+            ("routing.queued", {"interaction_id": interaction, "data__queue": "support"}),
+            ("routing.offered", {"interaction_id": interaction, "data__agent": "bob"}),
+            ("agent.answered", {"interaction_id": interaction, "data__agent": "bob"}),
+        ],
+        within=30,
+    )
+    # Asterisk's own word: the agent's PJSIP channel and the caller are in one bridge.
+    await stack.ari_events.expect(
+        "ChannelEnteredBridge", within=5, channel__name=lambda n: n.startswith("PJSIP/agent-bob-")
+    )
+    await stack.ari_events.expect("ChannelEnteredBridge", within=5, channel__id=call.ivr_leg)
+    assert stack.services.board is not None
+    assert (await stack.services.board.agent("bob"))["state"] == "busy"
+
+    await stack.observer.hangup(call.caller_leg)
+    ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+    assert ended["data"] == {"outcome": "completed", "hangup_by": "caller"}
+
+    customer_id = steps[0]["customer_id"]
+    resp = await stack.client.get(
+        f"/api/customers/{customer_id}/timeline", headers={"Authorization": f"Bearer {stack.token}"}
+    )
+    assert resp.status == 200
+    types = [e["type"] for e in (await resp.json())["events"] if e["interaction_id"] == interaction]
+    story = ["ivr.greeting", "ivr.input", "routing.queued", "agent.answered", "interaction.ended"]
+    assert [t for t in types if t in story] == story
+    assert all(e["channel"] == "voice" for e in (await resp.json())["events"])
+    row = await stack.pool.fetchrow("SELECT * FROM interactions WHERE id = $1::uuid", interaction)
+    assert row is not None
+    assert (row["state"], row["queue"], row["agent_id"], row["outcome"]) == ("ended", "support", "bob", "completed")
+    await stack.ari_events.expect(
+        "ChannelDestroyed", within=5, channel__name=lambda n: n.startswith("PJSIP/agent-bob-")
+    )
+    assert (await stack.services.board.agent("bob"))["state"] == "available"
+
+
+async def test_unknown_caller_becomes_a_customer_and_is_recognised_next_time(stack: Stack) -> None:
+    number = "+34 600 11 22 33"
+    call, started = await place(stack, "0034600112233", "")
+    first = await stack.hilo_events.expect(
+        "customer.identified", within=10, interaction_id=started["interaction_id"], data__new=True
+    )
+    await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=started["interaction_id"])
+    await stack.observer.hangup(call.caller_leg)
+    ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=started["interaction_id"])
+    assert ended["data"] == {"outcome": "abandoned", "hangup_by": "caller"}
+
+    resp = await stack.client.get(
+        "/api/customers", params={"phone": number}, headers={"Authorization": f"Bearer {stack.token}"}
+    )
+    assert resp.status == 200
+    customer = await resp.json()
+    assert customer["id"] == first["customer_id"]
+    assert customer["identities"] == [{"kind": "phone", "value": "+34600112233"}]
+
+    call, started = await place(stack, "600112233", "")  # national format this time
+    again = await stack.hilo_events.expect(
+        "customer.identified", within=10, interaction_id=started["interaction_id"], data__new=False
+    )
+    assert again["customer_id"] == first["customer_id"]
+    await stack.observer.hangup(call.caller_leg)
+    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=started["interaction_id"])
+    assert await stack.pool.fetchval("SELECT count(*) FROM customers WHERE display_name IS NULL") == 1
+
+
+async def test_wrong_key_is_retried_then_the_right_queue_is_chosen(stack: Stack) -> None:
+    call, started = await place(stack, KNOWN_CALLER, "91")
+    interaction = started["interaction_id"]
+    await stack.hilo_events.expect_in_order(
+        [
+            ("ivr.input", {"interaction_id": interaction, "data__digit": "9", "data__valid": False}),
+            ("ivr.menu", {"interaction_id": interaction, "data__attempt": 2}),
+            ("ivr.input", {"interaction_id": interaction, "data__digit": "1", "data__valid": True}),
+            ("routing.queued", {"interaction_id": interaction, "data__queue": "sales"}),
+            ("agent.answered", {"interaction_id": interaction, "data__agent": "alice"}),
+        ],
+        within=30,
+    )
+    await stack.observer.hangup(call.caller_leg)
+    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)

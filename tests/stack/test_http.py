@@ -1,0 +1,73 @@
+"""Health, metrics, authentication and input errors of the HTTP API; nothing listens beyond loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+import uuid
+
+from tests.stack.conftest import Stack
+
+
+async def test_health_reports_each_dependency(stack: Stack) -> None:
+    resp = await stack.client.get("/healthz")
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert {k: body[k]["ok"] for k in ("ari", "ami", "postgres", "redis")} == dict.fromkeys(
+        ("ari", "ami", "postgres", "redis"), True
+    )
+    assert body["ari"]["asterisk"].startswith("22.")
+
+
+async def test_health_is_503_when_a_dependency_is_down(stack: Stack) -> None:
+    assert stack.services.ari is not None
+    stack.services.ari.connected.clear()  # as if the events socket were down
+    try:
+        resp = await stack.client.get("/healthz")
+        body = await resp.json()
+        assert resp.status == 503
+        assert body["ari"]["ok"] is False and body["postgres"]["ok"] is True
+    finally:
+        stack.services.ari.connected.set()
+
+
+async def test_metrics_are_prometheus_text(stack: Stack) -> None:
+    resp = await stack.client.get("/metrics")
+    assert resp.status == 200
+    assert "hilo_calls_active" in await resp.text()
+
+
+async def test_api_needs_a_valid_token(stack: Stack) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": stack.token}):
+        resp = await stack.client.get("/api/customers", params={"phone": "+34911222333"}, headers=headers)
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    resp = await stack.client.get(f"/api/customers/{uuid.uuid4()}/timeline")
+    assert resp.status == 401
+
+
+async def test_bad_input_is_named(stack: Stack) -> None:
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    resp = await stack.client.get("/api/customers", params={"phone": "12"}, headers=auth)
+    assert resp.status == 400 and (await resp.json())["field"] == "phone"
+    resp = await stack.client.get("/api/customers/not-a-uuid/timeline", headers=auth)
+    assert resp.status == 400 and (await resp.json())["field"] == "customer_id"
+    resp = await stack.client.get(f"/api/customers/{uuid.uuid4()}/timeline", headers=auth)
+    assert resp.status == 404
+    resp = await stack.client.get("/api/customers", params={"phone": "+34 911 22 23 33"}, headers=auth)
+    assert resp.status == 200 and (await resp.json())["display_name"] == "Ana García"
+
+
+def test_stack_services_listen_on_loopback_only() -> None:
+    out = subprocess.run(["ss", "-H", "-lntup"], capture_output=True, text=True, check=True).stdout
+    ours = re.compile(r'"(asterisk|postgres|redis-server|sipp)"')
+    checked = 0
+    for line in out.splitlines():
+        if not ours.search(line):
+            continue
+        local = line.split()[4]
+        host = local.rsplit(":", 1)[0].strip("[]").split("%")[0]
+        assert host != "*" and ipaddress.ip_address(host).is_loopback, line
+        checked += 1
+    assert checked >= 5, out  # asterisk (SIP, HTTP, AMI), postgres, redis at least
