@@ -13,6 +13,7 @@ from console.auth import requires
 from crm_bridge import customers
 from crm_bridge.phones import InvalidPhoneNumber, to_e164
 from hilo.services import SERVICES, Services
+from routing.live import MANUAL_STATES
 
 
 def _services(request: web.Request) -> Services:
@@ -105,8 +106,39 @@ async def customer_timeline(request: web.Request) -> web.Response:
     return web.json_response({"customer_id": str(customer_id), "events": events})
 
 
+@requires("admin", "supervisor")
+async def list_agents(request: web.Request) -> web.Response:
+    s = _services(request)
+    assert s.pool is not None and s.board is not None
+    rows = await s.pool.fetch("SELECT id, name, sip_endpoint, queues FROM agents ORDER BY id")
+    agents = []
+    for row in rows:
+        live = await s.board.agent(row["id"])
+        agents.append({**dict(row), "state": live.get("state", "offline"), "since_ms": live.get("since")})
+    return web.json_response({"agents": agents})
+
+
+@requires("admin", "supervisor")
+async def set_agent_state(request: web.Request) -> web.Response:
+    s = _services(request)
+    assert s.board is not None
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise _bad_request('body must be JSON like {"state": "available"}', "body") from exc
+    state = body.get("state") if isinstance(body, dict) else None
+    if state not in MANUAL_STATES:
+        raise _bad_request(f"state must be one of {', '.join(MANUAL_STATES)}", "state")
+    agent_id = request.match_info["agent_id"]
+    if not await s.board.set_state(agent_id, state):
+        return web.json_response({"error": "not_found", "reason": f"no agent {agent_id!r}"}, status=404)
+    return web.json_response({"agent": agent_id, "state": state})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/customers", find_customer)
     app.router.add_get("/api/customers/{customer_id}/timeline", customer_timeline)
+    app.router.add_get("/api/agents", list_agents)
+    app.router.add_post("/api/agents/{agent_id}/state", set_agent_state)

@@ -49,6 +49,8 @@ return true
 """
 
 AGENT_STATES = ("offline", "available", "ringing", "busy", "wrapup", "away")
+# What an agent or supervisor may set by hand; ringing/busy/wrapup belong to the call flow.
+MANUAL_STATES = ("offline", "available", "away")
 
 
 def _now_ms() -> int:

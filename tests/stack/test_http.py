@@ -71,3 +71,17 @@ def test_stack_services_listen_on_loopback_only() -> None:
         assert host != "*" and ipaddress.ip_address(host).is_loopback, line
         checked += 1
     assert checked >= 5, out  # asterisk (SIP, HTTP, AMI), postgres, redis at least
+
+
+async def test_agent_state_can_be_set_through_the_api(stack: Stack) -> None:
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    resp = await stack.client.post("/api/agents/bob/state", json={"state": "away"}, headers=auth)
+    assert resp.status == 200
+    agents = {a["id"]: a for a in (await (await stack.client.get("/api/agents", headers=auth)).json())["agents"]}
+    assert agents["bob"]["state"] == "away" and agents["alice"]["state"] == "available"
+    resp = await stack.client.post("/api/agents/bob/state", json={"state": "busy"}, headers=auth)
+    assert resp.status == 400 and (await resp.json())["field"] == "state"
+    resp = await stack.client.post("/api/agents/nobody/state", json={"state": "away"}, headers=auth)
+    assert resp.status == 404
+    resp = await stack.client.post("/api/agents/bob/state", json={"state": "available"})
+    assert resp.status == 401
