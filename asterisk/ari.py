@@ -11,6 +11,7 @@ what is still in the Stasis app and take it over or end it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -51,7 +52,8 @@ class AriClient:
         self.url = url.rstrip("/")
         self.app = app
         self._subscribe_all = subscribe_all
-        self._auth = aiohttp.BasicAuth(user, password)
+        credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {credentials}"}
         self._heartbeat = heartbeat
         self._max_backoff = max_backoff
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -68,7 +70,7 @@ class AriClient:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+        self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         self._task = asyncio.create_task(self._run_events(), name=f"ari-events-{self.app}")
 
     async def close(self) -> None:

@@ -24,13 +24,24 @@ class SimCall:
 
 
 async def originate_sim_call(
-    ari: AriClient, number: str, caller: str, digits: str, *, namespace: str, hold_s: int = 600
+    ari: AriClient,
+    number: str,
+    caller: str,
+    digits: str,
+    *,
+    namespace: str,
+    hold_s: int = 600,
+    in_app: bool = False,
 ) -> SimCall:
+    """With `in_app`, the simulated phone enters `ari`'s own Stasis app instead of the dialplan, so the
+    caller of this function can press keys (`ari.send_dtmf`) whenever it likes; `digits` are then unused."""
     call = SimCall(f"sim-{uuid.uuid4()}", f"sim-{uuid.uuid4()}")
+    where: dict[str, str] = (
+        {"app": ari.app, "app_args": "sim-caller"} if in_app else {"context": "hilo-caller-sim", "extension": "s"}
+    )
     await ari.originate(
         f"Local/{number}@hilo-inbound",
-        context="hilo-caller-sim",
-        extension="s",
+        **where,
         caller_id=f'"" <{caller}>',
         timeout_s=30,
         channel_id=call.caller_leg,

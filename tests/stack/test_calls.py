@@ -10,9 +10,9 @@ from tests.stack.conftest import NAMESPACE, Stack
 KNOWN_CALLER = "+34911222333"  # Ana García in dialplans/demo-customers.yaml
 
 
-async def place(stack: Stack, caller: str, digits: str) -> tuple[SimCall, dict[str, Any]]:
+async def place(stack: Stack, caller: str, digits: str, *, in_app: bool = False) -> tuple[SimCall, dict[str, Any]]:
     mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "100", caller, digits, namespace=NAMESPACE)
+    call = await originate_sim_call(stack.observer, "100", caller, digits, namespace=NAMESPACE, in_app=in_app)
     started = await stack.hilo_events.expect(
         "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
     )

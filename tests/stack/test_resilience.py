@@ -11,7 +11,7 @@ from tests.stack.test_calls import KNOWN_CALLER, place
 
 async def test_call_continues_after_the_events_socket_drops(stack: Stack) -> None:
     assert stack.services.ari is not None
-    call, started = await place(stack, KNOWN_CALLER, "")
+    call, started = await place(stack, KNOWN_CALLER, "", in_app=True)
     interaction = started["interaction_id"]
     await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=interaction)
     before = stack.services.ari.connections
