@@ -46,6 +46,7 @@ async def test_asterisk_restart_ends_calls_cleanly_and_the_client_recovers(stack
     await stack.observer.wait_connected(30)
     assert stack.services.ami is not None
     await asyncio.wait_for(stack.services.ami.logged_in.wait(), 30)
+    await asyncio.wait_for(stack.services.ami.fully_booted.wait(), 30)  # AMI's event stream is back too
     resp = await stack.client.get("/healthz")
     assert resp.status == 200, await resp.text()
 

@@ -44,10 +44,13 @@ async def test_sip_invite_from_the_carrier_reaches_the_support_agent(stack: Stac
             ],
             within=30,
         )
-        # The agent ends the call from Hilo's side; SIPp must receive a BYE and finish cleanly.
-        await stack.observer.hangup(started["data"]["channel_ref"])
+        agent_leg = await stack.ari_events.expect(
+            "ChannelEnteredBridge", within=5, channel__name=lambda n: n.startswith("PJSIP/agent-bob-")
+        )
+        # The agent hangs up; the caller's SIPp must receive a BYE and finish cleanly.
+        await stack.observer.hangup(agent_leg["channel"]["id"])
         ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
-        assert ended["data"]["outcome"] == "completed"
+        assert ended["data"] == {"outcome": "completed", "hangup_by": "agent"}
         output, _ = await asyncio.wait_for(sipp.communicate(), 30)
         assert sipp.returncode == 0, output.decode(errors="replace")[-2000:]
     finally:

@@ -1,0 +1,29 @@
+# Hilo: local stack and checks. The stack needs root (chroot, mounts).
+SHELL := /bin/bash
+VENV := .run/venv/bin
+
+.PHONY: run stack down lint typecheck test clean
+
+run:            ## whole stack, Hilo server included
+	bash stack/up.sh
+
+stack:          ## stack without the Hilo server (tests run their own)
+	bash stack/up.sh --no-server
+
+down:           ## stop everything stack/up.sh started
+	bash stack/down.sh
+
+lint:
+	$(VENV)/ruff check .
+
+typecheck:
+	$(VENV)/mypy
+
+test: stack lint typecheck
+	set -a && . .run/env && set +a && $(VENV)/pytest
+
+clean: down     ## stop, then delete .run (data, logs, venv, chroot)
+	@if grep -qs " $(CURDIR)/.run/" /proc/mounts; then echo "error: mounts remain under .run/" >&2; exit 1; fi
+	@pg=$$(readlink .run/pg 2>/dev/null || true); \
+	  case "$$pg" in /var/lib/hilo/pg-*) rm -rf --one-file-system "$$pg" ;; esac
+	rm -rf --one-file-system .run
