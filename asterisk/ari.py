@@ -31,8 +31,9 @@ ConnectHandler = Callable[[], Awaitable[None]]
 
 
 class AriError(Exception):
-    def __init__(self, status: int, method: str, path: str, body: str) -> None:
-        super().__init__(f"ARI {method} {path} -> {status}: {body[:300]}")
+    def __init__(self, status: int, method: str, path: str, body: str, params: dict[str, str] | None = None) -> None:
+        query = f" {params}" if params else ""
+        super().__init__(f"ARI {method} {path}{query} -> {status}: {body[:300]}")
         self.status = status
 
 
@@ -177,7 +178,7 @@ class AriClient:
             if resp.status == 404 and missing_ok:
                 return None
             if resp.status >= 400:
-                raise AriError(resp.status, method, path, text)
+                raise AriError(resp.status, method, path, text, clean)
             return json.loads(text) if text else None
 
     async def asterisk_info(self) -> Any:

@@ -66,6 +66,8 @@ class ChannelDtmfReceived(ChannelEvent):
 
 class ChannelHangupRequest(ChannelEvent):
     cause: int = 0
+    # For a soft hangup, `cause` holds Asterisk's AST_SOFTHANGUP_* flag instead of a Q.850 cause.
+    soft: bool = False
 
 
 class ChannelDestroyed(ChannelEvent):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from asterisk.events import (
     ChannelDestroyed,
     ChannelDtmfReceived,
+    ChannelHangupRequest,
     Event,
     PlaybackEvent,
     StasisEnd,
@@ -21,6 +22,10 @@ from asterisk.events import (
 )
 
 log = logging.getLogger(__name__)
+
+# AST_SOFTHANGUP_SHUTDOWN in Asterisk's include/asterisk/channel.h: the channel is hung up because
+# Asterisk is stopping, not because anyone on the call hung up.
+SOFTHANGUP_SHUTDOWN = 0x04
 
 
 class ChannelState:
@@ -34,6 +39,7 @@ class ChannelState:
         # the channel was not there any more on resync.
         self.gone_reason = ""
         self.cause = 0
+        self.asterisk_stopping = False
 
     def push_digit(self, digit: str) -> None:
         self.digits.append(digit)
@@ -50,7 +56,7 @@ class ChannelState:
 
     def mark_gone(self, reason: str, cause: int = 0) -> None:
         if not self.gone.is_set():
-            self.gone_reason, self.cause = reason, cause
+            self.gone_reason, self.cause = ("lost" if self.asterisk_stopping else reason), cause
             self.gone.set()
 
 
@@ -61,7 +67,7 @@ class StasisRouter:
     def __init__(self, on_new_call: NewCall) -> None:
         self.on_new_call = on_new_call
         self.channels: dict[str, ChannelState] = {}
-        self._playbacks: dict[str, asyncio.Future[None]] = {}
+        self._playbacks: dict[str, asyncio.Future[str]] = {}
 
     def watch(self, channel_id: str) -> ChannelState:
         state = self.channels.get(channel_id)
@@ -72,8 +78,9 @@ class StasisRouter:
     def forget(self, channel_id: str) -> None:
         self.channels.pop(channel_id, None)
 
-    def expect_playback(self, playback_id: str) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def expect_playback(self, playback_id: str) -> asyncio.Future[str]:
+        """A future for the playback's final state: "done", or "failed" (e.g. the file is missing)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._playbacks[playback_id] = future
         return future
 
@@ -94,7 +101,10 @@ class StasisRouter:
         elif isinstance(event, PlaybackEvent) and event.type == "PlaybackFinished":
             future = self._playbacks.pop(event.playback.id, None)
             if future is not None and not future.done():
-                future.set_result(None)
+                future.set_result(event.playback.state)
+        elif isinstance(event, ChannelHangupRequest):
+            if event.soft and event.cause == SOFTHANGUP_SHUTDOWN and (state := self.channels.get(event.channel.id)):
+                state.asterisk_stopping = True
         elif isinstance(event, StasisEnd | ChannelDestroyed):
             if (state := self.channels.get(event.channel.id)) is not None:
                 state.mark_gone("hangup", getattr(event, "cause", 0))

@@ -224,17 +224,27 @@ class InboundCalls:
     ) -> tuple[str, str]:
         await self.board.set_state(agent_id, "busy")
         interaction.context.update({"agent_channel_ref": agent_leg.id})
-        await self.timeline.update(interaction, state="connected", agent_id=agent_id, answered_at=datetime.now(UTC))
-        await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
         if on_hold:
             await self.ari.stop_moh(channel.id)
+
+        talked = False
+
+        async def connected() -> None:
+            nonlocal talked
+            talked = True
+            await self.timeline.update(interaction, state="connected", agent_id=agent_id, answered_at=datetime.now(UTC))
+            await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
+
+        bridge_id = f"{self.ari.app}-bridge-{interaction.id}"
         try:
-            hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, f"{self.ari.app}-bridge-{interaction.id}")
+            hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, bridge_id, connected)
         finally:
             await self.ari.hangup(agent_leg.id)
             self.stasis.forget(agent_leg.id)
             self._spawn_release(agent_id)
-        return ("completed" if hangup_by != "system" else "dropped"), hangup_by
+        if hangup_by == "system":
+            return "dropped", hangup_by
+        return ("completed" if talked else "abandoned"), hangup_by
 
     def _spawn_release(self, agent_id: str) -> None:
         async def release() -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 
 from asterisk.ari import AriClient, AriError
 from asterisk.stasis import ChannelState, StasisRouter
 from ivr.tts import PromptCache
+
+log = logging.getLogger(__name__)
 
 
 class CallerGone(Exception):
@@ -40,6 +43,7 @@ class VoiceSession:
         self.prompts = prompts
         self.voice = voice
         self.language = language
+        self.failed_prompts = 0
 
     def check_alive(self) -> None:
         if self.channel.gone.is_set():
@@ -76,6 +80,10 @@ class VoiceSession:
                 self.stasis.forget_playback(playback_id)
                 with contextlib.suppress(AriError):
                     await self.ari.stop_playback(playback_id)
+        if finished.done() and finished.result() == "failed":
+            # The caller heard silence where a prompt should be: a broken deployment, not a caller error.
+            log.error("prompt %s could not be played on %s", media, self.channel.id)
+            self.failed_prompts += 1
         self.check_alive()
 
     async def read_digit(self, timeout: float) -> str | None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from asterisk.ari import AriClient, AriError
@@ -64,17 +65,35 @@ async def ring_agent(
     return None
 
 
-async def bridge_and_wait(ari: AriClient, caller: ChannelState, agent: ChannelState, bridge_id: str) -> str:
+async def _first_gone(*legs: ChannelState, timeout: float | None = None) -> None:
+    waiters = [asyncio.ensure_future(leg.gone.wait()) for leg in legs]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def bridge_and_wait(
+    ari: AriClient,
+    caller: ChannelState,
+    agent: ChannelState,
+    bridge_id: str,
+    on_bridged: Callable[[], Awaitable[None]],
+) -> str:
     """Bridge caller and agent until one hangs up; returns who did ("caller", "agent" or "system")."""
     await ari.create_bridge(bridge_id)
     try:
-        await ari.add_to_bridge(bridge_id, [caller.id, agent.id])
-        waiters = [asyncio.ensure_future(caller.gone.wait()), asyncio.ensure_future(agent.gone.wait())]
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+            await ari.add_to_bridge(bridge_id, [caller.id, agent.id])
+        except AriError:
+            # Most often one side hung up in the very moment of bridging; its StasisEnd is on its way.
+            await _first_gone(caller, agent, timeout=2.0)
+            if not (caller.gone.is_set() or agent.gone.is_set()):
+                raise
+        else:
+            await on_bridged()
+            await _first_gone(caller, agent)
     finally:
         with contextlib.suppress(AriError):
             await ari.destroy_bridge(bridge_id)

@@ -124,7 +124,7 @@ configure() {
     (cd "$ROOT" && "$VENV/bin/python" -m asterisk.render_config \
         --src "$ROOT/asterisk/etc" --out "$AST_ROOT/etc/asterisk") >/dev/null ||
         die "rendering asterisk/etc failed"
-    install -d -m 755 "$AST_ROOT/var/lib/asterisk/sounds/hilo" "$AST_RUNDIR"
+    install -d -m 755 "$AST_ROOT/usr/share/asterisk/sounds/hilo" "$AST_RUNDIR"
     # Debian's sample users.conf is deprecated (a warning at every load) and unused.
     rm -f "$AST_ROOT/etc/asterisk/users.conf"
     # The stack addresses everything by IP: keep any DNS query of Asterisk on

@@ -89,7 +89,7 @@ HILO_HTTP_PORT=8080
 HILO_SIP_HOST=127.0.0.1
 HILO_SIP_PORT=5060
 HILO_MEDIA_ADDR=127.0.0.1
-HILO_SOUNDS_DIR=$AST_ROOT/var/lib/asterisk/sounds/hilo
+HILO_SOUNDS_DIR=$AST_ROOT/usr/share/asterisk/sounds/hilo
 HILO_ASTERISK_ROOT=$AST_ROOT
 HILO_BIND_ADDR=127.0.0.1
 EOF
@@ -103,11 +103,10 @@ EOF
         for kv in HILO_AMI_PERMIT=127.0.0.0/255.0.0.0 HILO_MEDIA_ADDR=127.0.0.1; do
             grep -q "^${kv%%=*}=" "$ENV_FILE" || printf '%s\n' "$kv" >>"$ENV_FILE"
         done
-        # The checkout moved: point the chroot paths at the new place.
-        if [[ $(env_get HILO_ASTERISK_ROOT) != "$AST_ROOT" ]]; then
-            sed -i -e "s|^HILO_SOUNDS_DIR=.*|HILO_SOUNDS_DIR=$AST_ROOT/var/lib/asterisk/sounds/hilo|" \
-                -e "s|^HILO_ASTERISK_ROOT=.*|HILO_ASTERISK_ROOT=$AST_ROOT|" "$ENV_FILE"
-        fi
+        # Point the chroot paths at this checkout (it may have moved). Prompts go where Debian's
+        # Asterisk looks for sounds: astdatadir (/usr/share/asterisk) + /sounds.
+        sed -i -e "s|^HILO_SOUNDS_DIR=.*|HILO_SOUNDS_DIR=$AST_ROOT/usr/share/asterisk/sounds/hilo|" \
+            -e "s|^HILO_ASTERISK_ROOT=.*|HILO_ASTERISK_ROOT=$AST_ROOT|" "$ENV_FILE"
     fi
     load_env
     PG_PORT=$(sed -E 's|.*@[^:/]+:([0-9]+)/.*|\1|' <<<"$HILO_DATABASE_URL")

@@ -125,8 +125,12 @@ async def _wait_calls_finished(services: Services, within: float) -> None:
 
 @pytest.fixture(autouse=True)
 async def clean_stack(stack: Stack) -> AsyncIterator[None]:
-    assert stack.services.board is not None
+    assert stack.services.board is not None and stack.services.ari is not None
+    await stack.services.ari.wait_connected(30)  # e.g. still reconnecting after a test restarted Asterisk
+    await stack.observer.wait_connected(30)
     await seed_demo(stack.pool, stack.settings.dialplans_dir, stack.settings.default_region)
+    stack.ari_events.baseline = stack.ari_events.mark()
+    stack.hilo_events.baseline = stack.hilo_events.mark()
     yield
     await _wait_calls_finished(stack.services, 10)
     ours = ("sim-", f"{NAMESPACE}-")
@@ -135,7 +139,7 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
         if not channel["id"].startswith(ours):
             continue
         try:  # a channel hung up a moment ago may still be on its way out
-            await stack.ari_events.expect("ChannelDestroyed", within=5, channel__id=channel["id"])
+            await stack.ari_events.expect("ChannelDestroyed", within=5, since=0, channel__id=channel["id"])
         except AssertionError:
             leftovers.append(channel["id"])
             await stack.observer.hangup(channel["id"])

@@ -45,6 +45,9 @@ class EventStream:
     def __init__(self, name: str) -> None:
         self.name = name
         self.events: list[dict[str, Any]] = []
+        # Where `expect` starts looking unless told otherwise: the stack fixture moves it to the end of
+        # the stream before each test, so no test matches another test's events.
+        self.baseline = 0
         self._waiters: list[asyncio.Future[None]] = []
 
     def add(self, event: dict[str, Any]) -> None:
@@ -57,11 +60,12 @@ class EventStream:
     def mark(self) -> int:
         return len(self.events)
 
-    async def expect(self, type_: str, *, within: float, since: int = 0, **fields: Any) -> dict[str, Any]:
+    async def expect(self, type_: str, *, within: float, since: int | None = None, **fields: Any) -> dict[str, Any]:
         """The first event from position `since` of type `type_` whose dotted fields (`data__digit` for
         data.digit) equal the given values or satisfy the given predicates."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
+        since = self.baseline if since is None else since
         checked = since
         while True:
             for event in self.events[checked:]:
@@ -80,12 +84,12 @@ class EventStream:
                 pass
 
     async def expect_in_order(
-        self, steps: list[tuple[str, dict[str, Any]]], *, within: float, since: int = 0
+        self, steps: list[tuple[str, dict[str, Any]]], *, within: float, since: int | None = None
     ) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         found = []
-        position = since
+        position = self.baseline if since is None else since
         for type_, fields in steps:
             event = await self.expect(type_, within=max(deadline - loop.time(), 0.01), since=position, **fields)
             position = self.events.index(event) + 1

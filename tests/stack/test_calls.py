@@ -70,6 +70,10 @@ async def test_unknown_caller_becomes_a_customer_and_is_recognised_next_time(sta
         "customer.identified", within=10, interaction_id=started["interaction_id"], data__new=True
     )
     await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=started["interaction_id"])
+    # Nobody typed ahead, so the greeting played to its end: Asterisk found and played the rendered prompt.
+    await stack.ari_events.expect(
+        "PlaybackFinished", within=10, playback__target_uri=f"channel:{call.ivr_leg}", playback__state="done"
+    )
     await stack.observer.hangup(call.caller_leg)
     ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=started["interaction_id"])
     assert ended["data"] == {"outcome": "abandoned", "hangup_by": "caller"}

@@ -22,8 +22,12 @@ async def test_new_call_digits_playback_and_hangup() -> None:
     assert not state.digit_arrived.is_set()
 
     finished = router.expect_playback("pb1")
-    router.handle(parse_event({"type": "PlaybackFinished", "playback": {"id": "pb1", "target_uri": "channel:c1"}}))
-    await asyncio.wait_for(finished, 1)
+    router.handle(
+        parse_event(
+            {"type": "PlaybackFinished", "playback": {"id": "pb1", "target_uri": "channel:c1", "state": "done"}}
+        )
+    )
+    assert await asyncio.wait_for(finished, 1) == "done"
 
     router.handle(parse_event({"type": "StasisEnd", "channel": channel("c1")}))
     assert state.gone.is_set() and state.gone_reason == "hangup"
@@ -42,3 +46,13 @@ def test_unknown_events_parse_without_losing_fields() -> None:
     assert event.type == "Dial" and event.raw["dialstatus"] == "ANSWER"
     dtmf = parse_event({"type": "ChannelDtmfReceived", "digit": "5", "duration_ms": 120, "channel": channel("c")})
     assert isinstance(dtmf, ChannelDtmfReceived) and dtmf.duration_ms == 120
+
+
+def test_hangup_by_an_asterisk_shutdown_is_a_lost_call_not_a_caller_hangup() -> None:
+    router = StasisRouter(lambda _: None)
+    stopping, normal = router.watch("a"), router.watch("b")
+    router.handle(parse_event({"type": "ChannelHangupRequest", "soft": True, "cause": 4, "channel": channel("a")}))
+    router.handle(parse_event({"type": "ChannelHangupRequest", "cause": 16, "channel": channel("b")}))
+    for cid in ("a", "b"):
+        router.handle(parse_event({"type": "StasisEnd", "channel": channel(cid)}))
+    assert (stopping.gone_reason, normal.gone_reason) == ("lost", "hangup")
