@@ -10,8 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from console.auth import requires
-from crm_bridge import customers
-from crm_bridge.phones import InvalidPhoneNumber, to_e164
+from crm_bridge import customers, identity
 from hilo.services import SERVICES, Services
 from routing.live import MANUAL_STATES
 
@@ -79,15 +78,15 @@ async def find_customer(request: web.Request) -> web.Response:
     raw = request.query.get("phone")
     if not raw:
         raise _bad_request("query parameter 'phone' is required", "phone")
-    try:
-        phone = to_e164(raw, s.settings.default_region)
-    except InvalidPhoneNumber as exc:
-        raise _bad_request(str(exc), "phone") from exc
     assert s.pool is not None
+    try:
+        # Follows merges: a number of a merged-away customer leads to the survivor.
+        found = await identity.resolve(s.pool, "phone", raw, s.settings.default_region)
+    except identity.InvalidIdentity as exc:
+        raise _bad_request(str(exc), "phone") from exc
+    if found is None:
+        return web.json_response({"error": "not_found", "reason": "no customer has this number"}, status=404)
     async with s.pool.acquire() as conn:
-        found = await customers.find_by_identity(conn, "phone", phone)
-        if found is None:
-            return web.json_response({"error": "not_found", "reason": "no customer has this number"}, status=404)
         return web.json_response(await customers.get_customer(conn, found.customer_id))
 
 

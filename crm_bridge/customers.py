@@ -76,3 +76,27 @@ async def get_customer(conn: Conn, customer_id: uuid.UUID) -> dict[str, Any] | N
         "created_at": row["created_at"].isoformat(),
         "identities": [{"kind": i["kind"], "value": i["value"]} for i in identities],
     }
+
+
+async def set_consent(
+    pool: asyncpg.Pool, customer_id: uuid.UUID, channel: str, granted: bool, source: str
+) -> dict[str, Any]:
+    """Record whether the customer agrees to be contacted on `channel` (voice, sms, whatsapp, webchat,
+    email), when and where that was said; returns the customer's whole consent map. Only a live customer
+    (not merged into another) takes consent: resolve the survivor first."""
+    if channel not in ("voice", "sms", "whatsapp", "webchat", "email"):
+        raise ValueError(f"no consent channel {channel!r}")
+    if not source.strip():
+        raise ValueError("consent needs its source (e.g. 'ivr', 'agent:bob', 'web form')")
+    consent: dict[str, Any] | None = await pool.fetchval(
+        "UPDATE customers SET consent = consent || jsonb_build_object($2::text,"
+        " jsonb_build_object('granted', $3::boolean, 'at', now(), 'source', $4::text))"
+        " WHERE id = $1 AND merged_into IS NULL RETURNING consent",
+        customer_id,
+        channel,
+        granted,
+        source,
+    )
+    if consent is None:
+        raise LookupError(f"no live customer {customer_id} (unknown, or merged into another customer)")
+    return consent

@@ -112,8 +112,12 @@ class Timeline:
         return True
 
     async def customer_timeline(self, customer_id: uuid.UUID, limit: int = 500) -> list[dict[str, Any]]:
+        """The customer's events and those of every customer merged into it (directly or through a chain
+        of merges): a merge never rewrites events, it points the merged customer at the survivor."""
         rows = await self.pool.fetch(
-            "SELECT * FROM timeline_events WHERE customer_id = $1 ORDER BY at, id LIMIT $2",
+            "WITH RECURSIVE family (id) AS ("
+            " SELECT $1::uuid UNION SELECT c.id FROM customers c JOIN family f ON c.merged_into = f.id)"
+            " SELECT * FROM timeline_events WHERE customer_id IN (SELECT id FROM family) ORDER BY at, id LIMIT $2",
             customer_id,
             limit,
         )

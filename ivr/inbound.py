@@ -21,8 +21,7 @@ from prometheus_client import Counter, Gauge
 from asterisk.ari import AriClient, AriError
 from asterisk.events import StasisStart
 from asterisk.stasis import ChannelState, StasisRouter
-from crm_bridge import customers
-from crm_bridge.phones import InvalidPhoneNumber, to_e164
+from crm_bridge import customers, identity
 from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import IvrLine, RoutingConfig
 from ivr.menu import run_menu
@@ -103,10 +102,10 @@ class InboundCalls:
     # -- the call ---------------------------------------------------------------------------------
     async def _identify(self, raw_number: str) -> tuple[customers.Identification, str | None]:
         try:
-            phone = to_e164(raw_number, self.default_region)
-        except InvalidPhoneNumber:
+            phone = identity.normalize("phone", raw_number, self.default_region)
+        except identity.InvalidIdentity:
             return await customers.create_anonymous(self.pool), None
-        return await customers.identify(self.pool, "phone", phone), phone
+        return await identity.identify_or_create(self.pool, "phone", phone), phone
 
     async def _run_call(self, start: StasisStart) -> None:
         channel = self.stasis.watch(start.channel.id)
