@@ -1,4 +1,4 @@
-"""The `hilo` command: serve, database migrations, demo seed, and a test call."""
+"""The `hilo` command: serve, database migrations, demo seed, a test call, and the flow tools."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 from hilo.logs import setup_logging
 from hilo.settings import Settings, load_settings
+from ivr.flows.cli import add_flows_commands, run_flows_command
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--digits", default="", help="keys the caller types, e.g. 2 (w = half-second pause)")
     call.add_argument("--talk", type=float, default=3.0, help="seconds to stay on the line with the agent")
     call.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+    add_flows_commands(sub)
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(
             place_call(settings, args.number, args.caller, args.digits, talk_s=args.talk, timeout_s=args.timeout)
         )
+    if args.command == "flows":
+        return asyncio.run(run_flows_command(args, settings))
     parser.error(f"unknown command {args.command}")
     return 2
 

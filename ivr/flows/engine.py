@@ -1,0 +1,423 @@
+"""The flow interpreter: runs one flow for one interaction against a channel-neutral session.
+
+The session is the channel (a voice call, a text chat): it says, plays and reads. Everything else the flow
+needs that is the same on every channel (customer lookup, outside HTTP calls, business hours) comes in
+`Services`. Each step is recorded through `record(type, data)`, the same callback shape as the timeline's,
+and a step budget stops a flow that would otherwise never end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import aiohttp
+from jinja2 import TemplateError
+
+from ivr.flows.schema import (
+    Branch,
+    Callback,
+    Condition,
+    Flow,
+    Gather,
+    Goto,
+    Hangup,
+    Hours,
+    Http,
+    Lookup,
+    Menu,
+    Play,
+    Queue,
+    Say,
+    SetVars,
+    Transfer,
+    Voicemail,
+)
+from ivr.flows.templates import render
+
+log = logging.getLogger(__name__)
+
+Record = Callable[[str, dict[str, Any]], Awaitable[object]]
+# (identity kind, value) -> the customer ({"id", "name", ...}) or None when nobody has that identity.
+LookupCustomer = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+# (calendar id) -> open now?
+IsOpen = Callable[[str], Awaitable[bool]]
+
+Action = Literal["queue", "transfer", "voicemail", "callback", "hangup", "error"]
+DEFAULT_MAX_STEPS = 200
+_DIGITS = re.compile(r"^[0-9*#]+$")
+
+
+class Session(Protocol):
+    """What a flow needs from a channel."""
+
+    async def say(self, text: str) -> None: ...
+
+    async def play(self, file: str, text_alt: str) -> None: ...
+
+    async def read_digits(
+        self,
+        *,
+        min_digits: int,
+        max_digits: int,
+        terminator: str | None,
+        timeout_s: float,
+        inter_digit_timeout_s: float,
+    ) -> str | None:
+        """Keys typed (terminator not included), or None when nothing came before `timeout_s`."""
+        ...
+
+    async def read_choice(self, timeout_s: float) -> str | None:
+        """One answer to a menu: a key on voice; a key or typed text on text channels. None = no answer."""
+        ...
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    json: Any
+    timeout_s: float
+
+
+HttpCall = Callable[[HttpRequest], Awaitable[Any]]
+
+
+class HttpCallFailed(Exception):
+    pass
+
+
+async def aiohttp_call(request: HttpRequest) -> Any:
+    """The default `http` node transport: one request with aiohttp, JSON answer, any non-2xx is a failure."""
+    timeout = aiohttp.ClientTimeout(total=request.timeout_s)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as client,
+            client.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                json=request.json if request.method != "GET" else None,
+                raise_for_status=True,
+            ) as response,
+        ):
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise HttpCallFailed(str(exc) or type(exc).__name__) from exc
+
+
+async def _no_lookup(kind: str, value: str) -> dict[str, Any] | None:
+    return None
+
+
+async def _always_open(calendar: str) -> bool:
+    return True
+
+
+@dataclass
+class Services:
+    lookup_customer: LookupCustomer = _no_lookup
+    http: HttpCall = aiohttp_call
+    is_open: IsOpen = _always_open
+
+
+async def _ignore(type_: str, data: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass
+class FlowContext:
+    """The interaction's side of a run: who calls, what is known, where steps are recorded."""
+
+    caller_number: str | None = None
+    channel: str = "voice"
+    customer: dict[str, Any] | None = None  # as identified before the flow starts; None = unknown
+    variables: dict[str, Any] = field(default_factory=dict)
+    flows: Mapping[str, Flow] = field(default_factory=dict)  # for `goto`
+    services: Services = field(default_factory=Services)
+    record: Record = _ignore
+    max_steps: int = DEFAULT_MAX_STEPS
+
+
+@dataclass
+class Outcome:
+    """How the flow ended: what to do with the interaction next, and the variables collected on the way."""
+
+    action: Action
+    flow: str
+    node: str
+    target: str | None = None  # queue id or transfer destination
+    priority: int = 0
+    skills: list[str] = field(default_factory=list)
+    reason: str | None = None  # why an `error` outcome happened
+    steps: int = 0
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "flow": self.flow,
+            "node": self.node,
+            "target": self.target,
+            "priority": self.priority,
+            "skills": self.skills,
+            "reason": self.reason,
+            "steps": self.steps,
+            "variables": self.variables,
+        }
+
+
+class FlowError(Exception):
+    """A flow cannot continue (a template failed, a goto names an unknown flow, ...)."""
+
+
+_MISSING = object()
+
+
+def resolve(variables: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (`customer.name`, `order.items.0.id`), or _MISSING."""
+    current: Any = variables
+    for part in path.split("."):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return _MISSING
+    return current
+
+
+def condition_holds(cond: Condition, variables: Mapping[str, Any]) -> bool:
+    value = resolve(variables, cond.var)
+    test = cond.test()
+    if test == "exists":
+        return (value is not _MISSING and value is not None) == cond.exists
+    if test == "equals":
+        return value is not _MISSING and value == cond.equals
+    if test == "not_equals":
+        return value is _MISSING or value != cond.not_equals
+    return value is not _MISSING and value in (cond.in_ or [])
+
+
+def _plain(value: Any) -> Any:
+    """Variables hold plain data only, so templates can never reach an object's methods."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _render_json(value: Any, variables: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return render(value, variables)
+    if isinstance(value, dict):
+        return {k: _render_json(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_json(v, variables) for v in value]
+    return value
+
+
+def _customer_vars(found: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not found:
+        return {"known": False, "id": None, "name": None}
+    return {**_plain(found), "known": True, "id": _plain(found.get("id")), "name": found.get("name")}
+
+
+class _Run:
+    def __init__(self, flow: Flow, session: Session, context: FlowContext) -> None:
+        self.flow = flow
+        self.session = session
+        self.ctx = context
+        self.vars: dict[str, Any] = {
+            **_plain(context.variables),
+            "caller": {"number": context.caller_number, "channel": context.channel},
+            "customer": _customer_vars(context.customer),
+        }
+        self.steps = 0
+
+    def text(self, template: str) -> str:
+        return render(template, self.vars)
+
+    def outcome(self, action: Action, node: str, **kwargs: Any) -> Outcome:
+        return Outcome(action, self.flow.flow, node, steps=self.steps, variables=dict(self.vars), **kwargs)
+
+    async def record(self, type_: str, data: dict[str, Any]) -> None:
+        await self.ctx.record(type_, {"flow": self.flow.flow, **data})
+
+    async def run(self) -> Outcome:
+        node_id = self.flow.start
+        while True:
+            if self.steps >= self.ctx.max_steps:
+                await self.record("ivr.flow_error", {"node": node_id, "reason": "max_steps"})
+                return self.outcome("error", node_id, reason=f"more than {self.ctx.max_steps} steps")
+            self.steps += 1
+            node = self.flow.nodes.get(node_id)
+            if node is None:
+                await self.record("ivr.flow_error", {"node": node_id, "reason": "unknown_node"})
+                return self.outcome("error", node_id, reason=f"node {node_id!r} does not exist")
+            try:
+                result = await self.step(node_id, node)
+            except (FlowError, TemplateError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                await self.record("ivr.flow_error", {"node": node_id, "reason": reason})
+                return self.outcome("error", node_id, reason=reason)
+            if isinstance(result, Outcome):
+                await self.record("ivr.outcome", {"node": node_id, "action": result.action, "target": result.target})
+                return result
+            node_id = result
+
+    async def step(self, node_id: str, node: Any) -> str | Outcome:
+        if isinstance(node, Say):
+            await self.record("ivr.say", {"node": node_id})
+            await self.session.say(self.text(node.text))
+            return node.next
+        if isinstance(node, Play):
+            await self.record("ivr.play", {"node": node_id, "file": node.file})
+            await self.session.play(node.file, self.text(node.text))
+            return node.next
+        if isinstance(node, Gather):
+            return await self.gather(node_id, node)
+        if isinstance(node, Menu):
+            return await self.menu(node_id, node)
+        if isinstance(node, Branch):
+            for i, cond in enumerate(node.when):
+                if condition_holds(cond, self.vars):
+                    await self.record("ivr.branch", {"node": node_id, "matched": i, "next": cond.next})
+                    return cond.next
+            await self.record("ivr.branch", {"node": node_id, "matched": None, "next": node.otherwise})
+            return node.otherwise
+        if isinstance(node, SetVars):
+            for name, value in node.variables.items():
+                self.vars[name] = self.text(value) if isinstance(value, str) else value
+            await self.record("ivr.set", {"node": node_id, "variables": sorted(node.variables)})
+            return node.next
+        if isinstance(node, Lookup):
+            return await self.lookup(node_id, node)
+        if isinstance(node, Http):
+            return await self.http(node_id, node)
+        if isinstance(node, Hours):
+            is_open = await self.ctx.services.is_open(node.calendar)
+            await self.record("ivr.hours", {"node": node_id, "calendar": node.calendar, "open": is_open})
+            return node.open if is_open else node.closed
+        if isinstance(node, Goto):
+            return await self.goto(node_id, node)
+        if isinstance(node, Queue):
+            if node.prompt:
+                await self.session.say(self.text(node.prompt))
+            return self.outcome("queue", node_id, target=node.queue, priority=node.priority, skills=list(node.skills))
+        if isinstance(node, Transfer):
+            if node.prompt:
+                await self.session.say(self.text(node.prompt))
+            return self.outcome("transfer", node_id, target=node.to)
+        if isinstance(node, Voicemail):
+            await self.session.say(self.text(node.prompt))
+            return self.outcome("voicemail", node_id)
+        if isinstance(node, Callback):
+            await self.session.say(self.text(node.prompt))
+            return self.outcome("callback", node_id, target=self.vars["caller"]["number"])
+        if isinstance(node, Hangup):
+            if node.text:
+                await self.session.say(self.text(node.text))
+            return self.outcome("hangup", node_id)
+        raise FlowError(f"node kind {getattr(node, 'kind', '?')!r} is not supported")
+
+    async def gather(self, node_id: str, node: Gather) -> str:
+        if node.prompt:
+            await self.session.say(self.text(node.prompt))
+        raw = await self.session.read_digits(
+            min_digits=node.min_digits,
+            max_digits=node.max_digits,
+            terminator=node.terminator,
+            timeout_s=node.timeout_s,
+            inter_digit_timeout_s=node.inter_digit_timeout_s,
+        )
+        digits = (raw or "").strip()
+        if node.terminator and digits.endswith(node.terminator):
+            digits = digits[: -len(node.terminator)]
+        if not digits or not _DIGITS.match(digits) or not node.min_digits <= len(digits) <= node.max_digits:
+            await self.record("ivr.no_input", {"node": node_id, "got": "digits" if raw else None})
+            return node.no_input
+        self.vars[node.into] = digits
+        shown = "*" * len(digits) if node.secret else digits
+        await self.record("ivr.input", {"node": node_id, "digits": shown, "into": node.into})
+        return node.next
+
+    async def menu(self, node_id: str, node: Menu) -> str:
+        labels = {choice.label.strip().casefold(): key for key, choice in node.choices.items()}
+        for attempt in range(1, node.retries + 1):
+            await self.record("ivr.menu", {"node": node_id, "attempt": attempt, "options": sorted(node.choices)})
+            await self.session.say(self.text(node.prompt))
+            answer = await self.session.read_choice(node.timeout_s)
+            if answer is None or not answer.strip():
+                await self.record("ivr.no_input", {"node": node_id, "attempt": attempt})
+                await self.session.say(self.text(node.no_input))
+                continue
+            typed = answer.strip()
+            key = typed if typed in node.choices else labels.get(typed.casefold())
+            await self.record(
+                "ivr.input", {"node": node_id, "digit": key or typed[:20], "valid": key is not None, "attempt": attempt}
+            )
+            if key is not None:
+                return node.choices[key].next
+            await self.session.say(self.text(node.no_match))
+        await self.record("ivr.menu_failed", {"node": node_id, "next": node.fallback})
+        return node.fallback
+
+    async def lookup(self, node_id: str, node: Lookup) -> str:
+        if node.by == "caller_number":
+            value: Any = self.vars["caller"]["number"]
+        else:
+            value = resolve(self.vars, node.variable or "")
+        found = None
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            found = await self.ctx.services.lookup_customer(node.identity, str(value))
+        self.vars[node.into] = _customer_vars(found)
+        await self.record("ivr.lookup", {"node": node_id, "by": node.by, "found": found is not None})
+        return node.found if found is not None else node.not_found
+
+    async def http(self, node_id: str, node: Http) -> str:
+        request = HttpRequest(
+            method=node.method,
+            url=self.text(node.url),
+            headers={k: self.text(v) for k, v in node.headers.items()},
+            json=_render_json(node.json_body, self.vars),
+            timeout_s=node.timeout_s,
+        )
+        try:
+            answer = await asyncio.wait_for(self.ctx.services.http(request), node.timeout_s + 1)
+        except (HttpCallFailed, TimeoutError) as exc:
+            await self.record("ivr.http", {"node": node_id, "method": node.method, "ok": False, "error": str(exc)})
+            return node.on_error
+        missing = []
+        for name, path in node.map.items():
+            value = resolve(answer if isinstance(answer, Mapping) else {"": answer}, path)
+            if value is _MISSING:
+                missing.append(path)
+                value = None
+            self.vars[name] = _plain(value)
+        await self.record("ivr.http", {"node": node_id, "method": node.method, "ok": True, "missing": missing})
+        return node.next
+
+    async def goto(self, node_id: str, node: Goto) -> str:
+        target = self.flow if node.flow == self.flow.flow else self.ctx.flows.get(node.flow)
+        if target is None:
+            raise FlowError(f"goto: flow {node.flow!r} is not loaded")
+        start = node.node or target.start
+        if start not in target.nodes:
+            raise FlowError(f"goto: node {start!r} does not exist in flow {node.flow!r}")
+        await self.record("ivr.goto", {"node": node_id, "to_flow": target.flow, "to_node": start})
+        self.flow = target
+        return start
+
+
+async def run_flow(flow: Flow, session: Session, context: FlowContext) -> Outcome:
+    """Run `flow` from its start node until an outcome (queue, transfer, voicemail, callback, hangup) or an
+    error (a failing template, an unknown goto target, too many steps)."""
+    return await _Run(flow, session, context).run()

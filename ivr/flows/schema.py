@@ -1,0 +1,334 @@
+"""The schema of a flow file (`dialplans/flows/*.yaml`): one flow, a start node and named nodes linked by `next`.
+
+Every node has a `kind`. Most nodes name the node(s) that follow; `queue`, `transfer`, `voicemail`, `callback`
+and `hangup` end the flow with an outcome, and `goto` continues in another flow. Text fields are Jinja2
+templates rendered in a sandbox with the flow's variables (`customer`, `caller` and whatever the flow set)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
+
+
+def _str_if_int(value: object) -> object:
+    # `1:` unquoted in YAML is the integer 1; a keypad key is text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=64)]
+FlowId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=64)]
+VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+VarPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", max_length=200)]
+DtmfKey = Annotated[str, BeforeValidator(_str_if_int), StringConstraints(pattern=r"^[0-9*#]$")]
+Template = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Scalar = str | int | float | bool | None
+
+TERMINAL_KINDS = frozenset({"queue", "transfer", "voicemail", "callback", "hangup"})
+INPUT_KINDS = frozenset({"gather", "menu"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Say(_Strict):
+    """Speak (voice) or send (text) a templated message."""
+
+    kind: Literal["say"]
+    text: Template
+    next: NodeId
+
+
+class Play(_Strict):
+    """Play a recorded sound; text channels send `text` instead, so it is required."""
+
+    kind: Literal["play"]
+    file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$", max_length=200)]
+    text: Template
+    next: NodeId
+
+    @model_validator(mode="before")
+    @classmethod
+    def text_alternative_required(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "text" not in data:
+            raise PydanticCustomError(
+                "play_text_missing", "play needs `text`: what text channels send instead of the audio file"
+            )
+        return data
+
+
+class Gather(_Strict):
+    """Read keypad digits into a variable."""
+
+    kind: Literal["gather"]
+    prompt: Template | None = None
+    min_digits: int = Field(1, ge=1, le=32)
+    max_digits: int = Field(1, ge=1, le=32)
+    terminator: DtmfKey | None = "#"
+    inter_digit_timeout_s: float = Field(3, gt=0, le=60)
+    timeout_s: float = Field(6, gt=0, le=120)
+    into: VarName
+    secret: bool = False  # PINs and the like: digits are not written on the timeline
+    next: NodeId
+    no_input: NodeId
+
+    @model_validator(mode="after")
+    def digits_range(self) -> Gather:
+        if self.min_digits > self.max_digits:
+            raise ValueError(f"min_digits ({self.min_digits}) is more than max_digits ({self.max_digits})")
+        return self
+
+
+class Choice(_Strict):
+    label: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    next: NodeId
+
+
+class Menu(_Strict):
+    """Offer choices; a keypad key on voice, the key or the label typed on text channels."""
+
+    kind: Literal["menu"]
+    prompt: Template
+    choices: dict[DtmfKey, Choice] = Field(min_length=1)
+    no_match: Template
+    no_input: Template
+    retries: int = Field(3, ge=1, le=10)
+    timeout_s: float = Field(6, gt=0, le=120)
+    fallback: NodeId
+
+    @model_validator(mode="before")
+    @classmethod
+    def fallback_required(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "fallback" not in data:
+            raise PydanticCustomError(
+                "menu_fallback_missing", "menu needs `fallback`: the node to go to when no valid choice was made"
+            )
+        return data
+
+
+class Condition(_Strict):
+    """`var` compared with exactly one of `equals`, `not_equals`, `in` or `exists`."""
+
+    var: VarPath
+    equals: Scalar = None
+    not_equals: Scalar = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    exists: bool | None = None
+    next: NodeId
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def one_test(self) -> Condition:
+        given = [name for name in ("equals", "not_equals", "in", "exists") if self._given(name)]
+        if len(given) != 1:
+            raise ValueError(f"a condition needs exactly one of equals, not_equals, in, exists (got {given or 'none'})")
+        return self
+
+    def _given(self, name: str) -> bool:
+        field = "in_" if name == "in" else name
+        return field in self.model_fields_set
+
+    def test(self) -> str:
+        return next(name for name in ("equals", "not_equals", "in", "exists") if self._given(name))
+
+
+class Branch(_Strict):
+    kind: Literal["branch"]
+    when: list[Condition] = Field(min_length=1)
+    otherwise: NodeId
+
+
+class SetVars(_Strict):
+    kind: Literal["set"]
+    variables: dict[VarName, Template | int | float | bool] = Field(min_length=1)
+    next: NodeId
+
+
+class Lookup(_Strict):
+    """Find the customer behind the caller's number or behind an identity held in a variable."""
+
+    kind: Literal["lookup"]
+    by: Literal["caller_number", "variable"] = "caller_number"
+    variable: VarPath | None = None
+    identity: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$")] = "phone"
+    into: VarName = "customer"
+    found: NodeId
+    not_found: NodeId
+
+    @model_validator(mode="after")
+    def variable_when_by_variable(self) -> Lookup:
+        if self.by == "variable" and self.variable is None:
+            raise ValueError("lookup by variable needs `variable`")
+        if self.by == "caller_number" and self.variable is not None:
+            raise ValueError("`variable` is only used with `by: variable`")
+        return self
+
+
+class Http(_Strict):
+    """Call an outside service; `map` copies dotted paths of the JSON answer into variables."""
+
+    kind: Literal["http"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2000)]
+    headers: dict[str, Template] = Field(default_factory=dict)
+    json_body: Any = Field(None, alias="json")
+    timeout_s: float = Field(3, gt=0, le=30)
+    map: dict[VarName, Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]] = Field(
+        default_factory=dict
+    )
+    next: NodeId
+    on_error: NodeId
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def body_is_json(self) -> Http:
+        try:
+            json.dumps(self.json_body)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"`json` must be plain JSON data: {exc}") from exc
+        return self
+
+
+class Queue(_Strict):
+    kind: Literal["queue"]
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    priority: int = Field(0, ge=0, le=10)
+    skills: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(default_factory=list)
+    prompt: Template | None = None
+
+
+class Transfer(_Strict):
+    kind: Literal["transfer"]
+    to: Annotated[str, StringConstraints(pattern=r"^\+?[0-9A-Za-z*#_-]+$", max_length=64)]
+    prompt: Template | None = None
+
+
+class Voicemail(_Strict):
+    kind: Literal["voicemail"]
+    prompt: Template
+
+
+class Callback(_Strict):
+    kind: Literal["callback"]
+    prompt: Template
+
+
+class Hours(_Strict):
+    kind: Literal["hours"]
+    calendar: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    open: NodeId
+    closed: NodeId
+
+
+class Goto(_Strict):
+    kind: Literal["goto"]
+    flow: FlowId
+    node: NodeId | None = None
+
+
+class Hangup(_Strict):
+    kind: Literal["hangup"]
+    text: Template | None = None
+
+
+Node = Annotated[
+    Say
+    | Play
+    | Gather
+    | Menu
+    | Branch
+    | SetVars
+    | Lookup
+    | Http
+    | Queue
+    | Transfer
+    | Voicemail
+    | Callback
+    | Hours
+    | Goto
+    | Hangup,
+    Field(discriminator="kind"),
+]
+
+NODE_KINDS: tuple[str, ...] = (
+    "say",
+    "play",
+    "gather",
+    "menu",
+    "branch",
+    "set",
+    "lookup",
+    "http",
+    "queue",
+    "transfer",
+    "voicemail",
+    "callback",
+    "hours",
+    "goto",
+    "hangup",
+)
+
+
+class Flow(_Strict):
+    flow: FlowId
+    description: str = ""
+    language: Literal["en", "es"] = "en"
+    voice: str | None = None
+    start: NodeId
+    nodes: dict[NodeId, Node] = Field(min_length=1)
+
+
+def node_references(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
+    """The nodes of the same flow that `node` can go to, each with its place inside the node."""
+    refs: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(node, Menu):
+        refs += [(("choices", key, "next"), choice.next) for key, choice in node.choices.items()]
+        refs.append((("fallback",), node.fallback))
+    elif isinstance(node, Branch):
+        refs += [(("when", i, "next"), cond.next) for i, cond in enumerate(node.when)]
+        refs.append((("otherwise",), node.otherwise))
+    else:
+        for field in ("next", "no_input", "found", "not_found", "on_error", "open", "closed"):
+            target = getattr(node, field, None)
+            if isinstance(target, str):
+                refs.append(((field,), target))
+    return refs
+
+
+def templates_of(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every templated text of a node, each with its place inside the node."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for field in ("text", "prompt", "no_match", "no_input"):
+        value = getattr(node, field, None)
+        if isinstance(value, str) and not (isinstance(node, Gather) and field == "no_input"):
+            found.append(((field,), value))
+    if isinstance(node, SetVars):
+        found += [(("variables", name), v) for name, v in node.variables.items() if isinstance(v, str)]
+    if isinstance(node, Http):
+        found.append((("url",), node.url))
+        found += [(("headers", name), v) for name, v in node.headers.items()]
+        found += _json_strings(node.json_body, ("json",))
+    return found
+
+
+def _json_strings(value: Any, where: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    if isinstance(value, str):
+        return [(where, value)]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _json_strings(v, (*where, str(k)))]
+    if isinstance(value, list):
+        return [t for i, v in enumerate(value) for t in _json_strings(v, (*where, i))]
+    return []
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a flow file, for editors and for `hilo flows schema`."""
+    schema = Flow.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Hilo flow"
+    return schema

@@ -1,0 +1,56 @@
+"""A text session: prompts go to a list (and an optional callback), answers come from scripted inputs.
+
+Used by `hilo flows simulate` and the tests; the text channels (SMS, WhatsApp, web chat) will feed the same
+interface from their bridges. An answer is whatever the person typed: a key, digits, or a menu label (the
+engine matches labels case-insensitively)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+
+class TextSession:
+    def __init__(
+        self,
+        inputs: Iterable[str | None] = (),
+        *,
+        on_output: Callable[[str], None] | None = None,
+        on_input: Callable[[str | None], None] | None = None,
+    ) -> None:
+        self.inputs: list[str | None] = list(inputs)
+        self.output: list[str] = []
+        self.on_output = on_output
+        self.on_input = on_input
+
+    def _send(self, text: str) -> None:
+        self.output.append(text)
+        if self.on_output is not None:
+            self.on_output(text)
+
+    def _next(self) -> str | None:
+        # No scripted answer left: the person said nothing (the flow's no-input path).
+        answer = self.inputs.pop(0) if self.inputs else None
+        if self.on_input is not None:
+            self.on_input(answer)
+        return answer
+
+    async def say(self, text: str) -> None:
+        self._send(text)
+
+    async def play(self, file: str, text_alt: str) -> None:
+        self._send(text_alt)
+
+    async def read_digits(
+        self,
+        *,
+        min_digits: int,
+        max_digits: int,
+        terminator: str | None,
+        timeout_s: float,
+        inter_digit_timeout_s: float,
+    ) -> str | None:
+        answer = self._next()
+        return None if answer is None else answer.replace(" ", "")
+
+    async def read_choice(self, timeout_s: float) -> str | None:
+        return self._next()

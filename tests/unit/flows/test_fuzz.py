@@ -1,0 +1,78 @@
+"""Whatever an admin (or a cat on the keyboard) writes, validation answers with problems, never a traceback."""
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ivr.flows.loader import FlowProblem, load_flow_text
+from ivr.flows.validate import Checks, validate_paths
+
+FLOWS = Path(__file__).resolve().parents[3] / "dialplans" / "flows"
+DEMO_LINES = (FLOWS / "demo.yaml").read_text().splitlines()
+SUPPORT_LINES = (FLOWS / "support.yaml").read_text().splitlines()
+YAML_CHARS = st.sampled_from(list(":-{}[],'\"#&*!|>%@` \t\n") + list("abc0129_"))
+
+
+@st.composite
+def mutated_flow(draw: st.DrawFn) -> str:
+    lines = list(draw(st.sampled_from([DEMO_LINES, SUPPORT_LINES])))
+    for _ in range(draw(st.integers(1, 6))):
+        i = draw(st.integers(0, len(lines) - 1))
+        op = draw(st.sampled_from(["delete", "duplicate", "insert_chars", "swap", "dedent", "replace_word"]))
+        if op == "delete" and len(lines) > 1:
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+        elif op == "insert_chars":
+            at = draw(st.integers(0, len(lines[i])))
+            chars = draw(st.text(YAML_CHARS | st.characters(), min_size=1, max_size=5))
+            lines[i] = lines[i][:at] + chars + lines[i][at:]
+        elif op == "swap":
+            j = draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+        elif op == "dedent":
+            lines[i] = lines[i][2:]
+        elif op == "replace_word" and ":" in lines[i]:
+            key = lines[i].split(":", 1)[0]
+            lines[i] = key + ": " + draw(st.sampled_from(["", "[]", "{}", "null", "7", "main_menu", "x y", "'{{'"]))
+    return "\n".join(lines) + "\n"
+
+
+def check(tmp_path: Path, text: str) -> None:
+    loaded = load_flow_text(text, tmp_path / "f.yaml")
+    assert all(isinstance(p, FlowProblem) for p in loaded.problems)
+    path = tmp_path / "f.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    found = validate_paths([path], Checks(queues=frozenset({"sales", "support"}), sounds_dir=tmp_path))
+    assert all(isinstance(p, FlowProblem) and p.line >= 1 and p.column >= 1 for p in found)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=mutated_flow())
+def test_mutated_flows_never_raise(tmp_path: Path, text: str) -> None:
+    check(tmp_path, text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(YAML_CHARS | st.characters(), max_size=300))
+def test_random_text_never_raises(tmp_path: Path, text: str) -> None:
+    check(tmp_path, text)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_random_structures_never_raise(tmp_path: Path, data: object) -> None:
+    import yaml
+
+    check(tmp_path, yaml.safe_dump({"flow": "t", "start": "a", "nodes": data}))
+
+
+def test_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    check(tmp_path, "[" * 5000 + "]" * 5000)
