@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hilo.yamlconf import load_model
 
@@ -14,38 +13,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# One keypad key: what a menu option is chosen with.
-DtmfKey = Annotated[str, StringConstraints(pattern=r"^[0-9*#]$")]
-
-
-class Menu(_Strict):
-    prompt: str
-    invalid: str
-    no_input: str
-    retries: int = Field(3, ge=1, le=10)
-    timeout_s: float = Field(6, gt=0, le=60)
-    options: dict[DtmfKey, str] = Field(min_length=1)
-
-
-class IvrLine(_Strict):
-    numbers: list[str] = Field(min_length=1)
-    language: str = "en"
-    voice: str = "gmw/en-US"
-    greeting: str
-    greeting_known: str
-    menu: Menu
-    queue_hold: str
-    no_agent: str
-    goodbye: str
-
-    def static_prompts(self) -> list[str]:
-        m = self.menu
-        return [self.greeting, m.prompt, m.invalid, m.no_input, self.queue_hold, self.no_agent, self.goodbye]
-
-
 class Queue(_Strict):
     id: str
     name: str
+    # Said when nobody could take the call within the queue's maximum wait.
+    no_agent_prompt: str = "Sorry, all our agents are busy. Please call again later. Goodbye."
 
 
 class Agent(_Strict):
@@ -69,6 +41,10 @@ class RoutingConfig(_Strict):
         return self
 
 
+class Numbers(_Strict):
+    numbers: dict[str, str] = Field(min_length=1)  # dialled number -> flow id
+
+
 class DemoCustomer(_Strict):
     name: str
     phones: list[str]
@@ -79,14 +55,13 @@ class DemoCustomers(_Strict):
     customers: list[DemoCustomer]
 
 
-def load_ivr(folder: Path) -> IvrLine:
-    line = load_model(folder / "demo.yaml", IvrLine)
-    return line
-
-
 def load_routing(folder: Path) -> RoutingConfig:
     return load_model(folder / "routing.yaml", RoutingConfig)
 
 
 def load_demo_customers(folder: Path) -> DemoCustomers:
     return load_model(folder / "demo-customers.yaml", DemoCustomers)
+
+
+def load_numbers(folder: Path) -> Numbers:
+    return load_model(folder / "numbers.yaml", Numbers)

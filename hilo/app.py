@@ -17,27 +17,21 @@ from console.auth import AUTH_KEY, TokenAuth
 from crm_bridge.db import create_pool
 from crm_bridge.seed import upsert_agents
 from crm_bridge.timeline import Timeline
-from dialplans.models import IvrLine, RoutingConfig, load_ivr, load_routing
+from dialplans.models import load_routing
 from hilo.notifier import Notifier
 from hilo.services import SERVICES, Services
 from hilo.settings import Settings
+from ivr.flows.live import load_live_flows
 from ivr.inbound import CallMetrics, InboundCalls
-from ivr.tts import PromptCache
+from ivr.tts import PromptCache, voice_for
 from routing.live import AgentBoard
 
 log = logging.getLogger(__name__)
 
 
-def check_dialplans(ivr: IvrLine, routing: RoutingConfig) -> None:
-    queues = {q.id for q in routing.queues}
-    for digit, target in ivr.menu.options.items():
-        if target not in queues:
-            raise ValueError(f"dialplans/demo.yaml: menu option {digit!r} routes to unknown queue {target!r}")
-
-
 def init_app(settings: Settings) -> web.Application:
-    ivr, routing = load_ivr(settings.dialplans_dir), load_routing(settings.dialplans_dir)
-    check_dialplans(ivr, routing)
+    routing = load_routing(settings.dialplans_dir)
+    flows = load_live_flows(settings.dialplans_dir)  # refuses to start on any flow problem
     registry = CollectorRegistry()
     services = Services(settings=settings, registry=registry)
     app = web.Application()
@@ -68,7 +62,10 @@ def init_app(settings: Settings) -> web.Application:
         notifier = Notifier(services.redis, settings.namespace)
         services.timeline = Timeline(services.pool, notifier.publish)
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
-        await prompts.prerender(ivr.static_prompts(), ivr.voice, ivr.language)
+        for text, voice, language in flows.static_prompts():
+            await prompts.render(text, voice, language)
+        for queue in routing.queues:
+            await prompts.render(queue.no_agent_prompt, voice_for("en", None), "en")
         services.ari = AriClient(
             settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
         )
@@ -78,7 +75,7 @@ def init_app(settings: Settings) -> web.Application:
             timeline=services.timeline,
             board=services.board,
             prompts=prompts,
-            ivr=ivr,
+            flows=flows,
             routing=routing,
             metrics=metrics,
             default_region=settings.default_region,

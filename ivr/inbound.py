@@ -23,9 +23,10 @@ from asterisk.events import StasisStart
 from asterisk.stasis import ChannelState, StasisRouter
 from crm_bridge import customers, identity
 from crm_bridge.timeline import Interaction, Timeline
-from dialplans.models import IvrLine, RoutingConfig
-from ivr.menu import run_menu
-from ivr.tts import PromptCache
+from dialplans.models import RoutingConfig
+from ivr.flows.engine import FlowContext, Services, run_flow
+from ivr.flows.live import LiveFlows
+from ivr.tts import PromptCache, voice_for
 from ivr.voice import CallerGone, VoiceSession
 from routing.live import AgentBoard
 from routing.offers import bridge_and_wait, ring_agent
@@ -51,7 +52,7 @@ class InboundCalls:
         timeline: Timeline,
         board: AgentBoard,
         prompts: PromptCache,
-        ivr: IvrLine,
+        flows: LiveFlows,
         routing: RoutingConfig,
         metrics: CallMetrics,
         default_region: str,
@@ -64,8 +65,9 @@ class InboundCalls:
         self.timeline = timeline
         self.board = board
         self.prompts = prompts
-        self.ivr = ivr
+        self.flows = flows
         self.agents = {a.id: a for a in routing.agents}
+        self.queues = {q.id: q for q in routing.queues}
         self.metrics = metrics
         self.default_region = default_region
         self.ring_timeout_s = ring_timeout_s
@@ -125,7 +127,7 @@ class InboundCalls:
                 "inbound",
                 dialed=dialed,
                 channel_ref=channel.id,
-                context={"caller_number": phone},
+                context={"caller_number": phone, "dialed": dialed},
             )
             await self.timeline.record(
                 interaction, "interaction.started", {"dialed": dialed, "channel_ref": channel.id}
@@ -149,26 +151,63 @@ class InboundCalls:
     async def _journey(
         self, channel: ChannelState, interaction: Interaction, who: customers.Identification
     ) -> tuple[str, str]:
-        line = self.ivr
-        session = VoiceSession(self.ari, self.stasis, channel, self.prompts, voice=line.voice, language=line.language)
+        dialed = interaction.context.get("dialed", "")
+        flow = self.flows.for_number(dialed)
+        if flow is None:
+            log.error("no flow answers number %s (dialplans/numbers.yaml)", dialed)
+            await self.timeline.record(interaction, "ivr.no_flow", {"dialed": dialed})
+            return "no-flow", "system"
+        session = VoiceSession(
+            self.ari,
+            self.stasis,
+            channel,
+            self.prompts,
+            voice=voice_for(flow.language, flow.voice),
+            language=flow.language,
+        )
 
         async def record(type_: str, data: dict[str, Any]) -> None:
             await self.timeline.record(interaction, type_, data)
 
-        greeting = line.greeting_known.format(name=who.display_name) if who.display_name else line.greeting
-        await record("ivr.greeting", {"known": who.display_name is not None})
-        await session.say(greeting)
+        # A customer made just now is not "known" yet: the flow greets them as new.
+        customer = None if who.created else {"id": str(who.customer_id), "name": who.display_name}
+        outcome = await run_flow(
+            flow,
+            session,
+            FlowContext(
+                caller_number=interaction.context.get("caller_number"),
+                channel="voice",
+                customer=customer,
+                flows=self.flows.flows,
+                services=Services(lookup_customer=self._lookup_customer),
+                record=record,
+            ),
+        )
+        # What the caller told the IVR travels with the interaction: to routing, the agent, a transfer.
+        collected = {k: v for k, v in outcome.variables.items() if k not in ("caller", "customer")}
+        interaction.context["ivr"] = {"flow": outcome.flow, "node": outcome.node, "variables": collected}
+        session.check_alive()
+        if outcome.action == "queue" and outcome.target:
+            interaction.context["queue"] = outcome.target
+            await self.timeline.update(interaction, state="queued", queue=outcome.target)
+            await record("routing.queued", {"queue": outcome.target, "priority": outcome.priority})
+            return await self._connect_to_agent(session, channel, interaction, outcome.target)
+        if outcome.action == "hangup":
+            return "ivr-ended", "system"
+        if outcome.action == "error":
+            return "failed", "system"
+        # transfer, voicemail and callback are flow outcomes whose voice side is not built yet.
+        await record("ivr.not_built", {"action": outcome.action})
+        return f"{outcome.action}-unavailable", "system"
 
-        queue = await run_menu(session, line.menu, record)
-        if queue is None:
-            await session.say(line.goodbye, interruptible=False)
-            return "ivr-failed", "system"
-
-        interaction.context["queue"] = queue
-        await self.timeline.update(interaction, state="queued", queue=queue)
-        await record("routing.queued", {"queue": queue})
-        await session.say(line.queue_hold, interruptible=False)
-        return await self._connect_to_agent(session, channel, interaction, queue)
+    async def _lookup_customer(self, kind: str, value: str) -> dict[str, Any] | None:
+        try:
+            found = await identity.resolve(self.pool, kind, value, self.default_region)
+        except identity.InvalidIdentity:
+            return None
+        if found is None:
+            return None
+        return {"id": str(found.customer_id), "name": found.display_name}
 
     async def _connect_to_agent(
         self, session: VoiceSession, channel: ChannelState, interaction: Interaction, queue: str
@@ -210,7 +249,7 @@ class InboundCalls:
                 await self.ari.stop_moh(channel.id)
         session.check_alive()
         await self.timeline.record(interaction, "routing.timeout", {"queue": queue})
-        await session.say(self.ivr.no_agent, interruptible=False)
+        await session.say(self.queues[queue].no_agent_prompt, interruptible=False)
         return "no-agent", "system"
 
     async def _talk(

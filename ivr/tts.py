@@ -2,7 +2,7 @@
 (8 kHz mono 16-bit WAV, i.e. slin) and cached by text, voice and language.
 
 Synthesis is blocking and pyttsx3 engines are not thread-safe, so all renders go through one worker
-thread, one at a time. Prompts known in advance are rendered when Hilo starts (`prerender`), so no caller
+thread, one at a time. Prompts known in advance are rendered when Hilo starts, so no caller
 ever waits for a static prompt."""
 
 from __future__ import annotations
@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 
 class TtsError(RuntimeError):
     pass
+
+
+# espeak-ng voices used when a flow names none.
+DEFAULT_VOICES = {"en": "gmw/en-US", "es": "roa/es"}
+
+
+def voice_for(language: str, voice: str | None) -> str:
+    return voice or DEFAULT_VOICES.get(language, DEFAULT_VOICES["en"])
 
 
 def prompt_key(text: str, voice: str, language: str) -> str:
@@ -89,10 +97,6 @@ class PromptCache:
                 os.chmod(tmp, 0o644)  # Asterisk runs as its own user and must read it
                 os.replace(tmp, published)
         return self.media_uri(key)
-
-    async def prerender(self, texts: list[str], voice: str, language: str) -> None:
-        for text in texts:
-            await self.render(text, voice, language)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

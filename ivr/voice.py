@@ -52,9 +52,13 @@ class VoiceSession:
     async def say(self, text: str, *, interruptible: bool = True) -> None:
         """Speak `text`. If `interruptible`, a digit typed meanwhile stops the prompt (barge-in)."""
         media = await self.prompts.render(text, self.voice, self.language)
-        await self.play(media, interruptible=interruptible)
+        await self.play_media(media, interruptible=interruptible)
 
-    async def play(self, media: str, *, interruptible: bool = True) -> None:
+    async def play(self, file: str, text_alt: str) -> None:
+        """Play an audio file from Asterisk's sounds (the text alternative is for text channels)."""
+        await self.play_media(f"sound:{file}")
+
+    async def play_media(self, media: str, *, interruptible: bool = True) -> None:
         self.check_alive()
         if interruptible and self.channel.digits:
             return  # type-ahead: the caller already answered, do not make them listen
@@ -101,3 +105,28 @@ class VoiceSession:
             gone.cancel()
         self.check_alive()
         return self.channel.pop_digit()
+
+    async def read_choice(self, timeout_s: float) -> str | None:
+        return await self.read_digit(timeout_s)
+
+    async def read_digits(
+        self,
+        *,
+        min_digits: int,
+        max_digits: int,
+        terminator: str | None,
+        timeout_s: float,
+        inter_digit_timeout_s: float,
+    ) -> str | None:
+        """Keys until `max_digits`, the terminator (returned with it), or a pause between keys longer than
+        `inter_digit_timeout_s`; None when nothing at all came within `timeout_s`."""
+        first = await self.read_digit(timeout_s)
+        if first is None:
+            return None
+        typed = first
+        while len(typed) < max_digits and not (terminator and typed.endswith(terminator)):
+            digit = await self.read_digit(inter_digit_timeout_s)
+            if digit is None:
+                break
+            typed += digit
+        return typed

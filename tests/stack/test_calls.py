@@ -25,7 +25,8 @@ async def test_digit_2_reaches_the_support_agent_and_the_timeline_tells_the_stor
     steps = await stack.hilo_events.expect_in_order(
         [
             ("customer.identified", {"interaction_id": interaction, "data__new": False}),
-            ("ivr.greeting", {"interaction_id": interaction, "data__known": True}),
+            # the demo flow greets a known customer by name
+            ("ivr.say", {"interaction_id": interaction, "data__flow": "demo", "data__node": "greet_known"}),
             ("ivr.input", {"interaction_id": interaction, "data__digit": "2", "data__valid": True}),
             ("routing.queued", {"interaction_id": interaction, "data__queue": "support"}),
             ("routing.offered", {"interaction_id": interaction, "data__agent": "bob"}),
@@ -51,7 +52,7 @@ async def test_digit_2_reaches_the_support_agent_and_the_timeline_tells_the_stor
     )
     assert resp.status == 200
     types = [e["type"] for e in (await resp.json())["events"] if e["interaction_id"] == interaction]
-    story = ["ivr.greeting", "ivr.input", "routing.queued", "agent.answered", "interaction.ended"]
+    story = ["ivr.say", "ivr.input", "routing.queued", "agent.answered", "interaction.ended"]
     assert [t for t in types if t in story] == story
     assert all(e["channel"] == "voice" for e in (await resp.json())["events"])
     row = await stack.pool.fetchrow("SELECT * FROM interactions WHERE id = $1::uuid", interaction)

@@ -1,43 +1,65 @@
+import shutil
 from pathlib import Path
 
 import pytest
 
-from dialplans.models import IvrLine, load_demo_customers, load_ivr, load_routing
-from hilo.app import check_dialplans
+from dialplans.models import RoutingConfig, load_demo_customers, load_numbers, load_routing
 from hilo.yamlconf import ConfigError, load_model
+from ivr.flows.live import load_live_flows
 
 DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
 
 
 def test_shipped_dialplans_load_and_agree() -> None:
-    ivr, routing = load_ivr(DIALPLANS), load_routing(DIALPLANS)
-    check_dialplans(ivr, routing)
-    assert ivr.menu.options == {"1": "sales", "2": "support"}
+    routing = load_routing(DIALPLANS)
     assert {a.id: a.queues for a in routing.agents} == {"alice": ["sales"], "bob": ["support"]}
     assert len(load_demo_customers(DIALPLANS).customers) >= 2
+    assert load_numbers(DIALPLANS).numbers["100"] == "demo"
+    live = load_live_flows(DIALPLANS)
+    flow = live.for_number("100")
+    assert flow is not None and flow.flow == "demo"
+    assert live.for_number("999") is None
+    texts = [text for text, _, _ in live.static_prompts()]
+    assert "For sales, press 1. For support, press 2." in texts
+    assert not any("{" in t for t in texts)  # templated prompts are rendered per call, not in advance
 
 
 def test_error_names_file_line_and_field(tmp_path: Path) -> None:
-    bad = tmp_path / "demo.yaml"
-    text = (DIALPLANS / "demo.yaml").read_text().replace('"2": support', '"22": support')
+    bad = tmp_path / "routing.yaml"
+    text = (DIALPLANS / "routing.yaml").read_text().replace("sip_endpoint: agent-bob", "sip_endpont: agent-bob")
     bad.write_text(text)
-    line = next(n for n, t in enumerate(text.splitlines(), 1) if '"22"' in t)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "sip_endpont" in t)
     with pytest.raises(ConfigError) as err:
-        load_model(bad, IvrLine)
-    message = str(err.value)
-    assert f"{bad}:" in message and "menu.options" in message and "should match pattern" in message
-    assert f"{bad}:{line}: menu.options.22" in message, message
+        load_model(bad, RoutingConfig)
+    assert f"{bad}:{line}: agents.1.sip_endpont: Extra inputs are not permitted" in str(err.value)
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
-    bad = tmp_path / "demo.yaml"
-    bad.write_text("numbers: [100\ngreeting: hi\n")
-    with pytest.raises(ConfigError, match=r"demo.yaml:\d+: invalid YAML"):
-        load_model(bad, IvrLine)
+    bad = tmp_path / "routing.yaml"
+    bad.write_text("queues: [sales\nagents: []\n")
+    with pytest.raises(ConfigError, match=r"routing.yaml:\d+: invalid YAML"):
+        load_model(bad, RoutingConfig)
 
 
-def test_menu_to_unknown_queue_is_refused() -> None:
-    ivr, routing = load_ivr(DIALPLANS), load_routing(DIALPLANS)
-    ivr.menu.options["3"] = "billing"
-    with pytest.raises(ValueError, match="unknown queue 'billing'"):
-        check_dialplans(ivr, routing)
+def test_agent_in_unknown_queue_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "routing.yaml"
+    bad.write_text((DIALPLANS / "routing.yaml").read_text().replace("queues: [support]", "queues: [billing]"))
+    with pytest.raises(ConfigError, match="agent bob serves unknown queue 'billing'"):
+        load_model(bad, RoutingConfig)
+
+
+def test_live_flows_refuse_a_number_to_an_unknown_flow(tmp_path: Path) -> None:
+    folder = tmp_path / "dialplans"
+    shutil.copytree(DIALPLANS, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (folder / "numbers.yaml").write_text('numbers:\n  "100": demo\n  "200": nowhere\n')
+    with pytest.raises(ConfigError, match=r"numbers.yaml:3:1: number '200' goes to unknown flow 'nowhere'"):
+        load_live_flows(folder)
+
+
+def test_live_flows_refuse_a_flow_queueing_to_an_unknown_queue(tmp_path: Path) -> None:
+    folder = tmp_path / "dialplans"
+    shutil.copytree(DIALPLANS, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    demo = folder / "flows" / "demo.yaml"
+    demo.write_text(demo.read_text().replace("queue: sales", "queue: billing"))
+    with pytest.raises(ConfigError, match=r"demo.yaml:\d+:\d+: .*billing"):
+        load_live_flows(folder)
