@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -49,6 +49,13 @@ class Play(_Strict):
     file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$", max_length=200)]
     text: Template
     next: NodeId
+
+    @field_validator("file")
+    @classmethod
+    def stays_in_sounds(cls, file: str) -> str:
+        if ".." in file.split("/"):
+            raise ValueError("file must stay inside Asterisk's sounds folder (no '..')")
+        return file
 
     @model_validator(mode="before")
     @classmethod

@@ -177,3 +177,12 @@ def test_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
     found = validate_paths([tmp_path / "bin.yaml", tmp_path / "absent.yaml"])
     assert len(found) == 2 and all(p.line == 1 for p in found)
+
+
+def test_play_file_cannot_leave_the_sounds_folder() -> None:
+    from pydantic import ValidationError
+
+    from ivr.flows.schema import Play
+
+    with pytest.raises(ValidationError, match="inside Asterisk's sounds folder"):
+        Play.model_validate({"kind": "play", "file": "hilo/../../etc/passwd", "text": "t", "next": "a"})
