@@ -22,7 +22,7 @@ from hilo.notifier import Notifier
 from hilo.services import SERVICES, Services
 from hilo.settings import Settings
 from ivr.flows.live import load_live_flows
-from ivr.inbound import CallMetrics, InboundCalls
+from ivr.inbound import TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.tts import PromptCache, voice_for
 from routing.live import AgentBoard
 
@@ -64,8 +64,8 @@ def init_app(settings: Settings) -> web.Application:
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
         for text, voice, language in flows.static_prompts():
             await prompts.render(text, voice, language)
-        for queue in routing.queues:
-            await prompts.render(queue.no_agent_prompt, voice_for("en", None), "en")
+        for text in [TECHNICAL_PROBLEM_PROMPT, *(q.no_agent_prompt for q in routing.queues)]:
+            await prompts.render(text, voice_for("en", None), "en")
         services.ari = AriClient(
             settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
         )

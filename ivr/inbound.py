@@ -34,6 +34,11 @@ from routing.offers import bridge_and_wait, ring_agent
 log = logging.getLogger(__name__)
 
 IDENTIFY_DEADLINE_S = 1.0  # identification must never hold up a call
+# Said before Hilo itself ends a call it could not serve, so the caller is not met by silence.
+TECHNICAL_PROBLEM_PROMPT = (
+    "Sorry, we cannot take your call right now because of a technical problem. Please call again later."
+)
+APOLOGY_OUTCOMES = frozenset({"failed", "no-flow"})
 
 
 @dataclass
@@ -309,6 +314,8 @@ class InboundCalls:
     ) -> None:
         self.metrics.active.dec()
         self.metrics.ended.labels(outcome=outcome).inc()
+        if outcome in APOLOGY_OUTCOMES and not channel.gone.is_set():
+            await self._apologise(channel)
         try:
             if not channel.gone.is_set():
                 await self.ari.hangup(channel.id)
@@ -318,6 +325,13 @@ class InboundCalls:
             self.stasis.forget(channel.id)
         if interaction is not None:
             await self.timeline.end_interaction(interaction, outcome, hangup_by)
+
+    async def _apologise(self, channel: ChannelState) -> None:
+        session = VoiceSession(self.ari, self.stasis, channel, self.prompts, voice=voice_for("en", None), language="en")
+        try:
+            await asyncio.wait_for(session.say(TECHNICAL_PROBLEM_PROMPT, interruptible=False), 10)
+        except Exception:  # already failing: the apology is best effort, the hang-up must still happen
+            log.warning("could not play the apology on %s", channel.id)
 
     # -- resync after a reconnect -----------------------------------------------------------------
     async def resync(self) -> None:

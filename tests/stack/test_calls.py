@@ -112,3 +112,17 @@ async def test_wrong_key_is_retried_then_the_right_queue_is_chosen(stack: Stack)
     )
     await stack.observer.hangup(call.caller_leg)
     await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+
+
+async def test_a_number_without_a_flow_hears_an_apology_and_the_call_is_recorded(stack: Stack) -> None:
+    mark = stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, "555", KNOWN_CALLER, "", namespace=NAMESPACE)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg, data__dialed="555"
+    )
+    await stack.hilo_events.expect("ivr.no_flow", within=5, interaction_id=started["interaction_id"])
+    await stack.ari_events.expect(
+        "PlaybackFinished", within=15, playback__target_uri=f"channel:{call.ivr_leg}", playback__state="done"
+    )
+    ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=started["interaction_id"])
+    assert ended["data"] == {"outcome": "no-flow", "hangup_by": "system"}
