@@ -13,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -39,6 +40,14 @@ TECHNICAL_PROBLEM_PROMPT = (
     "Sorry, we cannot take your call right now because of a technical problem. Please call again later."
 )
 APOLOGY_OUTCOMES = frozenset({"failed", "no-flow"})
+OFFER_HOOK_DEADLINE_S = 0.5  # the screen-pop may never hold up ringing the agent for longer than this
+
+# (interaction, agent id) -> awaited before the agent's phone rings, e.g. to push the screen-pop.
+OfferHook = Callable[[Interaction, str], Awaitable[None]]
+
+
+async def _no_offer_hook(interaction: Interaction, agent_id: str) -> None:
+    return None
 
 
 @dataclass
@@ -64,6 +73,7 @@ class InboundCalls:
         ring_timeout_s: int,
         queue_max_wait_s: int,
         wrapup_s: float,
+        on_offer: OfferHook = _no_offer_hook,
     ) -> None:
         self.ari = ari
         self.pool = pool
@@ -78,6 +88,7 @@ class InboundCalls:
         self.ring_timeout_s = ring_timeout_s
         self.queue_max_wait_s = queue_max_wait_s
         self.wrapup_s = wrapup_s
+        self.on_offer = on_offer
         self.stasis = StasisRouter(self._on_new_call)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._agent_freed = asyncio.Event()
@@ -232,6 +243,7 @@ class InboundCalls:
                     continue
                 agent = self.agents[agent_id]
                 await self.timeline.record(interaction, "routing.offered", {"agent": agent_id, "queue": queue})
+                await self._before_ringing(interaction, agent_id)
                 offer = await ring_agent(
                     self.ari,
                     self.stasis,
@@ -256,6 +268,12 @@ class InboundCalls:
         await self.timeline.record(interaction, "routing.timeout", {"queue": queue})
         await session.say(self.queues[queue].no_agent_prompt, interruptible=False)
         return "no-agent", "system"
+
+    async def _before_ringing(self, interaction: Interaction, agent_id: str) -> None:
+        try:
+            await asyncio.wait_for(self.on_offer(interaction, agent_id), OFFER_HOOK_DEADLINE_S)
+        except Exception:  # the pop failing must never cost the caller the agent
+            log.exception("offer hook failed for interaction %s", interaction.id)
 
     async def _talk(
         self,

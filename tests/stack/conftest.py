@@ -115,6 +115,25 @@ async def stack() -> AsyncIterator[Stack]:
     await client.close()
 
 
+# Tables that hold configuration the tests share rather than rows a test makes.
+KEPT_TABLES = frozenset({"schema_migrations", "agents"})
+
+
+async def truncate_test_rows(pool: asyncpg.Pool) -> None:
+    """Empty every table a test may have written to (all but KEPT_TABLES), so new tables are covered too."""
+    names = [
+        r["tablename"]
+        for r in await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        if r["tablename"] not in KEPT_TABLES
+    ]
+    if names:
+        await pool.execute(f"TRUNCATE {', '.join(map(quote_ident, names))} RESTART IDENTITY CASCADE")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 async def _wait_calls_finished(services: Services, within: float) -> None:
     assert services.calls is not None
     loop = asyncio.get_running_loop()
@@ -148,7 +167,7 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
     for bridge_id in bridges:
         await stack.observer.destroy_bridge(bridge_id)
     open_calls = list(stack.services.calls.tasks) if stack.services.calls else []
-    await stack.pool.execute("TRUNCATE timeline_events, interactions, identities, customers RESTART IDENTITY CASCADE")
+    await truncate_test_rows(stack.pool)
     await stack.services.board.clear()
     from dialplans.models import load_routing
 
