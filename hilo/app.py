@@ -21,7 +21,8 @@ from dialplans.models import load_routing
 from hilo.notifier import Notifier
 from hilo.services import SERVICES, Services
 from hilo.settings import Settings
-from ivr.flows.live import load_live_flows
+from ivr.flows.live import FlowRuntime, LiveFlows, checks_for
+from ivr.flows.rest import add_flow_routes
 from ivr.inbound import TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.tts import PromptCache, voice_for
 from routing.live import AgentBoard
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def init_app(settings: Settings) -> web.Application:
     routing = load_routing(settings.dialplans_dir)
-    flows = load_live_flows(settings.dialplans_dir)  # refuses to start on any flow problem
+    checks_for(settings.dialplans_dir)  # a broken routing.yaml stops the start here, before any connection
     registry = CollectorRegistry()
     services = Services(settings=settings, registry=registry)
     app = web.Application()
@@ -62,10 +63,23 @@ def init_app(settings: Settings) -> web.Application:
         notifier = Notifier(services.redis, settings.namespace)
         services.timeline = Timeline(services.pool, notifier.publish)
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
-        for text, voice, language in flows.static_prompts():
-            await prompts.render(text, voice, language)
+
+        async def render_prompts(flows: LiveFlows) -> None:
+            # Before a version goes live, so no caller waits for synthesis of a static prompt.
+            for text, voice, language in flows.static_prompts():
+                await prompts.render(text, voice, language)
+
         for text in [TECHNICAL_PROBLEM_PROMPT, *(q.no_agent_prompt for q in routing.queues)]:
             await prompts.render(text, voice_for("en", None), "en")
+        services.flows = FlowRuntime(
+            services.pool,
+            settings.dialplans_dir,
+            settings.database_url.get_secret_value(),
+            prepare=render_prompts,
+            announce=notifier.publish,
+        )
+        await services.flows.start()  # refuses to start on a flow version with problems
+        flows = services.flows
         services.ari = AriClient(
             settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
         )
@@ -75,7 +89,7 @@ def init_app(settings: Settings) -> web.Application:
             timeline=services.timeline,
             board=services.board,
             prompts=prompts,
-            flows=flows,
+            live_flows=lambda: flows.current,
             routing=routing,
             metrics=metrics,
             default_region=settings.default_region,
@@ -92,10 +106,12 @@ def init_app(settings: Settings) -> web.Application:
         await services.calls.close()
         await services.ari.close()
         await services.ami.close()
+        await services.flows.close()
         prompts.close()
 
     app.cleanup_ctx.extend([postgres, redis, telephony])
     api.add_routes(app)
+    add_flow_routes(app)
     return app
 
 

@@ -13,6 +13,7 @@ from asterisk.ami import AmiClient
 from asterisk.ari import AriClient
 from crm_bridge.timeline import Timeline
 from hilo.settings import Settings
+from ivr.flows.live import FlowRuntime
 from ivr.inbound import InboundCalls
 from routing.live import AgentBoard
 
@@ -28,6 +29,7 @@ class Services:
     calls: InboundCalls | None = None
     board: AgentBoard | None = None
     timeline: Timeline | None = None
+    flows: FlowRuntime | None = None
 
 
 SERVICES = web.AppKey("services", Services)

@@ -37,7 +37,12 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
 
 
 def load_model(path: Path, model: type[M]) -> M:
-    text = path.read_text()
+    return load_model_text(path.read_text(), str(path), model)
+
+
+def load_model_text(text: str, path: str, model: type[M]) -> M:
+    """Like `load_model` for text held elsewhere (e.g. an applied configuration in PostgreSQL); `path` names
+    it in errors."""
     try:
         data = yaml.safe_load(text)
         tree = yaml.compose(text)
@@ -45,6 +50,8 @@ def load_model(path: Path, model: type[M]) -> M:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: invalid YAML: {exc.problem}") from exc
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}:1: invalid YAML: {exc}") from exc
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as exc:

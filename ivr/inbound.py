@@ -66,7 +66,7 @@ class InboundCalls:
         timeline: Timeline,
         board: AgentBoard,
         prompts: PromptCache,
-        flows: LiveFlows,
+        live_flows: Callable[[], LiveFlows],
         routing: RoutingConfig,
         metrics: CallMetrics,
         default_region: str,
@@ -80,7 +80,7 @@ class InboundCalls:
         self.timeline = timeline
         self.board = board
         self.prompts = prompts
-        self.flows = flows
+        self.live_flows = live_flows  # read once per call: a call keeps the version it began with
         self.agents = {a.id: a for a in routing.agents}
         self.queues = {q.id: q for q in routing.queues}
         self.metrics = metrics
@@ -168,11 +168,14 @@ class InboundCalls:
         self, channel: ChannelState, interaction: Interaction, who: customers.Identification
     ) -> tuple[str, str]:
         dialed = interaction.context.get("dialed", "")
-        flow = self.flows.for_number(dialed)
+        live = self.live_flows()
+        flow = live.for_number(dialed)
         if flow is None:
-            log.error("no flow answers number %s (dialplans/numbers.yaml)", dialed)
-            await self.timeline.record(interaction, "ivr.no_flow", {"dialed": dialed})
+            log.error("no flow answers number %s (numbers.yaml, flow version %s)", dialed, live.version)
+            await self.timeline.record(interaction, "ivr.no_flow", {"dialed": dialed, "version": live.version})
             return "no-flow", "system"
+        interaction.context["flow_version"] = live.version
+        await self.timeline.record(interaction, "ivr.flow_started", {"flow": flow.flow, "version": live.version})
         session = VoiceSession(
             self.ari,
             self.stasis,
@@ -194,7 +197,7 @@ class InboundCalls:
                 caller_number=interaction.context.get("caller_number"),
                 channel="voice",
                 customer=customer,
-                flows=self.flows.flows,
+                flows=live.flows,
                 services=Services(lookup_customer=self._lookup_customer),
                 record=record,
             ),

@@ -16,11 +16,12 @@ from ivr.flows.loader import load_flow
 from ivr.flows.schema import Flow, json_schema
 from ivr.flows.text_session import TextSession
 from ivr.flows.validate import Checks, flow_files, known_queues, load_and_validate
+from ivr.flows.versions_cli import add_version_commands, run_version_command
 
 
 def add_flows_commands(subparsers: Any) -> None:
     """Add `flows` and its subcommands to the `hilo` parser's subparsers."""
-    flows = subparsers.add_parser("flows", help="IVR flow files: validate, schema, simulate")
+    flows = subparsers.add_parser("flows", help="IVR flow files: validate, schema, simulate, apply, history, rollback")
     sub = flows.add_subparsers(dest="flows_command", required=True)
     validate = sub.add_parser("validate", help="check flow files; prints file:line:column: problem")
     validate.add_argument("paths", nargs="*", type=Path, help="flow files or folders (default: dialplans/flows)")
@@ -32,6 +33,7 @@ def add_flows_commands(subparsers: Any) -> None:
     simulate.add_argument("--input", dest="inputs", action="append", default=[], help="one answer (repeatable)")
     simulate.add_argument("--json", action="store_true", help="print one JSON document instead of a transcript")
     simulate.add_argument("--max-steps", type=int, default=200, help="stop a flow after this many steps")
+    add_version_commands(sub)
 
 
 async def run_flows_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,6 +46,8 @@ async def run_flows_command(args: argparse.Namespace, settings: Settings) -> int
         return await simulate_command(
             args.flow, args.caller, args.inputs, settings, as_json=args.json, max_steps=args.max_steps
         )
+    if args.flows_command in ("apply", "history", "rollback"):
+        return await run_version_command(args, settings)
     print(f"unknown flows command {args.flows_command}", file=sys.stderr)
     return 2
 

@@ -1,23 +1,50 @@
-"""The flows that answer calls: loaded and fully validated when Hilo starts, so a broken flow file stops
-the start with its problems listed (file:line:column) instead of failing a caller later."""
+"""The flows that answer calls, and how a server follows applied changes without a restart.
+
+A server answers with the newest applied version in PostgreSQL (`ivr.flows.versions`). The first server
+on an empty database applies the `dialplans/` working copy as version 1. A new version is picked up on its
+NOTIFY (and by a slow poll, in case a notification was missed while the listening connection was down):
+it is checked again, its static prompts are rendered, and only then does it become `current`. A call
+takes `current` once when it starts, so calls already running finish on the version they began with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from dialplans.models import load_numbers
+import asyncpg
+
+from dialplans.models import load_routing
 from hilo.yamlconf import ConfigError
+from ivr.flows.bundle import CheckedBundle, FlowBundle, check_bundle
 from ivr.flows.loader import FlowProblem
 from ivr.flows.schema import Flow, templates_of
-from ivr.flows.validate import Checks, known_queues, load_and_validate
+from ivr.flows.validate import Checks
+from ivr.flows.versions import FLOWS_CHANNEL, FlowVersions
 from ivr.tts import voice_for
+
+log = logging.getLogger(__name__)
+
+POLL_S = 5.0  # the safety net behind NOTIFY
 
 
 @dataclass(frozen=True)
 class LiveFlows:
     flows: dict[str, Flow]
     numbers: dict[str, str]  # dialled number -> flow id
+    version: int | None = None  # the applied version; None = straight from the working copy
+    sources: dict[str, str] = field(default_factory=dict)  # flow id -> file in the bundle
+    files: Mapping[str, str] = field(default_factory=dict)  # the bundle's files, as applied
+    digest: str = ""
+
+    @classmethod
+    def from_checked(cls, checked: CheckedBundle, version: int | None) -> LiveFlows:
+        bundle = checked.bundle
+        return cls(checked.flows, checked.numbers, version, checked.sources, bundle.files, bundle.digest())
 
     def for_number(self, dialed: str) -> Flow | None:
         flow_id = self.numbers.get(dialed)
@@ -34,20 +61,131 @@ class LiveFlows:
         return prompts
 
 
+def checks_for(dialplans_dir: Path) -> Checks:
+    """What flows are checked against beyond their own files: the queues of routing.yaml."""
+    try:
+        routing = load_routing(dialplans_dir)
+    except (ConfigError, OSError) as exc:
+        raise ConfigError(f"cannot check flows against routing.yaml: {exc}") from exc
+    return Checks(queues=frozenset(q.id for q in routing.queues))
+
+
+def _raise_problems(problems: list[FlowProblem], what: str) -> None:
+    raise ConfigError(f"{what}:\n" + "\n".join(str(p) for p in problems))
+
+
 def load_live_flows(dialplans_dir: Path) -> LiveFlows:
-    queues, problems = known_queues(dialplans_dir)
-    found, loaded = load_and_validate([dialplans_dir / "flows"], Checks(queues=queues))
-    problems += found
-    numbers = load_numbers(dialplans_dir).numbers
-    flows = {flow_id: item.flow for flow_id, item in loaded.items() if item.flow is not None}
-    numbers_file = dialplans_dir / "numbers.yaml"
-    lines = numbers_file.read_text().splitlines()
-    for number, flow_id in numbers.items():
-        if flow_id not in flows:
-            line = next((n for n, text in enumerate(lines, 1) if number in text), 1)
-            problems.append(
-                FlowProblem(str(numbers_file), line, 1, f"number {number!r} goes to unknown flow {flow_id!r}")
-            )
-    if problems:
-        raise ConfigError("\n".join(str(p) for p in problems))
-    return LiveFlows(flows, numbers)
+    """The working copy in `dialplans_dir`, fully checked; ConfigError lists every problem."""
+    checked, problems = check_bundle(FlowBundle.from_dir(dialplans_dir), checks_for(dialplans_dir))
+    if checked is None:
+        _raise_problems(problems, f"the flows in {dialplans_dir} have problems")
+    assert checked is not None
+    return LiveFlows.from_checked(checked, None)
+
+
+Prepare = Callable[[LiveFlows], Awaitable[None]]  # e.g. render the static prompts before a version goes live
+
+
+async def _nothing_to_prepare(flows: LiveFlows) -> None:
+    return None
+
+
+Announce = Callable[[dict[str, Any]], Awaitable[None]]  # tells consoles and tools (hilo.notifier)
+
+
+async def _no_announce(event: dict[str, Any]) -> None:
+    return None
+
+
+class FlowRuntime:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dialplans_dir: Path,
+        dsn: str,
+        prepare: Prepare = _nothing_to_prepare,
+        announce: Announce = _no_announce,
+    ) -> None:
+        self.versions = FlowVersions(pool)
+        self.dialplans_dir = dialplans_dir
+        self.dsn = dsn
+        self.prepare = prepare
+        self.announce = announce
+        self._current: LiveFlows | None = None
+        self._changed = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> LiveFlows:
+        assert self._current is not None, "FlowRuntime.start() was not awaited"
+        return self._current
+
+    async def start(self) -> None:
+        """Load the live version (applying the working copy first on an empty database) and follow changes.
+        Refuses to start — ConfigError with every problem — rather than answer calls with a broken version."""
+        live = await self.versions.live()
+        if live is None:
+            bundle = FlowBundle.from_dir(self.dialplans_dir)
+            checked, problems = check_bundle(bundle, checks_for(self.dialplans_dir))
+            if checked is None:
+                _raise_problems(problems, f"the flows in {self.dialplans_dir} have problems")
+            await self.versions.apply(bundle, applied_by="hilo serve", comment="first start: dialplans/ working copy")
+        loaded = await self._load_live()
+        if isinstance(loaded, list):
+            _raise_problems(loaded, "the live flow version has problems")
+        self._follower = asyncio.create_task(self._follow(), name="flow-versions")
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+
+    async def reload(self) -> LiveFlows | list[FlowProblem]:
+        """Swap to the newest applied version if it is not current; its problems if it cannot be used."""
+        return await self._load_live()
+
+    async def _load_live(self) -> LiveFlows | list[FlowProblem]:
+        live = await self.versions.live()
+        if live is None:  # e.g. the table was emptied under us: keep answering with what we have
+            return self.current
+        version, bundle = live
+        current = self._current
+        if current is not None and (current.version, current.digest) == (version.version, version.digest):
+            return current
+        checked, problems = check_bundle(bundle, checks_for(self.dialplans_dir), where=f"version {version.version}")
+        if checked is None:
+            log.error("flow version %d cannot go live here:\n%s", version.version, "\n".join(map(str, problems)))
+            return problems
+        flows = LiveFlows.from_checked(checked, version.version)
+        await self.prepare(flows)
+        self._current = flows
+        log.info("flow version %d is live (applied by %s)", version.version, version.applied_by)
+        await self.announce({"type": "flows.live", "data": version.as_dict()})
+        return flows
+
+    def _notified(self, *_: object) -> None:
+        self._changed.set()
+
+    async def _follow(self) -> None:
+        conn: asyncpg.Connection | None = None
+        while True:
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(self.dsn)
+                    await conn.add_listener(FLOWS_CHANNEL, self._notified)
+                    self._changed.set()  # catch up on anything applied while we were not listening
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), POLL_S)
+                self._changed.clear()
+                await self._load_live()
+            except asyncio.CancelledError:
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+                raise
+            except Exception:
+                log.exception("following flow versions failed; retrying")
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+                conn = None
+                await asyncio.sleep(POLL_S)

@@ -25,6 +25,7 @@ from hilo.app import init_app
 from hilo.notifier import events_channel
 from hilo.services import SERVICES, Services
 from hilo.settings import REPO_ROOT, Settings
+from ivr.flows.bundle import FlowBundle
 from tests.stack.expect import EventStream, follow_ari, follow_redis
 
 NAMESPACE = "hilo-test"
@@ -130,6 +131,15 @@ async def truncate_test_rows(pool: asyncpg.Pool) -> None:
         await pool.execute(f"TRUNCATE {', '.join(map(quote_ident, names))} RESTART IDENTITY CASCADE")
 
 
+async def restore_working_copy_flows(services: Services) -> None:
+    """Tests may apply flow versions: the next test starts again on the dialplans/ working copy."""
+    assert services.flows is not None
+    await services.flows.versions.apply(
+        FlowBundle.from_dir(services.settings.dialplans_dir), applied_by="tests", comment="working copy"
+    )
+    assert not isinstance(await services.flows.reload(), list)
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -168,6 +178,7 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
         await stack.observer.destroy_bridge(bridge_id)
     open_calls = list(stack.services.calls.tasks) if stack.services.calls else []
     await truncate_test_rows(stack.pool)
+    await restore_working_copy_flows(stack.services)
     await stack.services.board.clear()
     from dialplans.models import load_routing
 

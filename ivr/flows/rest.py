@@ -1,0 +1,187 @@
+"""The admin API for flows (admin role only): list, get, validate, apply, history, rollback.
+
+A change is sent as `{"files": {"flows/billing.yaml": "<yaml>", "numbers.yaml": "<yaml>"}, "comment": "..."}`:
+the files given replace (or, with null, remove) those of the live version, and the result is checked as a
+whole. Problems come back in the same `file:line:column` terms as `hilo flows validate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from console.auth import requires
+from hilo.services import SERVICES, Services
+from ivr.flows.admin import ApplyResult, apply_bundle, rollback_to
+from ivr.flows.bundle import BundleError, FlowBundle, check_bundle
+from ivr.flows.live import FlowRuntime, checks_for
+from ivr.flows.loader import FlowProblem
+from ivr.flows.versions import UnknownVersion
+
+
+def _runtime(request: web.Request) -> tuple[Services, FlowRuntime]:
+    services = request.app[SERVICES]
+    assert services.flows is not None
+    return services, services.flows
+
+
+def _error(status: int, error: str, reason: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": error, "reason": reason}
+    if field:
+        body["field"] = field
+    return web.json_response(body, status=status)
+
+
+def _problems(problems: list[FlowProblem]) -> list[dict[str, Any]]:
+    return [{"file": p.file, "line": p.line, "column": p.column, "message": p.message} for p in problems]
+
+
+def _who(request: web.Request) -> str:
+    principal = request.get("principal")
+    name = getattr(principal, "name", None) or getattr(principal, "username", None)
+    return f"{name} (api)" if name else "admin token (api)"
+
+
+async def _change(request: web.Request) -> tuple[dict[str, str | None], str] | web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "bad_request", 'body must be JSON: {"files": {"flows/x.yaml": "..."}}', "body")
+    if not isinstance(body, dict):
+        return _error(400, "bad_request", "body must be a JSON object", "body")
+    files = body.get("files")
+    if not isinstance(files, dict) or not files:
+        return _error(400, "bad_request", "files must map file names to their text (or null to remove)", "files")
+    for name, text in files.items():
+        if text is not None and not isinstance(text, str):
+            return _error(400, "bad_request", "each file's content must be text or null", f"files.{name}")
+    comment = body.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 500:
+        return _error(400, "bad_request", "comment must be text of at most 500 characters", "comment")
+    return files, comment
+
+
+async def _proposed(request: web.Request) -> tuple[FlowBundle, str] | web.Response:
+    change = await _change(request)
+    if isinstance(change, web.Response):
+        return change
+    files, comment = change
+    _, runtime = _runtime(request)
+    live = await runtime.versions.live()
+    base = live[1] if live else FlowBundle({})
+    try:
+        return base.changed(files), comment
+    except BundleError as exc:
+        return _error(400, "bad_request", str(exc), "files")
+
+
+def _applied(result: ApplyResult) -> web.Response:
+    if result.problems:
+        return web.json_response({"ok": False, "problems": _problems(result.problems)}, status=422)
+    assert result.version is not None
+    return web.json_response(
+        {"ok": True, "new": result.new, **result.version.as_dict()}, status=201 if result.new else 200
+    )
+
+
+@requires("admin")
+async def list_flows(request: web.Request) -> web.Response:
+    _, runtime = _runtime(request)
+    live = runtime.current
+    by_flow: dict[str, list[str]] = {}
+    for number, flow_id in sorted(live.numbers.items()):
+        by_flow.setdefault(flow_id, []).append(number)
+    flows = [
+        {"id": f.flow, "description": f.description, "language": f.language, "numbers": by_flow.get(f.flow, [])}
+        for f in sorted(live.flows.values(), key=lambda f: f.flow)
+    ]
+    return web.json_response({"version": live.version, "flows": flows})
+
+
+@requires("admin")
+async def get_flow(request: web.Request) -> web.Response:
+    _, runtime = _runtime(request)
+    live = runtime.current
+    flow_id = request.match_info["flow_id"]
+    file = live.sources.get(flow_id)
+    if file is None:
+        return _error(404, "not_found", f"no flow {flow_id!r} in the live version", "flow_id")
+    return web.json_response({"id": flow_id, "file": file, "version": live.version, "source": live.files[file]})
+
+
+@requires("admin")
+async def validate_flows(request: web.Request) -> web.Response:
+    proposed = await _proposed(request)
+    if isinstance(proposed, web.Response):
+        return proposed
+    bundle, _ = proposed
+    services, _ = _runtime(request)
+    _, problems = check_bundle(bundle, checks_for(services.settings.dialplans_dir), where="dialplans")
+    return web.json_response({"ok": not problems, "problems": _problems(problems)}, status=200 if not problems else 422)
+
+
+@requires("admin")
+async def apply_flows(request: web.Request) -> web.Response:
+    proposed = await _proposed(request)
+    if isinstance(proposed, web.Response):
+        return proposed
+    bundle, comment = proposed
+    services, runtime = _runtime(request)
+    result = await apply_bundle(
+        runtime.versions,
+        bundle,
+        checks_for(services.settings.dialplans_dir),
+        applied_by=_who(request),
+        comment=comment,
+    )
+    if result.version is not None and result.new:
+        await runtime.reload()  # this node at once; the others on the NOTIFY
+    return _applied(result)
+
+
+@requires("admin")
+async def flow_history(request: web.Request) -> web.Response:
+    _, runtime = _runtime(request)
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        return _error(400, "bad_request", "limit must be a whole number", "limit")
+    if not 1 <= limit <= 500:
+        return _error(400, "bad_request", "limit must be between 1 and 500", "limit")
+    rows = await runtime.versions.history(limit)
+    return web.json_response({"live": runtime.current.version, "versions": [r.as_dict() for r in rows]})
+
+
+@requires("admin")
+async def rollback_flows(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "bad_request", 'body must be JSON: {"version": 3}', "body")
+    version = body.get("version") if isinstance(body, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return _error(400, "bad_request", "version must be a positive whole number", "version")
+    comment = body.get("comment", "") if isinstance(body.get("comment", ""), str) else ""
+    services, runtime = _runtime(request)
+    try:
+        result = await rollback_to(
+            runtime.versions,
+            version,
+            checks_for(services.settings.dialplans_dir),
+            applied_by=_who(request),
+            comment=comment[:500],
+        )
+    except UnknownVersion as exc:
+        return _error(404, "not_found", str(exc), "version")
+    if result.version is not None:
+        await runtime.reload()
+    return _applied(result)
+
+
+def add_flow_routes(app: web.Application) -> None:
+    app.router.add_get("/api/flows", list_flows)
+    app.router.add_get("/api/flows/history", flow_history)
+    app.router.add_post("/api/flows/validate", validate_flows)
+    app.router.add_post("/api/flows/apply", apply_flows)
+    app.router.add_post("/api/flows/rollback", rollback_flows)
+    app.router.add_get("/api/flows/{flow_id}", get_flow)
