@@ -294,6 +294,12 @@ hilo_cmd seed demo >>"$LOGS/hilo-setup.log" 2>&1 || {
     tail -n 40 "$LOGS/hilo-setup.log" >&2
     die "hilo seed demo failed"
 }
+# `make run` deploys the repo's dialplans/: a new flow version only when the files changed.
+step "Making dialplans/ the live flow version (hilo flows apply)"
+hilo_cmd flows apply --by "make run" --comment "dialplans/ working copy" >>"$LOGS/hilo-setup.log" 2>&1 || {
+    tail -n 40 "$LOGS/hilo-setup.log" >&2
+    die "hilo flows apply failed: fix the problems listed above (hilo flows validate)"
+}
 
 HEALTH_URL="http://${HILO_HTTP_HOST}:${HILO_HTTP_PORT}/healthz"
 if ((START_SERVER)); then
