@@ -208,6 +208,46 @@ class AriClient:
     async def stop_moh(self, channel_id: str) -> None:
         await self.request("DELETE", f"/channels/{channel_id}/moh", missing_ok=True)
 
+    async def record(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        fmt: str = "wav",
+        max_duration_s: int = 120,
+        max_silence_s: int = 5,
+        beep: bool = True,
+        terminate_on: str = "#",
+    ) -> None:
+        """Record the channel into Asterisk's recording spool as `<name>.<fmt>` (RecordingFinished/Failed)."""
+        params = {
+            "name": name,
+            "format": fmt,
+            "maxDurationSeconds": max_duration_s,
+            "maxSilenceSeconds": max_silence_s,
+            "beep": beep,
+            "terminateOn": terminate_on,
+            "ifExists": "fail",
+        }
+        await self.request("POST", f"/channels/{channel_id}/record", params=params)
+
+    async def stop_recording(self, name: str) -> None:
+        await self.request("POST", f"/recordings/live/{name}/stop", missing_ok=True)
+
+    async def stored_recording(self, name: str) -> Any:
+        return await self.request("GET", f"/recordings/stored/{name}", missing_ok=True)
+
+    async def delete_stored_recording(self, name: str) -> None:
+        await self.request("DELETE", f"/recordings/stored/{name}", missing_ok=True)
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/variable", params={"variable": name, "value": value})
+
+    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str, priority: int = 1) -> None:
+        """Hand the channel back to the dialplan (it leaves the Stasis app)."""
+        params = {"context": context, "extension": extension, "priority": priority}
+        await self.request("POST", f"/channels/{channel_id}/continue", params=params)
+
     async def send_dtmf(self, channel_id: str, dtmf: str, between_ms: int = 100) -> None:
         await self.request("POST", f"/channels/{channel_id}/dtmf", params={"dtmf": dtmf, "between": between_ms})
 

@@ -83,6 +83,19 @@ class PlaybackEvent(Event):
     playback: Playback
 
 
+class LiveRecording(_Model):
+    name: str
+    format: str = ""
+    state: str = ""  # queued, recording, paused, done, failed, canceled
+    target_uri: str = ""
+    duration: int | None = None  # seconds, on RecordingFinished
+    cause: str | None = None  # on RecordingFailed
+
+
+class RecordingEvent(Event):
+    recording: LiveRecording
+
+
 class BridgeChannelEvent(Event):
     bridge: Bridge
     channel: Channel
@@ -97,6 +110,9 @@ _TYPES: dict[str, type[Event]] = {
     "ChannelStateChange": ChannelStateChange,
     "PlaybackStarted": PlaybackEvent,
     "PlaybackFinished": PlaybackEvent,
+    "RecordingStarted": RecordingEvent,
+    "RecordingFinished": RecordingEvent,
+    "RecordingFailed": RecordingEvent,
     "ChannelEnteredBridge": BridgeChannelEvent,
     "ChannelLeftBridge": BridgeChannelEvent,
 }

@@ -16,7 +16,9 @@ from asterisk.events import (
     ChannelDtmfReceived,
     ChannelHangupRequest,
     Event,
+    LiveRecording,
     PlaybackEvent,
+    RecordingEvent,
     StasisEnd,
     StasisStart,
 )
@@ -68,6 +70,7 @@ class StasisRouter:
         self.on_new_call = on_new_call
         self.channels: dict[str, ChannelState] = {}
         self._playbacks: dict[str, asyncio.Future[str]] = {}
+        self._recordings: dict[str, asyncio.Future[LiveRecording]] = {}
 
     def watch(self, channel_id: str) -> ChannelState:
         state = self.channels.get(channel_id)
@@ -87,6 +90,15 @@ class StasisRouter:
     def forget_playback(self, playback_id: str) -> None:
         self._playbacks.pop(playback_id, None)
 
+    def expect_recording(self, name: str) -> asyncio.Future[LiveRecording]:
+        """A future for the recording as it ended: state "done" (with its duration) or "failed"."""
+        future: asyncio.Future[LiveRecording] = asyncio.get_running_loop().create_future()
+        self._recordings[name] = future
+        return future
+
+    def forget_recording(self, name: str) -> None:
+        self._recordings.pop(name, None)
+
     def handle(self, event: Event) -> None:
         if isinstance(event, StasisStart):
             state = self.channels.get(event.channel.id)
@@ -102,6 +114,10 @@ class StasisRouter:
             future = self._playbacks.pop(event.playback.id, None)
             if future is not None and not future.done():
                 future.set_result(event.playback.state)
+        elif isinstance(event, RecordingEvent) and event.type in ("RecordingFinished", "RecordingFailed"):
+            done = self._recordings.pop(event.recording.name, None)
+            if done is not None and not done.done():
+                done.set_result(event.recording)
         elif isinstance(event, ChannelHangupRequest):
             if event.soft and event.cause == SOFTHANGUP_SHUTDOWN and (state := self.channels.get(event.channel.id)):
                 state.asterisk_stopping = True

@@ -40,6 +40,10 @@ TECHNICAL_PROBLEM_PROMPT = (
     "Sorry, we cannot take your call right now because of a technical problem. Please call again later."
 )
 APOLOGY_OUTCOMES = frozenset({"failed", "no-flow"})
+HANDED_OFF_OUTCOMES = frozenset({"transferred"})  # the channel lives on in the dialplan: not ours to hang up
+TRANSFER_CONTEXT = "hilo-transfer"  # asterisk/etc/extensions.conf
+VOICEMAIL_MAX_S = 120
+VOICEMAIL_MAX_SILENCE_S = 5
 OFFER_HOOK_DEADLINE_S = 0.5  # the screen-pop may never hold up ringing the agent for longer than this
 
 # (interaction, agent id) -> awaited before the agent's phone rings, e.g. to push the screen-pop.
@@ -215,9 +219,64 @@ class InboundCalls:
             return "ivr-ended", "system"
         if outcome.action == "error":
             return "failed", "system"
-        # transfer, voicemail and callback are flow outcomes whose voice side is not built yet.
-        await record("ivr.not_built", {"action": outcome.action})
-        return f"{outcome.action}-unavailable", "system"
+        if outcome.action == "voicemail":
+            return await self._take_voicemail(session, channel, interaction)
+        if outcome.action == "callback":
+            return await self._book_callback(interaction)
+        if outcome.action == "transfer" and outcome.target:
+            return await self._transfer(channel, interaction, outcome.target)
+        await record("ivr.flow_error", {"reason": f"outcome {outcome.action!r} without a target"})
+        return "failed", "system"
+
+    async def _take_voicemail(
+        self, session: VoiceSession, channel: ChannelState, interaction: Interaction
+    ) -> tuple[str, str]:
+        name = f"voicemail-{interaction.id}"
+        try:
+            rec = await session.record_message(
+                name, max_duration_s=VOICEMAIL_MAX_S, max_silence_s=VOICEMAIL_MAX_SILENCE_S
+            )
+        except (AriError, TimeoutError) as exc:
+            log.error("voicemail on %s could not be recorded: %s", channel.id, exc)
+            await self.timeline.record(interaction, "voicemail.failed", {"reason": type(exc).__name__})
+            return "failed", "system"
+        if rec.state != "done":
+            await self.timeline.record(interaction, "voicemail.failed", {"reason": rec.cause or rec.state})
+            return "failed", "system"
+        # Asterisk keeps the file in its recording spool as <name>.<format>: `recordings/` takes it from there.
+        interaction.context["voicemail"] = {"recording": name, "format": rec.format, "duration_s": rec.duration}
+        await self.timeline.record(interaction, "voicemail.recorded", interaction.context["voicemail"])
+        return "voicemail", "caller" if channel.gone.is_set() else "system"
+
+    async def _book_callback(self, interaction: Interaction) -> tuple[str, str]:
+        number = interaction.context.get("caller_number")
+        if not number:  # withheld or unusable caller number: nobody to call back
+            await self.timeline.record(interaction, "callback.refused", {"reason": "no caller number"})
+            return "callback-unavailable", "system"
+        queue = interaction.context.get("queue")
+        booked = await self.pool.fetchval(
+            "INSERT INTO callbacks (interaction_id, customer_id, number, queue, context)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (interaction_id) DO NOTHING RETURNING id",
+            interaction.id,
+            interaction.customer_id,
+            number,
+            queue,
+            interaction.context,
+        )
+        await self.timeline.record(
+            interaction, "callback.requested", {"callback_id": booked, "number": number, "queue": queue}
+        )
+        return "callback-requested", "system"
+
+    async def _transfer(self, channel: ChannelState, interaction: Interaction, target: str) -> tuple[str, str]:
+        """Hand the call to the dialplan's transfer context; the interaction id goes with it as a channel
+        variable, so whoever takes the call can fetch everything the caller already said."""
+        interaction.context["transfer"] = {"to": target}
+        await self.timeline.update(interaction, state="transferred")
+        await self.timeline.record(interaction, "ivr.transfer", {"to": target})
+        await self.ari.set_variable(channel.id, "HILO_INTERACTION", str(interaction.id))
+        await self.ari.continue_in_dialplan(channel.id, TRANSFER_CONTEXT, target)
+        return "transferred", "system"
 
     async def _lookup_customer(self, kind: str, value: str) -> dict[str, Any] | None:
         try:
@@ -338,7 +397,7 @@ class InboundCalls:
         if outcome in APOLOGY_OUTCOMES and not channel.gone.is_set():
             await self._apologise(channel)
         try:
-            if not channel.gone.is_set():
+            if not channel.gone.is_set() and outcome not in HANDED_OFF_OUTCOMES:
                 await self.ari.hangup(channel.id)
         except AriError:
             log.warning("could not hang up %s", channel.id)

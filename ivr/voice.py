@@ -8,10 +8,13 @@ import logging
 import uuid
 
 from asterisk.ari import AriClient, AriError
+from asterisk.events import LiveRecording
 from asterisk.stasis import ChannelState, StasisRouter
 from ivr.tts import PromptCache
 
 log = logging.getLogger(__name__)
+
+RECORDING_GRACE_S = 5  # beyond a message's time limit, for Asterisk to close the file and report it
 
 
 class CallerGone(Exception):
@@ -130,3 +133,27 @@ class VoiceSession:
                 break
             typed += digit
         return typed
+
+    async def record_message(
+        self, name: str, *, max_duration_s: int, max_silence_s: int, terminate_on: str = "#"
+    ) -> LiveRecording:
+        """Record what the caller says after a beep until silence, `terminate_on`, the time limit or their
+        hang-up (the usual way to end a message: Asterisk still finishes and keeps the file then)."""
+        self.check_alive()
+        self.channel.digits.clear()  # a key typed before the beep must not end the message at once
+        finished = self.stasis.expect_recording(name)
+        try:
+            await self.ari.record(
+                self.channel.id,
+                name,
+                max_duration_s=max_duration_s,
+                max_silence_s=max_silence_s,
+                terminate_on=terminate_on,
+            )
+            # The hang-up and the RecordingFinished event race: wait for the event in any case.
+            return await asyncio.wait_for(asyncio.shield(finished), max_duration_s + RECORDING_GRACE_S)
+        finally:
+            if not finished.done():
+                self.stasis.forget_recording(name)
+                with contextlib.suppress(AriError):
+                    await self.ari.stop_recording(name)

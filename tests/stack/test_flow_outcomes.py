@@ -1,0 +1,121 @@
+"""The ends of a flow that do not queue, over real calls: voicemail recorded by Asterisk onto the timeline,
+a callback booked durably, and a transfer handed to the dialplan with the interaction id."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from hilo.simcall import SimCall, originate_sim_call
+from ivr.flows.bundle import FlowBundle
+from tests.stack.conftest import NAMESPACE, Stack
+
+NUMBER = "150"
+OUTCOMES_FLOW = """
+flow: outcomes
+language: en
+start: menu
+nodes:
+  menu:
+    kind: menu
+    prompt: For a voicemail press 1, a callback 2, a transfer 3.
+    choices:
+      "1": {label: Voicemail, next: message}
+      "2": {label: Callback, next: call_me}
+      "3": {label: Transfer, next: elsewhere}
+    no_match: Sorry.
+    no_input: Sorry.
+    retries: 2
+    timeout_s: 10
+    fallback: bye
+  message:
+    kind: voicemail
+    prompt: Please leave a message after the tone, then press hash.
+  call_me:
+    kind: callback
+    prompt: We will call you back as soon as an agent is free.
+  elsewhere:
+    kind: transfer
+    to: test-line
+    prompt: Transferring you now.
+  bye:
+    kind: hangup
+"""
+
+
+@pytest.fixture
+async def outcomes_line(stack: Stack) -> AsyncIterator[None]:
+    """The outcomes flow live on NUMBER beside the working copy (conftest restores the working copy after)."""
+    assert stack.services.flows is not None
+    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
+    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": outcomes\n'
+    bundle = base.changed({"flows/outcomes.yaml": OUTCOMES_FLOW, "numbers.yaml": numbers})
+    await stack.services.flows.versions.apply(bundle, applied_by="tests")
+    assert not isinstance(await stack.services.flows.reload(), list)
+    yield
+
+
+async def _call(stack: Stack, key: str) -> tuple[SimCall, str]:
+    mark = stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, NUMBER, "+34911222333", "", namespace=NAMESPACE, in_app=True)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
+    )
+    interaction = started["interaction_id"]
+    await stack.hilo_events.expect("ivr.menu", within=10, since=mark, interaction_id=interaction)
+    await stack.observer.send_dtmf(call.caller_leg, key)
+    return call, interaction
+
+
+async def _ended(stack: Stack, interaction: str) -> dict[str, Any]:
+    ended = await stack.hilo_events.expect("interaction.ended", within=15, interaction_id=interaction)
+    return dict(ended["data"])
+
+
+async def test_voicemail_is_recorded_by_asterisk_and_lands_on_the_timeline(stack: Stack, outcomes_line: None) -> None:
+    call, interaction = await _call(stack, "1")
+    name = f"voicemail-{interaction}"
+    await stack.ari_events.expect("RecordingStarted", within=20, recording__name=name)
+    try:
+        # The caller speaks (a sound played on their side), then presses # to end the message.
+        await stack.observer.play(call.caller_leg, ",".join(["sound:hello-world"] * 3), "sim-playback-vm")
+        await stack.ari_events.expect("PlaybackFinished", within=10, playback__id="sim-playback-vm")
+        await stack.observer.send_dtmf(call.caller_leg, "#")
+        finished = await stack.ari_events.expect("RecordingFinished", within=10, recording__name=name)
+        recorded = await stack.hilo_events.expect("voicemail.recorded", within=10, interaction_id=interaction)
+        assert recorded["data"]["recording"] == name
+        assert recorded["data"]["duration_s"] == finished["recording"]["duration"]
+        assert recorded["data"]["duration_s"] >= 1
+        assert await _ended(stack, interaction) == {"outcome": "voicemail", "hangup_by": "system"}
+        stored = await stack.observer.stored_recording(name)
+        assert stored is not None and stored["format"] == "wav"
+    finally:
+        await stack.observer.delete_stored_recording(name)
+
+
+async def test_callback_is_booked_durably_before_the_call_ends(stack: Stack, outcomes_line: None) -> None:
+    _, interaction = await _call(stack, "2")
+    requested = await stack.hilo_events.expect("callback.requested", within=15, interaction_id=interaction)
+    row = await stack.pool.fetchrow("SELECT * FROM callbacks WHERE interaction_id = $1::uuid", interaction)
+    assert row is not None
+    assert (row["number"], row["state"], row["id"]) == ("+34911222333", "pending", requested["data"]["callback_id"])
+    assert await _ended(stack, interaction) == {"outcome": "callback-requested", "hangup_by": "system"}
+
+
+async def test_transfer_hands_the_call_to_the_dialplan_with_its_interaction(stack: Stack, outcomes_line: None) -> None:
+    call, interaction = await _call(stack, "3")
+    await stack.hilo_events.expect("ivr.transfer", within=15, interaction_id=interaction, data__to="test-line")
+    await stack.ari_events.expect(
+        "ChannelVarset", within=10, channel__id=call.ivr_leg, variable="HILO_INTERACTION", value=interaction
+    )
+    await stack.ari_events.expect(
+        "ChannelDialplan",
+        within=10,
+        channel__id=call.ivr_leg,
+        channel__dialplan__context="hilo-transfer",
+        dialplan_app="Playback",
+    )
+    assert await _ended(stack, interaction) == {"outcome": "transferred", "hangup_by": "system"}
+    await stack.ari_events.expect("ChannelDestroyed", within=10, channel__id=call.ivr_leg)
