@@ -56,6 +56,11 @@ class ChannelState:
             self.digit_arrived.clear()
         return digit
 
+    def unread_digit(self, digit: str) -> None:
+        """Put a digit read ahead of time back in front of the type-ahead."""
+        self.digits.insert(0, digit)
+        self.digit_arrived.set()
+
     def mark_gone(self, reason: str, cause: int = 0) -> None:
         if not self.gone.is_set():
             self.gone_reason, self.cause = ("lost" if self.asterisk_stopping else reason), cause

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from console import desk
 from console.auth import requires
-from crm_bridge import customers, identity
 from hilo.services import SERVICES, Services
 from routing.live import MANUAL_STATES
 
@@ -72,37 +71,7 @@ def _bad_request(reason: str, field: str) -> web.HTTPBadRequest:
     )
 
 
-@requires("admin", "supervisor")
-async def find_customer(request: web.Request) -> web.Response:
-    s = _services(request)
-    raw = request.query.get("phone")
-    if not raw:
-        raise _bad_request("query parameter 'phone' is required", "phone")
-    assert s.pool is not None
-    try:
-        # Follows merges: a number of a merged-away customer leads to the survivor.
-        found = await identity.resolve(s.pool, "phone", raw, s.settings.default_region)
-    except identity.InvalidIdentity as exc:
-        raise _bad_request(str(exc), "phone") from exc
-    if found is None:
-        return web.json_response({"error": "not_found", "reason": "no customer has this number"}, status=404)
-    async with s.pool.acquire() as conn:
-        return web.json_response(await customers.get_customer(conn, found.customer_id))
-
-
-@requires("admin", "supervisor")
-async def customer_timeline(request: web.Request) -> web.Response:
-    s = _services(request)
-    try:
-        customer_id = uuid.UUID(request.match_info["customer_id"])
-    except ValueError as exc:
-        raise _bad_request("customer id must be a UUID", "customer_id") from exc
-    assert s.pool is not None and s.timeline is not None
-    async with s.pool.acquire() as conn:
-        if await customers.get_customer(conn, customer_id) is None:
-            return web.json_response({"error": "not_found", "reason": "no such customer"}, status=404)
-    events = await s.timeline.customer_timeline(customer_id)
-    return web.json_response({"customer_id": str(customer_id), "events": events})
+# The customer routes (/api/customers...) live in crm_bridge/rest.py, with the OpenAPI document.
 
 
 @requires("admin", "supervisor")
@@ -137,7 +106,6 @@ async def set_agent_state(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/customers", find_customer)
-    app.router.add_get("/api/customers/{customer_id}/timeline", customer_timeline)
     app.router.add_get("/api/agents", list_agents)
     app.router.add_post("/api/agents/{agent_id}/state", set_agent_state)
+    desk.add_routes(app)  # the agent console: page, sign-in, screen-pop WebSocket, wrap-up

@@ -1,4 +1,9 @@
-"""Bearer-token authentication with roles. Every /api/ route names the roles it admits."""
+"""Authentication with roles. Every /api/ and /console/api/ route names the roles it admits.
+
+Two kinds of credentials: the configured API bearer tokens (tools, scripts; role from configuration) and
+console sessions (people signed in at /console/: role and agent id from their user, see
+console/sessions.py), presented as the `hilo_session` cookie or as a bearer token. The handler finds who
+is asking with `principal(request)`."""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
+from console.sessions import COOKIE, Principal, SessionStore
+from hilo.services import SERVICES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -34,15 +42,57 @@ def unauthorized(reason: str) -> web.Response:
     )
 
 
+def session_store(request: web.Request) -> SessionStore | None:
+    services = request.app.get(SERVICES)
+    if services is None or services.redis is None:
+        return None
+    return SessionStore(services.redis, services.settings.namespace)
+
+
+def same_origin(request: web.Request) -> bool:
+    # SameSite=Strict already keeps the cookie off cross-site requests; a browser's Origin header that
+    # names another host is refused as well, for older browsers and odd proxies.
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin.split("://", 1)[-1] == request.host
+
+
+async def authenticate(request: web.Request) -> Principal | None:
+    header = request.headers.get("Authorization")
+    auth: TokenAuth = request.app[AUTH_KEY]
+    role = auth.role_of(header)
+    if role is not None:
+        return Principal(role)
+    sessions = session_store(request)
+    if sessions is None:
+        return None
+    if header and header.startswith("Bearer "):
+        return await sessions.lookup(header.removeprefix("Bearer ").strip())
+    cookie = request.cookies.get(COOKIE)
+    if cookie is None:
+        return None
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
+        return None
+    return await sessions.lookup(cookie)
+
+
+def principal(request: web.Request) -> Principal:
+    """Who made this request (set by `requires`)."""
+    return request[PRINCIPAL_KEY]
+
+
 def requires(*roles: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            auth: TokenAuth = request.app[AUTH_KEY]
-            role = auth.role_of(request.headers.get("Authorization"))
-            if role is None:
-                return unauthorized("missing or invalid bearer token")
-            if role not in roles:
-                return web.json_response({"error": "forbidden", "reason": f"role {role!r} may not do this"}, status=403)
+            who = await authenticate(request)
+            if who is None:
+                return unauthorized("missing or invalid bearer token or console session")
+            if who.role not in roles:
+                return web.json_response(
+                    {"error": "forbidden", "reason": f"role {who.role!r} may not do this"}, status=403
+                )
+            request[PRINCIPAL_KEY] = who
             return await handler(request)
 
         guarded.__name__ = handler.__name__
@@ -52,3 +102,4 @@ def requires(*roles: str) -> Callable[[Handler], Handler]:
 
 
 AUTH_KEY: web.AppKey[Any] = web.AppKey("auth", TokenAuth)
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)

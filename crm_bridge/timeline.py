@@ -122,3 +122,39 @@ class Timeline:
             limit,
         )
         return [event_json(r) for r in rows]
+
+    async def page(
+        self, customer_id: uuid.UUID, before: int | None = None, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of the customer's timeline (merged customers included), oldest first: the `limit`
+        newest events older than event `before` (or the newest of all), and the `before` of the next older
+        page (None on the oldest). LookupError if `before` is not an event of this timeline."""
+        async with self.pool.acquire() as conn:
+            cursor = None
+            if before is not None:
+                cursor = await conn.fetchrow(_PAGE_CURSOR, customer_id, before)
+                if cursor is None:
+                    raise LookupError(f"event {before} is not on this customer's timeline")
+            rows = await conn.fetch(
+                _PAGE,
+                customer_id,
+                cursor["at"] if cursor else None,
+                cursor["id"] if cursor else None,
+                limit + 1,
+            )
+        newest_first = [event_json(r) for r in rows[:limit]]
+        next_before = newest_first[-1]["id"] if len(rows) > limit else None
+        return newest_first[::-1], next_before
+
+
+# Both over the family of $1: the customer and every customer merged into it, directly or in a chain.
+_PAGE_CURSOR = """
+WITH RECURSIVE family (id) AS (SELECT $1::uuid UNION SELECT c.id FROM customers c JOIN family f ON c.merged_into = f.id)
+SELECT at, id FROM timeline_events WHERE id = $2 AND customer_id IN (SELECT id FROM family)
+"""
+_PAGE = """
+WITH RECURSIVE family (id) AS (SELECT $1::uuid UNION SELECT c.id FROM customers c JOIN family f ON c.merged_into = f.id)
+SELECT * FROM timeline_events WHERE customer_id IN (SELECT id FROM family)
+  AND ($2::timestamptz IS NULL OR (at, id) < ($2, $3::bigint))
+ORDER BY at DESC, id DESC LIMIT $4
+"""

@@ -49,6 +49,9 @@ class DemoCustomer(_Strict):
     name: str
     phones: list[str]
     language: str | None = None
+    accounts: list[str] = Field(default_factory=list)  # stored as external identities account:<number>
+    # What the caller proves identity with in a flow's `verify:` (pin, birth_date as DDMMYYYY); demo only.
+    secrets: dict[str, str] = Field(default_factory=dict)
 
 
 class DemoCustomers(_Strict):

@@ -3,6 +3,7 @@ pieces together. Nothing here decides anything about calls; it only connects obj
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,11 +13,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterisk.ami import AmiClient
 from asterisk.ari import AriClient
+from asterisk.dialplan import NumbersDialplanSync
 from console import api
 from console.auth import AUTH_KEY, TokenAuth
+from console.screenpop import ScreenPops
+from crm_bridge import rest as crm_rest
 from crm_bridge.db import create_pool
 from crm_bridge.seed import upsert_agents
 from crm_bridge.timeline import Timeline
+from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
 from dialplans.models import load_routing
 from hilo.notifier import Notifier
 from hilo.services import SERVICES, Services
@@ -63,11 +68,20 @@ def init_app(settings: Settings) -> web.Application:
         notifier = Notifier(services.redis, settings.namespace)
         services.timeline = Timeline(services.pool, notifier.publish)
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
+        services.ami = AmiClient(
+            settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
+        )
+        numbers_dialplan = NumbersDialplanSync(services.ami, settings.asterisk_root)
+        syncing: set[asyncio.Task[bool]] = set()
 
-        async def render_prompts(flows: LiveFlows) -> None:
+        async def prepare_version(flows: LiveFlows) -> None:
             # Before a version goes live, so no caller waits for synthesis of a static prompt.
             for text, voice, language in flows.static_prompts():
                 await prompts.render(text, voice, language)
+            # Asterisk's numbers follow in the background (AMI may still be logging in).
+            task = asyncio.create_task(numbers_dialplan.sync(flows.numbers, source=f"flow version {flows.version}"))
+            syncing.add(task)
+            task.add_done_callback(syncing.discard)
 
         for text in [TECHNICAL_PROBLEM_PROMPT, *(q.no_agent_prompt for q in routing.queues)]:
             await prompts.render(text, voice_for("en", None), "en")
@@ -75,7 +89,7 @@ def init_app(settings: Settings) -> web.Application:
             services.pool,
             settings.dialplans_dir,
             settings.database_url.get_secret_value(),
-            prepare=render_prompts,
+            prepare=prepare_version,
             announce=notifier.publish,
         )
         await services.flows.start()  # refuses to start on a flow version with problems
@@ -96,9 +110,10 @@ def init_app(settings: Settings) -> web.Application:
             ring_timeout_s=settings.ring_timeout_s,
             queue_max_wait_s=settings.queue_max_wait_s,
             wrapup_s=settings.wrapup_s,
-        )
-        services.ami = AmiClient(
-            settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
+            # the screen-pop is published to the agent's console before their phone rings
+            on_offer=ScreenPops(
+                services.pool, services.redis, settings.namespace, lambda: flows.current.flows
+            ).on_offer,
         )
         await services.ari.start()
         await services.ami.start()
@@ -107,9 +122,26 @@ def init_app(settings: Settings) -> web.Application:
         await services.ari.close()
         await services.ami.close()
         await services.flows.close()
+        for task in list(syncing):
+            task.cancel()
         prompts.close()
 
+    async def webhooks(_: web.Application) -> AsyncIterator[None]:
+        assert services.pool is not None
+        policy = RetryPolicy(
+            settings.webhook_max_attempts,
+            settings.webhook_backoff_s,
+            settings.webhook_backoff_max_s,
+            settings.webhook_timeout_s,
+        )
+        services.webhooks = DeliveryWorker(services.pool, settings.database_url.get_secret_value(), policy)
+        await services.webhooks.start()
+        yield
+        await services.webhooks.close()
+
     app.cleanup_ctx.extend([postgres, redis, telephony])
+    app.cleanup_ctx.append(webhooks)
+    crm_rest.add_routes(app)  # customers, identities, merges, timeline, cases, webhooks, /api/openapi.json
     api.add_routes(app)
     add_flow_routes(app)
     return app

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 
+from asterisk.dialplan_cli import add_dialplan_commands, run_dialplan_command
+from console.users_cli import add_users_commands, run_users_command
 from hilo.logs import setup_logging
 from hilo.settings import Settings, load_settings
 from ivr.flows.cli import add_flows_commands, run_flows_command
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--talk", type=float, default=3.0, help="seconds to stay on the line with the agent")
     call.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
     add_flows_commands(sub)
+    add_dialplan_commands(sub)
+    add_users_commands(sub)
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -79,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "flows":
         return asyncio.run(run_flows_command(args, settings))
+    if args.command == "dialplan":
+        return asyncio.run(run_dialplan_command(args, settings))
+    if args.command == "users":
+        return asyncio.run(run_users_command(args, settings))
     parser.error(f"unknown command {args.command}")
     return 2
 

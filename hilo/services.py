@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from asterisk.ami import AmiClient
 from asterisk.ari import AriClient
 from crm_bridge.timeline import Timeline
+from crm_bridge.webhooks import DeliveryWorker
 from hilo.settings import Settings
 from ivr.flows.live import FlowRuntime
 from ivr.inbound import InboundCalls
@@ -30,6 +31,7 @@ class Services:
     board: AgentBoard | None = None
     timeline: Timeline | None = None
     flows: FlowRuntime | None = None
+    webhooks: DeliveryWorker | None = None
 
 
 SERVICES = web.AppKey("services", Services)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     ring_timeout_s: int = 15
     queue_max_wait_s: int = 300
     wrapup_s: float = 0.0
+
+    # Outbound webhooks (crm_bridge/webhooks.py): a delivery is tried this many times, waiting
+    # backoff_s * 2**(attempt-1) (jittered, capped at backoff_max_s) between tries, then dead-lettered.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_s: float = Field(default=2.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=900.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)  # every POST, connecting included
 
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge
 from asterisk.ari import AriClient, AriError
 from asterisk.events import StasisStart
 from asterisk.stasis import ChannelState, StasisRouter
-from crm_bridge import customers, identity
+from crm_bridge import customers, identity, verification
 from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import RoutingConfig
 from ivr.flows.engine import FlowContext, Services, run_flow
@@ -202,12 +202,17 @@ class InboundCalls:
                 channel="voice",
                 customer=customer,
                 flows=live.flows,
-                services=Services(lookup_customer=self._lookup_customer),
+                services=Services(
+                    lookup_customer=self._lookup_customer,
+                    calendars=live.calendars,
+                    verify_customer=self._verify_customer,
+                ),
                 record=record,
             ),
         )
         # What the caller told the IVR travels with the interaction: to routing, the agent, a transfer.
-        collected = {k: v for k, v in outcome.variables.items() if k not in ("caller", "customer")}
+        # Secret answers (PINs, dates of birth) are masked: they never leave the flow.
+        collected = {k: v for k, v in outcome.shown_variables().items() if k not in ("caller", "customer", "now")}
         interaction.context["ivr"] = {"flow": outcome.flow, "node": outcome.node, "variables": collected}
         session.check_alive()
         if outcome.action == "queue" and outcome.target:
@@ -279,6 +284,10 @@ class InboundCalls:
         return "transferred", "system"
 
     async def _lookup_customer(self, kind: str, value: str) -> dict[str, Any] | None:
+        # `identity: account` (any kind that is not a built-in one) names an outside system's ids,
+        # stored as the external identity `account:<value>`.
+        if kind not in identity.KINDS:
+            kind, value = "external", f"{kind}:{value}"
         try:
             found = await identity.resolve(self.pool, kind, value, self.default_region)
         except identity.InvalidIdentity:
@@ -286,6 +295,11 @@ class InboundCalls:
         if found is None:
             return None
         return {"id": str(found.customer_id), "name": found.display_name}
+
+    async def _verify_customer(self, customer_id: str, field: str, given: str) -> bool:
+        if field not in verification.FIELDS:
+            return False
+        return await verification.verify(self.pool, uuid.UUID(customer_id), field, given)
 
     async def _connect_to_agent(
         self, session: VoiceSession, channel: ChannelState, interaction: Interaction, queue: str

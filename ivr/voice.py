@@ -15,6 +15,7 @@ from ivr.tts import PromptCache
 log = logging.getLogger(__name__)
 
 RECORDING_GRACE_S = 5  # beyond a message's time limit, for Asterisk to close the file and report it
+TERMINATOR_GRACE_S = 1.0  # how long a terminator typed after the last allowed digit still counts
 
 
 class CallerGone(Exception):
@@ -132,6 +133,12 @@ class VoiceSession:
             if digit is None:
                 break
             typed += digit
+        if terminator and len(typed) >= max_digits and not typed.endswith(terminator):
+            # The caller typed all the digits and then, out of habit, the terminator: swallow it, or it
+            # would be taken as (an empty) answer to the next question.
+            after = await self.read_digit(min(inter_digit_timeout_s, TERMINATOR_GRACE_S))
+            if after is not None and after != terminator:
+                self.channel.unread_digit(after)
         return typed
 
     async def record_message(

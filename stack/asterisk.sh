@@ -124,7 +124,12 @@ configure() {
     (cd "$ROOT" && "$VENV/bin/python" -m asterisk.render_config \
         --src "$ROOT/asterisk/etc" --out "$AST_ROOT/etc/asterisk") >/dev/null ||
         die "rendering asterisk/etc failed"
+    # The generated dialplan of dialplans/numbers.yaml (included by extensions.conf).
+    (cd "$ROOT" && "$VENV/bin/hilo" dialplan render --output "$AST_ROOT/etc/asterisk/hilo-numbers.conf") ||
+        die "rendering the numbers dialplan (hilo dialplan render) failed"
     install -d -m 755 "$AST_ROOT/usr/share/asterisk/sounds/hilo" "$AST_RUNDIR"
+    # ARI recordings (voicemail, call recordings) land here; Asterisk does not create the folder itself.
+    install -d -m 750 "$AST_ROOT/var/spool/asterisk/recording"
     # Debian's sample users.conf is deprecated (a warning at every load) and unused.
     rm -f "$AST_ROOT/etc/asterisk/users.conf"
     # The stack addresses everything by IP: keep any DNS query of Asterisk on

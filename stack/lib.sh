@@ -205,6 +205,13 @@ load_env() {
     set +a
 }
 
+# ensure_env_secret KEY: give KEY a new random secret in .run/env unless it has one (the file is mode 600).
+ensure_env_secret() {
+    [[ -w $ENV_FILE ]] || die "$ENV_FILE is missing: run stack/up.sh first"
+    grep -q "^$1=" "$ENV_FILE" && return 0
+    printf '%s=%s\n' "$1" "$(python3 -c 'import secrets; print(secrets.token_hex(16))')" >>"$ENV_FILE"
+}
+
 # env_get KEY: value of KEY in .run/env (without exporting anything).
 env_get() {
     [[ -r $ENV_FILE ]] || return 1

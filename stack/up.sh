@@ -35,7 +35,7 @@ SIPP_AGENTS=("agent-alice 5071 6000" "agent-bob 5072 6010")
 # ------------------------------------------------------------ a. packages
 step "Checking Debian packages"
 ensure_packages postgresql redis-server debootstrap espeak-ng sox sip-tester zstd \
-    python3-venv iproute2 curl
+    python3-venv iproute2 curl chromium  # chromium: the console's browser test (headless, via Playwright)
 ok "all present"
 
 # ------------------------------------------------------------------ b. venv
@@ -116,6 +116,13 @@ EOF
     [[ $PG_PORT =~ ^[0-9]+$ && $REDIS_PORT =~ ^[0-9]+$ ]] || die "cannot read the ports from $ENV_FILE"
 }
 env_setup
+# Passwords of the demo console users (made in step h), generated once like the other secrets.
+CONSOLE_USERS=("alice agent alice HILO_CONSOLE_ALICE_PASSWORD" "bob agent bob HILO_CONSOLE_BOB_PASSWORD"
+    "supervisor supervisor - HILO_CONSOLE_SUPERVISOR_PASSWORD")
+for spec in "${CONSOLE_USERS[@]}"; do
+    ensure_env_secret "${spec##* }"
+done
+load_env
 
 # ------------------------------------------------------------ d. PostgreSQL
 PG_BIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
@@ -294,6 +301,16 @@ hilo_cmd seed demo >>"$LOGS/hilo-setup.log" 2>&1 || {
     tail -n 40 "$LOGS/hilo-setup.log" >&2
     die "hilo seed demo failed"
 }
+step "Demo console users (hilo users add; passwords in ${ENV_FILE#"$ROOT"/})"
+for spec in "${CONSOLE_USERS[@]}"; do
+    read -r user role agent var <<<"$spec"
+    args=(users add "$user" --role "$role" --password-env "$var" --replace)  # unchanged users stay as they are
+    [[ $agent == - ]] || args+=(--agent "$agent")
+    hilo_cmd "${args[@]}" >>"$LOGS/hilo-setup.log" 2>&1 || {
+        tail -n 40 "$LOGS/hilo-setup.log" >&2
+        die "hilo users add $user failed"
+    }
+done
 # `make run` deploys the repo's dialplans/: a new flow version only when the files changed.
 step "Making dialplans/ the live flow version (hilo flows apply)"
 hilo_cmd flows apply --by "make run" --comment "dialplans/ working copy" >>"$LOGS/hilo-setup.log" 2>&1 || {
@@ -344,6 +361,7 @@ row "PostgreSQL" "127.0.0.1:$PG_PORT  (databases hilo, hilo_test; user hilo)"
 row "Redis" "127.0.0.1:$REDIS_PORT"
 if ((START_SERVER)); then
     row "Hilo HTTP" "http://$HILO_HTTP_HOST:$HILO_HTTP_PORT  (healthz ok)"
+    row "Agent console" "http://$HILO_HTTP_HOST:$HILO_HTTP_PORT/console/  (users alice, bob, supervisor)"
 else
     row "Hilo HTTP" "not started (--no-server)"
 fi

@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from dialplans.models import Numbers
 from hilo.yamlconf import ConfigError, load_model_text
+from ivr.flows.hours import Calendars, load_calendars
 from ivr.flows.loader import FlowProblem, LoadedFlow, load_flow_text
 from ivr.flows.schema import Flow
 from ivr.flows.validate import Checks, check_flow
@@ -91,6 +92,7 @@ class CheckedBundle:
     flows: dict[str, Flow]
     sources: dict[str, str]  # flow id -> the file that defines it
     numbers: dict[str, str]  # dialled number -> flow id
+    calendars: Calendars  # of hours.yaml (none when the bundle has no hours.yaml)
 
 
 def check_bundle(
@@ -99,6 +101,11 @@ def check_bundle(
     """Validate every file of the bundle and the links between them. Problems name `<where>/<file>`, line
     and column; the bundle is usable only when there are none."""
     problems: list[FlowProblem] = []
+    hours_path = f"{where}/{HOURS_FILE}"
+    calendars, found = load_calendars(bundle.files.get(HOURS_FILE, ""), hours_path)
+    problems += found
+    # Calendars are checked against this bundle's hours.yaml, not whatever the caller passed.
+    checks = replace(checks, calendars=calendars.ids() if calendars is not None else None)
     loaded: dict[str, LoadedFlow] = {}
     for name, text in bundle.flow_files().items():
         item = load_flow_text(text, Path(where) / name)
@@ -133,10 +140,10 @@ def check_bundle(
                 message = f"number {number!r} goes to unknown flow {flow_id!r}"
                 problems.append(FlowProblem(numbers_path, line, 1, message))
 
-    if problems:
+    if problems or calendars is None:
         return None, sorted(set(problems))
     sources = {flow_id: str(PurePosixPath(str(item.path)).relative_to(where)) for flow_id, item in loaded.items()}
-    return CheckedBundle(bundle, flows, sources, numbers), []
+    return CheckedBundle(bundle, flows, sources, numbers, calendars), []
 
 
 def _config_problem(message: str, path: str) -> FlowProblem:

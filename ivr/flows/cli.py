@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from crm_bridge.phones import InvalidPhoneNumber, to_e164
 from hilo.settings import Settings
-from ivr.flows.engine import FlowContext, LookupCustomer, Outcome, Services, run_flow
-from ivr.flows.loader import load_flow
+from ivr.flows.bundle import BundleError, FlowBundle, check_bundle
+from ivr.flows.engine import FlowContext, LookupCustomer, Outcome, Services, VerifyCustomer, run_flow
+from ivr.flows.hours import Calendars, hours_json_schema, load_calendars_file
+from ivr.flows.loader import FlowProblem, load_flow
 from ivr.flows.schema import Flow, json_schema
 from ivr.flows.text_session import TextSession
-from ivr.flows.validate import Checks, flow_files, known_queues, load_and_validate
+from ivr.flows.validate import Checks, flow_files, known_calendars, known_queues, load_and_validate
 from ivr.flows.versions_cli import add_version_commands, run_version_command
 
 
@@ -26,13 +30,17 @@ def add_flows_commands(subparsers: Any) -> None:
     validate = sub.add_parser("validate", help="check flow files; prints file:line:column: problem")
     validate.add_argument("paths", nargs="*", type=Path, help="flow files or folders (default: dialplans/flows)")
     validate.add_argument("--sounds", type=Path, default=None, help="folder `play` files must exist in")
-    sub.add_parser("schema", help="print the JSON Schema of a flow file")
+    schema = sub.add_parser("schema", help="print the JSON Schema of a flow file (or of hours.yaml)")
+    schema.add_argument("--hours", action="store_true", help="the schema of dialplans/hours.yaml instead")
     simulate = sub.add_parser("simulate", help="run a flow as a text conversation with scripted answers")
     simulate.add_argument("flow", help="flow id (from dialplans/flows) or path of a flow file")
     simulate.add_argument("--from", dest="caller", required=True, help="the caller's number")
     simulate.add_argument("--input", dest="inputs", action="append", default=[], help="one answer (repeatable)")
     simulate.add_argument("--json", action="store_true", help="print one JSON document instead of a transcript")
     simulate.add_argument("--max-steps", type=int, default=200, help="stop a flow after this many steps")
+    simulate.add_argument(
+        "--at", default=None, help="the moment the flow sees, e.g. 2026-12-25T10:00 (flow's time zone) or with +01:00"
+    )
     add_version_commands(sub)
 
 
@@ -40,11 +48,11 @@ async def run_flows_command(args: argparse.Namespace, settings: Settings) -> int
     if args.flows_command == "validate":
         return validate_command(args.paths, settings, sounds_dir=args.sounds)
     if args.flows_command == "schema":
-        print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+        print(json.dumps(hours_json_schema() if args.hours else json_schema(), indent=2, ensure_ascii=False))
         return 0
     if args.flows_command == "simulate":
         return await simulate_command(
-            args.flow, args.caller, args.inputs, settings, as_json=args.json, max_steps=args.max_steps
+            args.flow, args.caller, args.inputs, settings, as_json=args.json, max_steps=args.max_steps, at=args.at
         )
     if args.flows_command in ("apply", "history", "rollback"):
         return await run_version_command(args, settings)
@@ -57,7 +65,14 @@ def validate_command(
 ) -> int:
     out = out or sys.stdout
     queues, problems = known_queues(settings.dialplans_dir)
-    found, _ = load_and_validate(paths or [settings.dialplans_dir / "flows"], Checks(queues, sounds_dir))
+    calendars, hours_problems = known_calendars(settings.dialplans_dir)
+    problems += hours_problems
+    checks = Checks(queues, sounds_dir, calendars)
+    if paths:
+        found, _ = load_and_validate(paths, checks)
+    else:  # the whole working copy, as `hilo flows apply` would check it: flows, numbers.yaml, hours.yaml
+        found = _working_copy_problems(settings.dialplans_dir, checks)
+        problems = [p for p in problems if p not in found and not p.file.endswith("hours.yaml")]
     problems += found
     for problem in problems:
         print(problem, file=out)
@@ -66,6 +81,15 @@ def validate_command(
         return 1
     print("flows are valid", file=out)
     return 0
+
+
+def _working_copy_problems(dialplans_dir: Path, checks: Checks) -> list[FlowProblem]:
+    try:
+        bundle = FlowBundle.from_dir(dialplans_dir)
+    except (BundleError, OSError, UnicodeDecodeError) as exc:
+        return [FlowProblem(str(dialplans_dir), 1, 1, f"cannot read: {exc}")]
+    _, found = check_bundle(bundle, checks, where=os.path.relpath(dialplans_dir))
+    return found
 
 
 def _demo_lookup(settings: Settings) -> LookupCustomer:
@@ -119,29 +143,46 @@ async def simulate_command(
     as_json: bool = False,
     max_steps: int = 200,
     lookup: LookupCustomer | None = None,
+    verify: VerifyCustomer | None = None,
+    at: str | None = None,
     out: TextIO | None = None,
 ) -> int:
+    """Run a flow as a text conversation. Customers come from `lookup`, else the database when one is
+    configured, else dialplans/demo-customers.yaml; `verify` checks secrets (default: nothing verifies);
+    calendars come from dialplans/hours.yaml; `at` fixes the moment the flow sees (default: now)."""
     out = out or sys.stdout
     path, flows = _find_flow(name, settings)
     if path is None:
         print(f"no flow {name!r} (neither a file nor a flow id in {settings.dialplans_dir / 'flows'})", file=out)
         return 1
-    problems, loaded = load_and_validate([path])
-    if problems:
+    calendars, problems = _calendars(settings.dialplans_dir)
+    checks = Checks(calendars=calendars.ids()) if calendars is not None else None
+    found, loaded = load_and_validate([path], checks)
+    problems += found
+    if problems or calendars is None:
         for problem in problems:
             print(problem, file=out)
         return 1
     flow = next(item.flow for item in loaded.values() if item.flow is not None)
     flows[flow.flow] = flow
+    moment = _moment(at, flow)
+    if moment is None:
+        print(f"--at: {at!r} is not a date and time (e.g. 2026-11-23T14:05 or 2026-11-23T14:05+01:00)", file=out)
+        return 1
     try:
         number: str | None = to_e164(caller, settings.default_region)
     except InvalidPhoneNumber:
         number = None
 
+    def services(lookup: LookupCustomer) -> Services:
+        extra: dict[str, Any] = {"verify_customer": verify} if verify is not None else {}
+        return Services(lookup_customer=lookup, calendars=calendars, clock=lambda: moment, **extra)
+
     if lookup is not None:
-        return await _simulate(flow, flows, number or caller, inputs, lookup, as_json, max_steps, out)
+        return await _simulate(flow, flows, number or caller, inputs, services(lookup), as_json, max_steps, out)
     if not _database_configured(settings):
-        return await _simulate(flow, flows, number or caller, inputs, _demo_lookup(settings), as_json, max_steps, out)
+        demo = services(_demo_lookup(settings))
+        return await _simulate(flow, flows, number or caller, inputs, demo, as_json, max_steps, out)
 
     from crm_bridge.customers import find_by_identity
     from crm_bridge.db import create_pool
@@ -158,9 +199,27 @@ async def simulate_command(
         return {"id": str(found.customer_id), "name": found.display_name} if found else None
 
     try:
-        return await _simulate(flow, flows, number or caller, inputs, db_lookup, as_json, max_steps, out)
+        return await _simulate(flow, flows, number or caller, inputs, services(db_lookup), as_json, max_steps, out)
     finally:
         await pool.close()
+
+
+def _calendars(dialplans_dir: Path) -> tuple[Calendars | None, list[FlowProblem]]:
+    path = dialplans_dir / "hours.yaml"
+    return load_calendars_file(path) if path.exists() else (Calendars(), [])
+
+
+def _moment(at: str | None, flow: Flow) -> dt.datetime | None:
+    """`--at` as an aware datetime (a time without offset is in the flow's time zone); now when not given."""
+    if at is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(flow.timezone or "UTC"))
+    return moment
 
 
 async def _simulate(
@@ -168,7 +227,7 @@ async def _simulate(
     flows: dict[str, Flow],
     number: str,
     inputs: list[str],
-    lookup: LookupCustomer,
+    services: Services,
     as_json: bool,
     max_steps: int,
     out: TextIO,
@@ -190,14 +249,14 @@ async def _simulate(
     async def record(type_: str, data: dict[str, Any]) -> None:
         events.append({"type": type_, **data})
 
-    customer = await lookup("phone", number)
+    customer = await services.lookup_customer("phone", number)
     session = TextSession(inputs, on_output=said, on_input=answered)
     context = FlowContext(
         caller_number=number,
         channel="text",
         customer=customer,
         flows=flows,
-        services=Services(lookup_customer=lookup),
+        services=services,
         record=record,
         max_steps=max_steps,
     )

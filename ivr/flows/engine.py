@@ -1,22 +1,24 @@
 """The flow interpreter: runs one flow for one interaction against a channel-neutral session.
 
 The session is the channel (a voice call, a text chat): it says, plays and reads. Everything else the flow
-needs that is the same on every channel (customer lookup, outside HTTP calls, business hours) comes in
-`Services`. Each step is recorded through `record(type, data)`, the same callback shape as the timeline's,
-and a step budget stops a flow that would otherwise never end."""
+needs that is the same on every channel (customer lookup and verification, outside HTTP calls, business-hours
+calendars, the clock) comes in `Services`. Each step is recorded through `record(type, data)`, the same
+callback shape as the timeline's, and a step budget stops a flow that would otherwise never end."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import aiohttp
 from jinja2 import TemplateError
 
+from ivr.flows.hours import Calendars, UnknownCalendar, now_variables
 from ivr.flows.schema import (
     Branch,
     Callback,
@@ -34,6 +36,7 @@ from ivr.flows.schema import (
     Say,
     SetVars,
     Transfer,
+    Verify,
     Voicemail,
 )
 from ivr.flows.templates import render
@@ -43,8 +46,11 @@ log = logging.getLogger(__name__)
 Record = Callable[[str, dict[str, Any]], Awaitable[object]]
 # (identity kind, value) -> the customer ({"id", "name", ...}) or None when nobody has that identity.
 LookupCustomer = Callable[[str, str], Awaitable[dict[str, Any] | None]]
-# (calendar id) -> open now?
-IsOpen = Callable[[str], Awaitable[bool]]
+# (customer id, customer field such as "pin" or "birth_date", digits the person typed) -> do they match?
+# The store compares (and may count failures); the digits are never recorded or kept by the engine.
+VerifyCustomer = Callable[[str, str, str], Awaitable[bool]]
+# The current moment, time-zone aware; injectable so that tests of hours and `now` are deterministic.
+Clock = Callable[[], dt.datetime]
 
 Action = Literal["queue", "transfer", "voicemail", "callback", "hangup", "error"]
 DEFAULT_MAX_STEPS = 200
@@ -73,6 +79,22 @@ class Session(Protocol):
     async def read_choice(self, timeout_s: float) -> str | None:
         """One answer to a menu: a key on voice; a key or typed text on text channels. None = no answer."""
         ...
+
+
+@runtime_checkable
+class SecretDigits(Protocol):
+    """Sessions that show or keep what the person typed (text transcripts) also read secrets (PINs, dates of
+    birth) this way, to mask them. Sessions without it (voice: keys are never shown) use `read_digits`."""
+
+    async def read_secret_digits(
+        self,
+        *,
+        min_digits: int,
+        max_digits: int,
+        terminator: str | None,
+        timeout_s: float,
+        inter_digit_timeout_s: float,
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -114,15 +136,22 @@ async def _no_lookup(kind: str, value: str) -> dict[str, Any] | None:
     return None
 
 
-async def _always_open(calendar: str) -> bool:
-    return True
+async def _never_verified(customer_id: str, field: str, given: str) -> bool:
+    return False
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
 class Services:
     lookup_customer: LookupCustomer = _no_lookup
     http: HttpCall = aiohttp_call
-    is_open: IsOpen = _always_open
+    # The calendars of hours.yaml; an `hours` node naming a calendar not here ends the flow with an error.
+    calendars: Calendars = field(default_factory=Calendars)
+    verify_customer: VerifyCustomer = _never_verified
+    clock: Clock = utc_now
 
 
 async def _ignore(type_: str, data: dict[str, Any]) -> None:
@@ -156,6 +185,11 @@ class Outcome:
     reason: str | None = None  # why an `error` outcome happened
     steps: int = 0
     variables: dict[str, Any] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()  # variables holding secret input (gather with `secret: true`)
+
+    def shown_variables(self) -> dict[str, Any]:
+        """The variables with secret ones masked, for anything a person may read (transcripts, logs)."""
+        return {k: _mask(v) if k in self.secrets else v for k, v in self.variables.items()}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -167,8 +201,12 @@ class Outcome:
             "skills": self.skills,
             "reason": self.reason,
             "steps": self.steps,
-            "variables": self.variables,
+            "variables": self.shown_variables(),
         }
+
+
+def _mask(value: Any) -> str:
+    return "*" * len(value) if isinstance(value, str) else "***"
 
 
 class FlowError(Exception):
@@ -191,6 +229,27 @@ def resolve(variables: Mapping[str, Any], path: str) -> Any:
     return current
 
 
+_NUMBER = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _compared(value: Any, bound: Any) -> tuple[Any, Any] | None:
+    """`value` and `bound` made comparable, or None: numbers with numbers (digits in a text count as their
+    number), texts with texts."""
+    if _is_number(bound):
+        if _is_number(value):
+            return value, bound
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value), bound
+        return None
+    if isinstance(bound, str) and isinstance(value, str):
+        return value, bound
+    return None
+
+
 def condition_holds(cond: Condition, variables: Mapping[str, Any]) -> bool:
     value = resolve(variables, cond.var)
     test = cond.test()
@@ -200,7 +259,17 @@ def condition_holds(cond: Condition, variables: Mapping[str, Any]) -> bool:
         return value is not _MISSING and value == cond.equals
     if test == "not_equals":
         return value is _MISSING or value != cond.not_equals
-    return value is not _MISSING and value in (cond.in_ or [])
+    if test == "in":
+        return value is not _MISSING and value in (cond.in_ or [])
+    if test in ("gte", "range"):
+        low = _compared(value, cond.gte)
+        if low is None or not low[0] >= low[1]:
+            return False
+    if test in ("lt", "range"):
+        high = _compared(value, cond.lt)
+        if high is None or not high[0] < high[1]:
+            return False
+    return True
 
 
 def _plain(value: Any) -> Any:
@@ -225,9 +294,26 @@ def _render_json(value: Any, variables: dict[str, Any]) -> Any:
 
 
 def _customer_vars(found: Mapping[str, Any] | None) -> dict[str, Any]:
+    # `verified` is the engine's alone: only a `verify` that matched sets it, never the store's data.
     if not found:
-        return {"known": False, "id": None, "name": None}
-    return {**_plain(found), "known": True, "id": _plain(found.get("id")), "name": found.get("name")}
+        return {"known": False, "id": None, "name": None, "verified": False}
+    return {
+        **_plain(found),
+        "known": True,
+        "id": _plain(found.get("id")),
+        "name": found.get("name"),
+        "verified": False,
+    }
+
+
+def _digits(raw: str | None, terminator: str | None, min_digits: int, max_digits: int) -> str | None:
+    """The keys typed without the terminator, or None when they are missing, not keys, or too few or many."""
+    digits = (raw or "").strip()
+    if terminator and digits.endswith(terminator):
+        digits = digits[: -len(terminator)]
+    if not digits or not _DIGITS.match(digits) or not min_digits <= len(digits) <= max_digits:
+        return None
+    return digits
 
 
 class _Run:
@@ -241,12 +327,29 @@ class _Run:
             "customer": _customer_vars(context.customer),
         }
         self.steps = 0
+        self.secrets: set[str] = set()
+
+    def tick(self) -> dt.datetime:
+        """Read the clock once for this step: `now` and `hours` see the same moment."""
+        moment = self.ctx.services.clock()
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise FlowError("the clock gave a time without a time zone")
+        self.vars["now"] = now_variables(moment, self.flow.timezone)
+        return moment
 
     def text(self, template: str) -> str:
         return render(template, self.vars)
 
     def outcome(self, action: Action, node: str, **kwargs: Any) -> Outcome:
-        return Outcome(action, self.flow.flow, node, steps=self.steps, variables=dict(self.vars), **kwargs)
+        return Outcome(
+            action,
+            self.flow.flow,
+            node,
+            steps=self.steps,
+            variables=dict(self.vars),
+            secrets=frozenset(self.secrets),
+            **kwargs,
+        )
 
     async def record(self, type_: str, data: dict[str, Any]) -> None:
         await self.ctx.record(type_, {"flow": self.flow.flow, **data})
@@ -274,6 +377,7 @@ class _Run:
             node_id = result
 
     async def step(self, node_id: str, node: Any) -> str | Outcome:
+        moment = self.tick()
         if isinstance(node, Say):
             await self.record("ivr.say", {"node": node_id})
             await self.session.say(self.text(node.text))
@@ -303,9 +407,7 @@ class _Run:
         if isinstance(node, Http):
             return await self.http(node_id, node)
         if isinstance(node, Hours):
-            is_open = await self.ctx.services.is_open(node.calendar)
-            await self.record("ivr.hours", {"node": node_id, "calendar": node.calendar, "open": is_open})
-            return node.open if is_open else node.closed
+            return await self.hours(node_id, node, moment)
         if isinstance(node, Goto):
             return await self.goto(node_id, node)
         if isinstance(node, Queue):
@@ -328,26 +430,45 @@ class _Run:
             return self.outcome("hangup", node_id)
         raise FlowError(f"node kind {getattr(node, 'kind', '?')!r} is not supported")
 
+    async def read_digits(self, spec: Gather | Verify, *, secret: bool) -> str | None:
+        reader = self.session.read_secret_digits if secret and isinstance(self.session, SecretDigits) else None
+        return await (reader or self.session.read_digits)(
+            min_digits=spec.min_digits,
+            max_digits=spec.max_digits,
+            terminator=spec.terminator,
+            timeout_s=spec.timeout_s,
+            inter_digit_timeout_s=spec.inter_digit_timeout_s,
+        )
+
     async def gather(self, node_id: str, node: Gather) -> str:
         if node.prompt:
             await self.session.say(self.text(node.prompt))
-        raw = await self.session.read_digits(
-            min_digits=node.min_digits,
-            max_digits=node.max_digits,
-            terminator=node.terminator,
-            timeout_s=node.timeout_s,
-            inter_digit_timeout_s=node.inter_digit_timeout_s,
-        )
-        digits = (raw or "").strip()
-        if node.terminator and digits.endswith(node.terminator):
-            digits = digits[: -len(node.terminator)]
-        if not digits or not _DIGITS.match(digits) or not node.min_digits <= len(digits) <= node.max_digits:
+        raw = await self.read_digits(node, secret=node.secret)
+        digits = _digits(raw, node.terminator, node.min_digits, node.max_digits)
+        if digits is None:
             await self.record("ivr.no_input", {"node": node_id, "got": "digits" if raw else None})
             return node.no_input
         self.vars[node.into] = digits
+        if node.secret:
+            self.secrets.add(node.into)
+        else:
+            self.secrets.discard(node.into)
         shown = "*" * len(digits) if node.secret else digits
         await self.record("ivr.input", {"node": node_id, "digits": shown, "into": node.into})
         return node.next
+
+    async def hours(self, node_id: str, node: Hours, moment: dt.datetime) -> str:
+        try:
+            calendar = self.ctx.services.calendars.get(node.calendar)
+        except UnknownCalendar as exc:
+            raise FlowError(exc.args[0]) from exc
+        is_open = calendar.is_open(moment)
+        data: dict[str, Any] = {"node": node_id, "calendar": node.calendar, "open": is_open}
+        holiday = calendar.holiday(moment)
+        if holiday is not None:
+            data["holiday"] = holiday.name or holiday.date.isoformat()
+        await self.record("ivr.hours", data)
+        return node.open if is_open else node.closed
 
     async def menu(self, node_id: str, node: Menu) -> str:
         labels = {choice.label.strip().casefold(): key for key, choice in node.choices.items()}
@@ -379,8 +500,42 @@ class _Run:
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
             found = await self.ctx.services.lookup_customer(node.identity, str(value))
         self.vars[node.into] = _customer_vars(found)
+        self.secrets.discard(node.into)
         await self.record("ivr.lookup", {"node": node_id, "by": node.by, "found": found is not None})
-        return node.found if found is not None else node.not_found
+        if found is None:
+            return node.not_found
+        if node.verify is None:
+            return node.found or node.not_found  # the schema requires `found` without `verify`
+        return await self.verify(node_id, node.into, node.verify)
+
+    async def verify(self, node_id: str, into: str, spec: Verify) -> str:
+        """Ask for the secret up to `attempts` times. What was typed is compared by the store and then
+        forgotten: it is not recorded, not put in a variable, not shown."""
+        customer_id = self.vars[into].get("id")
+        for attempt in range(1, spec.attempts + 1):
+            await self.session.say(self.text(spec.prompt))
+            raw = await self.read_digits(spec, secret=True)
+            given = _digits(raw, spec.terminator, spec.min_digits, spec.max_digits)
+            if given is None:
+                result = "invalid" if raw and raw.strip() else "no_input"  # badly sized or not keys
+            elif customer_id is None or customer_id == "":
+                result = "no_match"  # a store that finds customers without ids cannot verify them
+            else:
+                matched = await self.ctx.services.verify_customer(str(customer_id), spec.field, given)
+                result = "match" if matched else "no_match"
+            await self.record(
+                "ivr.verify", {"node": node_id, "field": spec.field, "attempt": attempt, "result": result}
+            )
+            if result == "match":
+                self.vars[into]["verified"] = True
+                return spec.verified
+            if spec.retry and attempt < spec.attempts:
+                await self.session.say(self.text(spec.retry))
+        await self.record(
+            "ivr.verify_failed",
+            {"node": node_id, "field": spec.field, "attempts": spec.attempts, "next": spec.not_verified},
+        )
+        return spec.not_verified
 
     async def http(self, node_id: str, node: Http) -> str:
         request = HttpRequest(

@@ -21,6 +21,7 @@ import asyncpg
 from dialplans.models import load_routing
 from hilo.yamlconf import ConfigError
 from ivr.flows.bundle import CheckedBundle, FlowBundle, check_bundle
+from ivr.flows.hours import Calendars
 from ivr.flows.loader import FlowProblem
 from ivr.flows.schema import Flow, templates_of
 from ivr.flows.validate import Checks
@@ -40,11 +41,14 @@ class LiveFlows:
     sources: dict[str, str] = field(default_factory=dict)  # flow id -> file in the bundle
     files: Mapping[str, str] = field(default_factory=dict)  # the bundle's files, as applied
     digest: str = ""
+    calendars: Calendars = field(default_factory=Calendars)
 
     @classmethod
     def from_checked(cls, checked: CheckedBundle, version: int | None) -> LiveFlows:
         bundle = checked.bundle
-        return cls(checked.flows, checked.numbers, version, checked.sources, bundle.files, bundle.digest())
+        return cls(
+            checked.flows, checked.numbers, version, checked.sources, bundle.files, bundle.digest(), checked.calendars
+        )
 
     def for_number(self, dialed: str) -> Flow | None:
         flow_id = self.numbers.get(dialed)

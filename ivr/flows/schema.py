@@ -2,14 +2,35 @@
 
 Every node has a `kind`. Most nodes name the node(s) that follow; `queue`, `transfer`, `voicemail`, `callback`
 and `hangup` end the flow with an outcome, and `goto` continues in another flow. Text fields are Jinja2
-templates rendered in a sandbox with the flow's variables (`customer`, `caller` and whatever the flow set)."""
+templates rendered in a sandbox with the flow's variables: `caller` (number, channel), `customer` (known, id,
+name, verified), `now` and whatever the flow set.
+
+`now` is the current time in the flow's `timezone` (an IANA name such as Europe/Madrid; UTC when the flow
+declares none, and the validator asks for an explicit `timezone:` as soon as a flow reads `now`):
+`now.date` "2026-11-23", `now.time` "14:05", `now.weekday` "mon", `now.hour` 14, `now.minute` 5,
+`now.timezone` "Europe/Madrid". It is refreshed at every step. Business hours belong in calendars
+(dialplans/hours.yaml, the `hours` node); `now` is for the odd time test in a `branch`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 
@@ -18,13 +39,37 @@ def _str_if_int(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def _iso_if_date(value: object) -> object:
+    # YAML reads an unquoted 2026-12-24 as a date; flows compare it with `now.date`, which is text.
+    return value.isoformat() if isinstance(value, dt.date) and not isinstance(value, dt.datetime) else value
+
+
+def _known_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        ok = False
+    else:
+        ok = name != "localtime"  # the host's zone, whatever it is: not a choice an admin can see
+    if not ok:
+        raise PydanticCustomError(
+            "time_zone_unknown",
+            "unknown time zone '{name}': use an IANA name such as Europe/Madrid, America/Bogota or UTC",
+            {"name": name[:64]},
+        )
+    return name
+
+
 NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=64)]
 FlowId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=64)]
 VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 VarPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", max_length=200)]
 DtmfKey = Annotated[str, BeforeValidator(_str_if_int), StringConstraints(pattern=r"^[0-9*#]$")]
 Template = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-Scalar = str | int | float | bool | None
+Scalar = Annotated[str | int | float | bool | None, BeforeValidator(_iso_if_date)]
+# What `gte` and `lt` compare with: numbers, or text such as "09:00" (compared as text).
+Comparable = Annotated[StrictInt | StrictFloat | StrictStr, BeforeValidator(_iso_if_date)]
+TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
 
 TERMINAL_KINDS = frozenset({"queue", "transfer", "voicemail", "callback", "hangup"})
 INPUT_KINDS = frozenset({"gather", "menu"})
@@ -117,22 +162,37 @@ class Menu(_Strict):
 
 
 class Condition(_Strict):
-    """`var` compared with exactly one of `equals`, `not_equals`, `in` or `exists`."""
+    """`var` compared with exactly one test: `equals`, `not_equals`, `in`, `exists`, or a comparison with
+    `gte` (greater than or equal) and/or `lt` (less than); `gte` with `lt` together is one range test.
+
+    Comparisons hold between two numbers (a variable holding digits, such as gathered keys, counts as its
+    number when compared with a number) or between two texts, compared as text: "09:00" < "14:05", which
+    suits `now.time` and `now.date`. Anything else (a missing variable, a number against a text) is false."""
 
     var: VarPath
     equals: Scalar = None
     not_equals: Scalar = None
     in_: list[Scalar] | None = Field(None, alias="in")
     exists: bool | None = None
+    gte: Comparable | None = None
+    lt: Comparable | None = None
     next: NodeId
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def one_test(self) -> Condition:
-        given = [name for name in ("equals", "not_equals", "in", "exists") if self._given(name)]
-        if len(given) != 1:
-            raise ValueError(f"a condition needs exactly one of equals, not_equals, in, exists (got {given or 'none'})")
+        given = [name for name in _TESTS if self._given(name)]
+        if given != ["gte", "lt"] and len(given) != 1:
+            raise ValueError(
+                "a condition needs exactly one of equals, not_equals, in, exists, or gte/lt "
+                f"(got {', '.join(given) if given else 'none'})"
+            )
+        for name in ("gte", "lt"):
+            if name in given and getattr(self, name) is None:
+                raise ValueError(f"{name} needs a number or a text to compare with")
+        if given == ["gte", "lt"] and not _comparable(self.gte, self.lt):
+            raise ValueError(f"gte ({self.gte!r}) and lt ({self.lt!r}) must both be numbers or both be texts")
         return self
 
     def _given(self, name: str) -> bool:
@@ -140,7 +200,19 @@ class Condition(_Strict):
         return field in self.model_fields_set
 
     def test(self) -> str:
-        return next(name for name in ("equals", "not_equals", "in", "exists") if self._given(name))
+        """The test's name; "range" for `gte` and `lt` together."""
+        given = [name for name in _TESTS if self._given(name)]
+        return "range" if given == ["gte", "lt"] else given[0]
+
+
+_TESTS = ("equals", "not_equals", "in", "exists", "gte", "lt")
+
+
+def _comparable(a: object, b: object) -> bool:
+    def number(x: object) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+
+    return (number(a) and number(b)) or (isinstance(a, str) and isinstance(b, str))
 
 
 class Branch(_Strict):
@@ -155,15 +227,43 @@ class SetVars(_Strict):
     next: NodeId
 
 
+class Verify(_Strict):
+    """After a lookup finds the customer: ask for a secret (a PIN, a date of birth as DDMMYYYY digits) and let
+    the customer store compare it with the customer's `field`. The digits are never recorded, stored in a
+    variable or shown in a transcript. A wrong, missing or badly sized answer uses up one of `attempts`."""
+
+    prompt: Template
+    field: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$", max_length=64)]
+    attempts: int = Field(3, ge=1, le=10)
+    min_digits: int = Field(4, ge=1, le=32)
+    max_digits: int = Field(8, ge=1, le=32)
+    terminator: DtmfKey | None = "#"
+    inter_digit_timeout_s: float = Field(3, gt=0, le=60)
+    timeout_s: float = Field(8, gt=0, le=120)
+    retry: Template | None = None  # said after a failed attempt when attempts remain
+    verified: NodeId
+    not_verified: NodeId
+
+    @model_validator(mode="after")
+    def digits_range(self) -> Verify:
+        if self.min_digits > self.max_digits:
+            raise ValueError(f"min_digits ({self.min_digits}) is more than max_digits ({self.max_digits})")
+        return self
+
+
 class Lookup(_Strict):
-    """Find the customer behind the caller's number or behind an identity held in a variable."""
+    """Find the customer behind the caller's number or behind an identity held in a variable.
+
+    `<into>.verified` is false after a lookup; with `verify`, a found customer is asked for a secret and goes
+    to `verify.verified` (and `<into>.verified` becomes true) or `verify.not_verified` instead of `found`."""
 
     kind: Literal["lookup"]
     by: Literal["caller_number", "variable"] = "caller_number"
     variable: VarPath | None = None
     identity: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$")] = "phone"
     into: VarName = "customer"
-    found: NodeId
+    verify: Verify | None = None
+    found: NodeId | None = None
     not_found: NodeId
 
     @model_validator(mode="after")
@@ -172,6 +272,12 @@ class Lookup(_Strict):
             raise ValueError("lookup by variable needs `variable`")
         if self.by == "caller_number" and self.variable is not None:
             raise ValueError("`variable` is only used with `by: variable`")
+        if self.verify is None and self.found is None:
+            raise ValueError("lookup needs `found`: the node to go to when the customer is found")
+        if self.verify is not None and self.found is not None:
+            raise ValueError(
+                "with `verify`, a found customer goes to verify.verified or verify.not_verified: remove `found`"
+            )
         return self
 
 
@@ -226,6 +332,8 @@ class Callback(_Strict):
 
 
 class Hours(_Strict):
+    """Open or closed now, by a calendar of dialplans/hours.yaml (weekly hours, holidays, time zone)."""
+
     kind: Literal["hours"]
     calendar: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     open: NodeId
@@ -286,6 +394,7 @@ class Flow(_Strict):
     description: str = ""
     language: Literal["en", "es"] = "en"
     voice: str | None = None
+    timezone: TimeZoneName | None = None  # for `now`; None = UTC
     start: NodeId
     nodes: dict[NodeId, Node] = Field(min_length=1)
 
@@ -300,6 +409,11 @@ def node_references(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
         refs += [(("when", i, "next"), cond.next) for i, cond in enumerate(node.when)]
         refs.append((("otherwise",), node.otherwise))
     else:
+        if isinstance(node, Lookup) and node.verify is not None:
+            refs += [
+                (("verify", "verified"), node.verify.verified),
+                (("verify", "not_verified"), node.verify.not_verified),
+            ]
         for field in ("next", "no_input", "found", "not_found", "on_error", "open", "closed"):
             target = getattr(node, field, None)
             if isinstance(target, str):
@@ -314,6 +428,10 @@ def templates_of(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
         value = getattr(node, field, None)
         if isinstance(value, str) and not (isinstance(node, Gather) and field == "no_input"):
             found.append(((field,), value))
+    if isinstance(node, Lookup) and node.verify is not None:
+        found.append((("verify", "prompt"), node.verify.prompt))
+        if node.verify.retry is not None:
+            found.append((("verify", "retry"), node.verify.retry))
     if isinstance(node, SetVars):
         found += [(("variables", name), v) for name, v in node.variables.items() if isinstance(v, str)]
     if isinstance(node, Http):

@@ -2,7 +2,7 @@
 
 Used by `hilo flows simulate` and the tests; the text channels (SMS, WhatsApp, web chat) will feed the same
 interface from their bridges. An answer is whatever the person typed: a key, digits, or a menu label (the
-engine matches labels case-insensitively)."""
+engine matches labels case-insensitively). Secrets (PINs, dates of birth) reach `on_input` masked."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ class TextSession:
         if self.on_output is not None:
             self.on_output(text)
 
-    def _next(self) -> str | None:
+    def _next(self, *, secret: bool = False) -> str | None:
         # No scripted answer left: the person said nothing (the flow's no-input path).
         answer = self.inputs.pop(0) if self.inputs else None
         if self.on_input is not None:
-            self.on_input(answer)
+            self.on_input("*" * len(answer.strip()) if secret and answer is not None else answer)
         return answer
 
     async def say(self, text: str) -> None:
@@ -50,6 +50,19 @@ class TextSession:
         inter_digit_timeout_s: float,
     ) -> str | None:
         answer = self._next()
+        return None if answer is None else answer.replace(" ", "")
+
+    async def read_secret_digits(
+        self,
+        *,
+        min_digits: int,
+        max_digits: int,
+        terminator: str | None,
+        timeout_s: float,
+        inter_digit_timeout_s: float,
+    ) -> str | None:
+        """Like `read_digits` for a PIN or a date of birth: the answer is passed on masked."""
+        answer = self._next(secret=True)
         return None if answer is None else answer.replace(" ", "")
 
     async def read_choice(self, timeout_s: float) -> str | None:

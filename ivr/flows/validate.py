@@ -2,10 +2,13 @@
 
 Beyond the schema: references to nodes that do not exist, nodes never reached from `start`, loops that can
 spin forever without waiting for the caller, template errors and unknown variables, queues missing from
-routing.yaml, sound files missing from the sounds folder, and `goto` to a flow that does not exist."""
+routing.yaml, calendars missing from hours.yaml, sound files missing from the sounds folder, `goto` to a flow
+that does not exist, `now` read by a flow without a `timezone`, and variables Hilo sets itself (`caller`,
+`now`) written by a flow."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from jinja2 import TemplateSyntaxError, meta
 
 from dialplans.models import load_routing
 from hilo.yamlconf import ConfigError
+from ivr.flows.hours import load_calendars_file
 from ivr.flows.loader import FlowProblem, LoadedFlow, Loc, load_flow
 from ivr.flows.schema import (
     INPUT_KINDS,
@@ -21,6 +25,7 @@ from ivr.flows.schema import (
     Flow,
     Gather,
     Goto,
+    Hours,
     Http,
     Lookup,
     Play,
@@ -32,6 +37,9 @@ from ivr.flows.schema import (
 from ivr.flows.templates import BUILTIN_NAMES, environment
 
 SOUND_EXTENSIONS = ("", ".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722", ".mp3")
+# Variables the engine sets and refreshes itself: a flow reads them and never writes them.
+ENGINE_NAMES = frozenset({"caller", "now"})
+_HH_MM = re.compile(r"^[0-9]{2}:[0-9]{2}$")
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class Checks:
 
     queues: frozenset[str] | None = None
     sounds_dir: Path | None = None
+    calendars: frozenset[str] | None = None  # the calendar ids of hours.yaml
 
 
 def known_queues(dialplans_dir: Path) -> tuple[frozenset[str] | None, list[FlowProblem]]:
@@ -50,6 +59,15 @@ def known_queues(dialplans_dir: Path) -> tuple[frozenset[str] | None, list[FlowP
     except OSError as exc:
         return None, [FlowProblem(str(dialplans_dir / "routing.yaml"), 1, 1, f"cannot check queues: {exc}")]
     return frozenset(q.id for q in routing.queues), []
+
+
+def known_calendars(dialplans_dir: Path) -> tuple[frozenset[str] | None, list[FlowProblem]]:
+    """The calendar ids of dialplans/hours.yaml with its problems; no file means no calendars."""
+    path = dialplans_dir / "hours.yaml"
+    if not path.exists():
+        return frozenset(), []
+    calendars, problems = load_calendars_file(path)
+    return (calendars.ids() if calendars is not None else None), problems
 
 
 def flow_files(paths: Iterable[Path]) -> list[Path]:
@@ -134,6 +152,9 @@ def check_flow(item: LoadedFlow, checks: Checks, flows: dict[str, Flow]) -> list
         if isinstance(node, Queue) and checks.queues is not None and node.queue not in checks.queues:
             known = ", ".join(sorted(checks.queues)) or "none"
             at(("nodes", node_id, "queue"), f"queue {node.queue!r} is not in routing.yaml (known: {known})")
+        if isinstance(node, Hours) and checks.calendars is not None and node.calendar not in checks.calendars:
+            known = ", ".join(sorted(checks.calendars)) or "none"
+            at(("nodes", node_id, "calendar"), f"calendar {node.calendar!r} is not in hours.yaml (known: {known})")
         if isinstance(node, Play) and checks.sounds_dir is not None and not _sound_exists(checks.sounds_dir, node.file):
             at(("nodes", node_id, "file"), f"sound {node.file!r} not found in {checks.sounds_dir}")
 
@@ -245,8 +266,19 @@ def _one_cycle(start: str, group: set[str], graph: dict[str, list[str]]) -> list
     return [start]
 
 
+def _written_names(node: object) -> list[tuple[tuple[str | int, ...], str]]:
+    """The variables a node writes, each with its place inside the node."""
+    if isinstance(node, Gather | Lookup):
+        return [(("into",), node.into)]
+    if isinstance(node, SetVars):
+        return [(("variables", name), name) for name in node.variables]
+    if isinstance(node, Http):
+        return [(("map", name), name) for name in node.map]
+    return []
+
+
 def _defined_names(flow: Flow) -> set[str]:
-    names = set(BUILTIN_NAMES)
+    names = set(BUILTIN_NAMES) | ENGINE_NAMES
     for node in flow.nodes.values():
         if isinstance(node, Gather | Lookup):
             names.add(node.into)
@@ -261,7 +293,16 @@ def _template_problems(item: LoadedFlow, flow: Flow) -> list[FlowProblem]:
     env = environment()
     names = _defined_names(flow)
     problems: list[FlowProblem] = []
+    reads_now: list[Loc] = []
     for node_id, node in flow.nodes.items():
+        for where, name in _written_names(node):
+            if name in ENGINE_NAMES:
+                on_key = where[0] in ("variables", "map")
+                problems.append(
+                    item.problem(
+                        ("nodes", node_id, *where), f"{name!r} is set by Hilo: choose another name", key=on_key
+                    )
+                )
         for where, text in templates_of(node):
             loc = ("nodes", node_id, *where)
             try:
@@ -270,13 +311,41 @@ def _template_problems(item: LoadedFlow, flow: Flow) -> list[FlowProblem]:
                 line, column = item.positions.of_line_in(loc, exc.lineno or 1)
                 problems.append(FlowProblem(str(item.path), line, column, f"template error: {exc.message}"))
                 continue
-            for name in sorted(meta.find_undeclared_variables(parsed) - names):
+            used = meta.find_undeclared_variables(parsed)
+            for name in sorted(used - names):
                 problems.append(item.problem(loc, f"template uses unknown variable {name!r}"))
+            if "now" in used:
+                reads_now.append(loc)
         if isinstance(node, Branch):
             for i, cond in enumerate(node.when):
                 root = cond.var.split(".")[0]
                 if root not in names:
                     problems.append(item.problem(("nodes", node_id, "when", i, "var"), f"unknown variable {root!r}"))
+                if root == "now":
+                    reads_now.append(("nodes", node_id, "when", i, "var"))
+                if cond.var == "now.time":
+                    problems += _time_bounds(item, ("nodes", node_id, "when", i), cond.gte, cond.lt)
         if isinstance(node, Lookup) and node.variable is not None and node.variable.split(".")[0] not in names:
             problems.append(item.problem(("nodes", node_id, "variable"), f"unknown variable {node.variable!r}"))
+    if reads_now and flow.timezone is None:
+        problems.append(
+            item.problem(
+                reads_now[0],
+                "the flow reads `now` but has no `timezone:`; add one at the top (e.g. `timezone: Europe/Madrid`, "
+                "or `timezone: UTC`)",
+            )
+        )
+    return problems
+
+
+def _time_bounds(item: LoadedFlow, loc: Loc, *bounds: object) -> list[FlowProblem]:
+    """`now.time` is text "HH:MM": compared with anything else, the test is always false."""
+    problems = []
+    for name, bound in zip(("gte", "lt"), bounds, strict=True):
+        if bound is not None and not (isinstance(bound, str) and _HH_MM.match(bound)):
+            as_time = f"{bound // 60}:{bound % 60:02d}" if isinstance(bound, int) and bound >= 0 else ""
+            hint = f" (YAML reads an unquoted {as_time} as the number {bound})" if as_time else ""
+            problems.append(
+                item.problem((*loc, name), f"now.time is compared as text: write the time quoted as 'HH:MM'{hint}")
+            )
     return problems

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from hilo.simcall import SimCall, originate_sim_call
+from ivr.flows.admin import apply_bundle
 from ivr.flows.bundle import FlowBundle
+from ivr.flows.live import checks_for
 from tests.stack.conftest import NAMESPACE, Stack
 
 NUMBER = "150"
@@ -52,7 +54,10 @@ async def outcomes_line(stack: Stack) -> AsyncIterator[None]:
     base = FlowBundle.from_dir(stack.settings.dialplans_dir)
     numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": outcomes\n'
     bundle = base.changed({"flows/outcomes.yaml": OUTCOMES_FLOW, "numbers.yaml": numbers})
-    await stack.services.flows.versions.apply(bundle, applied_by="tests")
+    result = await apply_bundle(
+        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+    )
+    assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)
     yield
 

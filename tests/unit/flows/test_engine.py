@@ -1,9 +1,14 @@
+import datetime as dt
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from ivr.flows.engine import FlowContext, HttpCallFailed, HttpRequest, Outcome, Services, run_flow
-from ivr.flows.schema import Flow
+from ivr.flows.hours import Calendars
+from ivr.flows.schema import Condition, Flow
 from ivr.flows.text_session import TextSession
 
 Events = list[tuple[str, dict[str, Any]]]
@@ -157,7 +162,7 @@ async def test_lookup_by_caller_and_by_variable() -> None:
     outcome, session, _ = await run(f, services=Services(lookup_customer=lookup))
     assert calls == [("phone", "+34911222333"), ("account", "777")]
     assert session.output == ["unknown False Grace"]
-    assert outcome.variables["customer"] == {"id": "42", "name": "Grace", "known": True}
+    assert outcome.variables["customer"] == {"id": "42", "name": "Grace", "known": True, "verified": False}
 
 
 async def test_http_maps_answer_and_errors() -> None:
@@ -193,12 +198,33 @@ async def test_http_maps_answer_and_errors() -> None:
     assert session.output == ["error"]
 
 
-@pytest.mark.parametrize("is_open", [True, False])
-async def test_hours(is_open: bool) -> None:
-    async def check(calendar: str) -> bool:
-        assert calendar == "support"
-        return is_open
+HOURS = Calendars.model_validate(
+    {
+        "calendars": {
+            "support": {
+                "timezone": "Europe/Madrid",
+                "weekly": {"mon-fri": ["08:00-20:00"]},
+                "holidays": [{"date": "2026-12-25", "name": "Navidad"}],
+            }
+        }
+    }
+)
 
+
+def clock(iso: str) -> Callable[[], dt.datetime]:
+    return lambda: dt.datetime.fromisoformat(iso)
+
+
+@pytest.mark.parametrize(
+    ("moment", "is_open", "holiday"),
+    [
+        ("2026-11-23T07:00:00+00:00", True, None),  # Monday 08:00 in Madrid
+        ("2026-11-23T06:59:00+00:00", False, None),
+        ("2026-11-28T12:00:00+00:00", False, None),  # Saturday
+        ("2026-12-25T10:00:00+01:00", False, "Navidad"),  # Friday, but a holiday
+    ],
+)
+async def test_hours_by_calendar_and_clock(moment: str, is_open: bool, holiday: str | None) -> None:
     f = flow(
         {
             "a": {"kind": "hours", "calendar": "support", "open": "in", "closed": "out"},
@@ -206,11 +232,182 @@ async def test_hours(is_open: bool) -> None:
             "out": {"kind": "callback", "prompt": "We will call you back."},
         }
     )
-    outcome, _, _ = await run(f, services=Services(is_open=check))
+    outcome, _, events = await run(f, services=Services(calendars=HOURS, clock=clock(moment)))
     if is_open:
         assert (outcome.action, outcome.priority, outcome.skills) == ("queue", 3, ["es"])
     else:
         assert (outcome.action, outcome.target) == ("callback", "+34911222333")
+    expected = {"flow": "t", "node": "a", "calendar": "support", "open": is_open}
+    assert ("ivr.hours", expected | ({"holiday": holiday} if holiday else {})) in events
+
+
+async def test_hours_with_an_unknown_calendar_is_a_flow_error() -> None:
+    f = flow({"a": {"kind": "hours", "calendar": "night", "open": "b", "closed": "b"}, "b": BYE})
+    outcome, _, events = await run(f)  # the default Services have no calendars
+    assert outcome.action == "error" and "calendar 'night' is not in hours.yaml (known: none)" in (outcome.reason or "")
+    assert events[-1][0] == "ivr.flow_error"
+
+
+async def test_now_variables_follow_the_flow_time_zone() -> None:
+    nodes = {
+        "a": {"kind": "say", "text": "{{ now.weekday }} {{ now.date }} {{ now.time }} {{ now.hour }}", "next": "b"}
+    }
+    nodes["b"] = BYE
+    madrid = Flow.model_validate({"flow": "t", "start": "a", "timezone": "Europe/Madrid", "nodes": nodes})
+    _, session, _ = await run(madrid, services=Services(clock=clock("2026-11-23T23:05:00+00:00")))
+    assert session.output == ["tue 2026-11-24 00:05 0"]
+    _, session, _ = await run(flow(nodes), services=Services(clock=clock("2026-11-23T23:05:00+00:00")))
+    assert session.output == ["mon 2026-11-23 23:05 23"]  # no timezone: UTC
+
+
+async def test_a_clock_without_time_zone_is_a_flow_error() -> None:
+    outcome, _, _ = await run(flow({"a": BYE}), services=Services(clock=lambda: dt.datetime(2026, 1, 1)))
+    assert outcome.action == "error" and "without a time zone" in (outcome.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("condition", "matches"),
+    [
+        ({"var": "now.hour", "gte": 14}, True),
+        ({"var": "now.hour", "gte": 15}, False),
+        ({"var": "now.hour", "lt": 15}, True),
+        ({"var": "now.hour", "lt": 14}, False),
+        ({"var": "now.time", "gte": "14:05"}, True),
+        ({"var": "now.time", "gte": "14:06"}, False),
+        ({"var": "now.time", "gte": "09:00", "lt": "14:06"}, True),  # both: a range
+        ({"var": "now.time", "gte": "09:00", "lt": "14:05"}, False),
+        ({"var": "now.date", "gte": "2026-11-23", "lt": "2026-11-24"}, True),
+        ({"var": "amount", "gte": 100}, True),  # digits typed are text: compared as a number with a number
+        ({"var": "amount", "lt": 99.5}, False),
+        ({"var": "amount", "gte": "2"}, False),  # text with text: "120" < "2"
+        ({"var": "caller.number", "gte": "+34", "lt": "+35"}, True),  # a Spanish number
+        ({"var": "customer.name", "gte": 1}, False),  # text with a number: false, not an error
+        ({"var": "missing", "lt": 5}, False),
+        ({"var": "flag", "lt": 5}, False),  # booleans are not numbers
+    ],
+)
+async def test_comparisons(condition: dict[str, Any], matches: bool) -> None:
+    f = flow(
+        {
+            "a": {"kind": "set", "variables": {"amount": "120", "flag": True}, "next": "b"},
+            "b": {"kind": "branch", "when": [{**condition, "next": "yes"}], "otherwise": "no"},
+            "yes": {"kind": "hangup", "text": "yes"},
+            "no": {"kind": "hangup", "text": "no"},
+        }
+    )
+    services = Services(clock=clock("2026-11-23T14:05:30+00:00"))
+    outcome, _, _ = await run(f, customer={"id": "c", "name": "Ana"}, services=services)
+    assert outcome.node == ("yes" if matches else "no")
+
+
+@pytest.mark.parametrize(
+    ("condition", "error"),
+    [
+        (
+            {"var": "x", "equals": 1, "gte": 2},
+            "exactly one of equals, not_equals, in, exists, or gte/lt (got equals, gte)",
+        ),
+        ({"var": "x"}, "(got none)"),
+        ({"var": "x", "gte": None}, "gte needs a number or a text"),
+        ({"var": "x", "gte": 1, "lt": "09:00"}, "must both be numbers or both be texts"),
+        ({"var": "x", "lt": True}, "Input should be a valid"),
+    ],
+)
+def test_condition_errors(condition: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(error)):
+        Condition.model_validate({**condition, "next": "n"})
+
+
+PIN_FLOW = {
+    "a": {
+        "kind": "lookup",
+        "verify": {
+            "prompt": "PIN?",
+            "field": "pin",
+            "min_digits": 4,
+            "max_digits": 4,
+            "attempts": 3,
+            "retry": "Wrong.",
+            "verified": "ok",
+            "not_verified": "locked",
+        },
+        "not_found": "nobody",
+    },
+    "ok": {"kind": "hangup", "text": "verified {{ customer.verified }}"},
+    "locked": {"kind": "hangup", "text": "locked {{ customer.verified }}"},
+    "nobody": {"kind": "hangup", "text": "who?"},
+}
+
+
+class FakeStore:
+    """Customer c1 has PIN 4321; remembers what was asked, as the PostgreSQL side would be asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def lookup(self, kind: str, value: str) -> dict[str, Any] | None:
+        return {"id": "c1", "name": "Ana", "verified": True} if value == "+34911222333" else None
+
+    async def verify(self, customer_id: str, field: str, given: str) -> bool:
+        self.asked.append((customer_id, field, given))
+        return (customer_id, field, given) == ("c1", "pin", "4321")
+
+
+async def test_verify_succeeds_on_the_second_attempt() -> None:
+    store = FakeStore()
+    shown: list[str | None] = []
+    events: Events = []
+
+    async def record(type_: str, data: dict[str, Any]) -> None:
+        events.append((type_, data))
+
+    session = TextSession(["1111#", "4321#"], on_input=shown.append)
+    services = Services(lookup_customer=store.lookup, verify_customer=store.verify)
+    outcome = await run_flow(
+        flow(PIN_FLOW), session, FlowContext(caller_number="+34911222333", services=services, record=record)
+    )
+    assert (outcome.node, session.output) == ("ok", ["PIN?", "Wrong.", "PIN?", "verified True"])
+    assert store.asked == [("c1", "pin", "1111"), ("c1", "pin", "4321")]
+    assert shown == ["*****", "*****"]  # the transcript never holds the digits
+    verifies = [data for type_, data in events if type_ == "ivr.verify"]
+    assert verifies == [
+        {"flow": "t", "node": "a", "field": "pin", "attempt": 1, "result": "no_match"},
+        {"flow": "t", "node": "a", "field": "pin", "attempt": 2, "result": "match"},
+    ]
+    assert "1111" not in repr(events) and "4321" not in repr(events)
+    assert "4321" not in repr(outcome.as_dict())
+    assert outcome.variables["customer"]["verified"] is True
+
+
+async def test_verify_locks_out_after_the_attempts() -> None:
+    store = FakeStore()
+    inputs: list[str | None] = ["1111", None, "12", "4321"]  # wrong, silence, too short: three attempts used
+    services = Services(lookup_customer=store.lookup, verify_customer=store.verify)
+    outcome, session, events = await run(flow(PIN_FLOW), inputs, services=services)
+    assert outcome.node == "locked" and session.output[-1] == "locked False"
+    assert session.output.count("Wrong.") == 2  # not after the last attempt
+    assert store.asked == [("c1", "pin", "1111")]  # badly sized answers never reach the store
+    assert [d["result"] for t, d in events if t == "ivr.verify"] == ["no_match", "no_input", "invalid"]
+    assert ("ivr.verify_failed", {"flow": "t", "node": "a", "field": "pin", "attempts": 3, "next": "locked"}) in events
+    assert session.inputs == ["4321"]  # the fourth answer was never asked for
+
+
+async def test_verify_default_service_never_verifies_and_not_found_skips_it() -> None:
+    store = FakeStore()
+    outcome, _, _ = await run(flow(PIN_FLOW), ["4321"], services=Services(lookup_customer=store.lookup))
+    assert outcome.node == "locked"
+    outcome, session, _ = await run(flow(PIN_FLOW), ["4321"])
+    assert outcome.node == "nobody" and session.output == ["who?"]
+
+
+async def test_secret_gather_is_masked_in_transcript_and_outcome() -> None:
+    gather = {"kind": "gather", "into": "pin", "secret": True, "max_digits": 4, "next": "b", "no_input": "b"}
+    shown: list[str | None] = []
+    session = TextSession(["1234"], on_input=shown.append)
+    outcome = await run_flow(flow({"a": gather, "b": BYE}), session, FlowContext())
+    assert shown == ["****"]
+    assert outcome.variables["pin"] == "1234"  # the flow can still use it
+    assert outcome.as_dict()["variables"]["pin"] == "****"
 
 
 async def test_goto_other_flow_and_node() -> None:

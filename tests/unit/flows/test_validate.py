@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from ivr.flows.loader import FlowProblem
-from ivr.flows.validate import Checks, known_queues, validate_paths
+from ivr.flows.validate import Checks, known_calendars, known_queues, validate_paths
 
 DIALPLANS = Path(__file__).resolve().parents[3] / "dialplans"
 
@@ -186,3 +186,122 @@ def test_play_file_cannot_leave_the_sounds_folder() -> None:
 
     with pytest.raises(ValidationError, match="inside Asterisk's sounds folder"):
         Play.model_validate({"kind": "play", "file": "hilo/../../etc/passwd", "text": "t", "next": "a"})
+
+
+def test_unknown_calendar(tmp_path: Path) -> None:
+    text = HEAD + "  a:\n    kind: hours\n    calendar: night\n    open: b\n    closed: b\n  b: {kind: hangup}\n"
+    found = problems(tmp_path, text, Checks(calendars=frozenset({"always", "support"})))
+    assert found == ["6:15: calendar 'night' is not in hours.yaml (known: always, support)"]
+    assert problems(tmp_path, text, Checks(calendars=frozenset())) == [
+        "6:15: calendar 'night' is not in hours.yaml (known: none)"
+    ]
+
+
+def test_known_calendars_reads_hours_yaml(tmp_path: Path) -> None:
+    calendars, found = known_calendars(DIALPLANS)
+    assert found == [] and calendars is not None and {"support", "always"} <= calendars
+    assert known_calendars(tmp_path) == (frozenset(), [])  # no hours.yaml: no calendars
+    (tmp_path / "hours.yaml").write_text("calendars:\n  a: {timezone: Nowhere}\n")
+    calendars, found = known_calendars(tmp_path)
+    assert calendars is None and [(p.line, p.column) for p in found] == [(2, 17)]
+
+
+def test_now_needs_a_flow_time_zone(tmp_path: Path) -> None:
+    text = HEAD + (
+        "  a: {kind: say, text: 'It is {{ now.time }}', next: b}\n"  # 4
+        "  b: {kind: branch, when: [{var: now.hour, lt: 12, next: c}], otherwise: c}\n"  # 5
+        "  c: {kind: hangup}\n"
+    )
+    assert problems(tmp_path, text) == [
+        "4:24: the flow reads `now` but has no `timezone:`; add one at the top (e.g. `timezone: Europe/Madrid`, "
+        "or `timezone: UTC`)"
+    ]
+    assert problems(tmp_path, "timezone: Europe/Madrid\n" + text) == []
+    found = problems(tmp_path, "timezone: Madrid\n" + text)
+    assert found == [
+        "1:11: timezone: unknown time zone 'Madrid': use an IANA name such as Europe/Madrid, America/Bogota or UTC"
+    ]
+
+
+def test_now_time_is_compared_with_quoted_times(tmp_path: Path) -> None:
+    text = (
+        "timezone: UTC\n"
+        + HEAD
+        + (
+            "  a:\n"  # 5
+            "    kind: branch\n"  # 6
+            "    when:\n"  # 7
+            "      - {var: now.time, gte: 14:00, next: b}\n"  # 8
+            "      - {var: now.time, gte: '9:00', lt: '18:00', next: b}\n"  # 9
+            "      - {var: now.time, lt: '18:00', next: b}\n"  # 10
+            "    otherwise: b\n"
+            "  b: {kind: hangup}\n"
+        )
+    )
+    assert problems(tmp_path, text) == [
+        "8:30: now.time is compared as text: write the time quoted as 'HH:MM' (YAML reads an unquoted 14:00 as the "
+        "number 840)",
+        "9:30: now.time is compared as text: write the time quoted as 'HH:MM'",
+    ]
+
+
+def test_variables_set_by_hilo_cannot_be_written(tmp_path: Path) -> None:
+    text = HEAD + (
+        "  a: {kind: set, variables: {now: x, caller: y, fine: z}, next: b}\n"  # 4
+        "  b: {kind: gather, into: now, next: c, no_input: c}\n"  # 5
+        "  c: {kind: hangup}\n"
+    )
+    assert problems(tmp_path, text) == [
+        "4:30: 'now' is set by Hilo: choose another name",
+        "4:38: 'caller' is set by Hilo: choose another name",
+        "5:27: 'now' is set by Hilo: choose another name",
+    ]
+
+
+def test_conditions_in_the_file(tmp_path: Path) -> None:
+    text = HEAD + (
+        "  a:\n"  # 4
+        "    kind: branch\n"  # 5
+        "    when:\n"  # 6
+        "      - {var: caller.number, equals: x, lt: 3, next: b}\n"  # 7
+        "      - {var: caller.number, gte: 1, lt: z, next: b}\n"  # 8
+        "    otherwise: b\n"
+        "  b: {kind: hangup}\n"
+    )
+    assert problems(tmp_path, text) == [
+        "7:9: nodes.a.when.0: Value error, a condition needs exactly one of equals, not_equals, in, exists, or gte/lt "
+        "(got equals, lt)",
+        "8:9: nodes.a.when.1: Value error, gte (1) and lt ('z') must both be numbers or both be texts",
+    ]
+
+
+def test_lookup_with_verify(tmp_path: Path) -> None:
+    text = HEAD + (
+        "  a:\n"  # 4
+        "    kind: lookup\n"  # 5
+        "    verify:\n"  # 6
+        "      prompt: 'Your PIN, {{ customer.name }}'\n"  # 7
+        "      field: pin\n"  # 8
+        "      verified: ok\n"  # 9
+        "      not_verified: ghost\n"  # 10
+        "      retry: '{{ oops }}'\n"  # 11
+        "    not_found: ok\n"  # 12
+        "  ok: {kind: hangup, text: '{{ customer.verified }}'}\n"  # 13
+    )
+    assert problems(tmp_path, text) == [
+        "10:21: node 'ghost' does not exist",
+        "11:14: template uses unknown variable 'oops'",
+    ]
+    both = text.replace("    not_found: ok\n", "    found: ok\n    not_found: ok\n")
+    assert problems(tmp_path, both) == [
+        "5:5: nodes.a: Value error, with `verify`, a found customer goes to verify.verified or verify.not_verified: "
+        "remove `found`"
+    ]
+    neither = HEAD + "  a: {kind: lookup, not_found: b}\n  b: {kind: hangup}\n"
+    assert problems(tmp_path, neither) == [
+        "4:6: nodes.a: Value error, lookup needs `found`: the node to go to when the customer is found"
+    ]
+    sizes = text.replace("      field: pin\n", "      field: pin\n      min_digits: 9\n")
+    assert (
+        problems(tmp_path, sizes)[0] == "7:7: nodes.a.verify: Value error, min_digits (9) is more than max_digits (8)"
+    )

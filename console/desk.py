@@ -1,0 +1,309 @@
+"""The agent console over HTTP: the page, sign-in and sign-out, the agent's own state, reading an
+interaction (its screen-pop) and wrapping it up.
+
+Agents act only on their own agent and read only interactions offered to them (`routing.offered` on the
+timeline); supervisors and admins may read and wrap up any. Errors are `{"error", "field", "reason"}`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from console import users
+from console.auth import principal, requires, session_store
+from console.config import ConsoleConfig, load_console_config
+from console.passwords import MAX_LENGTH, verify_password_async
+from console.screenpop import ScreenPops, offered_to
+from console.sessions import COOKIE, SESSION_TTL_S, Principal, SessionStore
+from console.wrapup import WrapupConflict, WrapupError, parse_wrapup, save_wrapup
+from console.ws import SOCKETS, close_sockets, console_ws
+from hilo.services import SERVICES, Services
+from routing.live import MANUAL_STATES
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+CONFIG_KEY = web.AppKey("console_config", ConsoleConfig)
+ALL_ROLES = ("agent", "supervisor", "admin")
+ON_A_CALL = ("ringing", "busy")
+
+# The page loads nothing from elsewhere and may not be framed; it talks only to its own origin.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self';"
+        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _error(status: int, error: str, reason: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": error, "reason": reason}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status)
+
+
+def _bad(reason: str, field: str) -> web.Response:
+    return _error(400, "bad_request", reason, field)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        return None
+
+
+def _sessions(request: web.Request) -> SessionStore:
+    sessions = session_store(request)
+    assert sessions is not None, "Redis is not connected"
+    return sessions
+
+
+def _away_key(services: Services, agent_id: str) -> str:
+    return f"{services.settings.namespace}:console:away-reason:{agent_id}"
+
+
+# -- the page ---------------------------------------------------------------------------------------
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "agent.html", headers=PAGE_HEADERS)
+
+
+async def to_page(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/console/")
+
+
+# -- signing in and out -----------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        return _bad('body must be JSON like {"username": "...", "password": "..."}', "body")
+    raw_name, password = body.get("username"), body.get("password")
+    if not isinstance(raw_name, str) or not raw_name.strip():
+        return _bad("username is required", "username")
+    if not isinstance(password, str) or not password:
+        return _bad("password is required", "password")
+    if len(password) > MAX_LENGTH:
+        return _bad(f"password is longer than {MAX_LENGTH} characters", "password")
+    try:
+        username = users.normalize_username(raw_name)
+    except users.UserError as exc:
+        return _bad(str(exc), "username")
+    services = _services(request)
+    assert services.pool is not None
+    sessions = _sessions(request)
+    wait_s = await sessions.locked_for(username)
+    if wait_s:
+        response = _error(429, "too_many_attempts", f"too many failed sign-ins: try again in {wait_s} s")
+        response.headers["Retry-After"] = str(wait_s)
+        return response
+    user = await users.get_user(services.pool, username)
+    if not await verify_password_async(password, user.password_hash if user else None) or user is None:
+        await sessions.record_failure(username)
+        log.info("console sign-in refused for user %r", username)
+        return _error(401, "unauthorized", "wrong username or password")
+    await sessions.clear_failures(username)
+    token, who = await sessions.create(user.username, user.role, user.agent_id)
+    log.info("console user %r signed in (%s)", user.username, user.role)
+    response = web.json_response(
+        {
+            "username": who.username,
+            "role": who.role,
+            "agent_id": who.agent_id,
+            "token": token,
+            "expires_in": sessions.ttl_s,
+        }
+    )
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=SESSION_TTL_S,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,  # behind TLS the cookie never travels in clear
+    )
+    return response
+
+
+@requires(*ALL_ROLES)
+async def logout(request: web.Request) -> web.Response:
+    await _sessions(request).end(principal(request))
+    response = web.json_response({"signed_out": True})
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+# -- the agent's own state --------------------------------------------------------------------------
+
+
+@requires(*ALL_ROLES)
+async def me(request: web.Request) -> web.Response:
+    who = principal(request)
+    services = _services(request)
+    config = request.app[CONFIG_KEY]
+    live: dict[str, str] = {}
+    reason = None
+    if who.agent_id and services.board is not None and services.redis is not None:
+        live = await services.board.agent(who.agent_id)
+        raw = await services.redis.get(_away_key(services, who.agent_id))
+        reason = raw.decode() if isinstance(raw, bytes) else raw
+    return web.json_response(
+        {
+            "username": who.username,
+            "role": who.role,
+            "agent_id": who.agent_id,
+            "state": live.get("state", "offline") if who.agent_id else None,
+            "away_reason": reason if live.get("state") == "away" else None,
+            "dispositions": [{"id": k, "label": v} for k, v in config.dispositions.items()],
+            "away_reasons": [{"id": k, "label": v} for k, v in config.away_reasons.items()],
+            "note_max_length": config.note_max_length,
+        }
+    )
+
+
+@requires(*ALL_ROLES)
+async def set_my_state(request: web.Request) -> web.Response:
+    who = principal(request)
+    if not who.agent_id:
+        return _error(403, "forbidden", "this user takes no calls (no agent id)")
+    services = _services(request)
+    assert services.board is not None and services.redis is not None
+    config = request.app[CONFIG_KEY]
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        return _bad('body must be JSON like {"state": "away", "reason": "break"}', "body")
+    state, reason = body.get("state"), body.get("reason")
+    if state not in MANUAL_STATES:
+        return _bad(f"state must be one of {', '.join(MANUAL_STATES)}", "state")
+    if state == "away" and reason not in config.away_reasons:
+        return _bad(f"an away state needs a reason, one of {', '.join(config.away_reasons)}", "reason")
+    if state != "away" and reason is not None:
+        return _bad("only the away state takes a reason", "reason")
+    current = (await services.board.agent(who.agent_id)).get("state")
+    if current in ON_A_CALL:
+        return _error(409, "conflict", f"you are {current} on a call: change state after it", "state")
+    if not await services.board.set_state(who.agent_id, state):
+        return _error(404, "not_found", f"agent {who.agent_id!r} is not on the board")
+    if state == "away":
+        await services.redis.set(_away_key(services, who.agent_id), str(reason))
+    else:
+        await services.redis.delete(_away_key(services, who.agent_id))
+    return web.json_response({"agent_id": who.agent_id, "state": state, "away_reason": reason})
+
+
+# -- interactions -----------------------------------------------------------------------------------
+
+
+def _interaction_id(request: web.Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(request.match_info["interaction_id"])
+    except ValueError:
+        return None
+
+
+def _is_agent(who: Principal) -> bool:
+    return who.role == "agent"
+
+
+@requires(*ALL_ROLES)
+async def read_interaction(request: web.Request) -> web.Response:
+    who = principal(request)
+    interaction_id = _interaction_id(request)
+    if interaction_id is None:
+        return _bad("interaction id must be a UUID", "interaction_id")
+    services = _services(request)
+    assert services.pool is not None and services.redis is not None and services.flows is not None
+    if _is_agent(who) and not (who.agent_id and await offered_to(services.pool, interaction_id, who.agent_id)):
+        return _error(403, "forbidden", "this interaction was not offered to you")
+    flows = services.flows
+    pops = ScreenPops(services.pool, services.redis, services.settings.namespace, lambda: flows.current.flows)
+    pop = await pops.build(interaction_id, who.agent_id)
+    if pop is None:
+        return _error(404, "not_found", "no such interaction")
+    wrapup = await services.pool.fetchrow(
+        "SELECT disposition, note, username, created_at FROM interaction_wrapups WHERE interaction_id = $1",
+        interaction_id,
+    )
+    pop["wrapup"] = {**dict(wrapup), "created_at": wrapup["created_at"].isoformat()} if wrapup is not None else None
+    return web.json_response(pop)
+
+
+@requires(*ALL_ROLES)
+async def wrap_up(request: web.Request) -> web.Response:
+    who = principal(request)
+    interaction_id = _interaction_id(request)
+    if interaction_id is None:
+        return _bad("interaction id must be a UUID", "interaction_id")
+    services = _services(request)
+    assert services.pool is not None and services.timeline is not None
+    try:
+        wrapup = parse_wrapup(await _json_body(request), request.app[CONFIG_KEY])
+    except WrapupError as exc:
+        return _bad(exc.reason, exc.field)
+    row = await services.pool.fetchrow("SELECT agent_id FROM interactions WHERE id = $1", interaction_id)
+    if row is None:
+        return _error(404, "not_found", "no such interaction")
+    had_it = row["agent_id"]  # set when an agent answered
+    if _is_agent(who) and (who.agent_id is None or had_it != who.agent_id):
+        return _error(403, "forbidden", "only the agent who took this interaction (or a supervisor) wraps it up")
+    try:
+        result = await save_wrapup(
+            services.pool,
+            services.timeline.publish,
+            interaction_id,
+            wrapup,
+            agent_id=had_it,
+            username=who.username or f"api-token:{who.role}",
+        )
+    except LookupError:
+        return _error(404, "not_found", "no such interaction")
+    except WrapupConflict as exc:
+        return _error(
+            409,
+            "conflict",
+            f"this interaction is already wrapped up as {exc.existing.disposition!r}; a wrap-up is given once",
+            "disposition",
+        )
+    return web.json_response(
+        {
+            "interaction_id": str(interaction_id),
+            "disposition": wrapup.disposition,
+            "note": wrapup.note,
+            "duplicate": not result.created,
+            "events": [e["id"] for e in result.events],
+        },
+        status=201 if result.created else 200,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the console; reads dialplans/console.yaml now, so a broken file stops the start."""
+    app[CONFIG_KEY] = load_console_config(app[SERVICES].settings.dialplans_dir)
+    app[SOCKETS] = set()
+    app.on_shutdown.append(close_sockets)
+    app.router.add_get("/console", to_page)
+    app.router.add_get("/console/", page)
+    app.router.add_static("/console/static/", STATIC_DIR, follow_symlinks=False)
+    app.router.add_post("/console/api/login", login)
+    app.router.add_post("/console/api/logout", logout)
+    app.router.add_get("/console/api/me", me)
+    app.router.add_post("/console/api/me/state", set_my_state)
+    app.router.add_get("/console/api/interactions/{interaction_id}", read_interaction)
+    app.router.add_post("/console/api/interactions/{interaction_id}/wrapup", wrap_up)
+    app.router.add_get("/console/ws", console_ws)

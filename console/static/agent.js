@@ -1,0 +1,251 @@
+// The agent console page: sign-in, the agent's own state, the live screen-pop over a WebSocket that
+// reconnects by itself, and the wrap-up form. Everything shown goes through textContent, never HTML.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const MAX_BACKOFF_MS = 30000;
+
+  let me = null; // what /console/api/me said
+  let socket = null;
+  let attempts = 0; // failed connections in a row, for the back-off
+  let lastHeard = 0; // when the server last said anything
+  let heartbeatMs = 15000;
+  let stayClosed = false; // signed out: do not reconnect
+  let current = null; // the interaction the pop shows
+
+  async function api(path, method = "GET", body = undefined) {
+    const response = await fetch(path, {
+      method,
+      credentials: "same-origin",
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = null;
+    }
+    return { status: response.status, ok: response.ok, data };
+  }
+
+  function reasonOf(result) {
+    const data = result.data || {};
+    return (data.field ? data.field + ": " : "") + (data.reason || "error " + result.status);
+  }
+
+  function item(tag, text, className) {
+    const node = document.createElement(tag);
+    node.textContent = text;
+    if (className) node.className = className;
+    return node;
+  }
+
+  function fill(list, entries, empty) {
+    list.replaceChildren();
+    if (entries.length === 0) list.append(item("li", empty, "muted"));
+    for (const entry of entries) list.append(entry);
+  }
+
+  function pairs(dl, object) {
+    dl.replaceChildren();
+    for (const [key, value] of Object.entries(object)) {
+      if (value === null || value === undefined || value === "") continue;
+      dl.append(item("dt", key));
+      dl.append(item("dd", typeof value === "object" ? JSON.stringify(value) : String(value)));
+    }
+  }
+
+  function when(iso) {
+    return iso ? new Date(iso).toLocaleString() : "";
+  }
+
+  // -- signing in and out -----------------------------------------------------------------------
+  function showSignin(message) {
+    stayClosed = true;
+    if (socket) socket.close();
+    me = null;
+    $("desk").hidden = true;
+    $("who").hidden = true;
+    $("signin").hidden = false;
+    $("signin-error").textContent = message || "";
+  }
+
+  async function start() {
+    const result = await api("/console/api/me");
+    if (result.ok) signedIn(result.data);
+    else showSignin();
+  }
+
+  function options(select, choices) {
+    select.replaceChildren();
+    for (const choice of choices) {
+      const option = item("option", choice.label);
+      option.value = choice.id;
+      select.append(option);
+    }
+  }
+
+  function signedIn(data) {
+    me = data;
+    $("signin").hidden = true;
+    $("desk").hidden = false;
+    $("who").hidden = false;
+    $("who-name").textContent = `${me.username} (${me.role}${me.agent_id ? ", agent " + me.agent_id : ""})`;
+    options($("away-reason"), me.away_reasons);
+    options($("disposition"), me.dispositions);
+    $("note").maxLength = me.note_max_length;
+    $("state-form").hidden = !me.agent_id;
+    showState(me.state, me.away_reason);
+    stayClosed = false;
+    connect();
+  }
+
+  $("signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = await api("/console/api/login", "POST", {
+      username: $("username").value,
+      password: $("password").value,
+    });
+    $("password").value = "";
+    if (result.ok) await start();
+    else $("signin-error").textContent = reasonOf(result);
+  });
+
+  $("signout").addEventListener("click", async () => {
+    await api("/console/api/logout", "POST");
+    showSignin("Signed out.");
+  });
+
+  // -- my state ---------------------------------------------------------------------------------
+  function showState(state, reason) {
+    if (state && ["available", "away", "offline"].includes(state)) $("state").value = state;
+    $("away-reason-label").hidden = $("state").value !== "away";
+    $("state-now").textContent = state ? "now: " + state + (reason ? " (" + reason + ")" : "") : "";
+  }
+
+  $("state").addEventListener("change", () => {
+    $("away-reason-label").hidden = $("state").value !== "away";
+  });
+
+  $("state-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const state = $("state").value;
+    const body = state === "away" ? { state, reason: $("away-reason").value } : { state };
+    const result = await api("/console/api/me/state", "POST", body);
+    $("state-error").textContent = result.ok ? "" : reasonOf(result);
+    if (result.ok) showState(result.data.state, result.data.away_reason);
+  });
+
+  // -- the live feed ----------------------------------------------------------------------------
+  function setLink(up) {
+    $("link").textContent = up ? "live" : "reconnecting";
+    $("link").className = "link " + (up ? "up" : "down");
+  }
+
+  function connect() {
+    if (socket && socket.readyState <= WebSocket.OPEN) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(`${scheme}//${location.host}/console/ws`);
+    socket.addEventListener("open", () => {
+      attempts = 0;
+      lastHeard = Date.now();
+      setLink(true);
+    });
+    socket.addEventListener("message", (event) => {
+      lastHeard = Date.now();
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (message.type === "hello") heartbeatMs = (message.heartbeat_s || 15) * 1000;
+      if (message.type === "screenpop") showPop(message);
+    });
+    socket.addEventListener("close", (event) => {
+      setLink(false);
+      socket = null;
+      if (event.code === 4001) return showSignin("Your session ended. Please sign in again.");
+      if (stayClosed) return;
+      attempts += 1;
+      const backoff = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(attempts, 6));
+      setTimeout(connect, backoff / 2 + Math.random() * (backoff / 2)); // jitter: not every console at once
+    });
+  }
+
+  // A server that went silent (no heartbeat for three periods) is taken as gone: drop and reconnect.
+  setInterval(() => {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - lastHeard > 3 * heartbeatMs) socket.close();
+    else socket.send("ping");
+  }, 5000);
+
+  // -- the pop ----------------------------------------------------------------------------------
+  function showPop(pop) {
+    if (me && me.role === "agent" && pop.agent_id !== me.agent_id) return;
+    current = pop.interaction_id;
+    const customer = pop.customer;
+    $("pop-empty").hidden = true;
+    $("pop-card").hidden = false;
+    $("pop-card").dataset.interaction = pop.interaction_id;
+    $("pop-customer-name").textContent = customer.name || "Unknown caller";
+    $("pop-verified").textContent = customer.verified
+      ? "verified" + (customer.verified_by ? " (" + customer.verified_by + ")" : "")
+      : "not verified" + (customer.identified_by ? ": identified by " + customer.identified_by.replace("_", " ") : "");
+    $("pop-verified").className = "badge " + (customer.verified ? "verified" : "unverified");
+    $("pop-new").hidden = !customer.new;
+    pairs($("pop-call"), {
+      "Caller number": pop.call.caller_number,
+      Dialled: pop.call.dialed,
+      Queue: pop.call.queue,
+      Channel: pop.call.channel,
+      Offered: when(pop.offered_at),
+      Agent: me && me.role !== "agent" ? pop.agent_id : null,
+    });
+    fill(
+      $("pop-identities"),
+      customer.identities.map((i) => item("li", `${i.kind}: ${i.value}`)),
+      "none",
+    );
+    fill(
+      $("pop-ivr-path"),
+      pop.ivr.path.map((step) => item("li", (step.node ? step.node + ": " : "") + step.summary)),
+      "no IVR steps",
+    );
+    pairs($("pop-variables"), pop.ivr.variables);
+    if (Object.keys(pop.ivr.variables).length === 0) $("pop-variables").append(item("dd", "nothing", "muted"));
+    fill(
+      $("pop-history"),
+      pop.history.map((h) =>
+        item("li", `${when(h.started_at)} · ${h.channel} ${h.direction} · ${h.outcome || "open"}` +
+          (h.disposition ? ` · ${h.disposition}` : "") + (h.agent_id ? ` · ${h.agent_id}` : "")),
+      ),
+      "no earlier interactions",
+    );
+    fill(
+      $("pop-cases"),
+      pop.open_cases.map((c) => item("li", `${c.subject} (${c.status})`)),
+      "no open cases",
+    );
+    $("wrapup").hidden = false;
+    $("wrapup-result").textContent = "";
+    $("note").value = "";
+    $("wrapup-submit").disabled = false;
+  }
+
+  $("wrapup").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!current) return;
+    $("wrapup-submit").disabled = true;
+    const result = await api(`/console/api/interactions/${encodeURIComponent(current)}/wrapup`, "POST", {
+      disposition: $("disposition").value,
+      note: $("note").value,
+    });
+    $("wrapup-result").textContent = result.ok ? "Wrap-up saved." : reasonOf(result);
+    $("wrapup-submit").disabled = result.ok;
+  });
+
+  start();
+})();

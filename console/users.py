@@ -1,0 +1,88 @@
+"""Console users in PostgreSQL: who may sign in, with which role, taking which agent's calls."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import asyncpg
+
+from console.passwords import check_strength, hash_password_async, verify_password_async
+
+ROLES = ("agent", "supervisor", "admin")
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class UserError(ValueError):
+    """Bad input for a console user; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    username: str
+    role: str
+    agent_id: str | None
+    password_hash: str
+
+
+def normalize_username(raw: str) -> str:
+    name = raw.strip().lower()
+    if not _USERNAME.match(name):
+        raise UserError(f"username {raw!r}: use 1-64 of a-z, 0-9, '.', '_', '-' (starting with a letter or digit)")
+    return name
+
+
+async def get_user(pool: asyncpg.Pool, username: str) -> ConsoleUser | None:
+    row = await pool.fetchrow(
+        "SELECT username, role, agent_id, password_hash FROM console_users WHERE username = $1", username
+    )
+    return ConsoleUser(row["username"], row["role"], row["agent_id"], row["password_hash"]) if row else None
+
+
+async def add_user(
+    pool: asyncpg.Pool, username: str, password: str, role: str, agent_id: str | None, *, replace: bool = False
+) -> str:
+    """Create the user, or with `replace` make an existing one match (role, agent, password).
+    Returns "created", "updated" or "unchanged" (already so: running it again changes nothing)."""
+    name = normalize_username(username)
+    if role not in ROLES:
+        raise UserError(f"role {role!r}: one of {', '.join(ROLES)}")
+    if role == "agent" and not agent_id:
+        raise UserError("agent: an agent user needs --agent (the agent id in dialplans/routing.yaml)")
+    check_strength(password)
+    if agent_id is not None and not await pool.fetchval("SELECT true FROM agents WHERE id = $1", agent_id):
+        raise UserError(f"agent: no agent {agent_id!r} (agents come from dialplans/routing.yaml)")
+    existing = await get_user(pool, name)
+    if existing is not None:
+        if not replace:
+            raise UserError(f"username: {name!r} exists already (use --replace to change it)")
+        same = (existing.role, existing.agent_id) == (role, agent_id)
+        if same and await verify_password_async(password, existing.password_hash):
+            return "unchanged"
+    password_hash = await hash_password_async(password)
+    # Without `replace` a user made meanwhile by someone else is left alone (DO NOTHING).
+    on_conflict = (
+        "DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role,"
+        " agent_id = excluded.agent_id, updated_at = now()"
+        if replace
+        else "DO NOTHING"
+    )
+    try:
+        written = await pool.fetchval(
+            "INSERT INTO console_users (username, password_hash, role, agent_id) VALUES ($1, $2, $3, $4)"  # noqa: S608 (one of two constant clauses)
+            f" ON CONFLICT (username) {on_conflict} RETURNING true",
+            name,
+            password_hash,
+            role,
+            agent_id,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise UserError(f"agent: agent {agent_id!r} already has a console user") from exc
+    if not written:
+        raise UserError(f"username: {name!r} exists already (use --replace to change it)")
+    return "created" if existing is None else "updated"
+
+
+async def list_users(pool: asyncpg.Pool) -> list[ConsoleUser]:
+    rows = await pool.fetch("SELECT username, role, agent_id, password_hash FROM console_users ORDER BY username")
+    return [ConsoleUser(r["username"], r["role"], r["agent_id"], r["password_hash"]) for r in rows]

@@ -1,0 +1,82 @@
+"""Console sessions and the sign-in limit, on an in-memory Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from console.sessions import FAILURE_WINDOW_S, MAX_FAILURES, SessionStore, token_hash
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    client = fakeredis.FakeAsyncRedis()
+    yield client
+    await client.aclose()
+
+
+async def test_a_session_is_found_by_its_token_and_only_its_hash_is_stored(redis: aioredis.Redis) -> None:
+    store = SessionStore(redis, "ns", ttl_s=600)
+    token, who = await store.create("bob", "agent", "bob")
+    assert len(token) >= 43  # 32 random bytes
+    assert (who.username, who.role, who.agent_id, who.session) == ("bob", "agent", "bob", token_hash(token))
+    found = await store.lookup(token)
+    assert found == who
+    keys = [k.decode() if isinstance(k, bytes) else k for k in await redis.keys("*")]
+    assert f"ns:console:session:{token_hash(token)}" in keys
+    assert not any(token in k for k in keys)
+    stored = await redis.hgetall(f"ns:console:session:{token_hash(token)}")
+    assert not any(token.encode() in value for value in stored.values())
+    assert 0 < await redis.ttl(f"ns:console:session:{token_hash(token)}") <= 600
+
+
+async def test_a_wrong_or_absurd_token_finds_nothing(redis: aioredis.Redis) -> None:
+    store = SessionStore(redis, "ns")
+    await store.create("bob", "agent", "bob")
+    assert await store.lookup("not-a-token") is None
+    assert await store.lookup("") is None
+    assert await store.lookup("x" * 10_000) is None
+
+
+async def test_a_supervisor_session_has_no_agent(redis: aioredis.Redis) -> None:
+    store = SessionStore(redis, "ns")
+    token, _ = await store.create("sue", "supervisor", None)
+    found = await store.lookup(token)
+    assert found is not None and found.agent_id is None and found.role == "supervisor"
+
+
+async def test_sign_out_ends_one_session_and_end_all_ends_every_one(redis: aioredis.Redis) -> None:
+    store = SessionStore(redis, "ns")
+    first, who = await store.create("bob", "agent", "bob")
+    second, _ = await store.create("bob", "agent", "bob")
+    other, _ = await store.create("alice", "agent", "alice")
+    await store.end(who)
+    assert await store.lookup(first) is None
+    assert await store.lookup(second) is not None
+    assert await store.end_all("bob") == 1
+    assert await store.lookup(second) is None
+    assert await store.lookup(other) is not None
+
+
+async def test_failed_sign_ins_lock_the_username_for_the_window(redis: aioredis.Redis) -> None:
+    store = SessionStore(redis, "ns")
+    for _ in range(MAX_FAILURES - 1):
+        await store.record_failure("bob")
+    assert await store.locked_for("bob") == 0
+    await store.record_failure("bob")
+    wait = await store.locked_for("bob")
+    assert 0 < wait <= FAILURE_WINDOW_S
+    assert await store.locked_for("alice") == 0  # per username
+    await store.clear_failures("bob")
+    assert await store.locked_for("bob") == 0
+
+
+async def test_the_failure_window_starts_at_the_first_failure(redis: aioredis.Redis) -> None:
+    store = SessionStore(redis, "ns")
+    await store.record_failure("bob")
+    await redis.expire("ns:console:login-failures:bob", 5)
+    await store.record_failure("bob")  # does not stretch the window
+    assert await redis.ttl("ns:console:login-failures:bob") <= 5
