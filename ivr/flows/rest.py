@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from console.auth import requires
+from crm_bridge.rest import API
 from hilo.services import SERVICES, Services
 from ivr.flows.admin import ApplyResult, apply_bundle, rollback_to
 from ivr.flows.bundle import BundleError, FlowBundle, check_bundle
@@ -176,6 +178,131 @@ async def rollback_flows(request: web.Request) -> web.Response:
     if result.version is not None:
         await runtime.reload()
     return _applied(result)
+
+
+class FlowChangeIn(BaseModel):
+    files: dict[str, str | None] = Field(description="file name in dialplans/ -> new text, or null to remove")
+    comment: str = Field("", max_length=500)
+
+
+class RollbackIn(BaseModel):
+    version: int = Field(ge=1)
+    comment: str = Field("", max_length=500)
+
+
+class FlowPath(BaseModel):
+    flow_id: str
+
+
+class HistoryQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=500)
+
+
+class FlowSummary(BaseModel):
+    id: str
+    description: str
+    language: str
+    numbers: list[str]
+
+
+class FlowListOut(BaseModel):
+    version: int | None
+    flows: list[FlowSummary]
+
+
+class FlowOut(BaseModel):
+    id: str
+    file: str
+    version: int | None
+    source: str
+
+
+class Problem(BaseModel):
+    file: str
+    line: int
+    column: int
+    message: str
+
+
+class ProblemsOut(BaseModel):
+    ok: bool
+    problems: list[Problem]
+
+
+class VersionOut(BaseModel):
+    version: int
+    digest: str
+    applied_by: str
+    applied_at: str
+    comment: str
+    rollback_of: int | None
+
+
+class AppliedOut(VersionOut):
+    ok: bool
+    new: bool
+
+
+class HistoryOut(BaseModel):
+    live: int | None
+    versions: list[VersionOut]
+
+
+_ADMIN = ("admin",)
+_CHANGE_ERRORS = {400: "a file name or field is not acceptable", 422: "the flows have problems (line:column)"}
+API.describe(
+    "GET", "/api/flows", summary="The live flows and their numbers", tag="flows", roles=_ADMIN, ok={200: FlowListOut}
+)
+API.describe(
+    "GET",
+    "/api/flows/history",
+    summary="Applied flow versions, newest first",
+    tag="flows",
+    roles=_ADMIN,
+    ok={200: HistoryOut},
+    errors={400: "limit out of range"},
+    query=HistoryQuery,
+)
+API.describe(
+    "POST",
+    "/api/flows/validate",
+    summary="Check a change against the live flows",
+    tag="flows",
+    roles=_ADMIN,
+    ok={200: ProblemsOut},
+    errors=_CHANGE_ERRORS,
+    body=FlowChangeIn,
+)
+API.describe(
+    "POST",
+    "/api/flows/apply",
+    summary="Make a change live for the next calls",
+    tag="flows",
+    roles=_ADMIN,
+    ok={201: AppliedOut, 200: AppliedOut},
+    errors=_CHANGE_ERRORS,
+    body=FlowChangeIn,
+)
+API.describe(
+    "POST",
+    "/api/flows/rollback",
+    summary="Make an earlier version live again",
+    tag="flows",
+    roles=_ADMIN,
+    ok={201: AppliedOut},
+    errors={400: "version is not a positive number", 404: "no such version", 422: "that version has problems today"},
+    body=RollbackIn,
+)
+API.describe(
+    "GET",
+    "/api/flows/{flow_id}",
+    summary="One live flow's source",
+    tag="flows",
+    roles=_ADMIN,
+    ok={200: FlowOut},
+    errors={404: "no such flow in the live version"},
+    path_model=FlowPath,
+)
 
 
 def add_flow_routes(app: web.Application) -> None:
