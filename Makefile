@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .run/venv/bin
 
-.PHONY: run stack down lint typecheck test clean
+.PHONY: run stack down lint typecheck test clean bench
 
 run:            ## whole stack, Hilo server included
 	bash stack/up.sh
@@ -18,6 +18,9 @@ lint:
 
 typecheck:
 	$(VENV)/mypy
+
+bench:          ## caller identification vs a bare lookup on 1M imported customers -> BENCHMARKS.md (needs `make stack`)
+	set -a && . .run/env && set +a && $(VENV)/python -m bench.identify $(BENCH_ARGS)
 
 test: stack lint typecheck
 	set -a && . .run/env && set +a && $(VENV)/pytest

@@ -8,6 +8,7 @@ import sys
 
 from asterisk.dialplan_cli import add_dialplan_commands, run_dialplan_command
 from console.users_cli import add_users_commands, run_users_command
+from crm_bridge.import_cli import add_customers_commands, run_customers_command
 from hilo.logs import setup_logging
 from hilo.settings import Settings, load_settings
 from ivr.flows.cli import add_flows_commands, run_flows_command
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--talk", type=float, default=3.0, help="seconds to stay on the line with the agent")
     call.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
     add_flows_commands(sub)
+    add_customers_commands(sub)
     add_dialplan_commands(sub)
     add_users_commands(sub)
     args = parser.parse_args(argv)
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "flows":
         return asyncio.run(run_flows_command(args, settings))
+    if args.command == "customers":
+        return asyncio.run(run_customers_command(args, settings))
     if args.command == "dialplan":
         return asyncio.run(run_dialplan_command(args, settings))
     if args.command == "users":

@@ -1,0 +1,1 @@
+"""Benchmarks against the running stack (see bench/README.md)."""
