@@ -65,13 +65,15 @@ class LiveFlows:
         return prompts
 
 
-def checks_for(dialplans_dir: Path) -> Checks:
-    """What flows are checked against beyond their own files: the queues of routing.yaml."""
+def checks_for(dialplans_dir: Path, sounds_root: Path | None = None) -> Checks:
+    """What flows are checked against beyond their own files: the queues of routing.yaml and, when
+    Asterisk's sounds folder is on this machine, the files `play` nodes name."""
     try:
         routing = load_routing(dialplans_dir)
     except (ConfigError, OSError) as exc:
         raise ConfigError(f"cannot check flows against routing.yaml: {exc}") from exc
-    return Checks(queues=frozenset(q.id for q in routing.queues))
+    sounds = sounds_root if sounds_root is not None and sounds_root.is_dir() else None
+    return Checks(queues=frozenset(q.id for q in routing.queues), sounds_dir=sounds)
 
 
 def _raise_problems(problems: list[FlowProblem], what: str) -> None:
@@ -109,12 +111,14 @@ class FlowRuntime:
         dsn: str,
         prepare: Prepare = _nothing_to_prepare,
         announce: Announce = _no_announce,
+        sounds_root: Path | None = None,
     ) -> None:
         self.versions = FlowVersions(pool)
         self.dialplans_dir = dialplans_dir
         self.dsn = dsn
         self.prepare = prepare
         self.announce = announce
+        self.sounds_root = sounds_root  # Asterisk's sounds folder, to check `play` files; None = not checked
         self._current: LiveFlows | None = None
         self._changed = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
@@ -130,7 +134,7 @@ class FlowRuntime:
         live = await self.versions.live()
         if live is None:
             bundle = FlowBundle.from_dir(self.dialplans_dir)
-            checked, problems = check_bundle(bundle, checks_for(self.dialplans_dir))
+            checked, problems = check_bundle(bundle, checks_for(self.dialplans_dir, self.sounds_root))
             if checked is None:
                 _raise_problems(problems, f"the flows in {self.dialplans_dir} have problems")
             await self.versions.apply(bundle, applied_by="hilo serve", comment="first start: dialplans/ working copy")
@@ -157,7 +161,9 @@ class FlowRuntime:
         current = self._current
         if current is not None and (current.version, current.digest) == (version.version, version.digest):
             return current
-        checked, problems = check_bundle(bundle, checks_for(self.dialplans_dir), where=f"version {version.version}")
+        checked, problems = check_bundle(
+            bundle, checks_for(self.dialplans_dir, self.sounds_root), where=f"version {version.version}"
+        )
         if checked is None:
             log.error("flow version %d cannot go live here:\n%s", version.version, "\n".join(map(str, problems)))
             return problems

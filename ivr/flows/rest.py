@@ -117,8 +117,9 @@ async def validate_flows(request: web.Request) -> web.Response:
     if isinstance(proposed, web.Response):
         return proposed
     bundle, _ = proposed
-    services, _ = _runtime(request)
-    _, problems = check_bundle(bundle, checks_for(services.settings.dialplans_dir), where="dialplans")
+    services, runtime = _runtime(request)
+    checks = checks_for(services.settings.dialplans_dir, runtime.sounds_root)
+    _, problems = check_bundle(bundle, checks, where="dialplans")
     return web.json_response({"ok": not problems, "problems": _problems(problems)}, status=200 if not problems else 422)
 
 
@@ -132,7 +133,7 @@ async def apply_flows(request: web.Request) -> web.Response:
     result = await apply_bundle(
         runtime.versions,
         bundle,
-        checks_for(services.settings.dialplans_dir),
+        checks_for(services.settings.dialplans_dir, runtime.sounds_root),
         applied_by=_who(request),
         comment=comment,
     )
@@ -169,7 +170,7 @@ async def rollback_flows(request: web.Request) -> web.Response:
         result = await rollback_to(
             runtime.versions,
             version,
-            checks_for(services.settings.dialplans_dir),
+            checks_for(services.settings.dialplans_dir, runtime.sounds_root),
             applied_by=_who(request),
             comment=comment[:500],
         )

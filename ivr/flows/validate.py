@@ -173,9 +173,11 @@ def check_flow(item: LoadedFlow, checks: Checks, flows: dict[str, Flow]) -> list
 
 
 def _sound_exists(folder: Path, name: str) -> bool:
+    """In the folder itself or in one of its language folders (Asterisk's `sounds/en/beep.gsm`)."""
     if ".." in Path(name).parts:
         return False
-    return any((folder / f"{name}{ext}").is_file() for ext in SOUND_EXTENSIONS)
+    places = [folder, *(d for d in folder.iterdir() if d.is_dir())] if folder.is_dir() else [folder]
+    return any((place / f"{name}{ext}").is_file() for place in places for ext in SOUND_EXTENSIONS)
 
 
 def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:

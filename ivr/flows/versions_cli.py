@@ -69,7 +69,7 @@ async def run_version_command(args: argparse.Namespace, settings: Settings) -> i
                 when = r.applied_at.strftime("%Y-%m-%d %H:%M:%S %Z")
                 print(f"{r.version:>5}  {when}  {r.applied_by}  {r.comment}{came_from}")
             return 0
-        checks = checks_for(settings.dialplans_dir)
+        checks = checks_for(settings.dialplans_dir, settings.sounds_dir.parent)
         if args.flows_command == "apply":
             try:
                 bundle = FlowBundle.from_dir(settings.dialplans_dir)

@@ -105,6 +105,19 @@ async def test_a_broken_change_is_refused_with_positions_and_nothing_changes(sta
         assert ("dialplans/flows/demo.yaml", shout_line) in where, body
         del billing_line  # the unknown queue is only checked once the node kinds parse
         assert all(p["column"] >= 1 and p["message"] for p in body["problems"])
+    # A sound that Asterisk does not have.
+    silent = DEMO.replace(
+        "  greet:\n    kind: say\n    text: Welcome to Hilo.\n",
+        "  greet:\n    kind: play\n    file: no-such-sound\n    text: Welcome to Hilo.\n",
+    )
+    assert silent != DEMO
+    resp = await stack.client.post(
+        "/api/flows/validate", json={"files": {"flows/demo.yaml": silent}}, headers=_auth(stack)
+    )
+    body = await resp.json()
+    assert resp.status == 422
+    line = 1 + silent.splitlines().index("    file: no-such-sound")
+    assert [(p["line"], "no-such-sound" in p["message"]) for p in body["problems"]] == [(line, True)], body
     # A number sent to a flow that the same change removes.
     resp = await stack.client.post("/api/flows/apply", json={"files": {"flows/demo.yaml": None}}, headers=_auth(stack))
     body = await resp.json()
