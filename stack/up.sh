@@ -265,9 +265,10 @@ sipp_agent() {
     # -nostdin: no keyboard control (CI has no standard input).
     # -ci: the UDP control socket (port 8888 and up) on loopback, not 0.0.0.0.
     # -mi/-mp: the media (RTP echo) sockets on loopback.
+    # -aa: answer OPTIONS (and INFO, NOTIFY, UPDATE) with 200 OK, so Asterisk's qualify sees the phone alive.
     local rc=0
     out=$(cd "$RUN/sipp" && setsid sipp -sf "$ROOT/asterisk/sipp/agent_uas.xml" -s "$name" \
-        -i 127.0.0.1 -p "$port" -mi 127.0.0.1 -mp "$media_port" -ci 127.0.0.1 \
+        -i 127.0.0.1 -p "$port" -mi 127.0.0.1 -mp "$media_port" -ci 127.0.0.1 -aa \
         -bg -nostdin -trace_err -error_file "$LOGS/sipp-$name-errors.log" </dev/null 2>&1) || rc=$?
     printf '%s\n' "$out" >>"$log"
     pid=$(sed -nE 's/.*PID=\[([0-9]+)\].*/\1/p' <<<"$out" | tail -n 1)
