@@ -155,6 +155,10 @@ class AriClient:
             except Exception:
                 log.exception("handler failed on %s", event.type)
 
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run follow-up work of an event handler (handlers stay synchronous); closed with the client."""
+        self._spawn(coro)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._background.add(task)
