@@ -19,8 +19,10 @@ lint:
 typecheck:
 	$(VENV)/mypy
 
-bench:          ## caller identification vs a bare lookup on 1M imported customers -> BENCHMARKS.md (needs `make stack`)
+bench:          ## caller identification vs a bare lookup on 1M imported customers, screen-pop latency over real calls, routing decisions -> BENCHMARKS.md (needs `make stack`)
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.identify $(BENCH_ARGS)
+	set -a && . .run/env && set +a && $(VENV)/python -m bench.screenpop $(SCREENPOP_ARGS)
+	set -a && . .run/env && set +a && $(VENV)/python -m bench.routing $(ROUTING_ARGS)
 
 test: stack lint typecheck
 	set -a && . .run/env && set +a && $(VENV)/pytest

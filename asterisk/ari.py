@@ -17,6 +17,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -244,6 +245,48 @@ class AriClient:
     async def delete_stored_recording(self, name: str) -> None:
         await self.request("DELETE", f"/recordings/stored/{name}", missing_ok=True)
 
+    async def stored_recordings(self) -> list[dict[str, Any]]:
+        """Every finished recording in Asterisk's spool: [{"name", "format"}, ...]."""
+        found = await self.request("GET", "/recordings/stored")
+        return list(found or [])
+
+    async def download_stored_recording(self, name: str, target: Path) -> int:
+        """Write a finished recording's file (as Asterisk stored it) to `target`; returns its size.
+        Through ARI rather than the spool folder, so Hilo need not share a disk with Asterisk."""
+        assert self._session is not None, "AriClient.start() first"
+        path = f"/recordings/stored/{quote(name)}/file"
+        size = 0
+        async with self._session.get(self.url + path, timeout=aiohttp.ClientTimeout(total=None, sock_read=30)) as resp:
+            if resp.status >= 400:
+                raise AriError(resp.status, "GET", path, await resp.text())
+            with target.open("wb") as out:
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    out.write(chunk)
+                    size += len(chunk)
+        return size
+
+    async def record_bridge(self, bridge_id: str, name: str, *, fmt: str = "wav") -> None:
+        """Record the bridge's mixed audio into the spool as `<name>.<fmt>` until the bridge is destroyed or the
+        recording stopped (RecordingStarted, then RecordingFinished/Failed with target_uri bridge:<id>)."""
+        params = {"name": name, "format": fmt, "ifExists": "fail", "beep": False, "terminateOn": "none"}
+        await self.request("POST", f"/bridges/{bridge_id}/record", params=params)
+
+    async def live_recording(self, name: str) -> Any:
+        """A recording in progress ({"name", "state", ...}), or None once it is finished (or never was)."""
+        return await self.request("GET", f"/recordings/live/{quote(name)}", missing_ok=True)
+
+    async def pause_recording(self, name: str) -> None:
+        """Pause a live recording: Asterisk leaves the paused audio out of the file (main/app.c drops the
+        frames), it does not write silence."""
+        await self.request("POST", f"/recordings/live/{quote(name)}/pause")
+
+    async def unpause_recording(self, name: str) -> None:
+        await self.request("DELETE", f"/recordings/live/{quote(name)}/pause")
+
+    async def discard_recording(self, name: str) -> None:
+        """Stop a live recording and throw its file away."""
+        await self.request("DELETE", f"/recordings/live/{quote(name)}", missing_ok=True)
+
     async def set_variable(self, channel_id: str, name: str, value: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/variable", params={"variable": name, "value": value})
 
@@ -291,6 +334,26 @@ class AriClient:
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}", missing_ok=True)
+
+    async def snoop(self, channel_id: str, snoop_id: str, *, spy: str = "in", app_args: str = "") -> Any:
+        """A channel in this app that hears `channel_id` (`spy`: "in" = what its caller says, "out", "both")
+        without being bridged with it."""
+        params = {"spy": spy, "whisper": "none", "app": self.app, "appArgs": app_args, "snoopId": snoop_id}
+        return await self.request("POST", f"/channels/{channel_id}/snoop", params=params)
+
+    async def external_media(self, channel_id: str, external_host: str, *, fmt: str = "slin16") -> Any:
+        """A channel in this app whose audio Asterisk streams as RTP over UDP to `external_host` (host:port)."""
+        params = {
+            "app": self.app,
+            "channelId": channel_id,
+            "external_host": external_host,
+            "encapsulation": "rtp",
+            "transport": "udp",
+            "connection_type": "client",
+            "format": fmt,
+            "direction": "both",
+        }
+        return await self.request("POST", "/channels/externalMedia", params=params)
 
 
 def _param(value: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from console import desk
+from console import desk, wallboard
 from console.auth import requires
 from hilo.services import SERVICES, Services
 from routing.live import MANUAL_STATES
@@ -109,3 +109,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/agents", list_agents)
     app.router.add_post("/api/agents/{agent_id}/state", set_agent_state)
     desk.add_routes(app)  # the agent console: page, sign-in, screen-pop WebSocket, wrap-up
+    wallboard.add_routes(app)  # the supervisor's wallboard and reports pages (after desk: shares its sockets)

@@ -198,7 +198,7 @@ async def set_my_state(request: web.Request) -> web.Response:
     current = (await services.board.agent(who.agent_id)).get("state")
     if current in ON_A_CALL:
         return _error(409, "conflict", f"you are {current} on a call: change state after it", "state")
-    if not await services.board.set_state(who.agent_id, state):
+    if not await services.board.set_state(who.agent_id, state, reason):  # the reason goes into the history
         return _error(404, "not_found", f"agent {who.agent_id!r} is not on the board")
     if state == "away":
         await services.redis.set(_away_key(services, who.agent_id), str(reason))

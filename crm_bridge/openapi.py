@@ -85,6 +85,7 @@ class Operation:
     inputs: dict[str, type[BaseModel]] = field(default_factory=dict)
     handler: Handler | None = None  # None: served by a handler elsewhere, only described here
     description: str = ""
+    media_type: str = "application/json"  # of the success responses (e.g. text/csv for an export)
 
     @property
     def operation_id(self) -> str:
@@ -121,7 +122,11 @@ class Api:
         roles: tuple[str, ...] | None,
         ok: dict[int, type[BaseModel] | None],
         errors: dict[int, str] | None = None,
+        media_type: str = "application/json",
     ) -> Callable[[Handler], Handler]:
+        """A handler answering another `media_type` than JSON returns its own web.Response; the ok model
+        then only describes the body (e.g. a RootModel[str])."""
+
         def register(handler: Handler) -> Handler:
             hints = typing.get_type_hints(handler)
             inputs: dict[str, type[BaseModel]] = {}
@@ -142,6 +147,7 @@ class Api:
                     inputs,
                     handler,
                     inspect.getdoc(handler) or "",
+                    media_type,
                 )
             )
             return handler
@@ -275,7 +281,7 @@ class Api:
             for status, model in op.ok.items():
                 response: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "success")}
                 if model is not None:
-                    response["content"] = {"application/json": {"schema": ref(model, "serialization")}}
+                    response["content"] = {op.media_type: {"schema": ref(model, "serialization")}}
                 entry["responses"][str(status)] = response
             errors = dict(op.errors)
             if op.inputs:

@@ -307,7 +307,10 @@ class DeadLetterQuery(Input):
 class DeliveryOut(BaseModel):
     id: uuid.UUID = Field(description="sent as Hilo-Webhook-Id")
     subscription_id: uuid.UUID
-    event_id: int
+    event_id: int | None = Field(description="the timeline event sent; null for an ops event")
+    ops_event_id: int | None = Field(
+        default=None, description="the ops event sent (about no customer: alert.raised, alert.cleared)"
+    )
     event_type: str
     state: Literal["pending", "delivered", "dead"]
     attempts: int

@@ -10,15 +10,11 @@ import asyncpg
 from crm_bridge import customers, identity, verification
 from crm_bridge.phones import to_e164
 from dialplans.models import Agent, load_demo_customers, load_routing
+from routing.store import RoutingStore
 
 
 async def upsert_agents(pool: asyncpg.Pool, agents: list[Agent]) -> None:
-    await pool.executemany(
-        "INSERT INTO agents (id, name, sip_endpoint, queues) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (id) DO UPDATE SET name = excluded.name, sip_endpoint = excluded.sip_endpoint,"
-        " queues = excluded.queues",
-        [(a.id, a.name, a.sip_endpoint, a.queues) for a in agents],
-    )
+    await RoutingStore(pool).put_agents(agents)
 
 
 async def seed_demo(pool: asyncpg.Pool, folder: Path, region: str) -> dict[str, int]:
@@ -41,5 +37,6 @@ async def seed_demo(pool: asyncpg.Pool, folder: Path, region: str) -> dict[str, 
             await identity.link_identity(pool, customer_id, "external", f"account:{account}")
         # Hashing is slow on purpose: the secrets hash side by side.
         await asyncio.gather(*(verification.set_secret(pool, customer_id, f, v) for f, v in person.secrets.items()))
+    await RoutingStore(pool).put_queues(routing.queues)
     await upsert_agents(pool, routing.agents)
     return {"customers": len(demo.customers), "agents": len(routing.agents)}

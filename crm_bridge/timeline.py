@@ -48,29 +48,38 @@ class Timeline:
         dialed: str | None = None,
         channel_ref: str | None = None,
         context: dict[str, Any] | None = None,
+        started_at: datetime | None = None,
     ) -> Interaction:
+        """`started_at` is for facts that happened earlier (a provider's own timestamp, a history import)."""
         row = await self.pool.fetchrow(
-            "INSERT INTO interactions (customer_id, channel, direction, state, dialed, channel_ref, context)"
-            " VALUES ($1, $2, $3, 'ivr', $4, $5, $6) RETURNING id",
+            "INSERT INTO interactions"
+            " (customer_id, channel, direction, state, dialed, channel_ref, context, started_at)"
+            " VALUES ($1, $2, $3, 'ivr', $4, $5, $6, coalesce($7, now())) RETURNING id",
             customer_id,
             channel,
             direction,
             dialed,
             channel_ref,
             context or {},
+            started_at,
         )
         assert row is not None
         return Interaction(row["id"], customer_id, channel, dict(context or {}))
 
-    async def record(self, interaction: Interaction, type_: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def record(
+        self, interaction: Interaction, type_: str, data: dict[str, Any] | None = None, *, at: datetime | None = None
+    ) -> dict[str, Any]:
+        """`at` is for facts that happened earlier (a provider's own timestamp, a history import); by
+        default the fact happens now."""
         row = await self.pool.fetchrow(
-            "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data, at)"
+            " VALUES ($1, $2, $3, $4, $5, coalesce($6, clock_timestamp())) RETURNING *",
             interaction.customer_id,
             interaction.id,
             type_,
             interaction.channel,
             data or {},
+            at,
         )
         assert row is not None
         event = event_json(row)
@@ -108,7 +117,7 @@ class Timeline:
         )
         if not ended:
             return False
-        await self.record(interaction, "interaction.ended", {"outcome": outcome, "hangup_by": hangup_by})
+        await self.record(interaction, "interaction.ended", {"outcome": outcome, "hangup_by": hangup_by}, at=ended_at)
         return True
 
     async def customer_timeline(self, customer_id: uuid.UUID, limit: int = 500) -> list[dict[str, Any]]:

@@ -100,6 +100,12 @@ def verify(
     return hmac.compare_digest(signature.encode(), sign(secret, timestamp, body).encode())
 
 
+def ops_event_json(row: asyncpg.Record) -> dict[str, Any]:
+    """An ops event (about no customer, e.g. `alert.raised`) as its webhook body: like a timeline event
+    without customer, interaction or channel."""
+    return {"id": row["id"], "type": row["type"], "at": row["at"].isoformat(), "data": row["data"]}
+
+
 def encode_event(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
@@ -108,8 +114,13 @@ def encode_event(event: dict[str, Any]) -> bytes:
 
 _SUBSCRIPTION_COLUMNS = "id, url, event_types, active, description, created_at, updated_at"
 _DELIVERY_COLUMNS = (
-    "d.id, d.subscription_id, d.event_id, e.type AS event_type, d.state, d.attempts, d.replays, d.last_status,"
-    " d.last_error, d.next_attempt_at, d.created_at, d.delivered_at, d.dead_at"
+    "d.id, d.subscription_id, d.event_id, d.ops_event_id, coalesce(e.type, o.type) AS event_type, d.state,"
+    " d.attempts, d.replays, d.last_status, d.last_error, d.next_attempt_at, d.created_at, d.delivered_at, d.dead_at"
+)
+# A delivery carries a timeline event or an ops event (facts about no customer, e.g. alerts; migration 009).
+_DELIVERY_FROM = (
+    "webhook_deliveries d LEFT JOIN timeline_events e ON e.id = d.event_id"
+    " LEFT JOIN ops_events o ON o.id = d.ops_event_id"
 )
 
 
@@ -175,7 +186,7 @@ async def delete_subscription(pool: asyncpg.Pool, subscription_id: uuid.UUID) ->
 
 async def dead_letters(pool: asyncpg.Pool, subscription_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
     rows = await pool.fetch(
-        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN timeline_events e ON e.id = d.event_id"  # noqa: S608
+        f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM}"  # noqa: S608
         " WHERE d.state = 'dead' AND ($1::uuid IS NULL OR d.subscription_id = $1)"
         " ORDER BY d.dead_at DESC, d.id LIMIT $2",
         subscription_id,
@@ -186,7 +197,7 @@ async def dead_letters(pool: asyncpg.Pool, subscription_id: uuid.UUID | None, li
 
 async def get_delivery(pool: asyncpg.Pool, delivery_id: uuid.UUID) -> dict[str, Any] | None:
     row = await pool.fetchrow(
-        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN timeline_events e ON e.id = d.event_id"  # noqa: S608
+        f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM}"  # noqa: S608
         " WHERE d.id = $1",
         delivery_id,
     )
@@ -253,8 +264,9 @@ class RetryPolicy:
 
 
 # Eligible: pending, due, not leased by a live sender, its subscription active, and first in its
-# subscription's line (no pending delivery of an older event). SKIP LOCKED: rows another node is claiming
-# right now are left to it.
+# subscription's line (no pending delivery of an older event; timeline events and ops events are two
+# lines, so a comparison across them is NULL and holds nothing back). SKIP LOCKED: rows another node is
+# claiming right now are left to it.
 _CLAIM = """
 UPDATE webhook_deliveries d
 SET lease = $2, leased_until = now() + make_interval(secs => $3), attempts = d.attempts + 1
@@ -265,10 +277,14 @@ WHERE d.id IN (
       AND NOT EXISTS (
           SELECT 1 FROM webhook_deliveries older
           WHERE older.subscription_id = h.subscription_id AND older.state = 'pending' AND older.event_id < h.event_id)
-    ORDER BY h.next_attempt_at, h.event_id
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries older
+          WHERE older.subscription_id = h.subscription_id AND older.state = 'pending'
+            AND older.ops_event_id < h.ops_event_id)
+    ORDER BY h.next_attempt_at, h.event_id, h.ops_event_id
     LIMIT $1
     FOR UPDATE OF h SKIP LOCKED)
-RETURNING d.id, d.subscription_id, d.event_id, d.attempts
+RETURNING d.id, d.subscription_id, d.event_id, d.ops_event_id, d.attempts
 """
 
 # Seconds until the worker next has something to do: the head of a line falling due for a retry, or a
@@ -280,6 +296,10 @@ WHERE h.state = 'pending' AND s.active
   AND NOT EXISTS (
       SELECT 1 FROM webhook_deliveries older
       WHERE older.subscription_id = h.subscription_id AND older.state = 'pending' AND older.event_id < h.event_id)
+  AND NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries older
+      WHERE older.subscription_id = h.subscription_id AND older.state = 'pending'
+        AND older.ops_event_id < h.ops_event_id)
 """
 
 
@@ -401,11 +421,19 @@ class DeliveryWorker:
                 )
             }
             events = {
-                r["id"]: event_json(r)
+                ("timeline", r["id"]): event_json(r)
                 for r in await conn.fetch(
                     "SELECT * FROM timeline_events WHERE id = ANY($1::bigint[])", [r["event_id"] for r in rows]
                 )
             }
+            events.update(
+                {
+                    ("ops", r["id"]): ops_event_json(r)
+                    for r in await conn.fetch(
+                        "SELECT * FROM ops_events WHERE id = ANY($1::bigint[])", [r["ops_event_id"] for r in rows]
+                    )
+                }
+            )
         return [
             Claimed(
                 r["id"],
@@ -414,7 +442,7 @@ class DeliveryWorker:
                 lease,
                 subscriptions[r["subscription_id"]]["url"],
                 subscriptions[r["subscription_id"]]["secret"],
-                events[r["event_id"]],
+                events[("timeline", r["event_id"]) if r["event_id"] is not None else ("ops", r["ops_event_id"])],
             )
             for r in rows
         ]

@@ -17,6 +17,7 @@ from asterisk.dialplan import NumbersDialplanSync
 from console import api
 from console.auth import AUTH_KEY, TokenAuth
 from console.screenpop import ScreenPops
+from crm_bridge import connectors
 from crm_bridge import rest as crm_rest
 from crm_bridge.db import create_pool
 from crm_bridge.seed import upsert_agents
@@ -26,11 +27,24 @@ from dialplans.models import load_routing
 from hilo.notifier import Notifier
 from hilo.services import SERVICES, Services
 from hilo.settings import Settings
+from ivr.flows.hours import Calendars
 from ivr.flows.live import FlowRuntime, LiveFlows, checks_for
 from ivr.flows.rest import add_flow_routes
 from ivr.inbound import TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
+from ivr.speech.listener import SpeechService
 from ivr.tts import PromptCache, voice_for
+from recordings import rest as recordings_rest  # noqa: F401 (declares /api/recordings… on crm_rest.API)
+from recordings import setup as recording_setup
+from reports import rest as reports_rest  # noqa: F401 (declares /api/reports… on crm_rest.API)
+from reports.config import load_kpi_config
+from reports.metrics import KpiCollector
+from reports.monitor import WallboardMonitor
+from reports.service import Reports
+from reports.wallboard import QueueInfo, Wallboard
+from routing import admin_api  # noqa: F401 (declares /api/routing/… on crm_rest.API)
+from routing.engine import RoutingEngine
 from routing.live import AgentBoard
+from routing.presence import EndpointPresence, routing_presence
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,10 @@ log = logging.getLogger(__name__)
 def init_app(settings: Settings) -> web.Application:
     routing = load_routing(settings.dialplans_dir)
     checks_for(settings.dialplans_dir)  # a broken routing.yaml stops the start here, before any connection
+    crm = connectors.from_settings(settings)  # so does a HILO_CRM_* setting that cannot work
+    recording_keys = recording_setup.key_ring(settings)  # and a HILO_RECORDING_KEYS entry that cannot be used
+    # and a broken kpis.yaml; a queue's service-level threshold is its routing.yaml SLA
+    kpi_config = load_kpi_config(settings.dialplans_dir, {q.id: q.sla.within_s for q in routing.queues})
     registry = CollectorRegistry()
     services = Services(settings=settings, registry=registry)
     app = web.Application()
@@ -58,13 +76,26 @@ def init_app(settings: Settings) -> web.Application:
     async def redis(_: web.Application) -> AsyncIterator[None]:
         services.redis = aioredis.from_url(settings.redis_url.get_secret_value())
         await services.redis.ping()
-        services.board = AgentBoard(services.redis, settings.namespace)
-        await services.board.load(routing.agents)
+        assert services.pool is not None
+        # routing.yaml seeds the routing configuration in PostgreSQL; the live state is in Redis (rebuilt
+        # from PostgreSQL if Redis has none). An offer nobody settles outlives any ring timeout.
+        services.routing = RoutingEngine(
+            services.redis,
+            services.pool,
+            settings.namespace,
+            default_max_wait_s=settings.queue_max_wait_s,
+            offer_ttl_s=settings.ring_timeout_s + 60,
+            calendars=lambda: services.flows.current.calendars if services.flows else Calendars(),
+        )
+        await services.routing.start(seed=routing)
+        services.board = AgentBoard(services.routing)
         yield
+        await services.routing.close()
         await services.redis.aclose()
 
     async def telephony(_: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.redis is not None and services.board is not None
+        assert services.routing is not None
         notifier = Notifier(services.redis, settings.namespace)
         services.timeline = Timeline(services.pool, notifier.publish)
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
@@ -91,6 +122,7 @@ def init_app(settings: Settings) -> web.Application:
             settings.database_url.get_secret_value(),
             prepare=prepare_version,
             announce=notifier.publish,
+            sounds_root=settings.sounds_dir.parent,  # Asterisk's sounds: hilo/ is where the prompts go
         )
         await services.flows.start()  # refuses to start on a flow version with problems
         flows = services.flows
@@ -101,7 +133,7 @@ def init_app(settings: Settings) -> web.Application:
             ari=services.ari,
             pool=services.pool,
             timeline=services.timeline,
-            board=services.board,
+            engine=services.routing,
             prompts=prompts,
             live_flows=lambda: flows.current,
             routing=routing,
@@ -115,10 +147,28 @@ def init_app(settings: Settings) -> web.Application:
                 services.pool, services.redis, settings.namespace, lambda: flows.current.flows
             ).on_offer,
         )
+        enrichment = None
+        if crm is not None:  # a caller new to Hilo is looked up in the company's CRM, within a time box
+            enrichment = connectors.CallerEnrichment(
+                crm,
+                connectors.EnrichmentStore(services.pool, services.timeline),
+                box_s=settings.crm_timebox_s,
+                timeout_s=settings.crm_timeout_s,
+            )
+            services.calls.on_new_caller = enrichment.on_new_caller
+        speech = SpeechService.from_config(settings.vosk_models, settings.speech_engines, settings.speech_media_host)
+        services.calls.speech = speech
+        # Agents whose phone stops answering Asterisk's OPTIONS are not offered calls until it answers again.
+        EndpointPresence(
+            services.ari, {a.sip_endpoint: a.id for a in routing.agents}, routing_presence(services.routing)
+        )
         await services.ari.start()
         await services.ami.start()
         yield
         await services.calls.close()
+        speech.close()
+        if enrichment is not None:
+            await enrichment.close()
         await services.ari.close()
         await services.ami.close()
         await services.flows.close()
@@ -141,7 +191,42 @@ def init_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.extend([postgres, redis, telephony])
     app.cleanup_ctx.append(webhooks)
+
+    async def recordings(_: web.Application) -> AsyncIterator[None]:
+        assert services.pool is not None and services.timeline is not None
+        assert services.ari is not None and services.calls is not None
+        if recording_keys is None:
+            log.warning("recordings are off: HILO_RECORDING_KEYS is not set (voicemail stays in Asterisk's spool)")
+            yield
+            return
+        services.recordings = recording_setup.call_recorder(
+            settings,
+            recording_keys,
+            ari=services.ari,
+            pool=services.pool,
+            timeline=services.timeline,
+            queues=routing.queues,
+        )
+        services.calls.recorder = services.recordings
+        async with recording_setup.housekeeping(services.recordings, settings):  # spool sweep + retention purge
+            yield
+
+    app.cleanup_ctx.append(recordings)
+
+    async def wallboard(_: web.Application) -> AsyncIterator[None]:
+        assert services.pool is not None and services.redis is not None and services.board is not None
+        board = Wallboard(services.pool, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
+        services.wallboard = WallboardMonitor(
+            board, Reports(services.pool, kpi_config), services.redis, settings.namespace
+        )
+        await services.wallboard.start()
+        yield
+        await services.wallboard.close()
+
+    app.cleanup_ctx.append(wallboard)
+    registry.register(KpiCollector(lambda: services.wallboard))  # the KPIs on /metrics
     crm_rest.add_routes(app)  # customers, identities, merges, timeline, cases, webhooks, /api/openapi.json
+    # (and /api/recordings…: recordings.rest declares them on the same API when imported)
     api.add_routes(app)
     add_flow_routes(app)
     return app

@@ -12,11 +12,20 @@ from crm_bridge.import_cli import add_customers_commands, run_customers_command
 from hilo.logs import setup_logging
 from hilo.settings import Settings, load_settings
 from ivr.flows.cli import add_flows_commands, run_flows_command
+from ivr.speech.cli import add_speech_commands, run_speech_command
+from recordings.cli import add_recordings_commands, run_recordings_command
 
 
 def _secrets(settings: Settings) -> list[str]:
-    values = [settings.ari_password, settings.ami_password, settings.api_token, settings.database_url]
-    return [v.get_secret_value() for v in values]
+    values = [
+        settings.ari_password,
+        settings.ami_password,
+        settings.api_token,
+        settings.database_url,
+        settings.crm_auth,
+    ]
+    keys = settings.recording_keys.get_secret_value()  # the whole list, and each key in it
+    return [v.get_secret_value() for v in values] + [keys, *(k.partition(":")[2] for k in keys.split(","))]
 
 
 async def _migrate(settings: Settings) -> int:
@@ -64,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     add_customers_commands(sub)
     add_dialplan_commands(sub)
     add_users_commands(sub)
+    add_speech_commands(sub)
+    add_recordings_commands(sub)
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -89,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_customers_command(args, settings))
     if args.command == "dialplan":
         return asyncio.run(run_dialplan_command(args, settings))
+    if args.command == "speech":
+        return run_speech_command(args, settings)
     if args.command == "users":
         return asyncio.run(run_users_command(args, settings))
+    if args.command == "recordings":
+        return asyncio.run(run_recordings_command(args, settings))
     parser.error(f"unknown command {args.command}")
     return 2
 

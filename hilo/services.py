@@ -16,6 +16,9 @@ from crm_bridge.webhooks import DeliveryWorker
 from hilo.settings import Settings
 from ivr.flows.live import FlowRuntime
 from ivr.inbound import InboundCalls
+from recordings.calls import CallRecorder
+from reports.monitor import WallboardMonitor
+from routing.engine import RoutingEngine
 from routing.live import AgentBoard
 
 
@@ -29,9 +32,12 @@ class Services:
     ami: AmiClient | None = None
     calls: InboundCalls | None = None
     board: AgentBoard | None = None
+    routing: RoutingEngine | None = None  # who gets which interaction; `board` is its agents' view
     timeline: Timeline | None = None
     flows: FlowRuntime | None = None
     webhooks: DeliveryWorker | None = None
+    recordings: CallRecorder | None = None  # None: no HILO_RECORDING_KEYS, nothing is recorded
+    wallboard: WallboardMonitor | None = None  # the wallboard, its alerts and the KPI reports
 
 
 SERVICES = web.AppKey("services", Services)

@@ -53,6 +53,38 @@ class Settings(BaseSettings):
     sip_port: int = 5060
     asterisk_root: Path | None = None
 
+    # Speech input (ivr/speech/). vosk_models: a vosk model folder per language, as JSON
+    # (HILO_VOSK_MODELS='{"es": "/opt/vosk/vosk-model-small-es-0.42"}'); English works without one
+    # (pocketsphinx). speech_engines: which engine serves a language when several could ('{"en": "vosk"}').
+    # speech_media_host: the address Hilo receives call audio on (RTP from Asterisk's externalMedia).
+    vosk_models: dict[str, Path] = Field(default_factory=dict)
+    speech_engines: dict[str, str] = Field(default_factory=dict)
+    speech_media_host: str = "127.0.0.1"
+
+    # An outside CRM asked about callers Hilo has never seen (crm_bridge/connectors.py); off when crm_url is
+    # empty. crm_url holds `{phone}` (the caller's E.164 number, URL-encoded); crm_auth is the value of the
+    # crm_auth_header header (e.g. "Bearer ..."); crm_mapping says which answer fields give name, email,
+    # external_id (stored as `<crm_system>:<id>`) and language. A call waits at most crm_timebox_s for it;
+    # the lookup goes on in the background up to crm_timeout_s.
+    crm_url: str = ""
+    crm_system: str = "crm"
+    crm_auth_header: str = "Authorization"
+    crm_auth: SecretStr = SecretStr("")
+    crm_mapping: str = '{"name": "name", "email": "email", "external_id": "id", "language": "language"}'
+    crm_timebox_s: float = Field(default=0.8, gt=0, le=2.0)
+    crm_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    # Call recordings (recordings/): encrypted files under recordings_dir. recording_keys lists every
+    # AES-256 key still needed ("id:base64,id:base64"), recording_key_id the one new files are written
+    # with; without keys nothing is recorded (voicemail stays in Asterisk's spool). Retention: days per
+    # queue in routing.yaml, else recording_retention_days; the purge runs every recording_purge_interval_s.
+    recordings_dir: Path = REPO_ROOT / ".run" / "recordings"
+    recording_keys: SecretStr = SecretStr("")
+    recording_key_id: str = ""
+    recording_retention_days: int = Field(default=90, ge=1, le=36500)
+    recording_purge_interval_s: float = Field(default=3600.0, gt=0)
+    recording_url_ttl_s: int = Field(default=300, ge=10, le=86400)  # lifetime of a signed playback URL
+
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]

@@ -9,10 +9,11 @@ interaction closed, so nothing stays open forever."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,9 +28,13 @@ from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import RoutingConfig
 from ivr.flows.engine import FlowContext, Services, run_flow
 from ivr.flows.live import LiveFlows
+from ivr.speech.listener import SpeechService
 from ivr.tts import PromptCache, voice_for
 from ivr.voice import CallerGone, VoiceSession
-from routing.live import AgentBoard
+from recordings.calls import CallRecorder
+from recordings.catalog import Recording
+from routing.engine import RoutingEngine
+from routing.model import Assignment, RoutingError
 from routing.offers import bridge_and_wait, ring_agent
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,12 @@ async def _no_offer_hook(interaction: Interaction, agent_id: str) -> None:
     return None
 
 
+# (interaction, customer id, caller's E.164 number) of a caller identified as a new customer -> their name
+# if an outside CRM told it within its time box (crm_bridge/connectors.py CallerEnrichment.on_new_caller).
+NewCallerHook = Callable[[Interaction, uuid.UUID, str], Awaitable[str | None]]
+NEW_CALLER_HOOK_DEADLINE_S = 2.0  # a cap over the hook's own time box, should it ever overrun
+
+
 @dataclass
 class CallMetrics:
     started: Counter
@@ -68,7 +79,7 @@ class InboundCalls:
         ari: AriClient,
         pool: asyncpg.Pool,
         timeline: Timeline,
-        board: AgentBoard,
+        engine: RoutingEngine,
         prompts: PromptCache,
         live_flows: Callable[[], LiveFlows],
         routing: RoutingConfig,
@@ -78,11 +89,14 @@ class InboundCalls:
         queue_max_wait_s: int,
         wrapup_s: float,
         on_offer: OfferHook = _no_offer_hook,
+        on_new_caller: NewCallerHook | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.ari = ari
+        self.speech: SpeechService | None = None  # set by hilo.app: menus with `speech` listen through it
         self.pool = pool
         self.timeline = timeline
-        self.board = board
+        self.engine = engine  # routing: who gets the call
         self.prompts = prompts
         self.live_flows = live_flows  # read once per call: a call keeps the version it began with
         self.agents = {a.id: a for a in routing.agents}
@@ -93,9 +107,10 @@ class InboundCalls:
         self.queue_max_wait_s = queue_max_wait_s
         self.wrapup_s = wrapup_s
         self.on_offer = on_offer
+        self.on_new_caller = on_new_caller  # settable: None asks no outside CRM
+        self.recorder = recorder  # settable: None records nothing (recordings/calls.py)
         self.stasis = StasisRouter(self._on_new_call)
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self._agent_freed = asyncio.Event()
         ari.handlers.append(self.stasis.handle)
         ari.on_connect.append(self.resync)
 
@@ -129,6 +144,23 @@ class InboundCalls:
             return await customers.create_anonymous(self.pool), None
         return await identity.identify_or_create(self.pool, "phone", phone), phone
 
+    async def _enrich_new_caller(
+        self, interaction: Interaction, who: customers.Identification, phone: str | None
+    ) -> customers.Identification:
+        """A caller new to Hilo may be known to the company's CRM. The hook waits at most its time box (a
+        slower CRM enriches the customer later, in the background) and can never fail the call. A name that
+        came in time makes the caller known to the flow, which greets them by it."""
+        if self.on_new_caller is None or not who.created or phone is None:
+            return who
+        try:
+            name = await asyncio.wait_for(
+                self.on_new_caller(interaction, who.customer_id, phone), NEW_CALLER_HOOK_DEADLINE_S
+            )
+        except Exception:
+            log.exception("new-caller hook failed for interaction %s", interaction.id)
+            return who
+        return who if name is None else replace(who, display_name=name, created=False)
+
     async def _run_call(self, start: StasisStart) -> None:
         channel = self.stasis.watch(start.channel.id)
         dialed = start.args[0] if start.args else start.channel.dialplan.exten
@@ -157,6 +189,7 @@ class InboundCalls:
                 "customer.identified",
                 {"by": "caller_number" if phone else "anonymous", "new": identification.created},
             )
+            identification = await self._enrich_new_caller(interaction, identification, phone)
             outcome, hangup_by = await self._journey(channel, interaction, identification)
         except CallerGone as gone:
             outcome, hangup_by = ("dropped", "system") if gone.reason == "lost" else ("abandoned", "caller")
@@ -187,6 +220,7 @@ class InboundCalls:
             self.prompts,
             voice=voice_for(flow.language, flow.voice),
             language=flow.language,
+            speech=self.speech,
         )
 
         async def record(type_: str, data: dict[str, Any]) -> None:
@@ -219,7 +253,7 @@ class InboundCalls:
             interaction.context["queue"] = outcome.target
             await self.timeline.update(interaction, state="queued", queue=outcome.target)
             await record("routing.queued", {"queue": outcome.target, "priority": outcome.priority})
-            return await self._connect_to_agent(session, channel, interaction, outcome.target)
+            return await self._connect_to_agent(session, channel, interaction, outcome.target, outcome.priority)
         if outcome.action == "hangup":
             return "ivr-ended", "system"
         if outcome.action == "error":
@@ -248,8 +282,12 @@ class InboundCalls:
         if rec.state != "done":
             await self.timeline.record(interaction, "voicemail.failed", {"reason": rec.cause or rec.state})
             return "failed", "system"
-        # Asterisk keeps the file in its recording spool as <name>.<format>: `recordings/` takes it from there.
+        # Asterisk keeps the file in its recording spool as <name>.<format>: `recordings/` takes it from there
+        # into the encrypted store (without a recorder it stays in the spool).
         interaction.context["voicemail"] = {"recording": name, "format": rec.format, "duration_s": rec.duration}
+        if self.recorder is not None:
+            stored = await self.recorder.store_voicemail(interaction, name, rec.duration)
+            interaction.context["voicemail"]["recording_id"] = str(stored.id) if stored else None
         await self.timeline.record(interaction, "voicemail.recorded", interaction.context["voicemail"])
         return "voicemail", "caller" if channel.gone.is_set() else "system"
 
@@ -302,48 +340,82 @@ class InboundCalls:
         return await verification.verify(self.pool, uuid.UUID(customer_id), field, given)
 
     async def _connect_to_agent(
-        self, session: VoiceSession, channel: ChannelState, interaction: Interaction, queue: str
+        self, session: VoiceSession, channel: ChannelState, interaction: Interaction, queue: str, priority: int = 0
     ) -> tuple[str, str]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.queue_max_wait_s
-        on_hold = False
+        config = self.engine.queues.get(queue) or self.queues.get(queue)
+        deadline = loop.time() + ((config.max_wait_s if config else None) or self.queue_max_wait_s)
+        iid = str(interaction.id)
+        try:
+            offer: Assignment | None = await self.engine.enqueue(iid, queue, priority=priority)
+        except RoutingError as exc:  # e.g. the queue is closed, or was deleted since the flow was applied
+            log.warning("call %s cannot be queued to %s: %s", channel.id, queue, exc)
+            await self.timeline.record(interaction, "routing.refused", {"queue": queue, "reason": str(exc)})
+            return "failed", "system"
+        on_hold = talking = False
         try:
             while loop.time() < deadline:
                 session.check_alive()
-                agent_id = await self.board.claim(queue, str(interaction.id))
-                if agent_id is None:
-                    if not on_hold:
+                if offer is None:
+                    offer = await self._wait_for_offer(channel, iid, min(2.0, deadline - loop.time()))
+                    session.check_alive()
+                if offer is None:
+                    if not on_hold and not channel.gone.is_set():
                         await self.ari.start_moh(channel.id)
                         on_hold = True
-                    await self._wait_for_free_agent(channel, min(2.0, deadline - loop.time()))
                     continue
-                agent = self.agents[agent_id]
-                await self.timeline.record(interaction, "routing.offered", {"agent": agent_id, "queue": queue})
+                agent_id = offer.agent_id
+                await self.timeline.record(interaction, "routing.offered", {"agent": agent_id, "queue": offer.via})
                 await self._before_ringing(interaction, agent_id)
-                offer = await ring_agent(
+                answered = await ring_agent(
                     self.ari,
                     self.stasis,
                     channel,
                     agent_id=agent_id,
-                    endpoint=agent.sip_endpoint,
-                    interaction_id=str(interaction.id),
+                    endpoint=offer.endpoint,
+                    interaction_id=iid,
                     caller_id=str(interaction.context.get("caller_number") or "anonymous"),
                     ring_timeout_s=self.ring_timeout_s,
                 )
-                if offer is None:
-                    # Not answered: rest the agent (away) so the caller is not offered to them again
-                    # at once, and try the next one.
-                    await self.board.set_state(agent_id, "away")
+                if answered is None:
+                    if channel.gone.is_set():
+                        continue  # the caller left while it rang: not the agent's fault
+                    # Not answered: routing rests the agent (away) and puts the caller back in their place.
                     await self.timeline.record(interaction, "routing.not_answered", {"agent": agent_id})
+                    offer = await self.engine.not_answered(iid, agent_id)
                     continue
-                return await self._talk(channel, interaction, agent_id, offer.channel, on_hold)
+                talking = True
+                return await self._talk(channel, interaction, agent_id, answered.channel, on_hold)
         finally:
             if on_hold and not channel.gone.is_set():
                 await self.ari.stop_moh(channel.id)
+            if not talking:  # out of the queue (an agent it was offered to is free again)
+                await self._leave_queue(iid, "abandoned" if channel.gone.is_set() else "timeout")
         session.check_alive()
         await self.timeline.record(interaction, "routing.timeout", {"queue": queue})
-        await session.say(self.queues[queue].no_agent_prompt, interruptible=False)
+        await session.say(config.no_agent_prompt if config else TECHNICAL_PROBLEM_PROMPT, interruptible=False)
         return "no-agent", "system"
+
+    async def _wait_for_offer(self, channel: ChannelState, interaction_id: str, timeout: float) -> Assignment | None:
+        """The offer routing makes for this call (any node's decision wakes it), unless the caller leaves."""
+        waiting = asyncio.ensure_future(self.engine.wait_for_offer(interaction_id, max(timeout, 0.05)))
+        gone = asyncio.ensure_future(channel.gone.wait())
+        try:
+            await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        return None
+
+    async def _leave_queue(self, interaction_id: str, reason: str) -> None:
+        try:
+            await self.engine.remove(interaction_id, reason)
+        except Exception:  # never hide why the call is ending; a leftover offer expires on its own
+            log.exception("could not take interaction %s out of routing", interaction_id)
 
     async def _before_ringing(self, interaction: Interaction, agent_id: str) -> None:
         try:
@@ -359,49 +431,44 @@ class InboundCalls:
         agent_leg: ChannelState,
         on_hold: bool,
     ) -> tuple[str, str]:
-        await self.board.set_state(agent_id, "busy")
+        if not await self.engine.answered(str(interaction.id), agent_id):
+            log.warning("interaction %s: the offer to %s was withdrawn before the answer", interaction.id, agent_id)
         interaction.context.update({"agent_channel_ref": agent_leg.id})
         if on_hold:
             await self.ari.stop_moh(channel.id)
 
         talked = False
+        bridge_id = f"{self.ari.app}-bridge-{interaction.id}"
+        recording: Recording | None = None
 
         async def connected() -> None:
-            nonlocal talked
+            nonlocal talked, recording
             talked = True
             await self.timeline.update(interaction, state="connected", agent_id=agent_id, answered_at=datetime.now(UTC))
             await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
+            if self.recorder is not None:  # the conversation, from the moment they are bridged (never fails the call)
+                recording = await self.recorder.start_call(interaction, bridge_id, agent_id)
 
-        bridge_id = f"{self.ari.app}-bridge-{interaction.id}"
+        async def stop_recording() -> None:
+            if recording is not None:
+                await self.ari.stop_recording(recording.asterisk_name)
+
         try:
-            hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, bridge_id, connected)
+            hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, bridge_id, connected, stop_recording)
         finally:
             await self.ari.hangup(agent_leg.id)
             self.stasis.forget(agent_leg.id)
-            self._spawn_release(agent_id)
+            self._spawn_release(str(interaction.id))
+            if recording is not None and self.recorder is not None:
+                # The bridge is gone, so Asterisk is closing the file: it is encrypted and stored beside the call's end.
+                self._spawn(f"recording-{recording.id}", self.recorder.finish_call(recording))
         if hangup_by == "system":
             return "dropped", hangup_by
         return ("completed" if talked else "abandoned"), hangup_by
 
-    def _spawn_release(self, agent_id: str) -> None:
-        async def release() -> None:
-            if self.wrapup_s > 0:
-                await self.board.set_state(agent_id, "wrapup")
-                await asyncio.sleep(self.wrapup_s)  # the wrap-up period an agent gets after a call
-            await self.board.set_state(agent_id, "available")
-            self._agent_freed.set()
-
-        self._spawn(f"release-{agent_id}-{uuid.uuid4()}", release())
-
-    async def _wait_for_free_agent(self, channel: ChannelState, timeout: float) -> None:
-        # Woken at once by a release on this node; the timeout covers releases on other nodes.
-        self._agent_freed.clear()
-        waiters = [asyncio.ensure_future(self._agent_freed.wait()), asyncio.ensure_future(channel.gone.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=max(timeout, 0.05), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    def _spawn_release(self, interaction_id: str) -> None:
+        # The agent gets the wrap-up period routing then ends on its own (its tick), then the next call.
+        self._spawn(f"release-{interaction_id}", self.engine.release(interaction_id, self.wrapup_s))
 
     async def _finish(
         self, channel: ChannelState, interaction: Interaction | None, outcome: str, hangup_by: str

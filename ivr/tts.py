@@ -100,3 +100,8 @@ class PromptCache:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def synthesize_wav(text: str, voice: str, out_wav: Path) -> None:
+    """Render `text` once to `out_wav` (8 kHz mono 16-bit), outside any cache: for tools and tests."""
+    _synthesize(text, voice, out_wav)

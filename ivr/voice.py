@@ -6,15 +6,21 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from typing import Any
 
 from asterisk.ari import AriClient, AriError
 from asterisk.events import LiveRecording
 from asterisk.stasis import ChannelState, StasisRouter
+from ivr.flows.engine import Answer, SpeechRequest
+from ivr.speech.engines import EngineUnavailable
+from ivr.speech.listener import SpeechService, Turn
+from ivr.speech.matching import Grammar, GrammarError
 from ivr.tts import PromptCache
 
 log = logging.getLogger(__name__)
 
 RECORDING_GRACE_S = 5  # beyond a message's time limit, for Asterisk to close the file and report it
+SPEECH_RESULT_GRACE_S = 2.0  # beyond the longest utterance, for its last words to be decoded
 TERMINATOR_GRACE_S = 1.0  # how long a terminator typed after the last allowed digit still counts
 
 
@@ -40,6 +46,7 @@ class VoiceSession:
         *,
         voice: str,
         language: str,
+        speech: SpeechService | None = None,
     ) -> None:
         self.ari = ari
         self.stasis = stasis
@@ -47,6 +54,7 @@ class VoiceSession:
         self.prompts = prompts
         self.voice = voice
         self.language = language
+        self.speech = speech
         self.failed_prompts = 0
 
     def check_alive(self) -> None:
@@ -62,9 +70,10 @@ class VoiceSession:
         """Play an audio file from Asterisk's sounds (the text alternative is for text channels)."""
         await self.play_media(f"sound:{file}")
 
-    async def play_media(self, media: str, *, interruptible: bool = True) -> None:
+    async def play_media(self, media: str, *, interruptible: bool = True, stop_on: asyncio.Event | None = None) -> None:
+        """`stop_on`: a second reason to stop the prompt, such as the caller starting to speak."""
         self.check_alive()
-        if interruptible and self.channel.digits:
+        if interruptible and (self.channel.digits or (stop_on is not None and stop_on.is_set())):
             return  # type-ahead: the caller already answered, do not make them listen
         playback_id = f"pb-{uuid.uuid4()}"
         finished = self.stasis.expect_playback(playback_id)
@@ -74,6 +83,8 @@ class VoiceSession:
         ]
         if interruptible:
             waiters.append(asyncio.ensure_future(self.channel.digit_arrived.wait()))
+            if stop_on is not None:
+                waiters.append(asyncio.ensure_future(stop_on.wait()))
         try:
             try:
                 await self.ari.play(self.channel.id, media, playback_id)
@@ -112,6 +123,71 @@ class VoiceSession:
 
     async def read_choice(self, timeout_s: float) -> str | None:
         return await self.read_digit(timeout_s)
+
+    async def speech_unavailable(self, request: SpeechRequest) -> str | None:
+        if self.speech is None:
+            return "speech recognition is not set up on this server"
+        try:
+            turn = _turn(request)
+            # The first time, this loads the model and compiles the grammar: off the event loop.
+            await asyncio.get_running_loop().run_in_executor(None, self.speech.check, turn)
+        except (EngineUnavailable, GrammarError) as exc:
+            return str(exc)
+        return None
+
+    async def ask_choice(self, prompt: str, request: SpeechRequest) -> Answer | None:
+        """The prompt, then the first of: a key, a spoken choice (speech stops the prompt), the timeout."""
+        self.check_alive()
+        typed = self.channel.pop_digit()
+        if typed is not None:
+            return Answer("dtmf", typed)
+        assert self.speech is not None, "speech_unavailable() said speech can be used"
+        async with self.speech.listen(self.ari, self.stasis, self.channel.id, _turn(request)) as listener:
+            media = await self.prompts.render(prompt, self.voice, self.language)
+            await self.play_media(media, stop_on=listener.speech_started)
+            if not listener.speech_started.is_set():
+                await self._first_of([self.channel.digit_arrived, listener.speech_started], request.timeout_s)
+            if (typed := self.channel.pop_digit()) is not None:
+                return Answer("dtmf", typed)
+            if not listener.speech_started.is_set():
+                return None
+            result: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(listener.result))
+            digit: asyncio.Future[Any] = asyncio.ensure_future(self.channel.digit_arrived.wait())
+            gone: asyncio.Future[Any] = asyncio.ensure_future(self.channel.gone.wait())
+            try:
+                await asyncio.wait(
+                    [result, digit, gone],
+                    timeout=request.max_speech_s + SPEECH_RESULT_GRACE_S,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for waiter in (result, digit, gone):
+                    waiter.cancel()
+            self.check_alive()
+            if (typed := self.channel.pop_digit()) is not None:
+                return Answer("dtmf", typed)
+            if listener.result.done() and not listener.result.cancelled():
+                heard = listener.result.result()
+                log.info(
+                    "speech on %s: %r -> %s (confidence %.2f, %s, %.0f ms after the end of speech)",
+                    self.channel.id,
+                    heard.text,
+                    heard.choice,
+                    heard.confidence,
+                    heard.engine,
+                    heard.latency_s * 1000,
+                )
+                return Answer("speech", heard.choice, heard.text, heard.confidence)
+            return Answer("speech", None, "", 0.0)  # they spoke, but nothing came of it in time
+
+    async def _first_of(self, events: list[asyncio.Event], timeout: float) -> None:
+        waiters = [asyncio.ensure_future(e.wait()) for e in [*events, self.channel.gone]]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self.check_alive()
 
     async def read_digits(
         self,
@@ -164,3 +240,14 @@ class VoiceSession:
                 self.stasis.forget_recording(name)
                 with contextlib.suppress(AriError):
                     await self.ari.stop_recording(name)
+
+
+def _turn(request: SpeechRequest) -> Turn:
+    return Turn(
+        Grammar.of(request.phrases),
+        request.language,
+        min_confidence=request.min_confidence,
+        engine=request.engine,
+        end_silence_s=request.end_silence_s,
+        max_speech_s=request.max_speech_s,
+    )

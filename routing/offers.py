@@ -80,8 +80,11 @@ async def bridge_and_wait(
     agent: ChannelState,
     bridge_id: str,
     on_bridged: Callable[[], Awaitable[None]],
+    before_teardown: Callable[[], Awaitable[None]] | None = None,
 ) -> str:
-    """Bridge caller and agent until one hangs up; returns who did ("caller", "agent" or "system")."""
+    """Bridge caller and agent until one hangs up; returns who did ("caller", "agent" or "system").
+    `before_teardown` runs before the bridge is destroyed (e.g. stop its recording: a bridge that still
+    holds a recorder cannot be destroyed by the app once the callers have left it)."""
     await ari.create_bridge(bridge_id)
     try:
         try:
@@ -95,6 +98,9 @@ async def bridge_and_wait(
             await on_bridged()
             await _first_gone(caller, agent)
     finally:
+        if before_teardown is not None:
+            with contextlib.suppress(AriError):
+                await before_teardown()
         with contextlib.suppress(AriError):
             await ari.destroy_bridge(bridge_id)
     if caller.gone_reason == "lost" or agent.gone_reason == "lost":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from asterisk.ari import AriClient, AriError
 from asterisk.events import Event
@@ -60,3 +60,27 @@ class EndpointPresence:
         self.known[agent_id] = now
         log.info("agent %s phone is %s", agent_id, "reachable" if now else "unreachable")
         await self.on_change(agent_id, now)
+
+
+PHONE_UNREACHABLE = "phone-unreachable"
+
+
+class _Engine(Protocol):
+    async def agent(self, agent_id: str) -> dict[str, str]: ...
+
+    async def set_state(self, agent_id: str, state: str, reason: str | None = None) -> bool: ...
+
+
+def routing_presence(engine: _Engine) -> OnChange:
+    """Take an agent whose phone is gone out of routing (offline, reason phone-unreachable), and put them back
+    when it answers again — only if it was the phone that took them out, never over an agent's own choice."""
+
+    async def on_change(agent_id: str, up: bool) -> None:
+        live = await engine.agent(agent_id)
+        if not up:
+            if live.get("presence") != "offline":
+                await engine.set_state(agent_id, "offline", reason=PHONE_UNREACHABLE)
+        elif live.get("presence") == "offline" and live.get("reason") == PHONE_UNREACHABLE:
+            await engine.set_state(agent_id, "available")
+
+    return on_change

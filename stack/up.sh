@@ -122,6 +122,14 @@ CONSOLE_USERS=("alice agent alice HILO_CONSOLE_ALICE_PASSWORD" "bob agent bob HI
 for spec in "${CONSOLE_USERS[@]}"; do
     ensure_env_secret "${spec##* }"
 done
+# The AES-256 key call recordings are encrypted with, under a key id so keys can rotate: a new key is added
+# to HILO_RECORDING_KEYS ("id:base64,id:base64") and named in HILO_RECORDING_KEY_ID; old ones stay to read
+# older files. Generated once, like the other secrets.
+if ! grep -q '^HILO_RECORDING_KEYS=' "$ENV_FILE"; then
+    printf 'HILO_RECORDING_KEYS=%s:%s\nHILO_RECORDING_KEY_ID=%s\n' "k$(date -u +%Y%m%d)" \
+        "$(python3 -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')" \
+        "k$(date -u +%Y%m%d)" >>"$ENV_FILE"
+fi
 load_env
 
 # ------------------------------------------------------------ d. PostgreSQL

@@ -31,6 +31,7 @@ from ivr.flows.schema import (
     Http,
     Lookup,
     Menu,
+    MenuSpeech,
     Play,
     Queue,
     Say,
@@ -78,6 +79,44 @@ class Session(Protocol):
 
     async def read_choice(self, timeout_s: float) -> str | None:
         """One answer to a menu: a key on voice; a key or typed text on text channels. None = no answer."""
+        ...
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    """A menu turn that listens for speech too: each menu key with the phrases that select it."""
+
+    phrases: dict[str, list[str]]
+    language: str
+    min_confidence: float
+    engine: str | None
+    timeout_s: float
+    end_silence_s: float
+    max_speech_s: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to a menu turn that listened for speech: a key typed, or what was said."""
+
+    via: Literal["dtmf", "speech"]
+    key: str | None  # dtmf: the key typed; speech: the menu key the words selected, None = no match
+    text: str = ""  # speech: what the recognizer heard ("" = nothing within the choices)
+    confidence: float | None = None
+
+
+@runtime_checkable
+class SpeechInput(Protocol):
+    """Sessions that hear speech (voice calls)."""
+
+    async def speech_unavailable(self, request: SpeechRequest) -> str | None:
+        """Why this turn cannot listen for speech here (no engine for the language, a phrase the engine
+        cannot recognize); None when it can. The menu then takes keys only."""
+        ...
+
+    async def ask_choice(self, prompt: str, request: SpeechRequest) -> Answer | None:
+        """Say the prompt and take the first answer, a key or a spoken choice; speech stops the prompt as a
+        key does. None = nothing within the timeout."""
         ...
 
 
@@ -472,9 +511,31 @@ class _Run:
 
     async def menu(self, node_id: str, node: Menu) -> str:
         labels = {choice.label.strip().casefold(): key for key, choice in node.choices.items()}
+        for choice_key, choice in node.choices.items():
+            for phrase in choice.say or []:
+                labels.setdefault(phrase.strip().casefold(), choice_key)
+        speech = node.speech if isinstance(self.session, SpeechInput) else None
+        # A voice turn that takes keys only must not invite the caller to speak: the keypad prompt, if any.
+        keys_prompt = speech.dtmf_prompt if speech is not None and speech.dtmf_prompt else node.prompt
+        if speech is not None:
+            assert isinstance(self.session, SpeechInput)
+            reason = await self.session.speech_unavailable(self._speech_request(node, speech))
+            if reason is not None:
+                await self.record("ivr.speech_unavailable", {"node": node_id, "reason": reason})
+                speech = None
         for attempt in range(1, node.retries + 1):
-            await self.record("ivr.menu", {"node": node_id, "attempt": attempt, "options": sorted(node.choices)})
-            await self.session.say(self.text(node.prompt))
+            listening = speech is not None and attempt <= speech.speech_attempts(node.retries)
+            data: dict[str, Any] = {"node": node_id, "attempt": attempt, "options": sorted(node.choices)}
+            if speech is not None:
+                data["speech"] = listening
+            await self.record("ivr.menu", data)
+            if listening:
+                assert speech is not None
+                next_node = await self.spoken_choice(node_id, node, speech, attempt)
+                if next_node is not None:
+                    return next_node
+                continue
+            await self.session.say(self.text(keys_prompt))
             answer = await self.session.read_choice(node.timeout_s)
             if answer is None or not answer.strip():
                 await self.record("ivr.no_input", {"node": node_id, "attempt": attempt})
@@ -490,6 +551,37 @@ class _Run:
             await self.session.say(self.text(node.no_match))
         await self.record("ivr.menu_failed", {"node": node_id, "next": node.fallback})
         return node.fallback
+
+    def _speech_request(self, node: Menu, speech: MenuSpeech) -> SpeechRequest:
+        return SpeechRequest(
+            phrases={key: choice.phrases() for key, choice in node.choices.items()},
+            language=speech.language or self.flow.language,
+            min_confidence=speech.min_confidence,
+            engine=speech.engine,
+            timeout_s=node.timeout_s,
+            end_silence_s=speech.end_silence_s,
+            max_speech_s=speech.max_speech_s,
+        )
+
+    async def spoken_choice(self, node_id: str, node: Menu, speech: MenuSpeech, attempt: int) -> str | None:
+        """One turn that listens for keys and speech at once; the next node, or None to try again."""
+        assert isinstance(self.session, SpeechInput)
+        answer = await self.session.ask_choice(self.text(node.prompt), self._speech_request(node, speech))
+        if answer is None:
+            await self.record("ivr.no_input", {"node": node_id, "attempt": attempt})
+            await self.session.say(self.text(node.no_input))
+            return None
+        key = answer.key if answer.key in node.choices else None
+        data: dict[str, Any] = {"node": node_id, "via": answer.via, "valid": key is not None, "attempt": attempt}
+        if answer.via == "dtmf":
+            data["digit"] = answer.key
+        else:
+            data.update(digit=key, heard=answer.text[:100], confidence=answer.confidence)
+        await self.record("ivr.input", data)
+        if key is not None:
+            return node.choices[key].next
+        await self.session.say(self.text(node.no_match))
+        return None
 
     async def lookup(self, node_id: str, node: Lookup) -> str:
         if node.by == "caller_number":

@@ -134,13 +134,39 @@ class Gather(_Strict):
         return self
 
 
+Phrase = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
 class Choice(_Strict):
     label: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     next: NodeId
+    # What a caller may say (or type) to pick this choice; the label when not given.
+    say: list[Phrase] | None = Field(None, min_length=1, max_length=20)
+
+    def phrases(self) -> list[str]:
+        return list(self.say) if self.say else [self.label]
+
+
+class MenuSpeech(_Strict):
+    """Callers may say a choice (its `say` phrases, or its label) as well as key it: both are listened for
+    at once and the first answer wins; speaking stops the prompt (barge-in). The first `attempts` tries
+    listen for speech; the remaining tries of `retries` take keys only, with `dtmf_prompt` if given."""
+
+    language: Literal["en", "es"] | None = None  # the flow's language when not given
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    engine: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]+$", max_length=32)] | None = None
+    attempts: int | None = Field(None, ge=1, le=10)  # default: all tries but the last (at least one)
+    dtmf_prompt: Template | None = None
+    end_silence_s: float = Field(0.6, ge=0.2, le=3)  # the pause that ends what the caller says
+    max_speech_s: float = Field(8, gt=0, le=30)
+
+    def speech_attempts(self, retries: int) -> int:
+        return self.attempts if self.attempts is not None else max(1, retries - 1)
 
 
 class Menu(_Strict):
-    """Offer choices; a keypad key on voice, the key or the label typed on text channels."""
+    """Offer choices; a keypad key on voice (and, with `speech`, a spoken choice), the key or the label
+    (or a `say` phrase) typed on text channels."""
 
     kind: Literal["menu"]
     prompt: Template
@@ -150,6 +176,7 @@ class Menu(_Strict):
     retries: int = Field(3, ge=1, le=10)
     timeout_s: float = Field(6, gt=0, le=120)
     fallback: NodeId
+    speech: MenuSpeech | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -428,6 +455,8 @@ def templates_of(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
         value = getattr(node, field, None)
         if isinstance(value, str) and not (isinstance(node, Gather) and field == "no_input"):
             found.append(((field,), value))
+    if isinstance(node, Menu) and node.speech is not None and node.speech.dtmf_prompt is not None:
+        found.append((("speech", "dtmf_prompt"), node.speech.dtmf_prompt))
     if isinstance(node, Lookup) and node.verify is not None:
         found.append((("verify", "prompt"), node.verify.prompt))
         if node.verify.retry is not None:

@@ -28,6 +28,7 @@ from ivr.flows.schema import (
     Hours,
     Http,
     Lookup,
+    Menu,
     Play,
     Queue,
     SetVars,
@@ -35,6 +36,7 @@ from ivr.flows.schema import (
     templates_of,
 )
 from ivr.flows.templates import BUILTIN_NAMES, environment
+from ivr.speech.matching import normalize
 
 SOUND_EXTENSIONS = ("", ".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722", ".mp3")
 # Variables the engine sets and refreshes itself: a flow reads them and never writes them.
@@ -157,6 +159,8 @@ def check_flow(item: LoadedFlow, checks: Checks, flows: dict[str, Flow]) -> list
             at(("nodes", node_id, "calendar"), f"calendar {node.calendar!r} is not in hours.yaml (known: {known})")
         if isinstance(node, Play) and checks.sounds_dir is not None and not _sound_exists(checks.sounds_dir, node.file):
             at(("nodes", node_id, "file"), f"sound {node.file!r} not found in {checks.sounds_dir}")
+        if isinstance(node, Menu) and node.speech is not None:
+            problems += _speech_problems(item, node_id, node)
 
     if flow.start in ids:
         reached = _reachable(flow.start, edges)
@@ -169,6 +173,25 @@ def check_flow(item: LoadedFlow, checks: Checks, flows: dict[str, Flow]) -> list
         at(("nodes", cycle[0]), f"loop {path} never waits for input and can run forever", key=True)
 
     problems += _template_problems(item, flow)
+    return problems
+
+
+def _speech_problems(item: LoadedFlow, node_id: str, node: Menu) -> list[FlowProblem]:
+    """Each spoken phrase must select one choice only, and must hold words (not just punctuation)."""
+    problems: list[FlowProblem] = []
+    owner: dict[str, str] = {}
+    for key, choice in node.choices.items():
+        where: tuple[str | int, ...] = ("nodes", node_id, "choices", key, "say" if choice.say else "label")
+        for i, phrase in enumerate(choice.phrases()):
+            loc = (*where, i) if choice.say else where
+            said = normalize(phrase)
+            if not said:
+                problems.append(item.problem(loc, f"{phrase!r} has no words a caller could say"))
+            elif said in owner and owner[said] != key:
+                message = f"{phrase!r} is also said for choice {owner[said]!r}: callers could not be told apart"
+                problems.append(item.problem(loc, message))
+            else:
+                owner[said] = key
     return problems
 
 

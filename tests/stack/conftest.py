@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from asterisk.ari import AriClient
+from asterisk.ari import AriClient, AriError
 from crm_bridge.db import migrate
 from crm_bridge.seed import seed_demo
 from hilo.app import init_app
@@ -72,6 +73,7 @@ async def stack() -> AsyncIterator[Stack]:
         ring_timeout_s=8,
         queue_max_wait_s=30,
         wrapup_s=0,
+        recordings_dir=REPO_ROOT / ".run" / "recordings-test",  # not the demo server's recordings
     )
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
@@ -173,11 +175,20 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
             leftovers.append(channel["id"])
             await stack.observer.hangup(channel["id"])
     await _wait_calls_finished(stack.services, 10)
-    bridges = [b["id"] for b in await stack.observer.request("GET", "/bridges") if b["id"].startswith(ours)]
-    for bridge_id in bridges:
-        await stack.observer.destroy_bridge(bridge_id)
+    bridges = []
+    for bridge in await stack.observer.request("GET", "/bridges"):
+        if not bridge["id"].startswith(ours):
+            continue
+        try:  # a bridge emptied a moment ago (its recorder leaving last) may still be on its way out
+            await stack.ari_events.expect("BridgeDestroyed", within=5, since=0, bridge__id=bridge["id"])
+        except AssertionError:
+            bridges.append(bridge["id"])
+            with contextlib.suppress(AriError):
+                await stack.observer.destroy_bridge(bridge["id"])
     open_calls = list(stack.services.calls.tasks) if stack.services.calls else []
     await truncate_test_rows(stack.pool)
+    # Recording files of the rows just emptied (calls to a recording queue are recorded).
+    await asyncio.to_thread(shutil.rmtree, stack.settings.recordings_dir / "store", True)
     await restore_working_copy_flows(stack.services)
     await stack.services.board.clear()
     from dialplans.models import load_routing

@@ -94,8 +94,12 @@ async def test_voicemail_is_recorded_by_asterisk_and_lands_on_the_timeline(stack
         assert recorded["data"]["duration_s"] == finished["recording"]["duration"]
         assert recorded["data"]["duration_s"] >= 1
         assert await _ended(stack, interaction) == {"outcome": "voicemail", "hangup_by": "system"}
-        stored = await stack.observer.stored_recording(name)
-        assert stored is not None and stored["format"] == "wav"
+        # The message moved from Asterisk's spool into the encrypted recording store (recordings/).
+        row = await stack.pool.fetchrow(
+            "SELECT kind, state, asterisk_name FROM recordings WHERE id = $1::uuid", recorded["data"]["recording_id"]
+        )
+        assert row is not None and dict(row) == {"kind": "voicemail", "state": "stored", "asterisk_name": name}
+        assert await stack.observer.stored_recording(name) is None
     finally:
         await stack.observer.delete_stored_recording(name)
 

@@ -1,0 +1,88 @@
+"""The supervisor's pages: the live wallboard (`/console/wallboard`, pushed over `/console/wallboard/ws`)
+and the KPI reports with charts (`/console/reports`, reading /api/reports/kpis). Supervisors and admins
+only; sign-in is the console's (/console/).
+
+The socket gets the wallboard picture (reports/monitor.py) at once and again whenever it changes, and a
+`heartbeat` every HEARTBEAT_S; like the agent's socket it is closed with 4001 when the session ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+
+from console.auth import authenticate, same_origin, session_store, unauthorized
+from console.desk import PAGE_HEADERS, STATIC_DIR
+from console.sessions import Principal
+from console.ws import HEARTBEAT_S, SESSION_ENDED, SOCKETS
+from hilo.services import SERVICES
+
+SUPERVISING = ("supervisor", "admin")
+Send = Callable[[str], Awaitable[None]]
+
+
+async def wallboard_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "wallboard.html", headers=PAGE_HEADERS)
+
+
+async def reports_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "reports.html", headers=PAGE_HEADERS)
+
+
+async def wallboard_ws(request: web.Request) -> web.StreamResponse:
+    who = await authenticate(request)
+    if who is None:
+        return unauthorized("sign in first (console session cookie or bearer token)")
+    if who.role not in SUPERVISING:
+        return web.json_response({"error": "forbidden", "reason": "the wallboard is for supervisors"}, status=403)
+    if not same_origin(request):
+        return web.json_response({"error": "forbidden", "reason": "cross-origin WebSocket refused"}, status=403)
+    monitor = request.app[SERVICES].wallboard
+    if monitor is None:
+        return web.json_response({"error": "unavailable", "reason": "the wallboard is not running"}, status=503)
+
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)  # closed with the others when the server shuts down
+    lock = asyncio.Lock()
+
+    async def send(text: str) -> None:
+        async with lock:
+            if not ws.closed:
+                await ws.send_str(text)
+
+    beats = asyncio.create_task(_heartbeats(request, who, ws, send))
+    try:
+        await send(
+            json.dumps({"type": "hello", "username": who.username, "role": who.role, "heartbeat_s": HEARTBEAT_S})
+        )
+        await monitor.add_viewer(send)
+        async for message in ws:  # the page only pings
+            if message.type == WSMsgType.TEXT and message.data == "ping":
+                await send(json.dumps({"type": "pong"}))
+    finally:
+        monitor.remove_viewer(send)
+        beats.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await beats
+        request.app[SOCKETS].discard(ws)
+    return ws
+
+
+async def _heartbeats(request: web.Request, who: Principal, ws: web.WebSocketResponse, send: Send) -> None:
+    sessions = session_store(request)
+    while not ws.closed:
+        await asyncio.sleep(HEARTBEAT_S)
+        if who.session is not None and sessions is not None and await sessions.by_hash(who.session) is None:
+            await ws.close(code=SESSION_ENDED, message=b"session ended")
+            return
+        await send(json.dumps({"type": "heartbeat"}))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/console/wallboard", wallboard_page)
+    app.router.add_get("/console/reports", reports_page)
+    app.router.add_get("/console/wallboard/ws", wallboard_ws)

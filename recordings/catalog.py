@@ -1,0 +1,168 @@
+"""Recording metadata in PostgreSQL (`recordings`) and the audit of every use (`recording_audit`)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from recordings.audio import Span
+
+if TYPE_CHECKING:
+    from crm_bridge.db import Conn
+
+    Db = asyncpg.Pool | Conn  # the pool, or a connection when inside a transaction
+
+
+@dataclass(frozen=True)
+class Recording:
+    id: uuid.UUID
+    kind: str
+    interaction_id: uuid.UUID
+    customer_id: uuid.UUID
+    agent_id: str | None
+    queue: str | None
+    state: str
+    asterisk_name: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None
+    paused_spans: list[dict[str, Any]]
+    storage_key: str | None
+    key_id: str | None
+    sha256: str | None
+    size_bytes: int | None
+    retention_days: int
+    delete_after: datetime
+    legal_hold: bool
+    hold_reason: str | None
+    failure: str | None
+    deleted_at: datetime | None
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Recording:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.paused_spans) and self.paused_spans[-1].get("end_s") is None
+
+    def spans(self, end_s: float) -> list[Span]:
+        """The paused spans, one still open ending at `end_s`."""
+        return [
+            Span(float(s["start_s"]), float(s["end_s"] if s.get("end_s") is not None else end_s))
+            for s in self.paused_spans
+        ]
+
+
+_COLUMNS = ", ".join(Recording.__dataclass_fields__)
+
+
+async def create(
+    conn: Db,
+    *,
+    kind: str,
+    interaction_id: uuid.UUID,
+    customer_id: uuid.UUID,
+    agent_id: str | None,
+    queue: str | None,
+    asterisk_name: str,
+    started_at: datetime,
+    retention_days: int,
+    recording_id: uuid.UUID | None = None,
+) -> Recording:
+    row = await conn.fetchrow(
+        f"INSERT INTO recordings (id, kind, interaction_id, customer_id, agent_id, queue, asterisk_name, started_at,"  # noqa: S608 (column names are ours)
+        f" retention_days, delete_after) VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        f" RETURNING {_COLUMNS}",
+        recording_id,
+        kind,
+        interaction_id,
+        customer_id,
+        agent_id,
+        queue,
+        asterisk_name,
+        started_at,
+        retention_days,
+        started_at + timedelta(days=retention_days),
+    )
+    assert row is not None
+    return Recording.of(row)
+
+
+async def get(conn: Db, recording_id: uuid.UUID, *, for_update: bool = False) -> Recording | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM recordings WHERE id = $1{lock}", recording_id)  # noqa: S608
+    return Recording.of(row) if row else None
+
+
+async def listing(
+    conn: Db,
+    *,
+    interaction_id: uuid.UUID | None = None,
+    customer_id: uuid.UUID | None = None,
+    agent_id: str | None = None,
+    limit: int = 50,
+) -> list[Recording]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM recordings WHERE ($1::uuid IS NULL OR interaction_id = $1)"  # noqa: S608
+        " AND ($2::uuid IS NULL OR customer_id = $2) AND ($3::text IS NULL OR agent_id = $3)"
+        " ORDER BY started_at DESC, id LIMIT $4",
+        interaction_id,
+        customer_id,
+        agent_id,
+        limit,
+    )
+    return [Recording.of(r) for r in rows]
+
+
+async def update(conn: Db, recording_id: uuid.UUID, **fields: Any) -> Recording:
+    allowed = {
+        "state",
+        "ended_at",
+        "duration_s",
+        "paused_spans",
+        "storage_key",
+        "key_id",
+        "sha256",
+        "size_bytes",
+        "legal_hold",
+        "hold_reason",
+        "failure",
+        "deleted_at",
+    }
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"unknown recording fields: {sorted(unknown)}")
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
+    row = await conn.fetchrow(
+        f"UPDATE recordings SET {sets}, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",  # noqa: S608
+        recording_id,
+        *fields.values(),
+    )
+    if row is None:
+        raise LookupError(f"no recording {recording_id}")
+    return Recording.of(row)
+
+
+async def audit(
+    conn: Db, recording_id: uuid.UUID, action: str, actor: str, detail: dict[str, Any] | None = None
+) -> None:
+    await conn.execute(
+        "INSERT INTO recording_audit (recording_id, action, actor, detail) VALUES ($1, $2, $3, $4)",
+        recording_id,
+        action,
+        actor,
+        detail or {},
+    )
+
+
+async def audit_trail(conn: Db, recording_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT action, actor, detail, at FROM recording_audit WHERE recording_id = $1 ORDER BY at, id",
+        recording_id,
+    )
+    return [{"action": r["action"], "actor": r["actor"], "detail": r["detail"], "at": r["at"]} for r in rows]

@@ -1,0 +1,44 @@
+"""Whether a call is recorded, and for how long it is kept.
+
+A queue records its calls unless routing.yaml says `recording: {record: false}`. A flow can leave one caller
+out: a `set` node giving the variable `record_consent` the value false (or "no", "0", "off"), typically
+after a consent menu, means that call is not recorded, whatever the queue says. The days a file is kept come
+from the queue's `recording.retention_days`, else the server's default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dialplans.models import Queue, QueueRecording
+
+CONSENT_VARIABLE = "record_consent"
+_REFUSALS = frozenset({"false", "no", "n", "0", "off"})
+
+
+def consent_refused(variables: dict[str, Any]) -> bool:
+    value = variables.get(CONSENT_VARIABLE)
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value == 0
+    return str(value).strip().lower() in _REFUSALS
+
+
+class RecordingPolicy:
+    def __init__(self, queues: list[Queue], default_retention_days: int) -> None:
+        self.queues: dict[str, QueueRecording] = {q.id: q.recording for q in queues}
+        self.default_retention_days = default_retention_days
+
+    def skip_reason(self, queue: str | None, ivr_variables: dict[str, Any]) -> str | None:
+        """Why this call is not recorded ("consent", "queue"), or None to record it."""
+        if consent_refused(ivr_variables):
+            return "consent"
+        if queue is not None and queue in self.queues and not self.queues[queue].record:
+            return "queue"
+        return None
+
+    def retention_days(self, queue: str | None) -> int:
+        own = self.queues[queue].retention_days if queue is not None and queue in self.queues else None
+        return own or self.default_retention_days

@@ -1,0 +1,358 @@
+"""The recordings API: metadata, PCI pause/resume, signed playback URLs, the audio itself, legal hold and
+the audit trail. Declared on the one API (crm_bridge.rest.API), so they are served and described in
+/api/openapi.json from these declarations; importing this module declares them.
+
+Agents may use their own calls' recordings, supervisors and admins every one (403 otherwise); every URL
+issued, every playback and download, every refused link and every pause is on the audit trail."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, Field, model_validator
+
+from console.auth import principal
+from crm_bridge.openapi import ApiError, Reply, conflict, not_found
+from crm_bridge.rest import API
+from hilo.services import SERVICES
+from recordings import catalog
+from recordings.access import UrlSigner, actor_of, may_use
+from recordings.calls import CallRecorder, NotLive
+from recordings.catalog import Recording
+from recordings.crypto import DecryptionError
+
+ANYONE = ("admin", "supervisor", "agent")
+ADMIN = ("admin",)
+
+
+class RecordingPath(BaseModel):
+    recording_id: uuid.UUID
+
+
+class RecordingQuery(BaseModel):
+    interaction_id: uuid.UUID | None = None
+    customer_id: uuid.UUID | None = None
+    limit: int = Field(50, ge=1, le=200)
+
+
+class PausedSpan(BaseModel):
+    start_s: float = Field(description="seconds from the start of the recording")
+    end_s: float | None = Field(description="null while the recording is paused")
+
+
+class RecordingOut(BaseModel):
+    id: uuid.UUID
+    kind: Literal["call", "voicemail"]
+    interaction_id: uuid.UUID
+    customer_id: uuid.UUID
+    agent_id: str | None
+    queue: str | None
+    state: Literal["recording", "storing", "stored", "failed", "deleted"]
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None = Field(description="of the stored file, paused spans (silence) included")
+    paused: bool
+    paused_spans: list[PausedSpan]
+    sha256: str | None = Field(description="of the decrypted WAV")
+    size_bytes: int | None
+    key_id: str | None = Field(description="the encryption key the file was written with")
+    retention_days: int
+    delete_after: datetime
+    legal_hold: bool
+    hold_reason: str | None
+    failure: str | None
+    deleted_at: datetime | None
+
+    @classmethod
+    def of(cls, rec: Recording) -> RecordingOut:
+        fields: dict[str, Any] = {name: getattr(rec, name) for name in cls.model_fields if name != "paused"}
+        return cls(paused=rec.paused, **fields)
+
+
+class RecordingList(BaseModel):
+    recordings: list[RecordingOut]
+
+
+class UrlQuery(BaseModel):
+    download: bool = Field(False, description="a download (attachment) instead of in-page playback")
+
+
+class UrlOut(BaseModel):
+    url: str = Field(description="relative to this server; GET it without credentials until expires_at")
+    mode: Literal["playback", "download"]
+    expires_at: datetime
+
+
+class AudioQuery(BaseModel):
+    mode: Literal["playback", "download"]
+    expires: int
+    actor: str = Field(max_length=200)
+    sig: str = Field(max_length=128)
+
+
+class HoldIn(BaseModel):
+    hold: bool
+    reason: str | None = Field(None, min_length=1, max_length=500, description="required to place a hold")
+
+    @model_validator(mode="after")
+    def reason_for_a_hold(self) -> HoldIn:
+        if self.hold and not self.reason:
+            raise ValueError("a legal hold needs a reason")
+        return self
+
+
+class AuditEntry(BaseModel):
+    action: str
+    actor: str
+    detail: dict[str, Any]
+    at: datetime
+
+
+class AuditOut(BaseModel):
+    recording_id: uuid.UUID
+    entries: list[AuditEntry]
+
+
+def forbidden(reason: str) -> ApiError:
+    return ApiError(403, "forbidden", reason)
+
+
+def _pool(request: web.Request) -> asyncpg.Pool:
+    pool = request.app[SERVICES].pool
+    assert pool is not None
+    return pool
+
+
+def _recorder(request: web.Request) -> CallRecorder:
+    recorder = request.app[SERVICES].recordings
+    if recorder is None:
+        raise ApiError(503, "unavailable", "recordings are off on this server (no HILO_RECORDING_KEYS)")
+    return recorder
+
+
+async def _visible(request: web.Request, recording_id: uuid.UUID) -> Recording:
+    rec = await catalog.get(_pool(request), recording_id)
+    if rec is None:
+        raise not_found(f"no recording {recording_id}", "recording_id")
+    who = principal(request)
+    if not may_use(who, rec):
+        await catalog.audit(
+            _pool(request), rec.id, "denied", actor_of(who), {"request": f"{request.method} {request.path}"}
+        )
+        raise forbidden("agents may only use the recordings of their own calls")
+    return rec
+
+
+_NOT_YOURS = {403: "an agent asking for another agent's recording", 404: "no such recording"}
+
+
+@API.route(
+    "GET",
+    "/api/recordings",
+    summary="Recordings, newest first (an agent sees those of their own calls)",
+    tag="recordings",
+    roles=ANYONE,
+    ok={200: RecordingList},
+)
+async def list_recordings(request: web.Request, query: RecordingQuery) -> RecordingList:
+    who = principal(request)
+    found = await catalog.listing(
+        _pool(request),
+        interaction_id=query.interaction_id,
+        customer_id=query.customer_id,
+        agent_id=None if who.role in ("admin", "supervisor") else (who.agent_id or "-"),
+        limit=query.limit,
+    )
+    return RecordingList(recordings=[RecordingOut.of(r) for r in found])
+
+
+@API.route(
+    "GET",
+    "/api/recordings/{recording_id}",
+    summary="A recording's metadata: state, paused spans, checksum, key, retention, hold",
+    tag="recordings",
+    roles=ANYONE,
+    ok={200: RecordingOut},
+    errors=_NOT_YOURS,
+)
+async def get_recording(request: web.Request, path: RecordingPath) -> RecordingOut:
+    return RecordingOut.of(await _visible(request, path.recording_id))
+
+
+async def _toggle(request: web.Request, recording_id: uuid.UUID, *, pause: bool) -> RecordingOut:
+    await _visible(request, recording_id)
+    recorder = _recorder(request)
+    actor = actor_of(principal(request))
+    try:
+        rec, _ = await (recorder.pause if pause else recorder.resume)(recording_id, actor)
+    except NotLive as exc:
+        raise conflict(str(exc), "recording_id") from exc
+    return RecordingOut.of(rec)
+
+
+_TOGGLE_ERRORS = {**_NOT_YOURS, 409: "the recording is not live (the call ended)", 503: "recordings are off"}
+
+
+@API.route(
+    "POST",
+    "/api/recordings/{recording_id}/pause",
+    summary="Pause a live recording (PCI): nothing is recorded until resumed; the file holds silence there",
+    tag="recordings",
+    roles=ANYONE,
+    ok={200: RecordingOut},
+    errors=_TOGGLE_ERRORS,
+)
+async def pause_recording(request: web.Request, path: RecordingPath) -> RecordingOut:
+    """Pausing a paused recording changes nothing (200, the same span). Keys pressed while paused are not
+    logged or put on the timeline."""
+    return await _toggle(request, path.recording_id, pause=True)
+
+
+@API.route(
+    "POST",
+    "/api/recordings/{recording_id}/resume",
+    summary="Resume a paused recording",
+    tag="recordings",
+    roles=ANYONE,
+    ok={200: RecordingOut},
+    errors=_TOGGLE_ERRORS,
+)
+async def resume_recording(request: web.Request, path: RecordingPath) -> RecordingOut:
+    return await _toggle(request, path.recording_id, pause=False)
+
+
+def _usable(rec: Recording) -> None:
+    if rec.deleted_at is not None:
+        raise ApiError(410, "gone", f"the recording was deleted on {rec.deleted_at.isoformat()} (retention)")
+    if rec.state != "stored" or rec.storage_key is None:
+        raise conflict(f"the recording is {rec.state}, not stored", "recording_id")
+
+
+@API.route(
+    "POST",
+    "/api/recordings/{recording_id}/url",
+    summary="A short-lived signed URL to play (or download) the recording",
+    tag="recordings",
+    roles=ANYONE,
+    ok={201: UrlOut},
+    errors={**_NOT_YOURS, 409: "not stored (yet)", 410: "deleted by retention", 503: "recordings are off"},
+)
+async def recording_url(request: web.Request, path: RecordingPath, query: UrlQuery) -> Reply:
+    rec = await _visible(request, path.recording_id)
+    _usable(rec)
+    recorder = _recorder(request)
+    ttl = request.app[SERVICES].settings.recording_url_ttl_s
+    expires = int(time.time()) + ttl
+    mode: Literal["playback", "download"] = "download" if query.download else "playback"
+    actor = actor_of(principal(request))
+    url = UrlSigner(recorder.store.ring.url_keys()).url(rec.id, mode, expires, actor)
+    await catalog.audit(_pool(request), rec.id, "url", actor, {"mode": mode, "expires": expires})
+    return Reply(201, UrlOut(url=url, mode=mode, expires_at=datetime.fromtimestamp(expires, UTC)))
+
+
+@API.route(
+    "GET",
+    "/api/recordings/{recording_id}/audio",
+    summary="The recording as audio/wav, through a signed URL from POST …/url (no other credentials)",
+    tag="recordings",
+    roles=None,
+    ok={200: None},
+    errors={
+        403: "the link is expired or its signature does not match",
+        404: "no such recording",
+        409: "not stored",
+        410: "deleted by retention",
+        500: "the file cannot be decrypted (its key is missing or the file is damaged)",
+        503: "recordings are off",
+    },
+)
+async def recording_audio(request: web.Request, path: RecordingPath, query: AudioQuery) -> web.StreamResponse:
+    """Every request is written to the audit trail (playback or download, and who the link was issued to)
+    before the first byte is sent."""
+    recorder = _recorder(request)
+    pool = _pool(request)
+    signer = UrlSigner(recorder.store.ring.url_keys())
+    problem = signer.check(path.recording_id, query.mode, query.expires, query.actor, query.sig, time.time())
+    rec = await catalog.get(pool, path.recording_id)
+    if problem is not None:
+        if rec is not None:
+            await catalog.audit(pool, rec.id, "denied", "unverified", {"reason": problem, "mode": query.mode})
+        raise forbidden(problem)
+    if rec is None:
+        raise not_found(f"no recording {path.recording_id}", "recording_id")
+    _usable(rec)
+    assert rec.storage_key is not None
+    segments = recorder.store.read(rec.storage_key, context=str(rec.id))
+    try:
+        first = await anext(segments)
+    except (DecryptionError, FileNotFoundError, StopAsyncIteration) as exc:
+        await segments.aclose()
+        raise ApiError(500, "undecryptable", f"the recording cannot be read: {exc}") from exc
+    detail = {"ip": request.remote, "user_agent": request.headers.get("User-Agent", "")[:200]}
+    await catalog.audit(pool, rec.id, query.mode, query.actor, detail)
+    disposition = "attachment" if query.mode == "download" else "inline"
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "audio/wav",
+            "Content-Disposition": f'{disposition}; filename="recording-{rec.id}.wav"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        }
+    )
+    if rec.size_bytes is not None:
+        response.content_length = rec.size_bytes
+    await response.prepare(request)
+    try:
+        await response.write(first)
+        async for part in segments:
+            await response.write(part)
+    finally:
+        await segments.aclose()
+    await response.write_eof()
+    return response
+
+
+@API.route(
+    "PUT",
+    "/api/recordings/{recording_id}/hold",
+    summary="Place or lift a legal hold: a held recording is never deleted by retention",
+    tag="recordings",
+    roles=ADMIN,
+    ok={200: RecordingOut},
+    errors={404: "no such recording", 410: "already deleted by retention"},
+)
+async def hold_recording(request: web.Request, path: RecordingPath, body: HoldIn) -> RecordingOut:
+    actor = actor_of(principal(request))
+    async with _pool(request).acquire() as conn, conn.transaction():
+        rec = await catalog.get(conn, path.recording_id, for_update=True)
+        if rec is None:
+            raise not_found(f"no recording {path.recording_id}", "recording_id")
+        if rec.deleted_at is not None:
+            raise ApiError(410, "gone", "the recording was already deleted by retention")
+        reason = body.reason if body.hold else None
+        if (rec.legal_hold, rec.hold_reason) != (body.hold, reason):
+            rec = await catalog.update(conn, rec.id, legal_hold=body.hold, hold_reason=reason)
+            await catalog.audit(conn, rec.id, "hold" if body.hold else "release", actor, {"reason": body.reason})
+    return RecordingOut.of(rec)
+
+
+@API.route(
+    "GET",
+    "/api/recordings/{recording_id}/audit",
+    summary="Everything done with a recording: URLs issued, playbacks, downloads, refusals, pauses, holds",
+    tag="recordings",
+    roles=ADMIN,
+    ok={200: AuditOut},
+    errors={404: "no such recording"},
+)
+async def recording_audit(request: web.Request, path: RecordingPath) -> AuditOut:
+    pool = _pool(request)
+    if await catalog.get(pool, path.recording_id) is None:
+        raise not_found(f"no recording {path.recording_id}", "recording_id")
+    entries = await catalog.audit_trail(pool, path.recording_id)
+    return AuditOut(recording_id=path.recording_id, entries=[AuditEntry(**e) for e in entries])

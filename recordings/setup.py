@@ -1,0 +1,68 @@
+"""Building the recording pieces from settings (for hilo.app and the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from asterisk.ari import AriClient
+from crm_bridge.timeline import Timeline
+from dialplans.models import Queue
+from hilo.settings import Settings
+from recordings.calls import CallRecorder
+from recordings.crypto import KeyRing
+from recordings.policy import RecordingPolicy
+from recordings.retention import run_periodically
+from recordings.storage import EncryptedStore, FilesystemBackend
+
+log = logging.getLogger(__name__)
+
+
+def key_ring(settings: Settings) -> KeyRing | None:
+    """The key ring, or None when no keys are configured (recording off). KeyConfigError names the bad entry."""
+    spec = settings.recording_keys.get_secret_value().strip()
+    if not spec:
+        return None
+    return KeyRing.parse(spec, settings.recording_key_id.strip())
+
+
+def encrypted_store(settings: Settings, ring: KeyRing) -> EncryptedStore:
+    return EncryptedStore(FilesystemBackend(settings.recordings_dir / "store"), ring)
+
+
+def call_recorder(
+    settings: Settings, ring: KeyRing, *, ari: AriClient, pool: asyncpg.Pool, timeline: Timeline, queues: list[Queue]
+) -> CallRecorder:
+    return CallRecorder(
+        ari=ari,
+        pool=pool,
+        timeline=timeline,
+        store=encrypted_store(settings, ring),
+        policy=RecordingPolicy(queues, settings.recording_retention_days),
+        work_dir=settings.recordings_dir / "incoming",
+    )
+
+
+@contextlib.asynccontextmanager
+async def housekeeping(recorder: CallRecorder, settings: Settings) -> AsyncIterator[None]:
+    """The sweep of Asterisk's spool and the retention purge, now and every recording_purge_interval_s."""
+    task = asyncio.create_task(
+        run_periodically(
+            recorder.pool,
+            recorder.store.backend,
+            recorder.timeline,
+            settings.recording_purge_interval_s,
+            sweep=recorder.sweep,
+        ),
+        name="recordings-housekeeping",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,201 @@
+"""Keeps the wallboard current on this Hilo node: rebuilds the picture every `refresh_s` seconds and at
+once when a call event arrives on `<namespace>:events`, raises and clears queue alerts, pushes a changed
+picture to every wallboard page connected here, and keeps today's KPIs for the Prometheus metrics.
+
+Every node runs one; they share nothing but PostgreSQL and Redis (alerts are announced once, see
+reports/alerts.py). Agent states change without an event, so the periodic rebuild is what shows them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from hilo.notifier import events_channel
+from reports import alerts
+from reports.config import KpiConfig
+from reports.kpis import GROUPINGS, Contact, Kpis, compute
+from reports.service import Reports, rules_of
+from reports.wallboard import Wallboard, start_of_day
+
+log = logging.getLogger(__name__)
+
+Viewer = Callable[[str], Awaitable[None]]
+
+# Events after which the picture is rebuilt at once rather than at the next tick.
+WAKING_EVENTS = frozenset(
+    {
+        "interaction.started",
+        "routing.queued",
+        "routing.offered",
+        "routing.not_answered",
+        "routing.timeout",
+        "agent.answered",
+        "interaction.ended",
+        "callback.requested",
+    }
+)
+COALESCE_S = 0.1  # a burst of events makes one rebuild
+TODAY_EVERY_S = 15.0  # today's KPIs (for /metrics) are recomputed this often
+
+
+def alert_values(measured: list[alerts.QueueNow]) -> dict[tuple[str, str], float]:
+    values: dict[tuple[str, str], float] = {}
+    for q in measured:
+        values[(q.queue, "waiting")] = q.waiting
+        values[(q.queue, "longest_wait")] = round(q.longest_wait_s, 1)
+        if q.service_level is not None:
+            values[(q.queue, "service_level")] = round(q.service_level * 100, 1)
+    return values
+
+
+class WallboardMonitor:
+    def __init__(self, wallboard: Wallboard, reports: Reports, redis: aioredis.Redis, namespace: str) -> None:
+        self.wallboard = wallboard
+        self.reports = reports
+        self.redis = redis
+        self.channel = events_channel(namespace)
+        self.latest: dict[str, Any] | None = None
+        self.today: dict[str, dict[str, Kpis]] = {}  # grouping -> group ("" for none) -> figures
+        self._viewers: set[Viewer] = set()
+        self._shown: str | None = None  # the last picture pushed, without its time
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._today_at = 0.0
+        self._latest_at = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def config(self) -> KpiConfig:
+        return self.wallboard.config
+
+    def set_config(self, config: KpiConfig) -> None:
+        self.wallboard.config = config
+        self.reports.config = config
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name="wallboard-refresh"),
+            asyncio.create_task(self._follow(), name="wallboard-events"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- viewers -----------------------------------------------------------------------------------
+    async def add_viewer(self, viewer: Viewer) -> None:
+        """A page connected: it gets the current picture now, then every change."""
+        # Added first, so no change is missed in between; the page may get one picture twice.
+        self._viewers.add(viewer)
+        if self.latest is None:
+            await self.refresh()
+        if self.latest is not None:
+            await viewer(json.dumps(self.latest))
+
+    def remove_viewer(self, viewer: Viewer) -> None:
+        self._viewers.discard(viewer)
+
+    # -- the work ----------------------------------------------------------------------------------
+    async def current(self) -> dict[str, Any]:
+        """The picture, rebuilt only if older than the refresh period (API polling costs no more)."""
+        loop = asyncio.get_running_loop()
+        if self.latest is not None and loop.time() - self._latest_at < self.config.refresh_s:
+            return self.latest
+        return await self.refresh()
+
+    async def refresh(self) -> dict[str, Any]:
+        """Rebuild the picture, settle the alerts, push the picture if it changed."""
+        async with self._lock:
+            picture, measured = await self.wallboard.build()
+            found = [b for q in measured for b in alerts.breaches(q, self.config.thresholds_of(q.queue))]
+            await alerts.reconcile(self.reports.pool, found, alert_values(measured))
+            open_now = await alerts.open_alerts(self.reports.pool)
+            picture["alerts"] = [a.as_dict() for a in open_now]
+            kinds: dict[str, list[str]] = defaultdict(list)
+            for alert in open_now:
+                kinds[alert.queue].append(alert.kind)
+            for queue in picture["queues"]:
+                queue["alerts"] = kinds.get(queue["queue"], [])
+            self.latest = picture
+            self._latest_at = asyncio.get_running_loop().time()
+            shown = json.dumps({k: v for k, v in picture.items() if k != "at"}, sort_keys=True)
+            if shown != self._shown:
+                self._shown = shown
+                await self._push(json.dumps(picture))
+            return picture
+
+    async def _push(self, text: str) -> None:
+        for viewer in list(self._viewers):
+            try:
+                await viewer(text)
+            except Exception:  # a page gone away; its socket handler removes it
+                self._viewers.discard(viewer)
+
+    async def refresh_today(self) -> None:
+        """Today's figures (since midnight in the configured zone) for every grouping, for /metrics."""
+        now = datetime.now(UTC)
+        contacts, after = await self.reports.contacts_with_followups(start_of_day(now, self.config), now, now)
+        rules = rules_of(self.config)
+        today: dict[str, dict[str, Kpis]] = {}
+        for name, grouping in GROUPINGS.items():
+            groups: dict[str, list[Contact]] = defaultdict(list)
+            for contact in contacts:
+                key = grouping.key(contact)
+                if name == "none" or key is not None:
+                    groups[key or ""].append(contact)
+            today[name] = {key: compute(members, rules, after) for key, members in groups.items()}
+        self.today = today
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            try:
+                await self.refresh()
+                if loop.time() - self._today_at >= TODAY_EVERY_S:
+                    await self.refresh_today()
+                    self._today_at = loop.time()
+            except Exception as exc:  # PostgreSQL or Redis away for a moment must not end the wallboard
+                log.warning("wallboard: cannot refresh (%s: %s)", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.refresh_s)
+                await asyncio.sleep(COALESCE_S)
+
+    async def _follow(self) -> None:
+        backoff = 0.5
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                backoff = 0.5
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        if json.loads(message["data"]).get("type") in WAKING_EVENTS:
+                            self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("wallboard: event feed lost (%s); the periodic refresh goes on", type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,64 @@
+"""KPI reports over a period: read the contacts from the timeline, find each one's follow-up (for
+first-contact resolution and channel switch), and cut them into rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from reports.config import KpiConfig
+from reports.facts import load_contacts
+from reports.kpis import Contact, Followup, KpiRules, followups
+from reports.report import Interval, Row, build_rows
+
+# A contact's repeat may start up to the window after it *ended*; contacts last less than this.
+LONGEST_CONTACT = timedelta(days=1)
+
+
+def rules_of(config: KpiConfig) -> KpiRules:
+    return KpiRules(
+        service_level_of=config.service_level_of,
+        repeat_window=config.repeat_window,
+        wrapup_max_s=config.wrapup_max_s,
+    )
+
+
+class Reports:
+    def __init__(self, pool: asyncpg.Pool, config: KpiConfig) -> None:
+        self.pool = pool
+        self.config = config
+
+    async def contacts_with_followups(
+        self, start: datetime, end: datetime, now: datetime | None = None
+    ) -> tuple[list[Contact], dict[str, Followup]]:
+        """The contacts that started in [start, end), and what followed each (looking past `end` for the
+        repeats of its last contacts)."""
+        now = now or datetime.now(UTC)
+        horizon = min(end + self.config.repeat_window + LONGEST_CONTACT, max(now, end))
+        everything = await load_contacts(self.pool, start, horizon)
+        after = followups(everything, self.config.repeat_window, now)
+        return [c for c in everything if c.started_at < end], after
+
+    async def rows(
+        self,
+        start: datetime,
+        end: datetime,
+        interval: Interval,
+        by: str,
+        *,
+        zone: ZoneInfo | None = None,
+        now: datetime | None = None,
+    ) -> list[Row]:
+        contacts, after = await self.contacts_with_followups(start, end, now)
+        return build_rows(
+            contacts,
+            start=start,
+            end=end,
+            interval=interval,
+            by=by,
+            zone=zone or self.config.zone,
+            rules=rules_of(self.config),
+            after=after,
+        )

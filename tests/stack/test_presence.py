@@ -1,0 +1,61 @@
+"""An agent whose SIP phone stops answering is not offered calls, and comes back when it answers again.
+
+Bob's SIPp phone is frozen (SIGSTOP): Asterisk's OPTIONS go unanswered, the endpoint goes offline, Hilo
+takes bob out of routing; a support call waits; the phone is thawed, bob is back and gets the call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from hilo.settings import REPO_ROOT
+from routing.presence import PHONE_UNREACHABLE
+from tests.stack.conftest import Stack
+from tests.stack.test_calls import KNOWN_CALLER, place
+
+BOB_PID_FILE = REPO_ROOT / ".run" / "sipp" / "agent-bob.pid"
+
+
+async def _agent_becomes(stack: Stack, agent: str, within: float = 5, **fields: str) -> None:
+    """Routing's view of the agent, asked until it matches (the change follows the ARI event at once)."""
+    assert stack.services.routing is not None
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    seen: dict[str, str | None] = {}
+    while loop.time() < deadline:
+        seen = {k: (await stack.services.routing.agent(agent)).get(k) for k in fields}
+        if seen == fields:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"agent {agent}: expected {fields} within {within}s, still {seen}")
+
+
+async def test_an_unreachable_phone_takes_its_agent_out_of_routing_until_it_answers(stack: Stack) -> None:
+    assert stack.services.board is not None
+    pid = int(BOB_PID_FILE.read_text().strip())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Asterisk's qualify gives up on the phone (the observer sees it as the peer going unreachable).
+        await stack.ari_events.expect(
+            "PeerStatusChange", within=20, endpoint__resource="agent-bob", endpoint__state="offline"
+        )
+        await _agent_becomes(stack, "bob", presence="offline", reason=PHONE_UNREACHABLE)
+        call, started = await place(stack, KNOWN_CALLER, "2")  # support: bob is its only agent
+        interaction = started["interaction_id"]
+        await stack.hilo_events.expect("routing.queued", within=20, interaction_id=interaction)
+        mark = stack.hilo_events.mark()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await stack.ari_events.expect(
+        "PeerStatusChange", within=20, endpoint__resource="agent-bob", endpoint__state="online"
+    )
+    # Not offered while the phone was gone: the first offer comes only after it answers again.
+    offered = await stack.hilo_events.expect(
+        "routing.offered", within=20, interaction_id=interaction, data__agent="bob"
+    )
+    assert stack.hilo_events.events.index(offered) >= mark
+    await stack.hilo_events.expect("agent.answered", within=15, interaction_id=interaction)
+    await stack.observer.hangup(call.caller_leg)
+    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)

@@ -1,0 +1,174 @@
+"""Speech over real calls: the caller's side of a Local channel plays synthesized speech (espeak-ng, rendered
+by Hilo's own TTS into Asterisk's sounds), Hilo hears it live through externalMedia RTP and routes by it;
+speaking stops a long prompt; gibberish and silence lead to the reprompt and then to keys only."""
+
+from __future__ import annotations
+
+import time
+import wave
+from typing import Any
+
+import pytest
+
+from hilo.simcall import SimCall, originate_sim_call
+from ivr.flows.admin import apply_bundle
+from ivr.flows.bundle import FlowBundle
+from ivr.flows.live import checks_for
+from ivr.tts import PromptCache, prompt_key, voice_for
+from tests.stack.conftest import NAMESPACE, Stack
+
+NUMBER = "171"
+CALLER = "+34911222333"
+PROMPT = "Say sales, billing, or technical support. Or press 1, 2 or 3."
+LONG_PROMPT = (
+    "Welcome to the Hilo speech line. This greeting is long on purpose, so that a caller who knows what they "
+    "want can interrupt it at any moment. You can say sales, billing, or technical support, or press one, two "
+    "or three on your keypad."
+)
+SPEECH_FLOW = """
+flow: speech_menu
+language: en
+start: main
+nodes:
+  main:
+    kind: menu
+    prompt: "{prompt}"
+    choices:
+      "1": {{label: Sales, next: to_sales}}
+      "2": {{label: Billing, next: to_billing}}
+      "3": {{label: Support, say: [technical support, support], next: to_support}}
+    speech:
+      min_confidence: 0.5
+      dtmf_prompt: Please use your keypad. Press 1 for sales, 2 for billing, 3 for technical support.
+    no_match: Sorry, I did not catch that.
+    no_input: Sorry, I did not hear you.
+    retries: 3
+    timeout_s: 4
+    fallback: bye
+  to_sales: {{kind: queue, queue: sales}}
+  to_billing: {{kind: hangup, text: Billing is closed today.}}
+  to_support: {{kind: queue, queue: support}}
+  bye: {{kind: hangup, text: Goodbye.}}
+"""
+
+
+async def _use_speech_line(stack: Stack, prompt: str) -> None:
+    assert stack.services.flows is not None
+    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
+    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": speech_menu\n'
+    bundle = base.changed({"flows/speech_menu.yaml": SPEECH_FLOW.format(prompt=prompt), "numbers.yaml": numbers})
+    result = await apply_bundle(
+        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+    )
+    assert not result.problems, result.problems
+    assert not isinstance(await stack.services.flows.reload(), list)
+
+
+async def _utterance(stack: Stack, text: str) -> str:
+    """What the caller says, as Asterisk media: spoken by Hilo's TTS into its sounds folder."""
+    cache = PromptCache(stack.settings.tts_cache_dir, stack.settings.sounds_dir)
+    try:
+        return await cache.render(text, voice_for("en", None), "en")
+    finally:
+        cache.close()
+
+
+def _seconds(stack: Stack, text: str) -> float:
+    path = stack.settings.sounds_dir / f"{prompt_key(text, voice_for('en', None), 'en')}.wav"
+    with wave.open(str(path)) as wav:
+        return float(wav.getnframes()) / float(wav.getframerate())
+
+
+async def _call(stack: Stack) -> tuple[SimCall, str]:
+    mark = stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, NUMBER, CALLER, "", namespace=NAMESPACE, in_app=True)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
+    )
+    return call, started["interaction_id"]
+
+
+async def _prompt_started(stack: Stack, call: SimCall, since: int) -> dict[str, Any]:
+    return await stack.ari_events.expect(
+        "PlaybackStarted", within=10, since=since, playback__target_uri=f"channel:{call.ivr_leg}"
+    )
+
+
+async def _say(stack: Stack, call: SimCall, media: str) -> None:
+    await stack.observer.play(call.caller_leg, media, f"sim-say-{time.monotonic_ns()}")
+
+
+async def _hang_up(stack: Stack, call: SimCall, interaction: str) -> None:
+    await stack.observer.hangup(call.caller_leg)
+    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+
+
+@pytest.fixture
+async def speech_line(stack: Stack) -> dict[str, str]:
+    await _use_speech_line(stack, PROMPT)
+    return {text: await _utterance(stack, text) for text in ("technical support", "sales", "zubba wokka fleem gorp")}
+
+
+async def test_saying_technical_support_routes_the_call_to_support(stack: Stack, speech_line: dict[str, str]) -> None:
+    ari_mark = stack.ari_events.mark()
+    call, i = await _call(stack)
+    await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=i, data__attempt=1, data__speech=True)
+    await _prompt_started(stack, call, ari_mark)
+    await _say(stack, call, speech_line["technical support"])
+    heard = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i)
+    assert heard["data"]["via"] == "speech", heard
+    assert (heard["data"]["digit"], heard["data"]["valid"], heard["data"]["heard"]) == ("3", True, "technical support")
+    assert heard["data"]["confidence"] >= 0.5
+    await stack.hilo_events.expect_in_order(
+        [
+            ("ivr.outcome", {"interaction_id": i, "data__action": "queue", "data__target": "support"}),
+            ("routing.queued", {"interaction_id": i, "data__queue": "support"}),
+        ],
+        within=10,
+    )
+    # Hilo's listening channels (snoop + externalMedia) are gone once the menu is answered.
+    await stack.ari_events.expect(
+        "ChannelDestroyed", within=5, since=ari_mark, channel__id=lambda c: c.startswith(f"{NAMESPACE}-speech-media-")
+    )
+    await _hang_up(stack, call, i)
+
+
+async def test_speaking_stops_a_long_prompt(stack: Stack) -> None:
+    await _use_speech_line(stack, LONG_PROMPT)
+    sales = await _utterance(stack, "sales")
+    ari_mark = stack.ari_events.mark()
+    call, i = await _call(stack)
+    started = await _prompt_started(stack, call, ari_mark)
+    prompt_s = _seconds(stack, LONG_PROMPT)
+    t0 = time.monotonic()
+    await _say(stack, call, sales)
+    finished = await stack.ari_events.expect(
+        "PlaybackFinished", within=prompt_s, since=ari_mark, playback__id=started["playback"]["id"]
+    )
+    stopped_after = time.monotonic() - t0
+    assert prompt_s > 10 and stopped_after < 3.0, (prompt_s, stopped_after, finished["playback"])
+    heard = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i)
+    assert (heard["data"]["via"], heard["data"]["digit"], heard["data"]["valid"]) == ("speech", "1", True), heard
+    await stack.hilo_events.expect("routing.queued", within=10, interaction_id=i, data__queue="sales")
+    await _hang_up(stack, call, i)
+
+
+async def test_gibberish_then_silence_lead_to_the_reprompt_then_keys_only(
+    stack: Stack, speech_line: dict[str, str]
+) -> None:
+    ari_mark = stack.ari_events.mark()
+    call, i = await _call(stack)
+    await _prompt_started(stack, call, ari_mark)
+    await _say(stack, call, speech_line["zubba wokka fleem gorp"])
+    nothing = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i, data__attempt=1)
+    assert (nothing["data"]["via"], nothing["data"]["valid"]) == ("speech", False), nothing
+    # The reprompt listens again; the caller says nothing.
+    await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=i, data__attempt=2, data__speech=True)
+    await stack.hilo_events.expect("ivr.no_input", within=20, interaction_id=i, data__attempt=2)
+    # The last try takes keys only.
+    await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=i, data__attempt=3, data__speech=False)
+    await stack.observer.send_dtmf(call.caller_leg, "3")
+    typed = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i, data__attempt=3)
+    assert (typed["data"]["digit"], typed["data"]["valid"]) == ("3", True), typed
+    await stack.hilo_events.expect("routing.queued", within=10, interaction_id=i, data__queue="support")
+    await _hang_up(stack, call, i)
