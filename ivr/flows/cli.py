@@ -17,6 +17,7 @@ from ivr.flows.bundle import BundleError, FlowBundle, check_bundle
 from ivr.flows.engine import FlowContext, LookupCustomer, Outcome, Services, VerifyCustomer, run_flow
 from ivr.flows.hours import Calendars, hours_json_schema, load_calendars_file
 from ivr.flows.loader import FlowProblem, load_flow
+from ivr.flows.paths import shown_path
 from ivr.flows.schema import Flow, json_schema
 from ivr.flows.text_session import TextSession
 from ivr.flows.validate import Checks, flow_files, known_calendars, known_queues, load_and_validate
@@ -88,7 +89,7 @@ def _working_copy_problems(dialplans_dir: Path, checks: Checks) -> list[FlowProb
         bundle = FlowBundle.from_dir(dialplans_dir)
     except (BundleError, OSError, UnicodeDecodeError) as exc:
         return [FlowProblem(str(dialplans_dir), 1, 1, f"cannot read: {exc}")]
-    _, found = check_bundle(bundle, checks, where=os.path.relpath(dialplans_dir))
+    _, found = check_bundle(bundle, checks, where=shown_path(dialplans_dir))
     return found
 
 

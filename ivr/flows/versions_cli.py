@@ -15,6 +15,7 @@ from hilo.settings import Settings
 from ivr.flows.admin import ApplyResult, apply_bundle, rollback_to
 from ivr.flows.bundle import BundleError, FlowBundle
 from ivr.flows.live import checks_for
+from ivr.flows.paths import shown_path
 from ivr.flows.versions import FlowVersions, UnknownVersion
 
 
@@ -82,7 +83,7 @@ async def run_version_command(args: argparse.Namespace, settings: Settings) -> i
                 checks,
                 applied_by=_who(args.by),
                 comment=args.comment,
-                where=os.path.relpath(settings.dialplans_dir),  # noqa: ASYNC240 (a string computation)
+                where=shown_path(settings.dialplans_dir),
             )
             return _report(result)
         if args.flows_command == "rollback":

@@ -9,6 +9,7 @@ import pytest
 
 from hilo.settings import Settings
 from ivr.flows.cli import add_flows_commands, run_flows_command, simulate_command, validate_command
+from ivr.flows.paths import shown_path
 from ivr.flows.schema import NODE_KINDS
 
 DIALPLANS = Path(__file__).resolve().parents[3] / "dialplans"
@@ -92,13 +93,17 @@ def test_validate_reads_hours_yaml(tmp_path: Path) -> None:
     hours.write_text(hours.read_text().replace("sat: [09:00-14:00]", "sat: [09:00-14:60]"))
     out = io.StringIO()
     assert validate_command([], settings_in(tmp_path / "d"), out=out) == 1
-    assert f"{hours}:13:13: calendars.support.weekly.sat.0: '14:60' is not a time of day" in out.getvalue()
+    shown = shown_path(tmp_path / "d")  # as the CLI names the folder (relative when under the current one)
+    assert f"{shown}/hours.yaml:13:13: calendars.support.weekly.sat.0: '14:60' is not a time of day" in out.getvalue()
     hours.write_text("calendars:\n  always: {timezone: UTC, weekly: {mon-sun: [00:00-24:00]}}\n")
     out = io.StringIO()
     assert validate_command([], settings_in(tmp_path / "d"), out=out) == 1
     support = tmp_path / "d" / "flows" / "support.yaml"
     line = next(n for n, text in enumerate(support.read_text().splitlines(), 1) if "calendar: support" in text)
-    assert f"{support}:{line}:15: calendar 'support' is not in hours.yaml (known: always)" in out.getvalue()
+    assert (
+        f"{shown}/flows/support.yaml:{line}:15: calendar 'support' is not in hours.yaml (known: always)"
+        in out.getvalue()
+    )
 
 
 async def test_schema_of_hours(capsys: pytest.CaptureFixture[str]) -> None:
