@@ -42,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from tqdm import tqdm
 
+from bench import benchmarks_md
 from crm_bridge import identity
 from crm_bridge.db import create_pool, migrate
 from crm_bridge.import_cli import import_file
@@ -324,16 +325,7 @@ makes one.
 
 
 def write_section(text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or add it), keeping the others."""
-    head = "# Benchmarks\n\nNumbers measured on a real stack; each section says the command that produced it.\n"
-    body = BENCHMARKS.read_text() if BENCHMARKS.exists() else head
-    start = body.find(SECTION)
-    if start < 0:
-        body = body.rstrip("\n") + "\n\n" + text
-    else:
-        end = body.find("\n## ", start + len(SECTION))
-        body = body[:start] + text.rstrip("\n") + "\n" + ("\n" + body[end + 1 :] if end >= 0 else "")
-    BENCHMARKS.write_text(body.rstrip("\n") + "\n")
+    benchmarks_md.write_section(SECTION, text, BENCHMARKS)
 
 
 # Main --------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from asterisk.ari import AriClient
+from bench import benchmarks_md
 from console.screenpop import agent_channel
 from console.users import add_user
 from crm_bridge.db import create_pool, migrate
@@ -456,16 +457,7 @@ Calls that failed: {len(run.errors)}
 
 
 def write_section(text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or add it at the end), keeping the others."""
-    head = "# Benchmarks\n\nNumbers measured on a real stack; each section says the command that produced it.\n"
-    body = BENCHMARKS.read_text() if BENCHMARKS.exists() else head
-    start = body.find(SECTION)
-    if start < 0:
-        body = body.rstrip("\n") + "\n\n" + text
-    else:
-        end = body.find("\n## ", start + len(SECTION))
-        body = body[:start] + text.rstrip("\n") + "\n" + ("\n" + body[end + 1 :] if end >= 0 else "")
-    BENCHMARKS.write_text(body.rstrip("\n") + "\n")
+    benchmarks_md.write_section(SECTION, text, BENCHMARKS)
 
 
 # Main --------------------------------------------------------------------------------------------

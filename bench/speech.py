@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import benchmarks_md
 from bench.identify import machine
 from hilo.settings import REPO_ROOT
 from ivr.speech.audio import Pcm, as_array, read_wav, resample, to_bytes, write_wav
@@ -469,16 +470,7 @@ be measured on recordings of them. The false accept rate is the weak point: abou
 
 
 def write_section(text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or add it), keeping the others."""
-    head = "# Benchmarks\n\nNumbers measured on a real stack; each section says the command that produced it.\n"
-    body = BENCHMARKS.read_text() if BENCHMARKS.exists() else head
-    start = body.find(SECTION)
-    if start < 0:
-        body = body.rstrip("\n") + "\n\n" + text
-    else:
-        end = body.find("\n## ", start + len(SECTION))
-        body = body[:start] + text.rstrip("\n") + "\n" + ("\n" + body[end + 1 :] if end >= 0 else "")
-    BENCHMARKS.write_text(body.rstrip("\n") + "\n")
+    benchmarks_md.write_section(SECTION, text, BENCHMARKS)
 
 
 def say(text: str) -> None:
