@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from tqdm import tqdm
 
 from bench import benchmarks_md
+from bench.databases import bench_dsn, recreate_database
 from crm_bridge import identity
 from crm_bridge.db import create_pool, migrate
 from crm_bridge.import_cli import import_file
@@ -99,28 +99,6 @@ def generate_csv(path: Path, count: int, seed: int = 7) -> None:
 
 
 # The database ------------------------------------------------------------------------------------
-
-
-def bench_dsn(base: str, database: str) -> str:
-    parts = urlsplit(base)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-async def create_database(base: str, database: str) -> None:
-    conn = await asyncpg.connect(base)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await conn.close()
-
-
-async def drop_database(base: str, database: str) -> None:
-    conn = await asyncpg.connect(base)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def store_counts(conn: asyncpg.Connection) -> str:
@@ -334,17 +312,18 @@ def write_section(text: str) -> None:
 async def bench(args: argparse.Namespace, command: str) -> int:
     settings = load_settings()
     base = settings.database_url.get_secret_value()
-    if urlsplit(base).path.strip("/") == args.database or not args.database.startswith("hilo_bench"):
-        print(f"error: --database must be a database of its own named hilo_bench*, not {args.database!r}")
+    try:
+        dsn = bench_dsn(base, args.database)
+    except ValueError as exc:
+        print(f"error: {exc}")
         return 2
-    dsn = bench_dsn(base, args.database)
     CACHE.mkdir(parents=True, exist_ok=True)
     data = CACHE / f"customers-{args.customers}.csv"
     if not data.exists():
         print(f"generating {args.customers:,} customers into {data}", file=sys.stderr)
         generate_csv(data, args.customers)
 
-    await create_database(base, args.database)
+    await recreate_database(base, args.database)
     try:
         conn = await asyncpg.connect(dsn)
         try:
@@ -387,7 +366,7 @@ async def bench(args: argparse.Namespace, command: str) -> int:
             await pool.close()
     finally:
         if not args.keep:
-            await drop_database(base, args.database)
+            await recreate_database(base, args.database, drop_only=True)
             print(f"dropped database {args.database}", file=sys.stderr)
 
     text = report(args, command, pg_version, ((summary, import_s), (again, again_s)), counts, run)

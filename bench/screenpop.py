@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -56,6 +55,7 @@ from tqdm import tqdm
 
 from asterisk.ari import AriClient
 from bench import benchmarks_md
+from bench.databases import bench_dsn, recreate_database
 from console.screenpop import agent_channel
 from console.users import add_user
 from crm_bridge.db import create_pool, migrate
@@ -206,20 +206,6 @@ async def wait_healthy(base: str, proc: asyncio.subprocess.Process, within: floa
 
 
 # The bench's own database ------------------------------------------------------------------------
-
-
-def bench_dsn(base: str, database: str) -> str:
-    return urlunsplit(urlsplit(base)._replace(path=f"/{database}"))
-
-
-async def recreate_database(base: str, database: str, *, drop_only: bool = False) -> None:
-    conn = await asyncpg.connect(base)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        if not drop_only:
-            await conn.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await conn.close()
 
 
 async def prepare_database(dsn: str, settings: Settings) -> tuple[str, dict[str, str]]:
@@ -466,10 +452,11 @@ def write_section(text: str) -> None:
 async def bench(args: argparse.Namespace, command: str) -> int:
     settings = load_settings()
     base_dsn = settings.database_url.get_secret_value()
-    if urlsplit(base_dsn).path.strip("/") == args.database or not args.database.startswith("hilo_bench"):
-        print(f"error: --database must be a database of its own named hilo_bench*, not {args.database!r}")
+    try:
+        dsn = bench_dsn(base_dsn, args.database)
+    except ValueError as exc:
+        print(f"error: {exc}")
         return 2
-    dsn = bench_dsn(base_dsn, args.database)
     await recreate_database(base_dsn, args.database)
     run = Run()
     try:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.benchmarks_md import write_section
+from bench.databases import bench_dsn
 
 
 def test_a_section_is_added_then_replaced_in_place_keeping_the_others(tmp_path: Path) -> None:
@@ -16,3 +19,11 @@ def test_a_section_is_added_then_replaced_in_place_keeping_the_others(tmp_path: 
     assert text.startswith("# Benchmarks\n")
     assert "old" not in text
     assert text.index("## A\nnew") < text.index("## B\nb")
+
+
+def test_a_benchmark_works_only_in_a_database_of_its_own() -> None:
+    base = "postgresql://hilo:pw@127.0.0.1:5432/hilo"
+    assert bench_dsn(base, "hilo_bench_x") == "postgresql://hilo:pw@127.0.0.1:5432/hilo_bench_x"
+    for name in ("hilo", "hilo_test", "postgres"):
+        with pytest.raises(ValueError, match="database of its own"):
+            bench_dsn(base, name)
