@@ -19,10 +19,12 @@ lint:
 typecheck:
 	$(VENV)/mypy
 
-bench:          ## caller identification vs a bare lookup on 1M imported customers, screen-pop latency over real calls, routing decisions -> BENCHMARKS.md (needs `make stack`)
+bench:          ## caller identification vs a bare lookup on 1M imported customers, screen-pop latency over real calls, routing decisions, inbound messaging, KPI reports over 1M interactions and wallboard latency -> BENCHMARKS.md (needs `make stack`)
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.identify $(BENCH_ARGS)
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.screenpop $(SCREENPOP_ARGS)
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.routing $(ROUTING_ARGS)
+	set -a && . .run/env && set +a && $(VENV)/python -m bench.messaging $(MESSAGING_ARGS)
+	set -a && . .run/env && set +a && $(VENV)/python -m bench.kpis $(or $(KPIS_ARGS),--full)
 
 test: stack lint typecheck
 	set -a && . .run/env && set +a && $(VENV)/pytest

@@ -192,6 +192,12 @@ class AriClient:
     async def application(self) -> Any:
         return await self.request("GET", f"/applications/{quote(self.app)}")
 
+    async def subscribe(self, event_source: str) -> None:
+        """Keep receiving the events of e.g. `channel:<id>` after it left the app (for its ChannelDestroyed)."""
+        await self.request(
+            "POST", f"/applications/{quote(self.app)}/subscription", params={"eventSource": event_source}
+        )
+
     async def get_channel(self, channel_id: str) -> Any:
         return await self.request("GET", f"/channels/{channel_id}", missing_ok=True)
 
@@ -332,13 +338,29 @@ class AriClient:
     async def add_to_bridge(self, bridge_id: str, channel_ids: list[str]) -> None:
         await self.request("POST", f"/bridges/{bridge_id}/addChannel", params={"channel": ",".join(channel_ids)})
 
+    async def remove_from_bridge(self, bridge_id: str, channel_ids: list[str]) -> None:
+        """Take channels out of a bridge; they stay in this app (e.g. a caller put on hold)."""
+        params = {"channel": ",".join(channel_ids)}
+        await self.request("POST", f"/bridges/{bridge_id}/removeChannel", params=params, missing_ok=True)
+
+    async def start_bridge_moh(self, bridge_id: str) -> None:
+        await self.request("POST", f"/bridges/{bridge_id}/moh", missing_ok=True)
+
+    async def stop_bridge_moh(self, bridge_id: str) -> None:
+        await self.request("DELETE", f"/bridges/{bridge_id}/moh", missing_ok=True)
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}", missing_ok=True)
 
-    async def snoop(self, channel_id: str, snoop_id: str, *, spy: str = "in", app_args: str = "") -> Any:
-        """A channel in this app that hears `channel_id` (`spy`: "in" = what its caller says, "out", "both")
-        without being bridged with it."""
-        params = {"spy": spy, "whisper": "none", "app": self.app, "appArgs": app_args, "snoopId": snoop_id}
+    async def snoop(
+        self, channel_id: str, snoop_id: str, *, spy: str = "in", whisper: str = "none", app_args: str = ""
+    ) -> Any:
+        """A channel in this app that hears `channel_id` (`spy`: "in" = audio coming from the channel, i.e.
+        what its caller says; "out" = audio sent to the channel, what its caller hears; "both") without
+        being bridged with it. What the snoop channel is given to play is mixed into `whisper`: "in" = into
+        the audio coming from the channel (whoever it talks to hears it, its caller does not), "out" = into
+        the audio sent to it (its caller hears it), "both"."""
+        params = {"spy": spy, "whisper": whisper, "app": self.app, "appArgs": app_args, "snoopId": snoop_id}
         return await self.request("POST", f"/channels/{channel_id}/snoop", params=params)
 
     async def external_media(self, channel_id: str, external_host: str, *, fmt: str = "slin16") -> Any:

@@ -9,7 +9,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from console import desk, wallboard
-from console.auth import requires
+from console.audit import audit
+from console.auth import principal, requires
 from hilo.services import SERVICES, Services
 from routing.live import MANUAL_STATES
 
@@ -98,7 +99,10 @@ async def set_agent_state(request: web.Request) -> web.Response:
     if state not in MANUAL_STATES:
         raise _bad_request(f"state must be one of {', '.join(MANUAL_STATES)}", "state")
     agent_id = request.match_info["agent_id"]
-    if not await s.board.set_state(agent_id, state):
+    done = await s.board.set_state(agent_id, state)
+    assert s.pool is not None
+    await audit(s.pool, principal(request), "agent-state", "agent", agent_id, ok=done, detail={"state": state})
+    if not done:
         return web.json_response({"error": "not_found", "reason": f"no agent {agent_id!r}"}, status=404)
     return web.json_response({"agent": agent_id, "state": state})
 

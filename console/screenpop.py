@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 5
+MESSAGES_LIMIT = 20  # the customer's latest text messages (SMS, WhatsApp, web chat) shown on a pop
 CASES_LIMIT = 10
 LAST_POP_TTL_S = 3600  # a console that (re)connects gets the latest pop if it is younger than this
 MASK = "••••"  # what a secret variable shows instead of its value
@@ -192,6 +193,7 @@ def assemble(
     agent_id: str | None,
     facts: FlowFacts,
     now: datetime | None = None,
+    messages: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     context = interaction.get("context") or {}
     ivr = context.get("ivr") or {}
@@ -230,6 +232,9 @@ def assemble(
             "path": ivr_path(events, facts),
             "variables": shown_variables(variables, facts),
         },
+        # Transfers on the way here, each with the agent's note (ivr/transfers.py), and a booked callback.
+        "transfers": list(context.get("transfers") or []),
+        "callback": context.get("callback"),
         "history": [
             {
                 "interaction_id": str(h["id"]),
@@ -244,6 +249,9 @@ def assemble(
             }
             for h in history
         ],
+        # The customer's latest messages on other interactions (their WhatsApp thread when they call),
+        # oldest first; `messages` comes newest first.
+        "messages": [message_line(m) for m in reversed(messages)],
         "open_cases": [
             {
                 "id": str(c["id"]),
@@ -253,6 +261,19 @@ def assemble(
             }
             for c in cases
         ],
+    }
+
+
+def message_line(event: Mapping[str, Any]) -> dict[str, Any]:
+    """One message.received / message.sent event as a line of a thread (secret answers arrive masked)."""
+    data = event.get("data") or {}
+    return {
+        "interaction_id": str(event["interaction_id"]),
+        "channel": event["channel"],
+        "at": _iso(event.get("at")),
+        "direction": "in" if event["type"] == "message.received" else "out",
+        "by": data.get("by", "customer") if event["type"] == "message.sent" else "customer",
+        "text": data.get("text"),
     }
 
 
@@ -311,6 +332,15 @@ async def load_pop(
             interaction_id,
             HISTORY_LIMIT,
         )
+        messages = await conn.fetch(
+            _FAMILY  # noqa: S608 (constant text; values are bound parameters)
+            + "SELECT interaction_id, type, channel, at, data FROM timeline_events"
+            " WHERE customer_id IN (SELECT id FROM family) AND type IN ('message.received', 'message.sent')"
+            " AND interaction_id <> $2 ORDER BY at DESC, id DESC LIMIT $3",
+            customer_id,
+            interaction_id,
+            MESSAGES_LIMIT,
+        )
         cases = await conn.fetch(
             _FAMILY  # noqa: S608 (constant text; values are bound parameters)
             + "SELECT id, subject, status, updated_at FROM cases"
@@ -327,6 +357,7 @@ async def load_pop(
         cases=[dict(c) for c in cases],
         agent_id=agent_id,
         facts=facts,
+        messages=[dict(m) for m in messages],
     )
 
 

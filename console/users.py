@@ -1,4 +1,5 @@
-"""Console users in PostgreSQL: who may sign in, with which role, taking which agent's calls."""
+"""Console users in PostgreSQL: who may sign in, with which role, taking which agent's calls, and (for a
+supervisor) supervising which teams (agents' `teams` in routing.yaml; see recordings/access.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from console.passwords import check_strength, hash_password_async, verify_passwo
 
 ROLES = ("agent", "supervisor", "admin")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_TEAM = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # as dialplans.models.Name
 
 
 class UserError(ValueError):
@@ -23,6 +25,7 @@ class ConsoleUser:
     role: str
     agent_id: str | None
     password_hash: str
+    teams: tuple[str, ...] = ()  # a supervisor's
 
 
 def normalize_username(raw: str) -> str:
@@ -32,17 +35,41 @@ def normalize_username(raw: str) -> str:
     return name
 
 
+_USER_COLUMNS = "username, role, agent_id, password_hash, teams"
+
+
+def _user(row: asyncpg.Record) -> ConsoleUser:
+    return ConsoleUser(row["username"], row["role"], row["agent_id"], row["password_hash"], tuple(row["teams"]))
+
+
 async def get_user(pool: asyncpg.Pool, username: str) -> ConsoleUser | None:
-    row = await pool.fetchrow(
-        "SELECT username, role, agent_id, password_hash FROM console_users WHERE username = $1", username
-    )
-    return ConsoleUser(row["username"], row["role"], row["agent_id"], row["password_hash"]) if row else None
+    row = await pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM console_users WHERE username = $1", username)  # noqa: S608
+    return _user(row) if row else None
+
+
+async def check_teams(pool: asyncpg.Pool, role: str, teams: list[str]) -> tuple[str, ...]:
+    """The teams, sorted and once each; a clear error for a non-supervisor with teams or a team no agent is in."""
+    if teams and role != "supervisor":
+        raise UserError(f"team: only a supervisor supervises teams (role {role!r}; agents' teams are in routing.yaml)")
+    for team in teams:
+        if not _TEAM.match(team):
+            raise UserError(f"team {team!r}: use 1-64 of A-Z, a-z, 0-9, '.', '_', '-'")
+        if not await pool.fetchval("SELECT true FROM agents WHERE $1 = ANY(teams)", team):
+            raise UserError(f"team {team!r}: no agent is in it (agents' teams come from dialplans/routing.yaml)")
+    return tuple(sorted(set(teams)))
 
 
 async def add_user(
-    pool: asyncpg.Pool, username: str, password: str, role: str, agent_id: str | None, *, replace: bool = False
+    pool: asyncpg.Pool,
+    username: str,
+    password: str,
+    role: str,
+    agent_id: str | None,
+    *,
+    replace: bool = False,
+    teams: list[str] | None = None,
 ) -> str:
-    """Create the user, or with `replace` make an existing one match (role, agent, password).
+    """Create the user, or with `replace` make an existing one match (role, agent, teams, password).
     Returns "created", "updated" or "unchanged" (already so: running it again changes nothing)."""
     name = normalize_username(username)
     if role not in ROLES:
@@ -52,29 +79,31 @@ async def add_user(
     check_strength(password)
     if agent_id is not None and not await pool.fetchval("SELECT true FROM agents WHERE id = $1", agent_id):
         raise UserError(f"agent: no agent {agent_id!r} (agents come from dialplans/routing.yaml)")
+    supervised = await check_teams(pool, role, teams or [])
     existing = await get_user(pool, name)
     if existing is not None:
         if not replace:
             raise UserError(f"username: {name!r} exists already (use --replace to change it)")
-        same = (existing.role, existing.agent_id) == (role, agent_id)
+        same = (existing.role, existing.agent_id, existing.teams) == (role, agent_id, supervised)
         if same and await verify_password_async(password, existing.password_hash):
             return "unchanged"
     password_hash = await hash_password_async(password)
     # Without `replace` a user made meanwhile by someone else is left alone (DO NOTHING).
     on_conflict = (
         "DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role,"
-        " agent_id = excluded.agent_id, updated_at = now()"
+        " agent_id = excluded.agent_id, teams = excluded.teams, updated_at = now()"
         if replace
         else "DO NOTHING"
     )
     try:
         written = await pool.fetchval(
-            "INSERT INTO console_users (username, password_hash, role, agent_id) VALUES ($1, $2, $3, $4)"  # noqa: S608 (one of two constant clauses)
+            "INSERT INTO console_users (username, password_hash, role, agent_id, teams) VALUES ($1, $2, $3, $4, $5)"  # noqa: S608 (one of two constant clauses)
             f" ON CONFLICT (username) {on_conflict} RETURNING true",
             name,
             password_hash,
             role,
             agent_id,
+            list(supervised),
         )
     except asyncpg.UniqueViolationError as exc:
         raise UserError(f"agent: agent {agent_id!r} already has a console user") from exc
@@ -84,5 +113,5 @@ async def add_user(
 
 
 async def list_users(pool: asyncpg.Pool) -> list[ConsoleUser]:
-    rows = await pool.fetch("SELECT username, role, agent_id, password_hash FROM console_users ORDER BY username")
-    return [ConsoleUser(r["username"], r["role"], r["agent_id"], r["password_hash"]) for r in rows]
+    rows = await pool.fetch(f"SELECT {_USER_COLUMNS} FROM console_users ORDER BY username")  # noqa: S608
+    return [_user(r) for r in rows]

@@ -20,6 +20,13 @@ def add_users_commands(sub: Any) -> None:
     add.add_argument("name", help="user name (lowercase letters, digits, . _ -)")
     add.add_argument("--role", required=True, choices=ROLES)
     add.add_argument("--agent", help="the agent id (dialplans/routing.yaml) whose calls this user takes")
+    add.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        dest="teams",
+        help="a team (agents' teams in dialplans/routing.yaml) this supervisor supervises; repeatable",
+    )
     add.add_argument("--password-env", metavar="VAR", help="read the password from this environment variable")
     add.add_argument("--replace", action="store_true", help="update an existing user (and end their open sessions)")
     users.add_parser("list", help="list console users")
@@ -46,11 +53,13 @@ async def run_users_command(args: argparse.Namespace, settings: Settings) -> int
     try:
         if args.users_command == "list":
             for user in await list_users(pool):
-                print(f"{user.username}\t{user.role}\t{user.agent_id or '-'}")
+                print(f"{user.username}\t{user.role}\t{user.agent_id or '-'}\t{','.join(user.teams) or '-'}")
             return 0
         try:
             password = read_password(args.password_env)
-            outcome = await add_user(pool, args.name, password, args.role, args.agent, replace=args.replace)
+            outcome = await add_user(
+                pool, args.name, password, args.role, args.agent, replace=args.replace, teams=args.teams
+            )
         except (UserError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

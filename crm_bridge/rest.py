@@ -50,6 +50,7 @@ from crm_bridge.schemas import (
     WebhookPatch,
     WebhookPath,
 )
+from crm_bridge.timeline import shareable
 from hilo.services import SERVICES, Services
 from routing.live import MANUAL_STATES
 
@@ -367,7 +368,9 @@ async def unmerge_customers(request: web.Request, path: MergePath) -> MergeOut:
     errors={404: "no such customer"},
 )
 async def customer_timeline(request: web.Request, path: CustomerPath, query: TimelineQuery) -> TimelineOut:
-    """Events come oldest first within a page. `next_before` is the `before` of the next older page."""
+    """Events come oldest first within a page. `next_before` is the `before` of the next older page. A
+    transcript's text (`recording.transcribed`) is shown to admins only; others read it through
+    GET /api/recordings/{id}/transcript, where their access to the recording is checked."""
     timeline = _services(request).timeline
     assert timeline is not None
     await _customer(_pool(request), path.customer_id)
@@ -375,9 +378,10 @@ async def customer_timeline(request: web.Request, path: CustomerPath, query: Tim
         events, next_before = await timeline.page(path.customer_id, query.before, query.limit)
     except LookupError as exc:
         raise bad_request(str(exc), "before") from exc
+    full = principal(request).role == "admin"  # others get no transcript text here (timeline.WITHHELD)
     return TimelineOut(
         customer_id=path.customer_id,
-        events=[EventOut.model_validate(e) for e in events],
+        events=[EventOut.model_validate(e if full else shareable(e)) for e in events],
         next_before=next_before,
     )
 

@@ -34,6 +34,23 @@ def event_json(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+# Event data that is not shared beyond the store (webhooks, and timeline readers other than admins), by type:
+# a transcript's words. A webhook receiver could never be made to forget them when the recording is deleted,
+# and a supervisor reading a customer's timeline may be outside the recording's teams. They get the event
+# with `withheld` naming what was left out, and fetch it where access is checked (the event's
+# `transcript_url`, GET /api/recordings/{id}/transcript), gone once the recording is deleted.
+WITHHELD: dict[str, tuple[str, ...]] = {"recording.transcribed": ("text",)}
+
+
+def shareable(event: dict[str, Any]) -> dict[str, Any]:
+    """The event without its WITHHELD data (a redacted event's null text is left as it is)."""
+    keys = [k for k in WITHHELD.get(event["type"], ()) if event["data"].get(k) is not None]
+    if not keys:
+        return event
+    data = {k: v for k, v in event["data"].items() if k not in keys}
+    return {**event, "data": {**data, "withheld": keys}}
+
+
 class Timeline:
     def __init__(self, pool: asyncpg.Pool, publish: Publish) -> None:
         self.pool = pool

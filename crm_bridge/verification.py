@@ -7,10 +7,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from console.passwords import hash_password_async, verify_password_async
+
+if TYPE_CHECKING:
+    from crm_bridge.db import Conn
 
 FIELDS = ("pin", "birth_date")
 MAX_FAILURES = 5
@@ -43,9 +47,10 @@ async def set_secret(pool: asyncpg.Pool, customer_id: uuid.UUID, field: str, val
     )
 
 
-async def verify(pool: asyncpg.Pool, customer_id: uuid.UUID, field: str, given: str) -> bool:
+async def verify(pool: asyncpg.Pool | Conn, customer_id: uuid.UUID, field: str, given: str) -> bool:
     """True when `given` matches. False when it does not, when the customer has no such secret, or while
-    verification is locked after MAX_FAILURES wrong answers (the lock is not revealed to the caller)."""
+    verification is locked after MAX_FAILURES wrong answers (the lock is not revealed to the caller).
+    `pool` may be a connection in a transaction (the conversation layer's): the count is kept with it."""
     row = await pool.fetchrow(
         "SELECT secret_hash, locked_until > now() AS locked FROM customer_secrets"
         " WHERE customer_id = $1 AND field = $2",

@@ -31,7 +31,8 @@ Signature (what a receiver checks). Each request carries:
     Hilo-Timestamp:  <Unix time in whole seconds when this attempt was signed>
     Hilo-Signature:  v1=<hex HMAC-SHA256 of f"{timestamp}.{body}" keyed with the subscription's secret>
 
-where `body` is the raw request body (UTF-8 JSON of the event, the same object the timeline API gives) and
+where `body` is the raw request body (UTF-8 JSON of the event, the same object the timeline API gives a
+non-admin: data listed in crm_bridge.timeline.WITHHELD, a transcript's text, is never sent) and
 the key is the secret's UTF-8 bytes. Recompute the HMAC over the exact bytes received, compare in constant
 time, and refuse timestamps more than a few minutes from your clock (replays). `verify` below does this.
 The secret is stored in the database (it has to be, to sign), returned once when the subscription is
@@ -59,7 +60,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 
-from crm_bridge.timeline import event_json
+from crm_bridge.timeline import event_json, shareable
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +422,7 @@ class DeliveryWorker:
                 )
             }
             events = {
-                ("timeline", r["id"]): event_json(r)
+                ("timeline", r["id"]): shareable(event_json(r))  # never a transcript's words: see WITHHELD
                 for r in await conn.fetch(
                     "SELECT * FROM timeline_events WHERE id = ANY($1::bigint[])", [r["event_id"] for r in rows]
                 )

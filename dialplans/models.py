@@ -58,6 +58,15 @@ class QueueRecording(_Strict):
     retention_days: int | None = Field(default=None, ge=1, le=36_500)
 
 
+class QueueAnnounce(_Strict):
+    """What a caller waiting in the queue hears over the music on hold, every `every_s` seconds (the first
+    time `every_s` after queueing): their place in the queue and/or the estimated wait (routing/estimate.py)."""
+
+    every_s: int = Field(default=30, ge=1, le=3_600)
+    position: bool = True
+    wait: bool = True
+
+
 class Queue(_Strict):
     id: Name
     name: str
@@ -77,6 +86,7 @@ class Queue(_Strict):
     agent_order: Literal["best_skill", "longest_idle"] = "best_skill"
     hours: Name | None = None  # a calendar of hours.yaml; interactions are refused while it is closed
     recording: QueueRecording = Field(default_factory=QueueRecording)
+    announce: QueueAnnounce | None = None  # None: music on hold only
 
     @model_validator(mode="after")
     def escalation_in_time_order(self) -> Queue:

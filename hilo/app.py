@@ -14,7 +14,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from asterisk.ami import AmiClient
 from asterisk.ari import AriClient
 from asterisk.dialplan import NumbersDialplanSync
+from bridges import http as bridges_http
+from bridges import webchat
+from bridges.conversations import Conversations, flow_by_channel
+from bridges.messages import InboundMessage
+from bridges.webchat_limits import webchat_limits
 from console import api
+from console import call_control as call_control_api  # noqa: F401 (declares /api/calls… on crm_rest.API)
+from console import chat as console_chat
+from console import transfers as transfers_api  # noqa: F401 (declares /api/calls/…/transfer)
 from console.auth import AUTH_KEY, TokenAuth
 from console.screenpop import ScreenPops
 from crm_bridge import connectors
@@ -33,6 +41,7 @@ from ivr.flows.rest import add_flow_routes
 from ivr.inbound import TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.speech.listener import SpeechService
 from ivr.tts import PromptCache, voice_for
+from ivr.waiting import warm_up
 from recordings import rest as recordings_rest  # noqa: F401 (declares /api/recordings… on crm_rest.API)
 from recordings import setup as recording_setup
 from reports import rest as reports_rest  # noqa: F401 (declares /api/reports… on crm_rest.API)
@@ -54,6 +63,7 @@ def init_app(settings: Settings) -> web.Application:
     checks_for(settings.dialplans_dir)  # a broken routing.yaml stops the start here, before any connection
     crm = connectors.from_settings(settings)  # so does a HILO_CRM_* setting that cannot work
     recording_keys = recording_setup.key_ring(settings)  # and a HILO_RECORDING_KEYS entry that cannot be used
+    messaging_config = bridges_http.load_messaging_config(settings)  # and a broken channels.yaml
     # and a broken kpis.yaml; a queue's service-level threshold is its routing.yaml SLA
     kpi_config = load_kpi_config(settings.dialplans_dir, {q.id: q.sla.within_s for q in routing.queues})
     registry = CollectorRegistry()
@@ -147,6 +157,11 @@ def init_app(settings: Settings) -> web.Application:
                 services.pool, services.redis, settings.namespace, lambda: flows.current.flows
             ).on_offer,
         )
+        dialler = services.calls.callbacks
+        dialler.dial, dialler.customer_ring_s = settings.callback_dial, settings.callback_ring_s
+        dialler.max_attempts, dialler.retry_s = settings.callback_max_attempts, settings.callback_retry_s
+        # the fixed parts of queue announcements, rendered before the first caller waits
+        warming = asyncio.create_task(warm_up(prompts, voice_for("en", None), "en"), name="warm-announcements")
         enrichment = None
         if crm is not None:  # a caller new to Hilo is looked up in the company's CRM, within a time box
             enrichment = connectors.CallerEnrichment(
@@ -165,6 +180,7 @@ def init_app(settings: Settings) -> web.Application:
         await services.ari.start()
         await services.ami.start()
         yield
+        warming.cancel()
         await services.calls.close()
         speech.close()
         if enrichment is not None:
@@ -192,6 +208,60 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([postgres, redis, telephony])
     app.cleanup_ctx.append(webhooks)
 
+    async def to_conversations(message: InboundMessage) -> None:
+        # The inbox's handler from its first message on: until the conversation layer runs (and after it
+        # stopped) a message fails and the inbox tries it again later, rather than taking it as processed.
+        if services.conversations is None:
+            raise RuntimeError("the conversation layer is not running")
+        await services.conversations(message)
+
+    async def messaging(_: web.Application) -> AsyncIterator[None]:
+        # Inbound SMS/WhatsApp are stored before they are acknowledged, then processed by the inbox's
+        # handler: the conversation layer (`to_conversations`, started just after this).
+        assert services.pool is not None
+        services.messaging = bridges_http.create_messaging(
+            settings, services.pool, config=messaging_config, handler=to_conversations
+        )
+        await services.messaging.start()
+        yield
+        await services.messaging.close()
+
+    app.cleanup_ctx.append(messaging)
+
+    async def conversations(_: web.Application) -> AsyncIterator[None]:
+        # Text conversations (bridges/conversations.py) answer the inbox; web chat replies go out through
+        # the outbox with the web chat sender, to the visitor's socket on whichever node holds it.
+        assert services.pool is not None and services.redis is not None and services.routing is not None
+        assert services.timeline is not None and services.flows is not None and services.messaging is not None
+        flows, messaging_now = services.flows, services.messaging
+        messaging_now.outbox.register(webchat.WebChatSender(services.redis, settings.namespace))
+        services.webchat = webchat.WebChat(
+            messaging_now.inbox,
+            services.redis,
+            settings.namespace,
+            limits=webchat_limits(settings),
+            trusted_proxies=messaging_now.trusted_proxies,
+        )
+        services.conversations = Conversations(
+            pool=services.pool,
+            redis=services.redis,
+            namespace=settings.namespace,
+            publish=services.timeline.publish,
+            engine=services.routing,
+            outbox=messaging_now.outbox,
+            live_flows=lambda: flows.current,
+            pick_flow=flow_by_channel(messaging_now.channels),
+            default_region=settings.default_region,
+            wrapup_s=settings.wrapup_s,
+            queue_max_wait_s=settings.queue_max_wait_s,
+        )
+        await services.conversations.start()
+        yield
+        conversations_now, services.conversations = services.conversations, None
+        await conversations_now.close()
+
+    app.cleanup_ctx.append(conversations)
+
     async def recordings(_: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.timeline is not None
         assert services.ari is not None and services.calls is not None
@@ -208,7 +278,12 @@ def init_app(settings: Settings) -> web.Application:
             queues=routing.queues,
         )
         services.calls.recorder = services.recordings
-        async with recording_setup.housekeeping(services.recordings, settings):  # spool sweep + retention purge
+        speech = services.calls.speech or SpeechService.from_config(settings.vosk_models, settings.speech_engines)
+        async with (
+            recording_setup.housekeeping(services.recordings, settings),  # spool sweep + retention purge
+            recording_setup.transcription(services.recordings, speech.engines, settings) as transcripts,
+        ):
+            services.transcripts = transcripts
             yield
 
     app.cleanup_ctx.append(recordings)
@@ -229,6 +304,9 @@ def init_app(settings: Settings) -> web.Application:
     # (and /api/recordings…: recordings.rest declares them on the same API when imported)
     api.add_routes(app)
     add_flow_routes(app)
+    console_chat.add_routes(app)  # the console's chat pane: /console/api/chats…
+    webchat.add_routes(app, lambda: services.webchat)  # the web chat widget and its visitors' socket
+    bridges_http.add_routes(app, lambda: services.messaging)  # /webhooks/twilio/…, /webhooks/whatsapp
     return app
 
 

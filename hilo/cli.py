@@ -23,6 +23,10 @@ def _secrets(settings: Settings) -> list[str]:
         settings.api_token,
         settings.database_url,
         settings.crm_auth,
+        settings.twilio_auth_token,
+        settings.whatsapp_app_secret,
+        settings.whatsapp_verify_token,
+        settings.whatsapp_access_token,
     ]
     keys = settings.recording_keys.get_secret_value()  # the whole list, and each key in it
     return [v.get_secret_value() for v in values] + [keys, *(k.partition(":")[2] for k in keys.split(","))]

@@ -11,12 +11,16 @@ from prometheus_client import CollectorRegistry
 
 from asterisk.ami import AmiClient
 from asterisk.ari import AriClient
+from bridges.conversations import Conversations
+from bridges.http import Messaging
+from bridges.webchat import WebChat
 from crm_bridge.timeline import Timeline
 from crm_bridge.webhooks import DeliveryWorker
 from hilo.settings import Settings
 from ivr.flows.live import FlowRuntime
 from ivr.inbound import InboundCalls
 from recordings.calls import CallRecorder
+from recordings.transcripts import TranscriptWorker
 from reports.monitor import WallboardMonitor
 from routing.engine import RoutingEngine
 from routing.live import AgentBoard
@@ -37,7 +41,11 @@ class Services:
     flows: FlowRuntime | None = None
     webhooks: DeliveryWorker | None = None
     recordings: CallRecorder | None = None  # None: no HILO_RECORDING_KEYS, nothing is recorded
+    transcripts: TranscriptWorker | None = None  # None: recordings or HILO_TRANSCRIPTS off
     wallboard: WallboardMonitor | None = None  # the wallboard, its alerts and the KPI reports
+    messaging: Messaging | None = None  # SMS/WhatsApp webhooks, the inbox processor and the outbox
+    conversations: Conversations | None = None  # the inbox's handler: flows, agents, threads over text
+    webchat: WebChat | None = None  # the web chat visitors' side (bridges/webchat.py)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     ring_timeout_s: int = 15
     queue_max_wait_s: int = 300
     wrapup_s: float = 0.0
+    # Booked callbacks (ivr/callbacks.py): how the customer is dialled (`{number}` = E.164; the dialplan
+    # context hilo-callback dials out through the carrier trunk), how long their phone rings, how many
+    # dials at most and the pause between them.
+    callback_dial: str = "Local/{number}@hilo-callback"
+    callback_ring_s: int = Field(default=30, ge=5, le=300)
+    callback_max_attempts: int = Field(default=3, ge=1, le=20)
+    callback_retry_s: float = Field(default=300.0, ge=1)
 
     # Outbound webhooks (crm_bridge/webhooks.py): a delivery is tried this many times, waiting
     # backoff_s * 2**(attempt-1) (jittered, capped at backoff_max_s) between tries, then dead-lettered.
@@ -84,6 +91,46 @@ class Settings(BaseSettings):
     recording_retention_days: int = Field(default=90, ge=1, le=36500)
     recording_purge_interval_s: float = Field(default=3600.0, gt=0)
     recording_url_ttl_s: int = Field(default=300, ge=10, le=86400)  # lifetime of a signed playback URL
+    # Transcripts (recordings/transcripts.py): every stored recording is transcribed in the background with
+    # the speech engine of its language (the call's flow's, else the customer's, else transcript_language);
+    # a failure is retried transcript_max_attempts times in all, transcript_retry_s apart (doubling).
+    transcripts: bool = True
+    transcript_language: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
+    transcript_max_attempts: int = Field(default=3, ge=1, le=20)
+    transcript_retry_s: float = Field(default=30.0, gt=0)
+
+    # Messaging (bridges/, channels in dialplans/channels.yaml). public_base_url: the https origin the
+    # providers call (their webhooks are signed over it); without it the request's own scheme and host,
+    # from X-Forwarded-Proto/-Host only when the request comes from trusted_proxies ("10.0.0.1,10.1.0.0/16").
+    public_base_url: str = ""
+    trusted_proxies: str = ""
+    twilio_account_sid: str = ""  # the account of channels.yaml entries that name none
+    twilio_auth_token: SecretStr = SecretStr("")  # signs Twilio's webhooks; the REST API password
+    twilio_api_base: str = "https://api.twilio.com"
+    whatsapp_app_secret: SecretStr = SecretStr("")  # signs the Cloud API's webhooks (X-Hub-Signature-256)
+    whatsapp_verify_token: SecretStr = SecretStr("")  # the subscription handshake's hub.verify_token
+    whatsapp_access_token: SecretStr = SecretStr("")  # bearer token of the Cloud API
+    whatsapp_api_base: str = "https://graph.facebook.com"
+    whatsapp_api_version: str = "v21.0"
+    # Outbox: a send is tried messaging_max_attempts times, waiting backoff_s * 2**(attempt-1) (jittered,
+    # capped) or the provider's Retry-After; each provider sends at most rate_per_s (bursts of burst).
+    messaging_max_attempts: int = Field(default=10, ge=1, le=100)
+    messaging_backoff_s: float = Field(default=1.0, gt=0)
+    messaging_backoff_max_s: float = Field(default=300.0, gt=0)
+    messaging_send_timeout_s: float = Field(default=15.0, gt=0, le=120)
+    # the conversation layer's time for one inbound message; a node stopped mid-way holds it 5 s longer
+    messaging_handler_timeout_s: float = Field(default=30.0, gt=0)
+    twilio_rate_per_s: float = Field(default=10.0, gt=0)
+    twilio_burst: int = Field(default=10, ge=1)
+    whatsapp_rate_per_s: float = Field(default=20.0, gt=0)
+    whatsapp_burst: int = Field(default=20, ge=1)
+    # The public web chat socket's rate limits (bridges/webchat_limits.py), per window of webchat_rate_window_s
+    # seconds; 0 turns one off.
+    webchat_rate_window_s: int = Field(default=60, ge=1, le=3600)
+    webchat_connects_per_address: int = Field(default=60, ge=0)
+    webchat_connects_per_visitor: int = Field(default=20, ge=0)
+    webchat_messages_per_address: int = Field(default=120, ge=0)
+    webchat_messages_per_visitor: int = Field(default=30, ge=0)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -32,9 +32,11 @@ async def originate_sim_call(
     namespace: str,
     hold_s: int = 600,
     in_app: bool = False,
+    tone: str = "",
 ) -> SimCall:
     """With `in_app`, the simulated phone enters `ari`'s own Stasis app instead of the dialplan, so the
-    caller of this function can press keys (`ari.send_dtmf`) whenever it likes; `digits` are then unused."""
+    caller of this function can press keys (`ari.send_dtmf`) whenever it likes; `digits` are then unused.
+    `tone` (e.g. "400"): what the caller sends after the digits, a steady tone, as a caller talking."""
     call = SimCall(f"sim-{uuid.uuid4()}", f"sim-{uuid.uuid4()}")
     where: dict[str, str] = (
         {"app": ari.app, "app_args": "sim-caller"} if in_app else {"context": "hilo-caller-sim", "extension": "s"}
@@ -47,7 +49,7 @@ async def originate_sim_call(
         channel_id=call.caller_leg,
         other_channel_id=call.ivr_leg,
         # `__` makes the variable inherited by the Local channel's other half, which runs hilo-inbound.
-        variables={"SIM_DIGITS": digits, "SIM_HOLD": str(hold_s), "__HILO_APP": namespace},
+        variables={"SIM_DIGITS": digits, "SIM_HOLD": str(hold_s), "SIM_TONE": tone, "__HILO_APP": namespace},
     )
     return call
 

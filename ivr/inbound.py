@@ -9,7 +9,6 @@ interaction closed, so nothing stays open forever."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,18 +20,28 @@ import asyncpg
 from prometheus_client import Counter, Gauge
 
 from asterisk.ari import AriClient, AriError
-from asterisk.events import StasisStart
+from asterisk.events import ChannelDestroyed, Event, StasisStart
 from asterisk.stasis import ChannelState, StasisRouter
 from crm_bridge import customers, identity, verification
 from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import RoutingConfig
-from ivr.flows.engine import FlowContext, Services, run_flow
+from ivr.callbacks import CUSTOMER_LEG_ARG, CallbackDialer
+from ivr.flows.engine import FlowContext, Outcome, Services, run_flow
 from ivr.flows.live import LiveFlows
+from ivr.flows.schema import Flow
+from ivr.flows.schema import Queue as QueueNode
+from ivr.flows.templates import render
+from ivr.live_calls import LiveCall, LiveCalls
 from ivr.speech.listener import SpeechService
+from ivr.supervision import SUPERVISOR_LEG_ARGS, Supervisions
+from ivr.transfers import Moved, Transfers
 from ivr.tts import PromptCache, voice_for
 from ivr.voice import CallerGone, VoiceSession
+from ivr.waiting import CallbackKey, QueueWait
 from recordings.calls import CallRecorder
 from recordings.catalog import Recording
+from recordings.flow import FlowRecording
+from reports.survey import answers_of
 from routing.engine import RoutingEngine
 from routing.model import Assignment, RoutingError
 from routing.offers import bridge_and_wait, ring_agent
@@ -47,6 +56,7 @@ TECHNICAL_PROBLEM_PROMPT = (
 APOLOGY_OUTCOMES = frozenset({"failed", "no-flow"})
 HANDED_OFF_OUTCOMES = frozenset({"transferred"})  # the channel lives on in the dialplan: not ours to hang up
 TRANSFER_CONTEXT = "hilo-transfer"  # asterisk/etc/extensions.conf
+TRANSFER_RETURN_ARG = "transfer-failed"  # Stasis argument of a transferred call sent back by hilo-transfer-failed
 VOICEMAIL_MAX_S = 120
 VOICEMAIL_MAX_SILENCE_S = 5
 OFFER_HOOK_DEADLINE_S = 0.5  # the screen-pop may never hold up ringing the agent for longer than this
@@ -111,13 +121,43 @@ class InboundCalls:
         self.recorder = recorder  # settable: None records nothing (recordings/calls.py)
         self.stasis = StasisRouter(self._on_new_call)
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.live = LiveCalls(ari, timeline)  # calls with an agent now: hold, and the supervisors' way in
+        self.supervisions = Supervisions(ari, self.stasis, self.live, ring_timeout_s=ring_timeout_s)
+        # Booked callbacks are dialled by this node too (configured from settings by hilo.app).
+        self.callbacks = CallbackDialer(
+            ari=ari,
+            stasis=self.stasis,
+            pool=pool,
+            timeline=timeline,
+            engine=engine,
+            on_offer=lambda interaction, agent_id: self.on_offer(interaction, agent_id),
+            spawn=self._spawn,
+            ring_timeout_s=ring_timeout_s,
+            wrapup_s=wrapup_s,
+        )
+        # Agents handing their calls on, blind or after consulting (ivr/transfers.py).
+        self.transfers = Transfers(
+            ari=ari,
+            stasis=self.stasis,
+            engine=engine,
+            timeline=timeline,
+            live=self.live,
+            on_offer=lambda interaction, agent_id: self.on_offer(interaction, agent_id),
+            ring_timeout_s=ring_timeout_s,
+            wrapup_s=wrapup_s,
+        )
+        engine.calls_gone = self.calls_gone  # the routing rebuild asks Asterisk through us
+        self._transfer_returns: dict[str, asyncio.Future[str]] = {}  # channel -> "returned" | "ended"
+        self._transfer_status: dict[str, str] = {}  # channel -> Dial's status of the failed transfer
+        ari.handlers.append(self._on_transfer_event)  # before the router: a returning call is not a new one
         ari.handlers.append(self.stasis.handle)
         ari.on_connect.append(self.resync)
+        ari.on_connect.append(self.callbacks.start)
 
     # -- entry ------------------------------------------------------------------------------------
     def _on_new_call(self, start: StasisStart) -> None:
-        if start.args and start.args[0] == "agent":
-            # An agent leg we no longer track (e.g. it answered after the caller left): end it.
+        if start.args and start.args[0] in ("agent", CUSTOMER_LEG_ARG, *SUPERVISOR_LEG_ARGS):
+            # A leg we originated and no longer track (e.g. an agent answered after the caller left): end it.
             self._spawn(start.channel.id, self._hangup_stray(start.channel.id))
             return
         self._spawn(start.channel.id, self._run_call(start))
@@ -132,6 +172,8 @@ class InboundCalls:
         await self.ari.hangup(channel_id)
 
     async def close(self) -> None:
+        await self.callbacks.close()
+        await self.supervisions.close()
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
@@ -212,6 +254,7 @@ class InboundCalls:
             await self.timeline.record(interaction, "ivr.no_flow", {"dialed": dialed, "version": live.version})
             return "no-flow", "system"
         interaction.context["flow_version"] = live.version
+        interaction.context["flow_language"] = flow.language  # e.g. the language of the call's transcripts
         await self.timeline.record(interaction, "ivr.flow_started", {"flow": flow.flow, "version": live.version})
         session = VoiceSession(
             self.ari,
@@ -228,44 +271,114 @@ class InboundCalls:
 
         # A customer made just now is not "known" yet: the flow greets them as new.
         customer = None if who.created else {"id": str(who.customer_id), "name": who.display_name}
-        outcome = await run_flow(
-            flow,
-            session,
-            FlowContext(
-                caller_number=interaction.context.get("caller_number"),
-                channel="voice",
-                customer=customer,
-                flows=live.flows,
-                services=Services(
-                    lookup_customer=self._lookup_customer,
-                    calendars=live.calendars,
-                    verify_customer=self._verify_customer,
-                ),
-                record=record,
+        context = FlowContext(
+            caller_number=interaction.context.get("caller_number"),
+            channel="voice",
+            customer=customer,
+            flows=live.flows,
+            services=Services(
+                lookup_customer=self._lookup_customer,
+                calendars=live.calendars,
+                verify_customer=self._verify_customer,
             ),
+            record=record,
+            # `record` and `consent` nodes (recordings/flow.py); none when nothing is recorded here
+            recording=FlowRecording(self.recorder, self.stasis, interaction, channel.id, self._spawn)
+            if self.recorder is not None
+            else None,
         )
-        # What the caller told the IVR travels with the interaction: to routing, the agent, a transfer.
-        # Secret answers (PINs, dates of birth) are masked: they never leave the flow.
-        collected = {k: v for k, v in outcome.shown_variables().items() if k not in ("caller", "customer", "now")}
-        interaction.context["ivr"] = {"flow": outcome.flow, "node": outcome.node, "variables": collected}
-        session.check_alive()
-        if outcome.action == "queue" and outcome.target:
-            interaction.context["queue"] = outcome.target
-            await self.timeline.update(interaction, state="queued", queue=outcome.target)
-            await record("routing.queued", {"queue": outcome.target, "priority": outcome.priority})
-            return await self._connect_to_agent(session, channel, interaction, outcome.target, outcome.priority)
-        if outcome.action == "hangup":
-            return "ivr-ended", "system"
-        if outcome.action == "error":
-            return "failed", "system"
-        if outcome.action == "voicemail":
-            return await self._take_voicemail(session, channel, interaction)
-        if outcome.action == "callback":
-            return await self._book_callback(interaction)
-        if outcome.action == "transfer" and outcome.target:
-            return await self._transfer(channel, interaction, outcome.target)
-        await record("ivr.flow_error", {"reason": f"outcome {outcome.action!r} without a target"})
-        return "failed", "system"
+        context.services.save_survey_answer = answers_of(self.pool, self.timeline.publish, interaction.id)
+        outcome = await run_flow(flow, session, context)
+        # Set while the interaction still holds its place in a queue after the wait there ended (the
+        # caller asked for a callback, or waited too long) and the flow goes on: a callback booked then
+        # keeps the place; any other end of the flow gives it up.
+        kept: list[str] = []
+        try:
+            while True:
+                # What the caller told the IVR travels with the interaction: to routing, the agent, a
+                # transfer. Secret answers (PINs, dates of birth) are masked: they never leave the flow.
+                collected = {
+                    k: v for k, v in outcome.shown_variables().items() if k not in ("caller", "customer", "now")
+                }
+                interaction.context["ivr"] = {"flow": outcome.flow, "node": outcome.node, "variables": collected}
+                session.check_alive()
+                node = live.flows[outcome.flow].nodes.get(outcome.node) if outcome.flow in live.flows else None
+                if outcome.action == "callback":
+                    queue = interaction.context.get("queue") if kept else getattr(node, "queue", None)
+                    booked = await self._book_callback(interaction, queue, keeps_place=bool(kept))
+                    kept.clear()  # the place is the callback's now (or given up if it could not be booked)
+                    return booked
+                if kept:
+                    await self._leave_queue(kept.pop(), "timeout")
+                if outcome.action == "queue" and outcome.target:
+                    ended = await self._queue_call(session, channel, interaction, outcome, node)
+                    if isinstance(ended, tuple):
+                        after = node.after_agent if isinstance(node, QueueNode) else None
+                        if after is not None and ended == ("completed", "agent") and not channel.gone.is_set():
+                            context.variables = collected
+                            await self._after_agent(session, context, live.flows[outcome.flow], after)
+                        return ended
+                    kept.append(str(interaction.id))
+                    context.variables = collected
+                    outcome = await run_flow(live.flows[outcome.flow], session, context, start=ended)
+                    continue
+                if outcome.action == "hangup":
+                    return "ivr-ended", "system"
+                if outcome.action == "error":
+                    return "failed", "system"
+                if outcome.action == "voicemail":
+                    return await self._take_voicemail(session, channel, interaction)
+                if outcome.action == "transfer" and outcome.target:
+                    handed = await self._transfer(
+                        channel, interaction, outcome.target, getattr(node, "on_failure", None)
+                    )
+                    if isinstance(handed, tuple):
+                        return handed
+                    context.variables = collected
+                    outcome = await run_flow(live.flows[outcome.flow], session, context, start=handed)
+                    continue
+                await record("ivr.flow_error", {"reason": f"outcome {outcome.action!r} without a target"})
+                return "failed", "system"
+        finally:
+            if kept:  # the caller left (or the call failed) while the flow went on: the place goes
+                await self._leave_queue(kept.pop(), "abandoned" if channel.gone.is_set() else "ended")
+
+    async def _queue_call(
+        self, session: VoiceSession, channel: ChannelState, interaction: Interaction, outcome: Outcome, node: Any
+    ) -> tuple[str, str] | str:
+        """Queue the call and connect it to an agent: the call's end, or the node where the flow goes on
+        (still holding its place in the queue) after the callback key or the end of the wait."""
+        assert outcome.target is not None
+        interaction.context["queue"] = outcome.target
+        await self.timeline.update(interaction, state="queued", queue=outcome.target)
+        await self.timeline.record(
+            interaction, "routing.queued", {"queue": outcome.target, "priority": outcome.priority}
+        )
+        callback = None
+        offer_spec = node.callback_offer if isinstance(node, QueueNode) else None
+        if offer_spec is not None:
+            text = render(offer_spec.prompt, outcome.variables)
+            callback = CallbackKey(offer_spec.every_s, offer_spec.key, text)
+        return await self._connect_to_agent(
+            session,
+            channel,
+            interaction,
+            outcome.target,
+            outcome.priority,
+            max_wait_s=node.max_wait_s if isinstance(node, QueueNode) else None,
+            on_timeout=node.on_timeout if isinstance(node, QueueNode) else None,
+            callback=callback,
+            callback_next=offer_spec.next if offer_spec is not None else None,
+        )
+
+    async def _after_agent(self, session: VoiceSession, context: FlowContext, flow: Flow, start: str) -> None:
+        """The agent hung up first and the caller is still there: the flow goes on at the queue node's
+        `after_agent` (e.g. a post-call survey). The call keeps its outcome (completed, ended by the agent);
+        how this part ends, even the caller hanging up, changes nothing."""
+        try:
+            await run_flow(flow, session, context, start=start)
+        except CallerGone:
+            pass
 
     async def _take_voicemail(
         self, session: VoiceSession, channel: ChannelState, interaction: Interaction
@@ -291,35 +404,90 @@ class InboundCalls:
         await self.timeline.record(interaction, "voicemail.recorded", interaction.context["voicemail"])
         return "voicemail", "caller" if channel.gone.is_set() else "system"
 
-    async def _book_callback(self, interaction: Interaction) -> tuple[str, str]:
+    async def _book_callback(
+        self, interaction: Interaction, queue: str | None, *, keeps_place: bool
+    ) -> tuple[str, str]:
+        """Store the callback before the caller hears it confirmed. `keeps_place`: the interaction still
+        waits in `queue` at its place, and the callback dialler (ivr/callbacks.py) calls when an agent is
+        offered it; otherwise it is queued now (when the callback node names a queue)."""
+        iid = str(interaction.id)
         number = interaction.context.get("caller_number")
         if not number:  # withheld or unusable caller number: nobody to call back
             await self.timeline.record(interaction, "callback.refused", {"reason": "no caller number"})
+            if keeps_place:
+                await self._leave_queue(iid, "callback-refused")
             return "callback-unavailable", "system"
-        queue = interaction.context.get("queue")
         booked = await self.pool.fetchval(
-            "INSERT INTO callbacks (interaction_id, customer_id, number, queue, context)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (interaction_id) DO NOTHING RETURNING id",
+            "INSERT INTO callbacks (interaction_id, customer_id, number, queue, context, max_attempts)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (interaction_id) DO NOTHING RETURNING id",
             interaction.id,
             interaction.customer_id,
             number,
             queue,
             interaction.context,
+            self.callbacks.max_attempts,
         )
+        # The pop of the callback shows the booking (kept with the interaction when the call ends).
+        interaction.context["callback"] = {"id": booked, "number": number, "queue": queue, "keeps_place": keeps_place}
         await self.timeline.record(
-            interaction, "callback.requested", {"callback_id": booked, "number": number, "queue": queue}
+            interaction,
+            "callback.requested",
+            {"callback_id": booked, "number": number, "queue": queue, "keeps_place": keeps_place},
         )
+        if queue is not None and not keeps_place:
+            try:
+                await self.engine.enqueue(iid, queue)
+            except RoutingError as exc:  # e.g. the queue is closed now: the booking stays for a person to see
+                log.warning("callback %s cannot be queued to %s: %s", booked, queue, exc)
+                await self.timeline.record(interaction, "routing.refused", {"queue": queue, "reason": str(exc)})
         return "callback-requested", "system"
 
-    async def _transfer(self, channel: ChannelState, interaction: Interaction, target: str) -> tuple[str, str]:
+    async def _transfer(
+        self, channel: ChannelState, interaction: Interaction, target: str, on_failure: str | None = None
+    ) -> tuple[str, str] | str:
         """Hand the call to the dialplan's transfer context; the interaction id goes with it as a channel
-        variable, so whoever takes the call can fetch everything the caller already said."""
+        variable, so whoever takes the call can fetch everything the caller already said. With `on_failure`,
+        a target that does not answer sends the call back here (hilo-transfer-failed in extensions.conf) and
+        that node is returned, for the flow to go on; a transfer that was answered ends the call's part here
+        when the channel ends."""
         interaction.context["transfer"] = {"to": target}
         await self.timeline.update(interaction, state="transferred")
         await self.timeline.record(interaction, "ivr.transfer", {"to": target})
-        await self.ari.set_variable(channel.id, "HILO_INTERACTION", str(interaction.id))
-        await self.ari.continue_in_dialplan(channel.id, TRANSFER_CONTEXT, target)
-        return "transferred", "system"
+        back: asyncio.Future[str] | None = None
+        if on_failure is not None:
+            back = self._transfer_returns[channel.id] = asyncio.get_running_loop().create_future()
+            await self.ari.set_variable(channel.id, "HILO_TRANSFER_RETURN", TRANSFER_RETURN_ARG)
+            await self.ari.subscribe(f"channel:{channel.id}")  # its ChannelDestroyed after it left the app
+        try:
+            await self.ari.set_variable(channel.id, "HILO_INTERACTION", str(interaction.id))
+            await self.ari.continue_in_dialplan(channel.id, TRANSFER_CONTEXT, target)
+            if back is None or await back != "returned":
+                return "transferred", "system"
+        finally:
+            self._transfer_returns.pop(channel.id, None)
+        # The same channel is back in the app: it is the caller again, not gone.
+        channel.gone.clear()
+        channel.gone_reason = ""
+        channel.digits.clear()
+        status = self._transfer_status.pop(channel.id, "")
+        interaction.context["transfer"] = {"to": target, "failed": status}
+        await self.timeline.update(interaction, state="ivr")
+        await self.timeline.record(interaction, "ivr.transfer_failed", {"to": target, "status": status})
+        assert on_failure is not None  # only then does the call come back
+        return on_failure
+
+    def _on_transfer_event(self, event: Event) -> None:
+        """A transferred call coming back (its target did not answer) or ending (it did)."""
+        if not isinstance(event, StasisStart | ChannelDestroyed):
+            return
+        waiting = self._transfer_returns.get(event.channel.id)
+        if waiting is None or waiting.done():
+            return
+        if isinstance(event, StasisStart) and event.args[:1] == [TRANSFER_RETURN_ARG]:
+            self._transfer_status[event.channel.id] = event.args[2] if len(event.args) > 2 else ""
+            waiting.set_result("returned")
+        elif isinstance(event, ChannelDestroyed):
+            waiting.set_result("ended")
 
     async def _lookup_customer(self, kind: str, value: str) -> dict[str, Any] | None:
         # `identity: account` (any kind that is not a built-in one) names an outside system's ids,
@@ -340,11 +508,22 @@ class InboundCalls:
         return await verification.verify(self.pool, uuid.UUID(customer_id), field, given)
 
     async def _connect_to_agent(
-        self, session: VoiceSession, channel: ChannelState, interaction: Interaction, queue: str, priority: int = 0
-    ) -> tuple[str, str]:
+        self,
+        session: VoiceSession,
+        channel: ChannelState,
+        interaction: Interaction,
+        queue: str,
+        priority: int = 0,
+        *,
+        max_wait_s: int | None = None,
+        on_timeout: str | None = None,
+        callback: CallbackKey | None = None,
+        callback_next: str | None = None,
+    ) -> tuple[str, str] | str:
         loop = asyncio.get_running_loop()
         config = self.engine.queues.get(queue) or self.queues.get(queue)
-        deadline = loop.time() + ((config.max_wait_s if config else None) or self.queue_max_wait_s)
+        wait_s = max_wait_s or (config.max_wait_s if config else None) or self.queue_max_wait_s
+        deadline = loop.time() + wait_s
         iid = str(interaction.id)
         try:
             offer: Assignment | None = await self.engine.enqueue(iid, queue, priority=priority)
@@ -352,18 +531,33 @@ class InboundCalls:
             log.warning("call %s cannot be queued to %s: %s", channel.id, queue, exc)
             await self.timeline.record(interaction, "routing.refused", {"queue": queue, "reason": str(exc)})
             return "failed", "system"
-        on_hold = talking = False
+        wait = QueueWait(
+            self.ari,
+            session,
+            self.engine,
+            iid,
+            announce=config.announce if config else None,
+            callback=callback,
+        )
+        talking = keep_place = False
         try:
-            while loop.time() < deadline:
+            while True:
                 session.check_alive()
                 if offer is None:
-                    offer = await self._wait_for_offer(channel, iid, min(2.0, deadline - loop.time()))
-                    session.check_alive()
-                if offer is None:
-                    if not on_hold and not channel.gone.is_set():
-                        await self.ari.start_moh(channel.id)
-                        on_hold = True
-                    continue
+                    ended = await wait.until_offer(deadline)
+                    if ended.kind == "callback" and callback_next:
+                        await wait.unhold()
+                        await self.timeline.record(
+                            interaction, "routing.callback_chosen", {"queue": queue, "next": callback_next}
+                        )
+                        keep_place = True
+                        return callback_next
+                    if ended.kind == "timeout":
+                        keep_place = on_timeout is not None  # until the flow's end says otherwise
+                        break
+                    offer = ended.offer
+                    if offer is None:
+                        continue
                 agent_id = offer.agent_id
                 await self.timeline.record(interaction, "routing.offered", {"agent": agent_id, "queue": offer.via})
                 await self._before_ringing(interaction, agent_id)
@@ -378,38 +572,40 @@ class InboundCalls:
                     ring_timeout_s=self.ring_timeout_s,
                 )
                 if answered is None:
+                    offer = None
                     if channel.gone.is_set():
                         continue  # the caller left while it rang: not the agent's fault
                     # Not answered: routing rests the agent (away) and puts the caller back in their place.
                     await self.timeline.record(interaction, "routing.not_answered", {"agent": agent_id})
                     offer = await self.engine.not_answered(iid, agent_id)
                     continue
-                talking = True
-                return await self._talk(channel, interaction, agent_id, answered.channel, on_hold)
+                leg = answered.channel
+                while True:
+                    talked = await self._talk(channel, interaction, agent_id, leg, wait.on_hold)
+                    if not isinstance(talked, Moved):
+                        talking = True
+                        return talked
+                    wait.on_hold = talked.on_hold
+                    if talked.leg is None or talked.agent_id is None:
+                        break
+                    agent_id, leg = talked.agent_id, talked.leg  # attended: the new agent is on the line
+                # Blind: the caller waits again (in the target queue), or rings the agent it was offered to.
+                queue, offer = talked.queue or queue, talked.offer
+                config = self.engine.queues.get(queue) or self.queues.get(queue)
+                wait_s = (config.max_wait_s if config else None) or self.queue_max_wait_s
+                deadline = loop.time() + wait_s
+                wait.announce = config.announce if config else None
         finally:
-            if on_hold and not channel.gone.is_set():
-                await self.ari.stop_moh(channel.id)
-            if not talking:  # out of the queue (an agent it was offered to is free again)
+            if wait.on_hold and not talking:
+                await wait.unhold()
+            if not talking and not keep_place:  # out of the queue (an agent it was offered to is free again)
                 await self._leave_queue(iid, "abandoned" if channel.gone.is_set() else "timeout")
+        await self.timeline.record(interaction, "routing.timeout", {"queue": queue, "waited_s": wait_s})
+        if on_timeout:
+            return on_timeout  # the flow goes on, still holding the place (the journey gives it up if need be)
         session.check_alive()
-        await self.timeline.record(interaction, "routing.timeout", {"queue": queue})
         await session.say(config.no_agent_prompt if config else TECHNICAL_PROBLEM_PROMPT, interruptible=False)
         return "no-agent", "system"
-
-    async def _wait_for_offer(self, channel: ChannelState, interaction_id: str, timeout: float) -> Assignment | None:
-        """The offer routing makes for this call (any node's decision wakes it), unless the caller leaves."""
-        waiting = asyncio.ensure_future(self.engine.wait_for_offer(interaction_id, max(timeout, 0.05)))
-        gone = asyncio.ensure_future(channel.gone.wait())
-        try:
-            await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if waiting.done():
-            return waiting.result()
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
-        return None
 
     async def _leave_queue(self, interaction_id: str, reason: str) -> None:
         try:
@@ -430,7 +626,7 @@ class InboundCalls:
         agent_id: str,
         agent_leg: ChannelState,
         on_hold: bool,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str] | Moved:
         if not await self.engine.answered(str(interaction.id), agent_id):
             log.warning("interaction %s: the offer to %s was withdrawn before the answer", interaction.id, agent_id)
         interaction.context.update({"agent_channel_ref": agent_leg.id})
@@ -439,6 +635,8 @@ class InboundCalls:
 
         talked = False
         bridge_id = f"{self.ari.app}-bridge-{interaction.id}"
+        if handed := len(interaction.context.get("transfers") or []):
+            bridge_id += f"-{handed}"  # after a transfer: the previous bridge may still be on its way out
         recording: Recording | None = None
 
         async def connected() -> None:
@@ -446,6 +644,7 @@ class InboundCalls:
             talked = True
             await self.timeline.update(interaction, state="connected", agent_id=agent_id, answered_at=datetime.now(UTC))
             await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
+            self.live.add(LiveCall(interaction, agent_id, channel, agent_leg, bridge_id))
             if self.recorder is not None:  # the conversation, from the moment they are bridged (never fails the call)
                 recording = await self.recorder.start_call(interaction, bridge_id, agent_id)
 
@@ -456,12 +655,21 @@ class InboundCalls:
         try:
             hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, bridge_id, connected, stop_recording)
         finally:
+            await self.live.ended(str(interaction.id))  # no more hold or supervision (a held caller's music stops)
+            moved = await self.transfers.handoff(str(interaction.id))  # transferred: the caller goes on
             await self.ari.hangup(agent_leg.id)
             self.stasis.forget(agent_leg.id)
-            self._spawn_release(str(interaction.id))
+            if moved is None:  # a transfer has released the agent already
+                self._spawn_release(str(interaction.id))
             if recording is not None and self.recorder is not None:
                 # The bridge is gone, so Asterisk is closing the file: it is encrypted and stored beside the call's end.
                 self._spawn(f"recording-{recording.id}", self.recorder.finish_call(recording))
+        if talked:  # the agent's part ends here, even if the caller stays on (a post-call survey)
+            await self.timeline.record(interaction, "agent.call_ended", {"agent": agent_id, "hangup_by": hangup_by})
+        if moved is not None:
+            if not channel.gone.is_set():
+                return moved
+            await self._leave_queue(str(interaction.id), "abandoned")  # transferred, then the caller left
         if hangup_by == "system":
             return "dropped", hangup_by
         return ("completed" if talked else "abandoned"), hangup_by
@@ -495,6 +703,19 @@ class InboundCalls:
             log.warning("could not play the apology on %s", channel.id)
 
     # -- resync after a reconnect -----------------------------------------------------------------
+    async def calls_gone(self, interaction_ids: list[str]) -> set[str]:
+        """Of these interactions routing holds, the calls whose channel Asterisk no longer has (ARI's list
+        of channels). A booked callback (being dialled or talking on its own legs) has no call of its own on
+        purpose and is kept; so is anything not a call."""
+        channels = {c["id"] for c in await self.ari.request("GET", "/channels")}
+        rows = await self.pool.fetch(
+            "SELECT i.id, i.channel_ref FROM interactions i WHERE i.id = ANY($1::uuid[]) AND i.channel = 'voice'"
+            " AND NOT EXISTS (SELECT 1 FROM callbacks c WHERE c.interaction_id = i.id"
+            " AND c.state IN ('pending', 'dialing', 'done'))",
+            [uuid.UUID(i) for i in interaction_ids],
+        )
+        return {str(r["id"]) for r in rows if r["channel_ref"] not in channels}
+
     async def resync(self) -> None:
         try:
             app = await self.ari.application()

@@ -13,7 +13,7 @@ from asterisk.events import LiveRecording
 from asterisk.stasis import ChannelState, StasisRouter
 from ivr.flows.engine import Answer, SpeechRequest
 from ivr.speech.engines import EngineUnavailable
-from ivr.speech.listener import SpeechService, Turn
+from ivr.speech.listener import ListenFailed, SpeechService, Turn
 from ivr.speech.matching import Grammar, GrammarError
 from ivr.tts import PromptCache
 
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RECORDING_GRACE_S = 5  # beyond a message's time limit, for Asterisk to close the file and report it
 SPEECH_RESULT_GRACE_S = 2.0  # beyond the longest utterance, for its last words to be decoded
+GONE_GRACE_S = 2.0  # for a channel Asterisk no longer has, until its StasisEnd arrives
 TERMINATOR_GRACE_S = 1.0  # how long a terminator typed after the last allowed digit still counts
 
 
@@ -142,7 +143,21 @@ class VoiceSession:
         if typed is not None:
             return Answer("dtmf", typed)
         assert self.speech is not None, "speech_unavailable() said speech can be used"
-        async with self.speech.listen(self.ari, self.stasis, self.channel.id, _turn(request)) as listener:
+        try:
+            return await self._ask_listening(prompt, request, self.speech)
+        except ListenFailed as exc:
+            # Speech is a convenience: a turn that cannot listen still takes keys, the call never fails on it.
+            if exc.channel_missing:  # the caller hung up: their StasisEnd is on its way
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.channel.gone.wait(), GONE_GRACE_S)
+            self.check_alive()
+            log.warning("speech on %s: %s; this turn takes keys only", self.channel.id, exc)
+            await self.say(prompt)
+            digit = await self.read_digit(request.timeout_s)
+            return Answer("dtmf", digit) if digit is not None else None
+
+    async def _ask_listening(self, prompt: str, request: SpeechRequest, speech: SpeechService) -> Answer | None:
+        async with speech.listen(self.ari, self.stasis, self.channel.id, _turn(request)) as listener:
             media = await self.prompts.render(prompt, self.voice, self.language)
             await self.play_media(media, stop_on=listener.speech_started)
             if not listener.speech_started.is_set():
@@ -171,8 +186,9 @@ class VoiceSession:
                 log.info(
                     "speech on %s: %r -> %s (confidence %.2f, %s, %.0f ms after the end of speech)",
                     self.channel.id,
-                    heard.text,
-                    heard.choice,
+                    # Spoken digits may be an account number: their count only.
+                    f"<{len(heard.text.split())} words>" if request.digits else heard.text,
+                    f"<{len(heard.choice)} digits>" if request.digits and heard.choice else heard.choice,
                     heard.confidence,
                     heard.engine,
                     heard.latency_s * 1000,
@@ -243,8 +259,12 @@ class VoiceSession:
 
 
 def _turn(request: SpeechRequest) -> Turn:
+    if request.digits is not None:
+        grammar = Grammar.digits(request.language, *request.digits)
+    else:
+        grammar = Grammar.of(request.phrases)
     return Turn(
-        Grammar.of(request.phrases),
+        grammar,
         request.language,
         min_confidence=request.min_confidence,
         engine=request.engine,

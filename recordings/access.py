@@ -1,9 +1,16 @@
 """Who may use a recording, and the short-lived signed URLs the browser plays it from.
 
-Agents may use the recordings of their own calls (the agent on the recorded call); supervisors and admins
-all of them. Playback in a browser cannot send a bearer token with an <audio> element, so the API hands out
-a URL that carries its own proof: the recording id, what it is for (playback or download), who asked, and
-an expiry, signed with HMAC-SHA256 under a key derived from the recording key ring."""
+Agents use the recordings of their own calls (the agent on the recorded call); supervisors those of the
+agents in the teams they supervise (`console_users.teams`; agents' teams are `agents.teams`, from
+routing.yaml), and of calls with no agent (voicemail, a flow's recording) whose queue an agent of those teams
+serves; admins all of them. Teams are read at each request, so a change of team takes effect at once. The
+rule is one SQL condition (`Scope.condition`) used alike by the listing, the search and each single
+recording, so what a list shows and what can be opened never differ.
+
+Playback in a browser cannot send a bearer token with an <audio> element, so the API hands out a URL that
+carries its own proof: the recording id, what it is for (playback or download), who asked, and an expiry,
+signed with HMAC-SHA256 under a key derived from the recording key ring. Who asked is checked again when
+the URL is played, so a link outlives neither its holder's access nor their account."""
 
 from __future__ import annotations
 
@@ -11,20 +18,87 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
 from console.sessions import Principal
-from recordings.catalog import Recording
+
+if TYPE_CHECKING:
+    from recordings.catalog import Db
 
 Mode = Literal["playback", "download"]
-STAFF_ROLES = frozenset({"admin", "supervisor"})
 
 
-def may_use(who: Principal, rec: Recording) -> bool:
-    if who.role in STAFF_ROLES:
-        return True
-    return who.role == "agent" and who.agent_id is not None and who.agent_id == rec.agent_id
+@dataclass(frozen=True)
+class Scope:
+    """The recordings someone may use: all of them, one agent's calls, or those of some teams; else none."""
+
+    everything: bool = False
+    agent_id: str | None = None
+    teams: tuple[str, ...] = ()
+
+    def condition(self, param: int, alias: str = "r") -> tuple[str, list[Any]]:
+        """SQL true for the recordings (table alias `alias`) in scope, with its arguments from $`param` on."""
+        if self.everything:
+            return "true", []
+        if self.agent_id is not None:
+            return f"{alias}.agent_id = ${param}", [self.agent_id]
+        if not self.teams:
+            return "false", []
+        team_agents = f"SELECT a.id FROM agents a WHERE a.teams && ${param}::text[]"  # noqa: S608 (a number)
+        team_queues = f"SELECT unnest(a.queues) FROM agents a WHERE a.teams && ${param}::text[]"  # noqa: S608
+        return (
+            f"({alias}.agent_id IN ({team_agents}) OR ({alias}.agent_id IS NULL AND {alias}.queue IN ({team_queues})))",
+            [list(self.teams)],
+        )
+
+    def refusal(self) -> str:
+        """Why a recording out of scope is refused (403)."""
+        if self.agent_id is not None:
+            return "agents may only use the recordings of their own calls"
+        if self.teams:
+            return f"supervisors may only use the recordings of their teams ({', '.join(self.teams)})"
+        return "no recordings are open to you (a supervisor needs teams: hilo users add --team)"
+
+
+NOTHING = Scope()
+
+
+async def scope_of(db: Db, who: Principal) -> Scope:
+    """What `who` may use: admin everything, an agent their own calls, a supervisor their teams' (read now)."""
+    if who.role == "admin":
+        return Scope(everything=True)
+    if who.role == "agent":
+        return Scope(agent_id=who.agent_id) if who.agent_id else NOTHING
+    if who.role == "supervisor" and who.username:
+        teams = await db.fetchval(
+            "SELECT teams FROM console_users WHERE username = $1 AND role = 'supervisor'", who.username
+        )
+        return Scope(teams=tuple(sorted(teams))) if teams else NOTHING
+    return NOTHING
+
+
+async def scope_of_actor(db: Db, actor: str) -> Scope:
+    """The scope of whoever a signed URL was issued to (see `actor_of`), as they are now: a console user
+    removed or changed since is judged by what they are now (nothing, if removed)."""
+    kind, _, name = actor.partition(":")
+    if kind == "api":
+        return await scope_of(db, Principal(name))
+    if kind == "console":
+        row = await db.fetchrow("SELECT role, agent_id FROM console_users WHERE username = $1", name)
+        if row is not None:
+            return await scope_of(db, Principal(row["role"], row["agent_id"], name))
+    return NOTHING
+
+
+async def in_scope(db: Db, scope: Scope, recording_id: uuid.UUID) -> bool:
+    condition, args = scope.condition(2)
+    found = await db.fetchval(
+        f"SELECT true FROM recordings r WHERE r.id = $1 AND {condition}",  # noqa: S608 (our own condition)
+        recording_id,
+        *args,
+    )
+    return bool(found)
 
 
 def actor_of(who: Principal) -> str:

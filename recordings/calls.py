@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from crm_bridge.timeline import Interaction, Timeline
 from recordings import catalog
 from recordings.audio import duration_s, insert_silence
 from recordings.catalog import Recording
-from recordings.policy import RecordingPolicy
+from recordings.policy import CONSENT_KEY, RecordingPolicy
 from recordings.storage import EncryptedStore, private_dirs
 
 log = logging.getLogger(__name__)
@@ -95,44 +96,70 @@ class CallRecorder:
         queue = interaction.context.get("queue")
         variables = (interaction.context.get("ivr") or {}).get("variables") or {}
         try:
-            reason = self.policy.skip_reason(queue, variables)
+            reason = self.policy.skip_reason(queue, variables, interaction.context.get(CONSENT_KEY))
             if reason is not None:
                 await self.timeline.record(interaction, "recording.skipped", {"reason": reason})
                 return None
-            recording_id = uuid.uuid4()
-            name = f"{self.ari.app}-rec-{recording_id}"
-            self._endings[name] = asyncio.get_running_loop().create_future()
-            try:
+
+            async def record(name: str) -> None:
                 await self.ari.record_bridge(bridge_id, name, fmt=FORMAT)
-            except AriError as exc:
-                self._endings.pop(name, None)
-                log.error("could not start recording bridge %s: %s", bridge_id, exc)
-                await self.timeline.record(interaction, "recording.failed", {"reason": f"ARI {exc.status}"})
-                return None
-            try:
-                rec = await catalog.create(
-                    self.pool,
-                    kind="call",
-                    interaction_id=interaction.id,
-                    customer_id=interaction.customer_id,
-                    agent_id=agent_id,
-                    queue=queue,
-                    asterisk_name=name,
-                    started_at=datetime.now(UTC),
-                    retention_days=self.policy.retention_days(queue),
-                    recording_id=recording_id,
-                )
-            except Exception:
-                # A recording nobody can account for (no row, so no retention, no access control) is not kept.
-                self._endings.pop(name, None)
-                with contextlib.suppress(AriError):
-                    await self.ari.discard_recording(name)
-                raise
-            await self.timeline.record(interaction, "recording.started", {"recording_id": str(rec.id), "kind": "call"})
-            return rec
+
+            return await self._start(interaction, agent_id, record, f"bridge {bridge_id}")
         except Exception:
             log.exception("recording of interaction %s could not start", interaction.id)
             return None
+
+    async def start_channel(self, interaction: Interaction, channel_id: str) -> Recording | None:
+        """Record what a channel hears (a snoop on the caller, for a flow's `record` node), with no limit of
+        length or silence, until stopped or hung up. The caller's refusal is checked by the flow's side
+        (recordings/flow.py). Never raises."""
+        try:
+
+            async def record(name: str) -> None:
+                await self.ari.record(
+                    channel_id, name, fmt=FORMAT, max_duration_s=0, max_silence_s=0, beep=False, terminate_on="none"
+                )
+
+            return await self._start(interaction, None, record, f"channel {channel_id}")
+        except Exception:
+            log.exception("flow recording of interaction %s could not start", interaction.id)
+            return None
+
+    async def _start(
+        self, interaction: Interaction, agent_id: str | None, record: Callable[[str], Awaitable[None]], what: str
+    ) -> Recording | None:
+        queue = interaction.context.get("queue")
+        recording_id = uuid.uuid4()
+        name = f"{self.ari.app}-rec-{recording_id}"
+        self._endings[name] = asyncio.get_running_loop().create_future()
+        try:
+            await record(name)
+        except AriError as exc:
+            self._endings.pop(name, None)
+            log.error("could not start recording %s: %s", what, exc)
+            await self.timeline.record(interaction, "recording.failed", {"reason": f"ARI {exc.status}"})
+            return None
+        try:
+            rec = await catalog.create(
+                self.pool,
+                kind="call",
+                interaction_id=interaction.id,
+                customer_id=interaction.customer_id,
+                agent_id=agent_id,
+                queue=queue,
+                asterisk_name=name,
+                started_at=datetime.now(UTC),
+                retention_days=self.policy.retention_days(queue),
+                recording_id=recording_id,
+            )
+        except Exception:
+            # A recording nobody can account for (no row, so no retention, no access control) is not kept.
+            self._endings.pop(name, None)
+            with contextlib.suppress(AriError):
+                await self.ari.discard_recording(name)
+            raise
+        await self.timeline.record(interaction, "recording.started", {"recording_id": str(rec.id), "kind": "call"})
+        return rec
 
     async def finish_call(self, rec: Recording) -> None:
         """After the bridge is gone: wait for Asterisk to close the file, then store it."""
@@ -171,6 +198,24 @@ class CallRecorder:
                 await asyncio.sleep(FINISH_POLL_S)
         log.warning("recording %s still live %ss after its bridge ended: storing what is there", name, FINISH_TIMEOUT_S)
         return None
+
+    async def discard(self, rec: Recording, reason: str, actor: str) -> None:
+        """Stop a live recording and throw it away (the caller refused consent after it began): Asterisk
+        deletes its file, the row keeps the metadata as deleted, and the audit trail and the timeline say
+        why. Never raises."""
+        try:
+            with contextlib.suppress(AriError):
+                await self.ari.discard_recording(rec.asterisk_name)
+            self._endings.pop(rec.asterisk_name, None)
+            now = datetime.now(UTC)
+            async with self.pool.acquire() as conn, conn.transaction():
+                await catalog.update(conn, rec.id, state="deleted", ended_at=now, deleted_at=now, failure=reason)
+                await catalog.audit(conn, rec.id, "deleted", actor, {"reason": reason})
+            await self.timeline.record(
+                _interaction(rec), "recording.deleted", {"recording_id": str(rec.id), "reason": reason}
+            )
+        except Exception:
+            log.exception("recording %s could not be discarded", rec.id)
 
     # -- PCI pause ------------------------------------------------------------------------------------------
     async def pause(self, recording_id: uuid.UUID, actor: str) -> tuple[Recording, bool]:

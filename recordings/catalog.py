@@ -13,6 +13,7 @@ from recordings.audio import Span
 
 if TYPE_CHECKING:
     from crm_bridge.db import Conn
+    from recordings.access import Scope
 
     Db = asyncpg.Pool | Conn  # the pool, or a connection when inside a transaction
 
@@ -101,20 +102,22 @@ async def get(conn: Db, recording_id: uuid.UUID, *, for_update: bool = False) ->
 
 async def listing(
     conn: Db,
+    scope: Scope,
     *,
     interaction_id: uuid.UUID | None = None,
     customer_id: uuid.UUID | None = None,
-    agent_id: str | None = None,
     limit: int = 50,
 ) -> list[Recording]:
+    """The recordings in `scope` (recordings/access.py), newest first."""
+    allowed, args = scope.condition(4)
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM recordings WHERE ($1::uuid IS NULL OR interaction_id = $1)"  # noqa: S608
-        " AND ($2::uuid IS NULL OR customer_id = $2) AND ($3::text IS NULL OR agent_id = $3)"
-        " ORDER BY started_at DESC, id LIMIT $4",
+        f"SELECT {_COLUMNS} FROM recordings r WHERE ($1::uuid IS NULL OR interaction_id = $1)"  # noqa: S608
+        f" AND ($2::uuid IS NULL OR customer_id = $2) AND {allowed}"
+        " ORDER BY started_at DESC, id LIMIT $3",
         interaction_id,
         customer_id,
-        agent_id,
         limit,
+        *args,
     )
     return [Recording.of(r) for r in rows]
 

@@ -1,8 +1,9 @@
 """Whether a call is recorded, and for how long it is kept.
 
 A queue records its calls unless routing.yaml says `recording: {record: false}`. A flow can leave one caller
-out: a `set` node giving the variable `record_consent` the value false (or "no", "0", "off"), typically
-after a consent menu, means that call is not recorded, whatever the queue says. The days a file is kept come
+out: a `consent` node the caller answers with a refusal (kept on the interaction as `recording_consent`), or
+a `set` node giving the variable `record_consent` the value false (or "no", "0", "off"), means that call is
+not recorded, whatever the queue says. The days a file is kept come
 from the queue's `recording.retention_days`, else the server's default."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from dialplans.models import Queue, QueueRecording
 
 CONSENT_VARIABLE = "record_consent"
+CONSENT_KEY = "recording_consent"  # in interactions.context: the caller's answer to a `consent` node
 _REFUSALS = frozenset({"false", "no", "n", "0", "off"})
 
 
@@ -31,9 +33,10 @@ class RecordingPolicy:
         self.queues: dict[str, QueueRecording] = {q.id: q.recording for q in queues}
         self.default_retention_days = default_retention_days
 
-    def skip_reason(self, queue: str | None, ivr_variables: dict[str, Any]) -> str | None:
-        """Why this call is not recorded ("consent", "queue"), or None to record it."""
-        if consent_refused(ivr_variables):
+    def skip_reason(self, queue: str | None, ivr_variables: dict[str, Any], consent: Any = None) -> str | None:
+        """Why this call is not recorded ("consent", "queue"), or None to record it. `consent`: the answer to
+        a flow's `consent` node kept on the interaction (False = refused), which no queue overrides."""
+        if consent is False or consent_refused(ivr_variables):
             return "consent"
         if queue is not None and queue in self.queues and not self.queues[queue].record:
             return "queue"

@@ -2,8 +2,9 @@
 the audit trail. Declared on the one API (crm_bridge.rest.API), so they are served and described in
 /api/openapi.json from these declarations; importing this module declares them.
 
-Agents may use their own calls' recordings, supervisors and admins every one (403 otherwise); every URL
-issued, every playback and download, every refused link and every pause is on the audit trail."""
+Agents may use their own calls' recordings, supervisors those of their teams, admins every one (403
+otherwise; recordings/access.py has the rule); every URL issued, every playback and download, every refusal
+and every pause is on the audit trail. Only admins place legal holds and read the audit trail."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from console.auth import principal
 from crm_bridge.openapi import ApiError, Reply, conflict, not_found
 from crm_bridge.rest import API
 from hilo.services import SERVICES
-from recordings import catalog
-from recordings.access import UrlSigner, actor_of, may_use
+from recordings import catalog, search, transcripts
+from recordings.access import Scope, UrlSigner, actor_of, in_scope, scope_of, scope_of_actor
 from recordings.calls import CallRecorder, NotLive
 from recordings.catalog import Recording
 from recordings.crypto import DecryptionError
@@ -37,6 +38,13 @@ class RecordingPath(BaseModel):
 class RecordingQuery(BaseModel):
     interaction_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = None
+    q: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]+$",  # PostgreSQL text cannot hold NUL
+        description='words said in the call (full-text search of transcripts: all words, "a phrase", or, -word)',
+    )
     limit: int = Field(50, ge=1, le=200)
 
 
@@ -67,11 +75,14 @@ class RecordingOut(BaseModel):
     hold_reason: str | None
     failure: str | None
     deleted_at: datetime | None
+    headline: str | None = Field(None, description="with `q`: the matching words in context, marked «so»")
 
     @classmethod
-    def of(cls, rec: Recording) -> RecordingOut:
-        fields: dict[str, Any] = {name: getattr(rec, name) for name in cls.model_fields if name != "paused"}
-        return cls(paused=rec.paused, **fields)
+    def of(cls, rec: Recording, headline: str | None = None) -> RecordingOut:
+        fields: dict[str, Any] = {
+            name: getattr(rec, name) for name in cls.model_fields if name not in ("paused", "headline")
+        }
+        return cls(paused=rec.paused, headline=headline, **fields)
 
 
 class RecordingList(BaseModel):
@@ -136,37 +147,45 @@ def _recorder(request: web.Request) -> CallRecorder:
 
 
 async def _visible(request: web.Request, recording_id: uuid.UUID) -> Recording:
-    rec = await catalog.get(_pool(request), recording_id)
+    """The recording, if the one asking may use it: 404 if there is none, 403 (audited) if it is not theirs."""
+    pool = _pool(request)
+    rec = await catalog.get(pool, recording_id)
     if rec is None:
         raise not_found(f"no recording {recording_id}", "recording_id")
     who = principal(request)
-    if not may_use(who, rec):
-        await catalog.audit(
-            _pool(request), rec.id, "denied", actor_of(who), {"request": f"{request.method} {request.path}"}
-        )
-        raise forbidden("agents may only use the recordings of their own calls")
+    scope = await scope_of(pool, who)
+    if not await in_scope(pool, scope, rec.id):
+        await catalog.audit(pool, rec.id, "denied", actor_of(who), {"request": f"{request.method} {request.path}"})
+        raise forbidden(scope.refusal())
     return rec
 
 
-_NOT_YOURS = {403: "an agent asking for another agent's recording", 404: "no such recording"}
+_NOT_YOURS = {
+    403: "an agent asking for another agent's recording, a supervisor for one outside their teams",
+    404: "no such recording",
+}
 
 
 @API.route(
     "GET",
     "/api/recordings",
-    summary="Recordings, newest first (an agent sees those of their own calls)",
+    summary="Recordings, newest first (agents: their own calls'; supervisors: their teams'); `q` searches transcripts",
     tag="recordings",
     roles=ANYONE,
     ok={200: RecordingList},
 )
 async def list_recordings(request: web.Request, query: RecordingQuery) -> RecordingList:
-    who = principal(request)
+    """With `q`, only recordings whose transcript has those words (stemmed in the transcript's language)."""
+    pool = _pool(request)
+    scope: Scope = await scope_of(pool, principal(request))
+    if query.q is not None:
+        sql, args = search.build(
+            search.SearchQuery(query.q, query.interaction_id, query.customer_id, scope, query.limit)
+        )
+        rows = await pool.fetch(sql, *args)
+        return RecordingList(recordings=[RecordingOut.of(Recording.of(r), r["headline"]) for r in rows])
     found = await catalog.listing(
-        _pool(request),
-        interaction_id=query.interaction_id,
-        customer_id=query.customer_id,
-        agent_id=None if who.role in ("admin", "supervisor") else (who.agent_id or "-"),
-        limit=query.limit,
+        pool, scope, interaction_id=query.interaction_id, customer_id=query.customer_id, limit=query.limit
     )
     return RecordingList(recordings=[RecordingOut.of(r) for r in found])
 
@@ -263,7 +282,7 @@ async def recording_url(request: web.Request, path: RecordingPath, query: UrlQue
     roles=None,
     ok={200: None},
     errors={
-        403: "the link is expired or its signature does not match",
+        403: "the link is expired or altered, or whoever it was issued to may no longer use the recording",
         404: "no such recording",
         409: "not stored",
         410: "deleted by retention",
@@ -273,7 +292,7 @@ async def recording_url(request: web.Request, path: RecordingPath, query: UrlQue
 )
 async def recording_audio(request: web.Request, path: RecordingPath, query: AudioQuery) -> web.StreamResponse:
     """Every request is written to the audit trail (playback or download, and who the link was issued to)
-    before the first byte is sent."""
+    before the first byte is sent. Whoever the link was issued to must still be allowed the recording."""
     recorder = _recorder(request)
     pool = _pool(request)
     signer = UrlSigner(recorder.store.ring.url_keys())
@@ -285,6 +304,10 @@ async def recording_audio(request: web.Request, path: RecordingPath, query: Audi
         raise forbidden(problem)
     if rec is None:
         raise not_found(f"no recording {path.recording_id}", "recording_id")
+    scope = await scope_of_actor(pool, query.actor)
+    if not await in_scope(pool, scope, rec.id):
+        await catalog.audit(pool, rec.id, "denied", query.actor, {"reason": scope.refusal(), "mode": query.mode})
+        raise forbidden(scope.refusal())
     _usable(rec)
     assert rec.storage_key is not None
     segments = recorder.store.read(rec.storage_key, context=str(rec.id))
@@ -339,6 +362,38 @@ async def hold_recording(request: web.Request, path: RecordingPath, body: HoldIn
             rec = await catalog.update(conn, rec.id, legal_hold=body.hold, hold_reason=reason)
             await catalog.audit(conn, rec.id, "hold" if body.hold else "release", actor, {"reason": body.reason})
     return RecordingOut.of(rec)
+
+
+class TranscriptOut(BaseModel):
+    recording_id: uuid.UUID
+    state: Literal["pending", "done", "failed", "deleted"] = Field(
+        description="pending: queued or being made; failed: given up (error); deleted: with the recording"
+    )
+    attempts: int
+    language: str | None
+    engine: str | None
+    text: str | None
+    audio_s: float | None = Field(description="seconds of audio decoded (paused spans are never decoded)")
+    error: str | None
+    done_at: datetime | None
+
+
+@API.route(
+    "GET",
+    "/api/recordings/{recording_id}/transcript",
+    summary="What was said in the recording, as its speech engine heard it",
+    tag="recordings",
+    roles=ANYONE,
+    ok={200: TranscriptOut},
+    errors={**_NOT_YOURS, 409: "no transcript queued (the recording is not stored)"},
+)
+async def recording_transcript(request: web.Request, path: RecordingPath) -> TranscriptOut:
+    rec = await _visible(request, path.recording_id)
+    found = await transcripts.get(_pool(request), rec.id)
+    if found is None:
+        raise conflict(f"the recording is {rec.state}: nothing to transcribe yet", "recording_id")
+    fields = {k: found[k] for k in ("state", "attempts", "language", "engine", "text", "audio_s", "error", "done_at")}
+    return TranscriptOut(recording_id=rec.id, **fields)
 
 
 @API.route(

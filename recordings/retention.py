@@ -1,7 +1,10 @@
 """Retention: a recording is deleted once its `delete_after` (start + the queue's retention days) has passed,
 unless it is under legal hold. The encrypted file is removed from the store, the row keeps the metadata
 with `deleted_at` (what was recorded and when stays known; the audio does not), and the deletion goes on
-the audit trail and on the customer's timeline (`recording.deleted`).
+the audit trail and on the customer's timeline (`recording.deleted`). Its words go too, in the same
+transaction: the transcript (migration 013's trigger) and the text of its `recording.transcribed` timeline
+event, redacted to null with `redacted`, `redacted_at` and `redaction_reason: retention` (migration 016, the
+one rewrite the append-only timeline allows). A held recording keeps everything.
 
 One recording at a time, each in its own transaction with the row locked (`SKIP LOCKED`): several nodes
 purging at once share the work, and a hold placed while the purge runs is respected or waits for it."""
@@ -95,13 +98,20 @@ async def _delete_one(
         rec = await catalog.get(conn, recording_id)
         assert rec is not None
         had_file = await asyncio.to_thread(store.delete, rec.storage_key) if rec.storage_key else False
+        # Before the row is marked deleted, whose trigger would redact too, but with a generic reason.
+        redacted = await conn.fetchval("SELECT redact_recording_transcript($1, 'retention')", recording_id)
         rec = await catalog.update(conn, recording_id, state="deleted", deleted_at=datetime.now(UTC))
         await catalog.audit(
             conn,
             recording_id,
             "deleted",
             ACTOR,
-            {"reason": "retention", "delete_after": rec.delete_after.isoformat(), "file": had_file},
+            {
+                "reason": "retention",
+                "delete_after": rec.delete_after.isoformat(),
+                "file": had_file,
+                "timeline_texts_redacted": redacted,
+            },
         )
         return rec
 

@@ -13,11 +13,13 @@ from asterisk.ari import AriClient
 from crm_bridge.timeline import Timeline
 from dialplans.models import Queue
 from hilo.settings import Settings
+from ivr.speech.engines import SpeechEngines
 from recordings.calls import CallRecorder
 from recordings.crypto import KeyRing
 from recordings.policy import RecordingPolicy
 from recordings.retention import run_periodically
 from recordings.storage import EncryptedStore, FilesystemBackend
+from recordings.transcripts import RetryPolicy, TranscriptWorker
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +68,29 @@ async def housekeeping(recorder: CallRecorder, settings: Settings) -> AsyncItera
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def transcription(
+    recorder: CallRecorder, engines: SpeechEngines, settings: Settings
+) -> AsyncIterator[TranscriptWorker | None]:
+    """The background worker that transcribes stored recordings (None when HILO_TRANSCRIPTS is off: the
+    jobs wait in the queue until a server with transcripts on takes them)."""
+    if not settings.transcripts:
+        log.info("transcripts are off (HILO_TRANSCRIPTS=false): stored recordings wait untranscribed")
+        yield None
+        return
+    worker = TranscriptWorker(
+        recorder.pool,
+        settings.database_url.get_secret_value(),
+        recorder.store,
+        engines,
+        recorder.timeline.publish,
+        default_language=settings.transcript_language,
+        policy=RetryPolicy(settings.transcript_max_attempts, settings.transcript_retry_s),
+    )
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.close()

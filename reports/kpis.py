@@ -50,6 +50,11 @@ class Contact:
     wrapped_at: datetime | None = None  # agent.disposition (console wrap-up)
     callback_requested: bool = False  # callback.requested, or ended as callback-requested
     surveys: tuple[SurveyAnswer, ...] = ()
+    agent_ended_at: datetime | None = None  # agent.call_ended: the agent's part is over (the caller may stay on)
+    held: tuple[datetime, ...] = ()  # call.held, in time order
+    unheld: tuple[datetime, ...] = ()  # call.unheld
+    callback_connected: bool = False  # callback.connected: the booked callback reached the customer and an agent
+    callback_failed: bool = False  # callback.failed: the dialler gave up
 
     @property
     def queued(self) -> bool:
@@ -67,21 +72,55 @@ class Contact:
         return max(0.0, (self.answered_at - self.queued_at).total_seconds())
 
     @property
-    def talk_s(self) -> float | None:
+    def talk_ended_at(self) -> datetime | None:
+        """When the agent's part ended: agent.call_ended (a post-call survey may follow), else the end."""
         if self.answered_at is None or self.ended_at is None:
             return None
-        return max(0.0, (self.ended_at - self.answered_at).total_seconds())
+        return self.agent_ended_at or self.ended_at
 
-    def wrapup_s(self, cap_s: float) -> float:
-        """From the end to the disposition; 0 without one, or if it was given during the interaction."""
-        if self.wrapped_at is None or self.ended_at is None:
+    def handle_parts(self, wrapup_cap_s: float) -> tuple[float, float, float] | None:
+        """(talk, hold, wrap-up) seconds of an answered contact that ended, None for any other. Talk runs
+        from the answer to the agent's end less the time on hold; wrap-up from the agent's end to the
+        disposition (0 without one, or if it was given during the call), capped."""
+        end = self.talk_ended_at
+        if self.answered_at is None or end is None:
+            return None
+        hold = self._hold_s(self.answered_at, end)
+        talk = max(0.0, (end - self.answered_at).total_seconds() - hold)
+        wrap = 0.0 if self.wrapped_at is None else min(wrapup_cap_s, max(0.0, (self.wrapped_at - end).total_seconds()))
+        return talk, hold, wrap
+
+    def _hold_s(self, answered: datetime, end: datetime) -> float:
+        """Seconds between each call.held and the call.unheld after it, within the talk; a hold never ended
+        by call.unheld lasts until the agent's end."""
+        if not self.held:
             return 0.0
-        return min(cap_s, max(0.0, (self.wrapped_at - self.ended_at).total_seconds()))
+        marks = sorted([(t, 1) for t in self.held] + [(t, 0) for t in self.unheld])
+        total, since = 0.0, None
+        for at, holding in marks:
+            at = min(max(at, answered), end)
+            if holding and since is None:
+                since = at
+            elif not holding and since is not None:
+                total += (at - since).total_seconds()
+                since = None
+        if since is not None:
+            total += (end - since).total_seconds()
+        return total
+
+    @property
+    def talk_s(self) -> float | None:
+        parts = self.handle_parts(0.0)
+        return None if parts is None else parts[0]
 
     @property
     def hold_s(self) -> float:
-        # Nothing puts an answered call on hold yet (no hold event exists): 0 until one does.
-        return 0.0
+        parts = self.handle_parts(0.0)
+        return 0.0 if parts is None else parts[1]
+
+    def wrapup_s(self, cap_s: float) -> float:
+        parts = self.handle_parts(cap_s)
+        return 0.0 if parts is None else parts[2]
 
     @property
     def callback(self) -> bool:
@@ -134,11 +173,13 @@ class Kpis(BaseModel):
     abandoned: int = Field(default=0, description="offered, the caller hung up before an agent answered")
     transferred: int = Field(default=0, description="ended as transferred")
     callbacks_requested: int = Field(default=0, description="asked to be called back")
+    callbacks_connected: int = Field(default=0, description="of them, called back and bridged to an agent")
+    callbacks_failed: int = Field(default=0, description="of them, the dialler gave up")
     service_level: float | None = Field(default=None, description="answered_in_sl / offered")
     asa_s: float | None = Field(default=None, description="average speed of answer: mean queue wait of answered")
     aht_s: float | None = Field(default=None, description="average handle time: talk + hold + wrap-up")
     talk_s: float | None = Field(default=None, description="mean talk time of answered, ended contacts")
-    hold_s: float | None = Field(default=None, description="mean hold time (0: no hold exists yet)")
+    hold_s: float | None = Field(default=None, description="mean time on hold (call.held to call.unheld)")
     wrapup_s: float | None = Field(default=None, description="mean end-to-disposition time, capped")
     abandonment_rate: float | None = Field(default=None, description="abandoned / offered")
     transfer_rate: float | None = Field(default=None, description="transferred / ended")
@@ -149,9 +190,7 @@ class Kpis(BaseModel):
     switch_contacts: int = Field(default=0, description="ended contacts whose repeat window is over")
     switched: int = Field(default=0, description="of them, the customer's next contact was on another channel")
     channel_switch_rate: float | None = Field(default=None, description="switched / switch_contacts")
-    callback_kept_rate: float | None = Field(
-        default=None, description="always null: callbacks are booked but not dialled yet"
-    )
+    callback_kept_rate: float | None = Field(default=None, description="callbacks_connected / callbacks_requested")
     csat: float | None = Field(default=None, description="share of csat answers of 4 or 5 (1-5 scale)")
     csat_responses: int = 0
     nps: float | None = Field(default=None, description="% promoters (9-10) - % detractors (0-6), -100..100")
@@ -181,7 +220,8 @@ def compute(
 ) -> Kpis:
     """The figures of a group of contacts. `after` (from `followups`, over the contacts and the ones that
     came later) gives first-contact resolution and channel switch; without it those stay None."""
-    k = Kpis()
+    # Counted in a plain dict and put into the model once: a report computes thousands of groups.
+    n: dict[str, int] = defaultdict(int)
     waits: list[float] = []
     handles: list[float] = []
     talks: list[float] = []
@@ -189,58 +229,71 @@ def compute(
     wrapups: list[float] = []
     answers: dict[str, list[int]] = defaultdict(list)
     for c in contacts:
-        k.contacts += 1
+        n["contacts"] += 1
         ended = c.ended_at is not None
-        k.ended += ended
-        k.transferred += ended and c.outcome == TRANSFERRED
-        k.callbacks_requested += c.callback
-        if c.queued and not c.callback and (c.answered or ended):
-            k.offered += 1
-            if c.answered:
-                k.answered += 1
+        n["ended"] += ended
+        n["transferred"] += ended and c.outcome == TRANSFERRED
+        callback = c.callback
+        if callback:
+            n["callbacks_requested"] += 1
+            n["callbacks_connected"] += c.callback_connected
+            n["callbacks_failed"] += c.callback_failed and not c.callback_connected
+        answered = c.answered_at is not None
+        if c.queued_at is not None and not callback and (answered or ended):
+            n["offered"] += 1
+            if answered:
+                n["answered"] += 1
                 wait = c.wait_s
                 assert wait is not None
                 waits.append(wait)
-                k.answered_in_sl += wait <= rules.service_level_of(c.queue)
+                n["answered_in_sl"] += wait <= rules.service_level_of(c.queue)
             elif c.outcome == ABANDONED:
-                k.abandoned += 1
-        talk = c.talk_s
-        if talk is not None:
-            wrap = c.wrapup_s(rules.wrapup_max_s)
+                n["abandoned"] += 1
+        parts = c.handle_parts(rules.wrapup_max_s)
+        if parts is not None:
+            talk, hold, wrap = parts
             talks.append(talk)
-            holds.append(c.hold_s)
+            holds.append(hold)
             wrapups.append(wrap)
-            handles.append(talk + c.hold_s + wrap)
+            handles.append(talk + hold + wrap)
         follow = after.get(c.interaction_id) if after is not None else None
         if follow is not None:
-            if c.answered:
+            if answered:
                 if follow.window_closed:
-                    k.fcr_contacts += 1
-                    k.fcr_resolved += follow.next_channel is None
+                    n["fcr_contacts"] += 1
+                    n["fcr_resolved"] += follow.next_channel is None
                 else:
-                    k.fcr_pending += 1
+                    n["fcr_pending"] += 1
             if follow.window_closed:
-                k.switch_contacts += 1
-                k.switched += follow.next_channel is not None and follow.next_channel != c.channel
+                n["switch_contacts"] += 1
+                n["switched"] += follow.next_channel is not None and follow.next_channel != c.channel
         for answer in c.surveys:
             low, high = SURVEY_SCALES.get(answer.question, (1, 0))
             if low <= answer.score <= high:
                 answers[answer.question].append(answer.score)
-    k.service_level = _ratio(k.answered_in_sl, k.offered)
-    k.asa_s = _mean(waits)
-    k.aht_s, k.talk_s, k.hold_s, k.wrapup_s = _mean(handles), _mean(talks), _mean(holds), _mean(wrapups)
-    k.abandonment_rate = _ratio(k.abandoned, k.offered)
-    k.transfer_rate = _ratio(k.transferred, k.ended)
-    if after is not None:
-        k.fcr_rate = _ratio(k.fcr_resolved, k.fcr_contacts)
-        k.channel_switch_rate = _ratio(k.switched, k.switch_contacts)
     csat, nps, ces = answers["csat"], answers["nps"], answers["ces"]
-    k.csat_responses, k.nps_responses, k.ces_responses = len(csat), len(nps), len(ces)
-    k.csat = _ratio(sum(s >= CSAT_SATISFIED for s in csat), len(csat))
-    if nps:
-        k.nps = 100 * (sum(s >= NPS_PROMOTER for s in nps) - sum(s <= NPS_DETRACTOR for s in nps)) / len(nps)
-    k.ces = _mean([float(s) for s in ces])
-    return k
+    return Kpis(
+        **n,
+        service_level=_ratio(n["answered_in_sl"], n["offered"]),
+        asa_s=_mean(waits),
+        aht_s=_mean(handles),
+        talk_s=_mean(talks),
+        hold_s=_mean(holds),
+        wrapup_s=_mean(wrapups),
+        abandonment_rate=_ratio(n["abandoned"], n["offered"]),
+        transfer_rate=_ratio(n["transferred"], n["ended"]),
+        callback_kept_rate=_ratio(n["callbacks_connected"], n["callbacks_requested"]),
+        fcr_rate=_ratio(n["fcr_resolved"], n["fcr_contacts"]) if after is not None else None,
+        channel_switch_rate=_ratio(n["switched"], n["switch_contacts"]) if after is not None else None,
+        csat=_ratio(sum(s >= CSAT_SATISFIED for s in csat), len(csat)),
+        csat_responses=len(csat),
+        nps=100 * (sum(s >= NPS_PROMOTER for s in nps) - sum(s <= NPS_DETRACTOR for s in nps)) / len(nps)
+        if nps
+        else None,
+        nps_responses=len(nps),
+        ces=_mean([float(s) for s in ces]),
+        ces_responses=len(ces),
+    )
 
 
 @dataclass(frozen=True)

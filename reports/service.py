@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from reports.config import KpiConfig
-from reports.facts import load_contacts
+from reports.facts import load_contacts, load_starts
 from reports.kpis import Contact, Followup, KpiRules, followups
 from reports.report import Interval, Row, build_rows
 
@@ -37,9 +37,11 @@ class Reports:
         repeats of its last contacts)."""
         now = now or datetime.now(UTC)
         horizon = min(end + self.config.repeat_window + LONGEST_CONTACT, max(now, end))
-        everything = await load_contacts(self.pool, start, horizon)
-        after = followups(everything, self.config.repeat_window, now)
-        return [c for c in everything if c.started_at < end], after
+        contacts = await load_contacts(self.pool, start, end)
+        # What came after the period only tells whether a contact in it was repeated: who, where, when.
+        later = await load_starts(self.pool, end, horizon) if horizon > end else []
+        after = followups([*contacts, *later], self.config.repeat_window, now)
+        return contacts, after
 
     async def rows(
         self,

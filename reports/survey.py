@@ -6,12 +6,14 @@ csat      1-5    satisfied when 4 or 5
 nps       0-10   promoter 9-10, passive 7-8, detractor 0-6
 ces       1-7    effort score: the mean (7 = very easy)
 
-Nothing asks the questions yet (no survey flow node): whatever collects the answers records them here,
-e.g. an outside survey tool through `POST /api/interactions/{id}/survey-answers`."""
+They come from a flow's `survey` node (ivr/flows/survey.py; e.g. after the agent hangs up, through a queue
+node's `after_agent`) or from an outside survey tool through `POST /api/interactions/{id}/survey-answers`."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -21,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from crm_bridge.timeline import Publish, event_json
 from reports.kpis import SURVEY_SCALES
+
+log = logging.getLogger(__name__)
 
 SURVEY_ANSWER = "survey.answer"
 
@@ -114,3 +118,19 @@ async def save_answer(
     event = event_json(row)
     await publish(event)
     return Saved(True, event)
+
+
+def answers_of(
+    pool: asyncpg.Pool, publish: Publish, interaction_id: uuid.UUID
+) -> Callable[[str, int, str | None], Awaitable[None]]:
+    """Where a flow's `survey` node sends the answers of one interaction: saved once per question; a second,
+    different answer in the same interaction (the flow asked twice) leaves the first."""
+
+    async def save(question: str, score: int, survey: str | None) -> None:
+        answer = parse_answer({"question": question, "score": score, **({"survey": survey} if survey else {})})
+        try:
+            await save_answer(pool, publish, interaction_id, answer)
+        except AnswerConflict:
+            log.info("interaction %s: %s was already answered, the first answer stays", interaction_id, question)
+
+    return save

@@ -3,7 +3,7 @@ agents by state), per agent (state and since when, handled today) and per channe
 
 Queue figures come from the timeline (reports/facts.py) through the same formulas as the reports
 (reports/kpis.py), over the rolling window of dialplans/kpis.yaml; agent states are read from the live
-board through `AgentBoard.agent()` only. Times are sent as instants (`since`, `oldest_queued_at`), so the
+board through `AgentBoard.agents()` only. Times are sent as instants (`since`, `oldest_queued_at`), so the
 page counts the seconds itself and a picture only changes when something happened."""
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def _rolling(k: Kpis) -> dict[str, Any]:
     }
 
 
+WAITING_SHOWN = 50
+
+
 class Wallboard:
     def __init__(self, pool: asyncpg.Pool, board: AgentBoard, config: KpiConfig, queues: Sequence[QueueInfo]) -> None:
         self.pool = pool
@@ -67,6 +70,7 @@ class Wallboard:
         recent = await facts.load_contacts(self.pool, now - config.rolling_window, now)
         today = await facts.since(self.pool, start_of_day(now, config))
         active = await facts.open_by_channel(self.pool)
+        talking = await facts.talking_now(self.pool)
         agent_rows = await self.pool.fetch("SELECT id, name, queues FROM agents ORDER BY id")
         rules = rules_of(config)
 
@@ -83,8 +87,8 @@ class Wallboard:
 
         agents = []
         states_by_queue: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AGENT_STATES, 0))
-        for row in agent_rows:
-            live = await self.board.agent(row["id"])
+        lives = await self.board.agents([row["id"] for row in agent_rows])
+        for row, live in zip(agent_rows, lives, strict=True):
             state = live.get("state", "offline")
             for queue in row["queues"]:
                 counts = states_by_queue[queue]
@@ -98,6 +102,7 @@ class Wallboard:
                     "reason": live.get("reason") or None if state == "away" else None,
                     "since": _since(live.get("since")),
                     "handled_today": today.handled_by_agent.get(row["id"], 0),
+                    "interaction_id": talking.get(row["id"]),  # on a call now: supervisors may join it
                 }
             )
 
@@ -144,5 +149,15 @@ class Wallboard:
             "queues": queues,
             "agents": agents,
             "channels": channels,
+            # the longest-waiting first, for supervisors to move (at most WAITING_SHOWN)
+            "waiting": [
+                {
+                    "interaction_id": w.interaction_id,
+                    "queue": w.queue,
+                    "channel": w.channel,
+                    "since": w.queued_at.isoformat(),
+                }
+                for w in waiting[:WAITING_SHOWN]
+            ],
         }
         return picture, measured

@@ -443,7 +443,7 @@ if cmd == 'tick' then
   result = {status = 'ok'}
 
 elseif cmd == 'enqueue' then
-  -- interaction, queue, channel, priority, own skills, enqueued_at
+  -- interaction, queue, channel, priority, own skills, enqueued_at[, agent to offer it to first]
   local i = ARGV[4]
   local existing = hash(K_int(i))
   if existing ~= nil then
@@ -455,7 +455,14 @@ elseif cmd == 'enqueue' then
     else
       wait_add(i, it)
       escalate(i, it)
-      local offer = serve_interaction(i, it)
+      -- a transfer to one agent: theirs if they can take it now, else the queue's best as for anyone
+      local to, offer = ARGV[10], nil
+      local ag = (to ~= nil and to ~= '') and hash(K_agent(to)) or nil
+      if ag ~= nil and eligible(ag) and load_of(ag, it.channel) < cap_of(ag, it.channel) then
+        offer = assign(i, it, to, ag, it.queue)
+      else
+        offer = serve_interaction(i, it)
+      end
       result = {status = offer and 'offered' or 'waiting', places = it.places, score = it.score, priority = it.priority}
     end
   end
@@ -526,6 +533,30 @@ elseif cmd == 'not_answered' then
     result = {status = 'not-offered', state = it and it.state, agent = it and it.agent}
   end
 
+elseif cmd == 'requeue' then
+  -- an offer or assignment whose node could not carry it on (it died mid-call): back in its place, the
+  -- agent free again without being set away (not their doing); then the agent takes the best waiting
+  local i = ARGV[4]
+  local it = hash(K_int(i))
+  if it == nil or (it.state ~= 'offered' and it.state ~= 'assigned') then
+    result = {status = 'not-held', state = it and it.state}
+  else
+    local a, was = it.agent, it.state
+    local ag = unload(i, it, 0)
+    local ikey = K_int(i)
+    set(ikey, it, 'state', 'waiting')
+    set(ikey, it, 'agent', nil)
+    set(ikey, it, 'via', nil)
+    set(ikey, it, 'offered_at', nil)
+    set(ikey, it, 'answered_at', nil)
+    table.insert(out.events, {kind = 'requeued', interaction = i, agent = a, state = was, at = NOW})
+    wait_add(i, it)
+    escalate(i, it)
+    if ag ~= nil then serve_agent(a, ag) end
+    local offer = serve_interaction(i, it)
+    result = {status = offer and 'offered' or 'waiting'}
+  end
+
 elseif cmd == 'release' or cmd == 'remove' then
   -- release: the agent is done with it (wrap-up ms); remove: it ended wherever it was (reason)
   local i = ARGV[4]
@@ -548,6 +579,48 @@ elseif cmd == 'release' or cmd == 'remove' then
     })
     if ag ~= nil then serve_agent(it.agent, ag) end
     result = {status = 'done', state = it.state, agent = it.agent}
+  end
+
+elseif cmd == 'move' then
+  -- a waiting interaction moved by a supervisor: interaction, 'queue' or 'agent', the target. To a queue it
+  -- keeps its place in time (enqueued_at) and its own priority, and starts that queue's escalation steps;
+  -- to an agent it is offered to that agent now (who must be available with room for its channel).
+  local i, how, target = ARGV[4], ARGV[5], ARGV[6]
+  local it = hash(K_int(i))
+  if it == nil then
+    result = {status = 'unknown'}
+  elseif it.state ~= 'waiting' then
+    result = {status = 'not-waiting', state = it.state, agent = it.agent}
+  elseif how == 'queue' then
+    local old = hash(K_queue(it.queue))
+    if hash(K_queue(target)) == nil then
+      result = {status = 'unknown-queue'}
+    else
+      local from = it.queue
+      local own_priority = tonumber(it.priority) - (old and tonumber(old.priority) or 0)
+      wait_remove(i, it)
+      redis.call('ZREM', K_ESC, i)
+      redis.call('DEL', K_int(i))
+      local moved = new_interaction(i, target, it.channel, own_priority, it.own, tonumber(it.enqueued_at))
+      wait_add(i, moved)
+      table.insert(out.events, {
+        kind = 'moved', interaction = i, from = from, queue = target, places = moved.places,
+        priority = own_priority, at = NOW,
+      })
+      escalate(i, moved)
+      local offer = serve_interaction(i, moved)
+      result = {status = offer and 'offered' or 'waiting', from = from, queue = target}
+    end
+  else
+    local ag = hash(K_agent(target))
+    if ag == nil then
+      result = {status = 'unknown-agent'}
+    elseif not eligible(ag) or load_of(ag, it.channel) >= cap_of(ag, it.channel) then
+      result = {status = 'agent-busy', state = shown_state(ag)}
+    else
+      local offer = assign(i, it, target, ag, it.queue)
+      result = {status = 'offered', offer = offer}
+    end
   end
 
 elseif cmd == 'presence' then

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,8 @@ import redis.asyncio as aioredis
 
 from dialplans.models import CHANNELS, Agent, Queue, RoutingConfig
 from ivr.flows.hours import Calendars, UnknownCalendar
+from routing import estimate
+from routing.estimate import WaitEstimate
 from routing.model import (
     MANUAL_STATES,
     Assignment,
@@ -57,6 +59,10 @@ class NotQueued(RoutingError):
 
 class QueueClosed(RoutingError):
     """The queue's hours calendar says it is closed."""
+
+
+class AgentBusy(RoutingError):
+    """The agent asked for cannot take an interaction now (ringing, busy, away, offline, wrap-up)."""
 
 
 class InUse(RoutingError):
@@ -94,6 +100,9 @@ class RoutingEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._pubsub: Any = None
+        # After a rebuild: which of these interactions no longer have their call (set by whoever handles the
+        # calls, ivr/inbound.py); those are ended rather than left waiting or with an agent.
+        self.calls_gone: Callable[[list[str]], Awaitable[set[str]]] | None = None
 
     # Life cycle -----------------------------------------------------------------------------------
 
@@ -145,7 +154,7 @@ class RoutingEngine:
         """Make the live state again from the durable record, after Redis lost it: queues and agents from
         the configuration, each agent's last presence (and a wrap-up still running), the offers and
         assignments still open, and every interaction still waiting, in its place. Which calls still exist
-        is Asterisk's side: whoever handles them removes the ones that are gone."""
+        is Asterisk's side: `calls_gone` tells which have vanished, and those are ended."""
         async with self._lock:
             return await self._rebuild()
 
@@ -188,6 +197,7 @@ class RoutingEngine:
                 )
                 await self._record(outcome)  # escalations that fell due meanwhile
                 counts["waiting"] += outcome.status == "waiting"
+        counts["gone"] = await self._end_vanished([it.interaction_id for it in await self.store.open_interactions()])
         last = await self.store.last_states()
         now = self.clock()
         for agent_id, seen in sorted(last.items()):
@@ -203,6 +213,21 @@ class RoutingEngine:
         await self.redis.set(self._marker, "1")
         log.info("routing state rebuilt from PostgreSQL: %s", counts)
         return counts
+
+    async def _end_vanished(self, interaction_ids: list[str]) -> int:
+        """Redis lost the state, and maybe also the hang-ups that happened meanwhile: interactions whose
+        calls Asterisk no longer has are ended (`call-gone`), before any agent is offered them."""
+        if self.calls_gone is None or not interaction_ids:
+            return 0
+        try:
+            gone = await self.calls_gone(interaction_ids)
+        except Exception:  # cannot tell (Asterisk unreachable): keep them; their calls' nodes remove them
+            log.exception("rebuild: could not check which calls still exist")
+            return 0
+        for iid in sorted(gone):
+            log.warning("rebuild: interaction %s has no call any more: ended", iid)
+            await self._record(await self.state.remove(iid, reason="call-gone"))
+        return len(gone)
 
     async def reset(self, *, whole_namespace: bool = False) -> None:
         """Forget every live agent and interaction (tests); the queues stay configured. `whole_namespace`
@@ -317,6 +342,13 @@ class RoutingEngine:
         outcome = await self._record(await self.state.not_answered(iid, agent_id, reason=reason))
         return outcome.offer_for(iid)
 
+    async def requeue(self, interaction_id: str) -> bool:
+        """An offer or assignment whose handler died (a callback attempt cut short): the interaction back in
+        its place, its agent free again (not set away) and taking the best waiting one. False if it was not
+        with an agent."""
+        outcome = await self._record(await self.state.requeue(check_interaction_id(interaction_id)))
+        return outcome.status in ("waiting", "offered")
+
     async def release(self, interaction_id: str, wrapup_s: float = 0) -> None:
         """The agent is done with the interaction: wrap-up for `wrapup_s`, then free for the next."""
         await self._record(await self.state.release(check_interaction_id(interaction_id), wrapup_s=wrapup_s))
@@ -325,6 +357,111 @@ class RoutingEngine:
         """The interaction ended wherever it was (abandoned, timed out, transferred...): out of the queue,
         and an agent it was offered to is free again (no wrap-up)."""
         await self._record(await self.state.remove(check_interaction_id(interaction_id), reason=reason))
+
+    async def move(self, interaction_id: str, *, queue: str | None = None, agent: str | None = None) -> dict[str, Any]:
+        """Move a waiting interaction (a supervisor's decision), atomically: to another `queue`, keeping its
+        place in time and its own priority, or offered to one `agent` now. The node handling it is woken as
+        for any offer. Returns the script's answer ({"status": "waiting"|"offered", ...}). NotQueued if it is
+        not waiting (offered, talking, ended); RoutingError for an unknown queue or agent, or an agent who
+        cannot take it now (not available, or no room for its channel). An offer made wakes the node
+        handling the interaction as any offer does (`_record`)."""
+        iid = check_interaction_id(interaction_id)
+        if (queue is None) == (agent is None):
+            raise RoutingError("move to a queue or to an agent (one of them)")
+        if queue is not None:
+            config = await self._queue(queue)
+            self._check_open(config, self.clock())
+        outcome = await self._record(
+            await self.state.move(iid, "queue" if queue is not None else "agent", queue or agent or "")
+        )
+        status = outcome.result.get("status")
+        if status in ("unknown", "not-waiting"):
+            state = outcome.result.get("state") or "gone"
+            raise NotQueued(f"interaction {iid} is not waiting in a queue (it is {state})")
+        if status == "unknown-queue":
+            raise RoutingError(f"queue {queue!r} is not live")
+        if status == "unknown-agent":
+            raise RoutingError(f"no agent {agent!r}")
+        if status == "agent-busy":
+            raise RoutingError(f"agent {agent} cannot take it now (state {outcome.result.get('state')})")
+        return dict(outcome.result)
+
+    async def position(self, interaction_id: str) -> int | None:
+        """The interaction's place among those waiting in its queue (1 = the next one taken), in the
+        engine's own order (score, then id); None while it is not waiting (offered, assigned, unknown)."""
+        iid = check_interaction_id(interaction_id)
+        it = await self.state.interaction(iid)
+        if it.get("state") != "waiting":
+            return None
+        ranked = [i for i, _ in await self.state.waiting(it["queue"])]
+        return ranked.index(iid) + 1 if iid in ranked else None
+
+    async def wait_estimate(self, interaction_id: str) -> WaitEstimate | None:
+        """Position and estimated wait (routing/estimate.py) of a waiting interaction; None if not waiting."""
+        iid = check_interaction_id(interaction_id)
+        position = await self.position(iid)
+        if position is None:
+            return None
+        queue = (await self.state.interaction(iid)).get("queue", "")
+        now = ms_to_datetime(self.clock())
+        answers = await self.store.recent_answers(queue, now - estimate.WINDOW, estimate.RECENT_ANSWERS)
+        return WaitEstimate(position, estimate.expected_wait_s(position, answers, now))
+
+    async def reopen(self, interaction_id: str, reason: str) -> Assignment | None:
+        """Put an interaction that routing ended with `reason` back in its queue at its first queued time and
+        priority, so it keeps its place (a booked callback retried after the customer did not answer).
+        Returns the offer if one was made at once. NotQueued if it had not ended so."""
+        iid = check_interaction_id(interaction_id)
+        it = await self.store.reopen(iid, reason)
+        if it is None:
+            raise NotQueued(f"interaction {iid} did not end with {reason!r}")
+        config = await self._queue(it.queue)
+        outcome = await self._enqueue_live(
+            iid, config, it.priority, it.skills, it.channel, datetime_to_ms(it.enqueued_at)
+        )
+        return outcome.offer_for(iid)
+
+    async def transfer(
+        self,
+        interaction_id: str,
+        from_agent: str,
+        *,
+        to_queue: str | None = None,
+        to_agent: str | None = None,
+        wrapup_s: float = 0,
+    ) -> Assignment | None:
+        """An agent hands an interaction on: `from_agent` starts the wrap-up, and the interaction waits
+        again from now in `to_queue` (or its own queue), offered at once to `to_agent` if given and able to
+        take it then, else to the queue's best agent when one is free. Returns that offer, or None while it
+        waits. RoutingError (nothing changed) if it is not with `from_agent` or the target is unknown;
+        AgentBusy if `to_agent` cannot take it now."""
+        iid = check_interaction_id(interaction_id)
+        live = await self.state.interaction(iid)
+        if live.get("agent") != from_agent or live.get("state") != "assigned":
+            raise NotQueued(f"interaction {iid} is not with agent {from_agent}")
+        config = await self._queue(to_queue or live["queue"])
+        if to_agent is not None:
+            target = await self.state.agent(to_agent)
+            if not target:
+                raise RoutingError(f"unknown agent {to_agent!r}")
+            if to_agent == from_agent or target.get("state") != "available":
+                raise AgentBusy(f"agent {to_agent} cannot take it now ({target.get('state')})")
+        await self.release(iid, wrapup_s)
+        it = await self.store.reopen(iid, "released", queue=config.id, enqueued_at=ms_to_datetime(self.clock()))
+        if it is None:
+            raise NotQueued(f"interaction {iid} could not be taken back into routing")
+        outcome = await self._record(
+            await self.state.enqueue(
+                iid,
+                config.id,
+                priority=it.priority,
+                skills=it.skills,
+                channel=it.channel,
+                enqueued_at_ms=datetime_to_ms(it.enqueued_at),
+                offer_to=to_agent or "",
+            )
+        )
+        return outcome.offer_for(iid)
 
     # Agents ---------------------------------------------------------------------------------------
 
@@ -345,6 +482,10 @@ class RoutingEngine:
         """The live hash: state, since (ms), presence, reason, queues, skills, endpoint, cap:/load:<channel>,
         offer, wrapup_until, idle_since. Empty for an agent routing does not know."""
         return await self.state.agent(agent_id)
+
+    async def agents(self, agent_ids: list[str]) -> list[dict[str, str]]:
+        """`agent` of each, in one Redis round trip."""
+        return await self.state.agents(agent_ids)
 
     async def tick(self) -> list[Assignment]:
         made: list[Assignment] = []

@@ -23,6 +23,10 @@ class AgentBoard:
         endpoint, ...; empty for an unknown agent."""
         return await self.engine.agent(agent_id)
 
+    async def agents(self, agent_ids: list[str]) -> list[dict[str, str]]:
+        """`agent` of each (in one round trip), in the order given."""
+        return await self.engine.agents(agent_ids)
+
     async def set_state(self, agent_id: str, state: str, reason: str | None = None) -> bool:
         """A state a person sets (MANUAL_STATES); ValueError for any other. False for an unknown agent."""
         if state not in AGENT_STATES:

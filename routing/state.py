@@ -105,7 +105,9 @@ class RoutingState:
         channel: str = "voice",
         enqueued_at_ms: int | None = None,
         now: int | None = None,
+        offer_to: str = "",
     ) -> Outcome:
+        """`offer_to`: an agent who gets it at once if they can take it now (a transfer to that agent)."""
         if channel not in CHANNELS:
             raise RoutingError(f"channel {channel!r} is not one of {', '.join(CHANNELS)}")
         if not 0 <= priority <= 10:
@@ -119,6 +121,7 @@ class RoutingState:
             priority,
             encode_levels(skills or {}),
             when,
+            offer_to,
             now=now,
         )
 
@@ -136,11 +139,18 @@ class RoutingState:
     ) -> Outcome:
         return await self.run("not_answered", check_interaction_id(interaction_id), agent_id, reason, now=now)
 
+    async def requeue(self, interaction_id: str, *, now: int | None = None) -> Outcome:
+        return await self.run("requeue", check_interaction_id(interaction_id), now=now)
+
     async def release(self, interaction_id: str, *, wrapup_s: float = 0, now: int | None = None) -> Outcome:
         return await self.run("release", check_interaction_id(interaction_id), int(wrapup_s * 1000), now=now)
 
     async def remove(self, interaction_id: str, *, reason: str, now: int | None = None) -> Outcome:
         return await self.run("remove", check_interaction_id(interaction_id), reason, now=now)
+
+    async def move(self, interaction_id: str, how: str, target: str, *, now: int | None = None) -> Outcome:
+        """A waiting interaction to another queue (`how` "queue") or offered to one agent now ("agent")."""
+        return await self.run("move", check_interaction_id(interaction_id), how, target, now=now)
 
     async def set_presence(
         self, agent_id: str, presence: str, *, reason: str | None = None, now: int | None = None
@@ -201,6 +211,14 @@ class RoutingState:
     async def agent(self, agent_id: str) -> dict[str, str]:
         raw = cast(dict[Any, Any], await self.redis.hgetall(f"{self.prefix}:agent:{agent_id}"))
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def agents(self, agent_ids: list[str]) -> list[dict[str, str]]:
+        """Several agents' hashes in one round trip (the wallboard reads them all at every rebuild)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.hgetall(f"{self.prefix}:agent:{agent_id}")
+            raw = cast(list[dict[Any, Any]], await pipe.execute())
+        return [{_text(k): _text(v) for k, v in one.items()} for one in raw]
 
     async def agent_ids(self) -> list[str]:
         return sorted(_text(a) for a in cast(set[Any], await self.redis.smembers(f"{self.prefix}:agents")))

@@ -235,6 +235,36 @@ class RoutingStore:
         found = _open(await self.pool.fetch(_OPEN + " AND i.interaction_id = $1", uuid.UUID(interaction_id)))
         return found[0] if found else None
 
+    async def recent_answers(self, queue: str, since: datetime, limit: int) -> list[datetime]:
+        """When interactions of `queue` were last answered (newest first), for the wait estimate."""
+        rows = await self.pool.fetch(
+            "SELECT o.answered_at FROM routing_offers o JOIN routing_interactions i USING (interaction_id)"
+            " WHERE i.queue = $1 AND o.answered_at >= $2 ORDER BY o.answered_at DESC LIMIT $3",
+            queue,
+            since,
+            limit,
+        )
+        return [r["answered_at"] for r in rows]
+
+    async def reopen(
+        self, interaction_id: str, reason: str, *, queue: str | None = None, enqueued_at: datetime | None = None
+    ) -> OpenInteraction | None:
+        """Take an interaction routing ended with `reason` back to waiting: with its first queued time and
+        priority (a booked callback after a customer who did not answer), or in `queue` from `enqueued_at`
+        (a transfer). None if it did not end so."""
+        key = uuid.UUID(interaction_id)
+        reopened = await self.pool.fetchval(
+            "UPDATE routing_interactions SET state = 'waiting', ended_at = NULL, end_reason = NULL,"
+            " agent_id = NULL, queue = coalesce($3, queue), queues = ARRAY[coalesce($3, queue)], places = NULL,"
+            " enqueued_at = coalesce($4, enqueued_at)"
+            " WHERE interaction_id = $1 AND state = 'ended' AND end_reason = $2 RETURNING true",
+            key,
+            reason,
+            queue,
+            enqueued_at,
+        )
+        return await self.open_interaction(interaction_id) if reopened else None
+
     async def history(self, agent_id: str, limit: int) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT state, presence, reason, interaction_id, wrapup_until, at FROM agent_states"
@@ -299,8 +329,8 @@ async def _apply(conn: Any, event: dict[str, Any]) -> None:
             "UPDATE routing_offers SET answered_at = $2 WHERE interaction_id = $1 AND ended_at IS NULL", key, at
         )
         await conn.execute("UPDATE routing_interactions SET state = 'assigned' WHERE interaction_id = $1", key)
-    elif kind == "not_answered":
-        await _end_offer(conn, key, at, "not-answered")
+    elif kind in ("not_answered", "requeued"):
+        await _end_offer(conn, key, at, "not-answered" if kind == "not_answered" else "withdrawn")
         await conn.execute(
             "UPDATE routing_interactions SET state = 'waiting', agent_id = NULL WHERE interaction_id = $1", key
         )
@@ -316,6 +346,15 @@ async def _apply(conn: Any, event: dict[str, Any]) -> None:
             key,
             at,
             reason,
+        )
+    elif kind == "moved":  # a supervisor moved it to another queue: it waits there from its first time
+        await conn.execute(
+            "UPDATE routing_interactions SET queue = $2, queues = ARRAY[$2], places = $3, priority = $4"
+            " WHERE interaction_id = $1",
+            key,
+            str(event["queue"]),
+            str(event["places"]),
+            int(event["priority"]),
         )
     elif kind == "escalated":
         places = str(event["places"])

@@ -30,7 +30,8 @@ T0=$SECONDS
 
 PG_PORT_START=55432
 REDIS_PORT_START=56379
-SIPP_AGENTS=("agent-alice 5071 6000" "agent-bob 5072 6010")
+# SIPp phones that answer every call: the demo agents, and the demo supervisor's phone (listen/whisper/barge).
+SIPP_AGENTS=("agent-alice 5071 6000" "agent-bob 5072 6010" "supervisor-demo 5073 6020")
 
 # ------------------------------------------------------------ a. packages
 step "Checking Debian packages"
@@ -117,8 +118,9 @@ EOF
 }
 env_setup
 # Passwords of the demo console users (made in step h), generated once like the other secrets.
-CONSOLE_USERS=("alice agent alice HILO_CONSOLE_ALICE_PASSWORD" "bob agent bob HILO_CONSOLE_BOB_PASSWORD"
-    "supervisor supervisor - HILO_CONSOLE_SUPERVISOR_PASSWORD")
+# "name role agent teams password-variable": the demo supervisor supervises both demo teams (routing.yaml).
+CONSOLE_USERS=("alice agent alice - HILO_CONSOLE_ALICE_PASSWORD" "bob agent bob - HILO_CONSOLE_BOB_PASSWORD"
+    "supervisor supervisor - front-office,back-office HILO_CONSOLE_SUPERVISOR_PASSWORD")
 for spec in "${CONSOLE_USERS[@]}"; do
     ensure_env_secret "${spec##* }"
 done
@@ -130,6 +132,14 @@ if ! grep -q '^HILO_RECORDING_KEYS=' "$ENV_FILE"; then
         "$(python3 -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')" \
         "k$(date -u +%Y%m%d)" >>"$ENV_FILE"
 fi
+# Messaging (bridges/): development credentials for Twilio and the WhatsApp Cloud API, generated once like
+# the other secrets (real ones replace them; see README "Messaging").
+if ! grep -q '^HILO_TWILIO_ACCOUNT_SID=' "$ENV_FILE"; then
+    printf 'HILO_TWILIO_ACCOUNT_SID=AC%s\n' "$(python3 -c 'import secrets; print(secrets.token_hex(16))')" >>"$ENV_FILE"
+fi
+for key in HILO_TWILIO_AUTH_TOKEN HILO_WHATSAPP_APP_SECRET HILO_WHATSAPP_VERIFY_TOKEN HILO_WHATSAPP_ACCESS_TOKEN; do
+    ensure_env_secret "$key"
+done
 load_env
 
 # ------------------------------------------------------------ d. PostgreSQL
@@ -312,9 +322,13 @@ hilo_cmd seed demo >>"$LOGS/hilo-setup.log" 2>&1 || {
 }
 step "Demo console users (hilo users add; passwords in ${ENV_FILE#"$ROOT"/})"
 for spec in "${CONSOLE_USERS[@]}"; do
-    read -r user role agent var <<<"$spec"
+    read -r user role agent teams var <<<"$spec"
     args=(users add "$user" --role "$role" --password-env "$var" --replace)  # unchanged users stay as they are
     [[ $agent == - ]] || args+=(--agent "$agent")
+    if [[ $teams != - ]]; then
+        IFS=, read -r -a team_list <<<"$teams"
+        for team in "${team_list[@]}"; do args+=(--team "$team"); done
+    fi
     hilo_cmd "${args[@]}" >>"$LOGS/hilo-setup.log" 2>&1 || {
         tail -n 40 "$LOGS/hilo-setup.log" >&2
         die "hilo users add $user failed"

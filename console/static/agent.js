@@ -163,6 +163,8 @@
       }
       if (message.type === "hello") heartbeatMs = (message.heartbeat_s || 15) * 1000;
       if (message.type === "screenpop") showPop(message);
+      // The chat pane (chat.js) follows the same feed.
+      document.dispatchEvent(new CustomEvent("hilo:feed", { detail: message }));
     });
     socket.addEventListener("close", (event) => {
       setLink(false);
@@ -225,10 +227,20 @@
       "no earlier interactions",
     );
     fill(
+      $("pop-messages"),
+      (pop.messages || []).map((m) =>
+        item("li", `${when(m.at)} · ${m.channel} · ${m.direction === "in" ? "customer" : m.by}: ${m.text || ""}`,
+          m.direction === "in" ? "in" : "out"),
+      ),
+      "no messages",
+    );
+    fill(
       $("pop-cases"),
       pop.open_cases.map((c) => item("li", `${c.subject} (${c.status})`)),
       "no open cases",
     );
+    $("hold-form").hidden = false;
+    $("hold-status").textContent = "";
     $("wrapup").hidden = false;
     $("wrapup-result").textContent = "";
     $("note").value = "";
@@ -246,6 +258,15 @@
     $("wrapup-result").textContent = result.ok ? "Wrap-up saved." : reasonOf(result);
     $("wrapup-submit").disabled = result.ok;
   });
+
+  // Hold: the caller hears music and leaves the conversation until taken back (call.held / call.unheld).
+  for (const [button, action, done] of [["hold", "hold", "The caller is on hold."], ["unhold", "unhold", "The caller is back."]]) {
+    $(button).addEventListener("click", async () => {
+      if (!current) return;
+      const result = await api(`/api/calls/${encodeURIComponent(current)}/${action}`, "POST");
+      $("hold-status").textContent = result.ok ? done : reasonOf(result);
+    });
+  }
 
   start();
 })();

@@ -14,6 +14,8 @@
   let heartbeatMs = 15000;
   let clockSkewMs = 0; // server time - our time
   let picture = null;
+  let supervision = null; // {id, interaction_id, mode} of this page's supervisor, while connected
+  const MODES = ["listen", "whisper", "barge"];
 
   const now = () => Date.now() + clockSkewMs;
   const pct = (ratio) => (ratio === null || ratio === undefined ? "–" : Math.round(ratio * 1000) / 10 + "%");
@@ -100,9 +102,113 @@
       const inState = cell(row, a.since ? duration(since(a.since)) : "–", "in-state");
       inState.dataset.since = a.since || "";
       cell(row, String(a.handled_today), "handled");
+      const call = cell(row, "", "call");
+      if (a.interaction_id) {
+        for (const mode of MODES) {
+          const here = supervision && supervision.interaction_id === a.interaction_id && supervision.mode === mode;
+          const button = document.createElement("button");
+          button.type = "button";
+          button.className = "supervise " + mode + (here ? " active" : "");
+          button.textContent = mode[0].toUpperCase() + mode.slice(1);
+          button.addEventListener("click", () => supervise(a.interaction_id, mode));
+          call.append(button);
+        }
+      }
+      const set = cell(row, "", "set-state");
+      const choice = document.createElement("select");
+      for (const state of ["available", "away", "offline"]) choice.append(new Option(state, state));
+      const apply = document.createElement("button");
+      apply.type = "button";
+      apply.textContent = "Set";
+      apply.addEventListener("click", () => act(`/api/agents/${encodeURIComponent(a.id)}/state`, "POST",
+        { state: choice.value }, `${a.name}: ${choice.value}`));
+      set.append(choice, apply);
       body.append(row);
     }
   }
+
+  function drawWaiting() {
+    const body = $("waiting").tBodies[0];
+    body.replaceChildren();
+    for (const w of picture.waiting || []) {
+      const row = document.createElement("tr");
+      row.dataset.interaction = w.interaction_id;
+      cell(row, w.interaction_id.slice(0, 8));
+      cell(row, w.channel);
+      cell(row, w.queue);
+      cell(row, duration(since(w.since)), "in-state").dataset.since = w.since;
+      const to = document.createElement("select");
+      for (const q of picture.queues) if (q.queue !== w.queue) to.append(new Option(`queue ${q.name}`, "queue:" + q.queue));
+      for (const a of picture.agents) if (a.state === "available") to.append(new Option(`agent ${a.name}`, "agent:" + a.id));
+      const move = document.createElement("button");
+      move.type = "button";
+      move.textContent = "Move";
+      move.addEventListener("click", () => {
+        const [kind, target] = to.value.split(/:(.*)/s);
+        if (!target) return;
+        act(`/api/routing/interactions/${w.interaction_id}/move`, "POST", { [kind]: target }, `moved to ${kind} ${target}`);
+      });
+      cell(row, "", "move").append(to, move);
+      body.append(row);
+    }
+  }
+
+  // -- supervisor actions (each audited on the server) -------------------------------------------
+  function status(text, bad = false) {
+    $("action-status").textContent = text;
+    $("action-status").className = bad ? "bad" : "";
+  }
+
+  async function act(url, method, body, done) {
+    const response = await fetch(url, {
+      method,
+      credentials: "same-origin",
+      headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      status(`${answer.reason || response.statusText}`, true);
+      return null;
+    }
+    status(done);
+    return answer;
+  }
+
+  function showSupervision() {
+    $("supervision").textContent = supervision
+      ? `${supervision.mode} on ${supervision.interaction_id.slice(0, 8)}`
+      : "not on a call";
+    $("stop-supervision").hidden = !supervision;
+    if (picture) drawAgents();
+  }
+
+  async function supervise(interactionId, mode) {
+    let answer;
+    if (supervision && supervision.interaction_id === interactionId) {
+      answer = await act(`/api/supervisions/${supervision.id}`, "PATCH", { mode }, `now: ${mode}`);
+    } else {
+      const phone = $("my-phone").value.trim();
+      if (!phone) {
+        status("give your phone first (e.g. PJSIP/supervisor-demo)", true);
+        return;
+      }
+      localStorage.setItem("hilo-supervisor-phone", phone);
+      if (supervision) await act(`/api/supervisions/${supervision.id}`, "DELETE", null, "ended");
+      status("ringing your phone…");
+      answer = await act(`/api/calls/${interactionId}/supervision`, "POST", { mode, phone }, `${mode}: connected`);
+    }
+    if (answer) supervision = answer;
+    showSupervision();
+  }
+
+  $("stop-supervision").addEventListener("click", async () => {
+    if (supervision) await act(`/api/supervisions/${supervision.id}`, "DELETE", null, "ended");
+    supervision = null;
+    showSupervision();
+  });
+  $("supervising").addEventListener("submit", (event) => event.preventDefault());
+  $("my-phone").value = localStorage.getItem("hilo-supervisor-phone") || "";
 
   function drawChannels() {
     const body = $("channels").tBodies[0];
@@ -145,7 +251,12 @@
     $("updated").textContent = new Date(picture.at).toLocaleTimeString();
     drawAlerts();
     drawQueues();
+    if (supervision && !picture.agents.some((a) => a.interaction_id === supervision.interaction_id)) {
+      supervision = null; // the call is over, and the supervision with it
+      showSupervision();
+    }
     drawAgents();
+    drawWaiting();
     drawChannels();
   }
 

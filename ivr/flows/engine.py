@@ -23,6 +23,7 @@ from ivr.flows.schema import (
     Branch,
     Callback,
     Condition,
+    Consent,
     Flow,
     Gather,
     Goto,
@@ -36,11 +37,15 @@ from ivr.flows.schema import (
     Queue,
     Say,
     SetVars,
+    Survey,
     Transfer,
     Verify,
     Voicemail,
 )
+from ivr.flows.schema import Record as RecordNode
+from ivr.flows.survey import SaveAnswer, run_survey
 from ivr.flows.templates import render
+from recordings.policy import CONSENT_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,8 @@ class Session(Protocol):
 
 @dataclass(frozen=True)
 class SpeechRequest:
-    """A menu turn that listens for speech too: each menu key with the phrases that select it."""
+    """A turn that listens for speech too: each menu key with the phrases that select it, or (gather) a
+    count of spoken digits, the answer's `key` then being the digits."""
 
     phrases: dict[str, list[str]]
     language: str
@@ -93,6 +99,7 @@ class SpeechRequest:
     timeout_s: float
     end_silence_s: float
     max_speech_s: float
+    digits: tuple[int, int] | None = None  # spoken digits (lowest, highest count) instead of `phrases`
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,25 @@ class SecretDigits(Protocol):
         timeout_s: float,
         inter_digit_timeout_s: float,
     ) -> str | None: ...
+
+
+class CallRecording(Protocol):
+    """The recording of a call as its flow controls it (`record` and `consent` nodes; recordings/flow.py).
+    Channels with nothing to record (text) have none, and those nodes pass through."""
+
+    @property
+    def paused(self) -> bool:
+        """True while a pause is in force: keys read meanwhile are never shown (card numbers)."""
+        ...
+
+    async def control(self, action: str) -> str:
+        """start, stop, pause or resume; what came of it (e.g. "started", "refused" after a refused consent,
+        "failed"): a recording problem never stops the flow."""
+        ...
+
+    async def consent(self, given: bool, via: str) -> None:
+        """The caller's answer, kept on the interaction (`via`: "dtmf", or "unanswered" for the default)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -191,6 +217,9 @@ class Services:
     calendars: Calendars = field(default_factory=Calendars)
     verify_customer: VerifyCustomer = _never_verified
     clock: Clock = utc_now
+    # Where a `survey` node's answers go (the voice call: reports/survey.py save_answer on the interaction);
+    # None records them as `survey.answer` steps, as the simulator shows them.
+    save_survey_answer: SaveAnswer | None = None
 
 
 async def _ignore(type_: str, data: dict[str, Any]) -> None:
@@ -209,6 +238,7 @@ class FlowContext:
     services: Services = field(default_factory=Services)
     record: Record = _ignore
     max_steps: int = DEFAULT_MAX_STEPS
+    recording: CallRecording | None = None  # voice calls with recordings on
 
 
 @dataclass
@@ -367,6 +397,7 @@ class _Run:
         }
         self.steps = 0
         self.secrets: set[str] = set()
+        self.pause_asked = False  # a `record: pause` without its `resume` yet
 
     def tick(self) -> dt.datetime:
         """Read the clock once for this step: `now` and `hours` see the same moment."""
@@ -393,8 +424,8 @@ class _Run:
     async def record(self, type_: str, data: dict[str, Any]) -> None:
         await self.ctx.record(type_, {"flow": self.flow.flow, **data})
 
-    async def run(self) -> Outcome:
-        node_id = self.flow.start
+    async def run(self, start: str | None = None) -> Outcome:
+        node_id = start or self.flow.start
         while True:
             if self.steps >= self.ctx.max_steps:
                 await self.record("ivr.flow_error", {"node": node_id, "reason": "max_steps"})
@@ -449,6 +480,10 @@ class _Run:
             return await self.hours(node_id, node, moment)
         if isinstance(node, Goto):
             return await self.goto(node_id, node)
+        if isinstance(node, RecordNode):
+            return await self.control_recording(node_id, node)
+        if isinstance(node, Consent):
+            return await self.ask_consent(node_id, node)
         if isinstance(node, Queue):
             if node.prompt:
                 await self.session.say(self.text(node.prompt))
@@ -463,11 +498,19 @@ class _Run:
         if isinstance(node, Callback):
             await self.session.say(self.text(node.prompt))
             return self.outcome("callback", node_id, target=self.vars["caller"]["number"])
+        if isinstance(node, Survey):
+            await run_survey(node_id, node, self.session, self.text, self.save_survey_answer, self.record)
+            return node.next
         if isinstance(node, Hangup):
             if node.text:
                 await self.session.say(self.text(node.text))
             return self.outcome("hangup", node_id)
         raise FlowError(f"node kind {getattr(node, 'kind', '?')!r} is not supported")
+
+    async def save_survey_answer(self, question: str, score: int, survey: str | None) -> None:
+        answer = {"question": question, "score": score, **({"survey": survey} if survey else {})}
+        save = self.ctx.services.save_survey_answer
+        await (save(question, score, survey) if save is not None else self.ctx.record("survey.answer", answer))
 
     async def read_digits(self, spec: Gather | Verify, *, secret: bool) -> str | None:
         reader = self.session.read_secret_digits if secret and isinstance(self.session, SecretDigits) else None
@@ -479,21 +522,109 @@ class _Run:
             inter_digit_timeout_s=spec.inter_digit_timeout_s,
         )
 
+    def recording_paused(self) -> bool:
+        """Between a `record: pause` and its `resume` (on any channel, recorded or not): keys are secret."""
+        return self.pause_asked or (self.ctx.recording is not None and self.ctx.recording.paused)
+
     async def gather(self, node_id: str, node: Gather) -> str:
-        if node.prompt:
-            await self.session.say(self.text(node.prompt))
-        raw = await self.read_digits(node, secret=node.secret)
+        # Keys read while the recording is paused (a card number) are secret, whatever the node says.
+        secret = node.secret or self.recording_paused()
+        # Secrets are never listened for: spoken aloud they reach the recognizer, and anyone nearby.
+        speech = None if secret else await self._digits_speech(node_id, node)
+        if speech is not None:
+            raw = await self.spoken_digits(node_id, node, speech)
+        else:
+            if node.prompt:
+                await self.session.say(self.text(node.prompt))
+            raw = await self.read_digits(node, secret=secret)
         digits = _digits(raw, node.terminator, node.min_digits, node.max_digits)
         if digits is None:
             await self.record("ivr.no_input", {"node": node_id, "got": "digits" if raw else None})
             return node.no_input
         self.vars[node.into] = digits
-        if node.secret:
+        if secret:
             self.secrets.add(node.into)
         else:
             self.secrets.discard(node.into)
-        shown = "*" * len(digits) if node.secret else digits
+        shown = "*" * len(digits) if secret else digits
         await self.record("ivr.input", {"node": node_id, "digits": shown, "into": node.into})
+        return node.next
+
+    async def _digits_speech(self, node_id: str, node: Gather) -> SpeechRequest | None:
+        """The speech request of a gather that listens for spoken digits here, or None (keys only)."""
+        if node.speech is None or not isinstance(self.session, SpeechInput):
+            return None
+        request = SpeechRequest(
+            phrases={},
+            language=node.speech.language or self.flow.language,
+            min_confidence=node.speech.min_confidence,
+            engine=node.speech.engine,
+            timeout_s=node.timeout_s,
+            end_silence_s=node.speech.end_silence_s,
+            max_speech_s=node.speech.max_speech_s,
+            digits=(node.min_digits, node.max_digits),
+        )
+        reason = await self.session.speech_unavailable(request)
+        if reason is not None:
+            await self.record("ivr.speech_unavailable", {"node": node_id, "reason": reason})
+            return None
+        return request
+
+    async def spoken_digits(self, node_id: str, node: Gather, request: SpeechRequest) -> str | None:
+        """Digits said ("four two seven") or keyed, whichever comes first; None when nothing usable came."""
+        assert isinstance(self.session, SpeechInput) and node.prompt is not None  # the schema requires it
+        answer = await self.session.ask_choice(self.text(node.prompt), request)
+        if answer is None or answer.key is None:
+            if answer is not None:  # they spoke, but not digits the recognizer was sure of
+                await self.record(
+                    "ivr.input", {"node": node_id, "via": "speech", "valid": False, "confidence": answer.confidence}
+                )
+            return None
+        if answer.via == "speech":
+            return answer.key
+        first = answer.key  # the first key typed: read the rest as a keypad gather would
+        if node.max_digits == 1 or first == node.terminator:
+            return first
+        rest = await self.session.read_digits(
+            min_digits=1,
+            max_digits=node.max_digits - 1,
+            terminator=node.terminator,
+            timeout_s=node.inter_digit_timeout_s,
+            inter_digit_timeout_s=node.inter_digit_timeout_s,
+        )
+        return first + (rest or "")
+
+    async def control_recording(self, node_id: str, node: RecordNode) -> str:
+        if node.action in ("pause", "resume"):
+            self.pause_asked = node.action == "pause"
+        result = "skipped" if self.ctx.recording is None else await self.ctx.recording.control(node.action)
+        await self.record("ivr.record", {"node": node_id, "action": node.action, "result": result})
+        return node.next
+
+    async def ask_consent(self, node_id: str, node: Consent) -> str:
+        """A two-key question; the answer (or `unanswered`) sets `record_consent` and is kept on the call."""
+        if self.ctx.recording is None:
+            await self.record("ivr.record", {"node": node_id, "action": "consent", "result": "skipped"})
+            return node.next
+        given: bool | None = None
+        for attempt in range(1, node.retries + 1):
+            await self.session.say(self.text(node.prompt))
+            answer = (await self.session.read_choice(node.timeout_s) or "").strip()
+            if answer in (node.accept, node.refuse):
+                given = answer == node.accept
+                break
+            if answer:
+                shown = "*" if self.recording_paused() else answer[:20]
+                await self.record("ivr.input", {"node": node_id, "digit": shown, "valid": False, "attempt": attempt})
+            else:
+                await self.record("ivr.no_input", {"node": node_id, "attempt": attempt})
+            if attempt < node.retries:
+                await self.session.say(self.text(node.no_match))
+        via = "dtmf" if given is not None else "unanswered"
+        if given is None:
+            given = node.unanswered == "accept"
+        self.vars[CONSENT_VARIABLE] = given
+        await self.ctx.recording.consent(given, via)
         return node.next
 
     async def hours(self, node_id: str, node: Hours, moment: dt.datetime) -> str:
@@ -543,8 +674,9 @@ class _Run:
                 continue
             typed = answer.strip()
             key = typed if typed in node.choices else labels.get(typed.casefold())
+            shown = "*" if self.recording_paused() else key or typed[:20]
             await self.record(
-                "ivr.input", {"node": node_id, "digit": key or typed[:20], "valid": key is not None, "attempt": attempt}
+                "ivr.input", {"node": node_id, "digit": shown, "valid": key is not None, "attempt": attempt}
             )
             if key is not None:
                 return node.choices[key].next
@@ -573,7 +705,9 @@ class _Run:
             return None
         key = answer.key if answer.key in node.choices else None
         data: dict[str, Any] = {"node": node_id, "via": answer.via, "valid": key is not None, "attempt": attempt}
-        if answer.via == "dtmf":
+        if self.recording_paused():  # what a caller keys or says during a pause is not written down
+            data["digit"] = "*"
+        elif answer.via == "dtmf":
             data["digit"] = answer.key
         else:
             data.update(digit=key, heard=answer.text[:100], confidence=answer.confidence)
@@ -664,7 +798,12 @@ class _Run:
         return start
 
 
-async def run_flow(flow: Flow, session: Session, context: FlowContext) -> Outcome:
-    """Run `flow` from its start node until an outcome (queue, transfer, voicemail, callback, hangup) or an
-    error (a failing template, an unknown goto target, too many steps)."""
-    return await _Run(flow, session, context).run()
+async def run_flow(flow: Flow, session: Session, context: FlowContext, *, start: str | None = None) -> Outcome:
+    """Run `flow` from its start node (or `start`, to go on after a queue's wait or a transfer that failed,
+    with the variables collected so far in `context.variables`) until an outcome (queue, transfer,
+    voicemail, callback, hangup) or an error (a failing template, an unknown goto target, too many steps)."""
+    try:
+        return await _Run(flow, session, context).run(start)
+    finally:
+        if context.recording is not None:  # a flow's recording ends with it (the agent leg is recorded apart)
+            await context.recording.control("stop")

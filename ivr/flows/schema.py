@@ -112,6 +112,18 @@ class Play(_Strict):
         return data
 
 
+class GatherSpeech(_Strict):
+    """Callers may say the digits ("four two seven", "oh" for zero in English) as well as key them: both are
+    listened for at once. A spoken answer the recognizer is not sure of (below `min_confidence`, a word that
+    is not a digit, too few or too many digits) goes to `no_input` like silence does."""
+
+    language: Literal["en", "es"] | None = None  # the flow's language when not given
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    engine: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]+$", max_length=32)] | None = None
+    end_silence_s: float = Field(0.8, ge=0.2, le=3)
+    max_speech_s: float = Field(10, gt=0, le=30)
+
+
 class Gather(_Strict):
     """Read keypad digits into a variable."""
 
@@ -126,11 +138,16 @@ class Gather(_Strict):
     secret: bool = False  # PINs and the like: digits are not written on the timeline
     next: NodeId
     no_input: NodeId
+    speech: GatherSpeech | None = None
 
     @model_validator(mode="after")
     def digits_range(self) -> Gather:
         if self.min_digits > self.max_digits:
             raise ValueError(f"min_digits ({self.min_digits}) is more than max_digits ({self.max_digits})")
+        if self.speech is not None and self.secret:
+            raise ValueError("a secret gather cannot take `speech`: a PIN said aloud is heard by anyone nearby")
+        if self.speech is not None and not self.prompt:
+            raise ValueError("a gather with `speech` needs a `prompt`: what the caller may interrupt by speaking")
         return self
 
 
@@ -334,18 +351,39 @@ class Http(_Strict):
         return self
 
 
+class CallbackOffer(_Strict):
+    """Said to a caller waiting in a queue every `every_s` seconds: pressing `key` continues the flow at
+    `next` (a `callback` node there books the callback and keeps the caller's place in the queue)."""
+
+    every_s: int = Field(30, ge=1, le=3_600)
+    key: Annotated[str, StringConstraints(pattern=r"^[0-9*#]$")] = "1"
+    prompt: Template = "To be called back without losing your place in the queue, press 1."
+    next: NodeId
+
+
 class Queue(_Strict):
     kind: Literal["queue"]
     queue: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     priority: int = Field(0, ge=0, le=10)
     skills: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(default_factory=list)
     prompt: Template | None = None
+    max_wait_s: int | None = Field(None, ge=1, le=86_400)  # None: the queue's max_wait_s
+    # Where the flow goes on once max_wait_s has passed (e.g. a voicemail or callback node); without it the
+    # caller hears the queue's no_agent_prompt and the call ends.
+    on_timeout: NodeId | None = None
+    callback_offer: CallbackOffer | None = None
+    # Where the flow goes on when the agent hangs up first and the caller is still on the line (e.g. a
+    # `survey` node); without it the call ends with the agent's hang-up.
+    after_agent: NodeId | None = None
 
 
 class Transfer(_Strict):
     kind: Literal["transfer"]
     to: Annotated[str, StringConstraints(pattern=r"^\+?[0-9A-Za-z*#_-]+$", max_length=64)]
     prompt: Template | None = None
+    # Where the flow goes on when the target does not answer (busy, no answer, unknown); without it the
+    # caller hears an apology and the call ends.
+    on_failure: NodeId | None = None
 
 
 class Voicemail(_Strict):
@@ -356,6 +394,27 @@ class Voicemail(_Strict):
 class Callback(_Strict):
     kind: Literal["callback"]
     prompt: Template
+    # The queue whose agents call back when the caller was not waiting in one (a caller coming from a
+    # `queue` node keeps that queue and their place in it).
+    queue: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
+class SurveyQuestion(_Strict):
+    question: Literal["csat", "nps", "ces"]  # its scale: csat 1-5, nps 0-10, ces 1-7 (reports/kpis.py)
+    prompt: Template
+
+
+class Survey(_Strict):
+    """Ask satisfaction questions; each answer on its scale (keys, or a typed number on text channels) is
+    recorded as `survey.answer` on the interaction. An answer off the scale is asked once more; no answer
+    skips the question."""
+
+    kind: Literal["survey"]
+    survey: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=80)] | None = None
+    questions: list[SurveyQuestion] = Field(min_length=1, max_length=5)
+    invalid: Template = "Sorry, that is not one of the choices."
+    timeout_s: float = Field(6, gt=0, le=60)
+    next: NodeId
 
 
 class Hours(_Strict):
@@ -378,6 +437,41 @@ class Hangup(_Strict):
     text: Template | None = None
 
 
+class Record(_Strict):
+    """Control the recording of the call (recordings/): `start` records the caller's side of the call from now
+    on (what they say and what they hear) until `stop` or the end of the flow; `pause` and `resume` leave a
+    span out of it, e.g. around a `gather` of a card number (keys pressed while paused are never shown or
+    recorded anywhere). The conversation with an agent is recorded by the queue's policy, as before. Text
+    channels pass through (nothing to record)."""
+
+    kind: Literal["record"]
+    action: Literal["start", "stop", "pause", "resume"]
+    next: NodeId
+
+
+class Consent(_Strict):
+    """Ask whether the call may be recorded. `refuse` (or no valid answer after `retries`, unless
+    `unanswered: accept`) means nothing of this call is recorded: not the flow's recording, not the
+    conversation with an agent, whatever the queue says. The answer is `recording.consent` on the timeline
+    and `record_consent` (true/false) in the flow. Text channels pass through (nothing to record)."""
+
+    kind: Literal["consent"]
+    prompt: Template
+    accept: DtmfKey = "1"
+    refuse: DtmfKey = "2"
+    no_match: Template = "Sorry, I did not get that."
+    retries: int = Field(2, ge=1, le=5)
+    timeout_s: float = Field(6, gt=0, le=60)
+    unanswered: Literal["refuse", "accept"] = "refuse"
+    next: NodeId
+
+    @model_validator(mode="after")
+    def distinct_keys(self) -> Consent:
+        if self.accept == self.refuse:
+            raise ValueError(f"accept and refuse are the same key ({self.accept!r})")
+        return self
+
+
 Node = Annotated[
     Say
     | Play
@@ -391,9 +485,12 @@ Node = Annotated[
     | Transfer
     | Voicemail
     | Callback
+    | Survey
     | Hours
     | Goto
-    | Hangup,
+    | Hangup
+    | Record
+    | Consent,
     Field(discriminator="kind"),
 ]
 
@@ -410,9 +507,12 @@ NODE_KINDS: tuple[str, ...] = (
     "transfer",
     "voicemail",
     "callback",
+    "survey",
     "hours",
     "goto",
     "hangup",
+    "record",
+    "consent",
 )
 
 
@@ -424,6 +524,10 @@ class Flow(_Strict):
     timezone: TimeZoneName | None = None  # for `now`; None = UTC
     start: NodeId
     nodes: dict[NodeId, Node] = Field(min_length=1)
+
+
+# A queue's wait that ran out, a transfer nobody answered, the caller still on the line after the agent.
+_EXITS = ("on_timeout", "on_failure", "after_agent")
 
 
 def node_references(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
@@ -441,10 +545,12 @@ def node_references(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
                 (("verify", "verified"), node.verify.verified),
                 (("verify", "not_verified"), node.verify.not_verified),
             ]
-        for field in ("next", "no_input", "found", "not_found", "on_error", "open", "closed"):
+        for field in ("next", "no_input", "found", "not_found", "on_error", "open", "closed", *_EXITS):
             target = getattr(node, field, None)
             if isinstance(target, str):
                 refs.append(((field,), target))
+        if isinstance(node, Queue) and node.callback_offer is not None:
+            refs.append((("callback_offer", "next"), node.callback_offer.next))
     return refs
 
 
@@ -457,6 +563,11 @@ def templates_of(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:
             found.append(((field,), value))
     if isinstance(node, Menu) and node.speech is not None and node.speech.dtmf_prompt is not None:
         found.append((("speech", "dtmf_prompt"), node.speech.dtmf_prompt))
+    if isinstance(node, Queue) and node.callback_offer is not None:
+        found.append((("callback_offer", "prompt"), node.callback_offer.prompt))
+    if isinstance(node, Survey):
+        found += [(("questions", i, "prompt"), q.prompt) for i, q in enumerate(node.questions)]
+        found.append((("invalid",), node.invalid))
     if isinstance(node, Lookup) and node.verify is not None:
         found.append((("verify", "prompt"), node.verify.prompt))
         if node.verify.retry is not None:

@@ -1,8 +1,9 @@
 """A text session: prompts go to a list (and an optional callback), answers come from scripted inputs.
 
-Used by `hilo flows simulate` and the tests; the text channels (SMS, WhatsApp, web chat) will feed the same
-interface from their bridges. An answer is whatever the person typed: a key, digits, or a menu label (the
-engine matches labels case-insensitively). Secrets (PINs, dates of birth) reach `on_input` masked."""
+Used by `hilo flows simulate` and the tests; the text channels (SMS, WhatsApp, web chat) feed the same
+interface one message at a time (bridges/conversation_flow.py, which replays a conversation's answers).
+An answer is whatever the person typed: a key, digits, or a menu label (the engine matches labels
+case-insensitively). Secrets (PINs, dates of birth) reach `on_input` masked."""
 
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ from ivr.flows.loader import FlowProblem, LoadedFlow, Loc, load_flow
 from ivr.flows.schema import (
     INPUT_KINDS,
     Branch,
+    Callback,
+    Consent,
     Flow,
     Gather,
     Goto,
@@ -37,6 +39,7 @@ from ivr.flows.schema import (
 )
 from ivr.flows.templates import BUILTIN_NAMES, environment
 from ivr.speech.matching import normalize
+from recordings.policy import CONSENT_VARIABLE
 
 SOUND_EXTENSIONS = ("", ".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722", ".mp3")
 # Variables the engine sets and refreshes itself: a flow reads them and never writes them.
@@ -151,9 +154,10 @@ def check_flow(item: LoadedFlow, checks: Checks, flows: dict[str, Flow]) -> list
                 at(("nodes", node_id, "node"), f"node {node.node!r} does not exist in flow {node.flow!r}")
             elif node.flow == flow.flow:
                 edges[node_id].append(node.node or flow.start)
-        if isinstance(node, Queue) and checks.queues is not None and node.queue not in checks.queues:
+        queue_id = node.queue if isinstance(node, Queue | Callback) else None
+        if queue_id is not None and checks.queues is not None and queue_id not in checks.queues:
             known = ", ".join(sorted(checks.queues)) or "none"
-            at(("nodes", node_id, "queue"), f"queue {node.queue!r} is not in routing.yaml (known: {known})")
+            at(("nodes", node_id, "queue"), f"queue {queue_id!r} is not in routing.yaml (known: {known})")
         if isinstance(node, Hours) and checks.calendars is not None and node.calendar not in checks.calendars:
             known = ", ".join(sorted(checks.calendars)) or "none"
             at(("nodes", node_id, "calendar"), f"calendar {node.calendar!r} is not in hours.yaml (known: {known})")
@@ -311,6 +315,8 @@ def _defined_names(flow: Flow) -> set[str]:
             names.update(node.variables)
         elif isinstance(node, Http):
             names.update(node.map)
+        elif isinstance(node, Consent):
+            names.add(CONSENT_VARIABLE)
     return names
 
 

@@ -30,6 +30,9 @@ def add_speech_commands(subparsers: Any) -> None:
     recognize.add_argument("file", type=Path)
     recognize.add_argument("--lang", default="en", help="language (default en)")
     recognize.add_argument("--choices", default=None, help='comma-separated phrases, e.g. "billing,technical support"')
+    recognize.add_argument(
+        "--digits", default=None, metavar="MIN-MAX", help='spoken digits instead of choices, e.g. "4-8" ("four two...")'
+    )
     recognize.add_argument("--engine", default=None, help="pocketsphinx or vosk (default: the language's engine)")
     recognize.add_argument("--min-confidence", type=float, default=0.5, help="below this, no choice (default 0.5)")
     say = sub.add_parser("say", help="speak TEXT into a WAV file (8 kHz mono 16-bit, as Asterisk plays it)")
@@ -63,7 +66,7 @@ def _recognize(args: argparse.Namespace, service: SpeechService) -> int:
         return 2
     try:
         pcm = read_wav(args.file)
-        grammar = Grammar.of_phrases(args.choices.split(",")) if args.choices is not None else None
+        grammar = _grammar(args)
         engine = service.engines.pick(args.lang, args.engine)
         recognizer = engine.recognizer(args.lang, grammar)
         result = recognize_pcm(
@@ -79,7 +82,18 @@ def _recognize(args: argparse.Namespace, service: SpeechService) -> int:
         print(f"hilo speech recognize: {exc}", file=sys.stderr)
         return 1
     except GrammarError as exc:
-        print(f"hilo speech recognize: --choices: {exc}", file=sys.stderr)
+        print(f"hilo speech recognize: {'--digits' if args.digits else '--choices'}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result.as_json(), ensure_ascii=False))
     return 0
+
+
+def _grammar(args: argparse.Namespace) -> Grammar | None:
+    if args.digits is not None and args.choices is not None:
+        raise GrammarError("give --choices or --digits, not both")
+    if args.digits is not None:
+        low, sep, high = args.digits.partition("-")
+        if not (low.isdigit() and (not sep or high.isdigit())):
+            raise GrammarError(f"{args.digits!r} is not MIN-MAX (e.g. 4-8) or a count (e.g. 4)")
+        return Grammar.digits(args.lang, int(low), int(high) if sep else int(low))
+    return Grammar.of_phrases(args.choices.split(",")) if args.choices is not None else None

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asterisk.ari import AriClient
+from asterisk.ari import AriClient, AriError
 from asterisk.stasis import StasisRouter
 from ivr.speech.engines import Engine, Heard, Recognizer, RecognizerPool, SpeechEngines, decide
 from ivr.speech.matching import Grammar
@@ -31,6 +31,15 @@ from ivr.speech.vad import Endpointer
 from ivr.speech.vosk_engine import VoskEngine
 
 log = logging.getLogger(__name__)
+
+
+class ListenFailed(RuntimeError):
+    """The call's audio could not be opened for this turn (the caller just left, the events socket is
+    reconnecting, Asterisk refused the snoop): the turn goes on with keys only."""
+
+    def __init__(self, reason: str, *, channel_missing: bool) -> None:
+        super().__init__(reason)
+        self.channel_missing = channel_missing  # Asterisk no longer has the caller's channel
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,11 @@ class SpeechService:
         audio = CallAudio(ari, stasis, channel_id, self.media_host)
         task: asyncio.Task[None] | None = None
         try:
-            await audio.open()
+            try:
+                await audio.open()
+            except (AriError, TimeoutError, OSError) as exc:
+                missing = isinstance(exc, AriError) and exc.status == 404
+                raise ListenFailed(f"could not open the call's audio: {exc!r}", channel_missing=missing) from exc
             endpointer = Endpointer(audio.rate, end_silence_s=turn.end_silence_s, max_speech_s=turn.max_speech_s)
             listener = Listener(audio, recognizer, endpointer, turn, engine)
             task = asyncio.create_task(listener.run(), name=f"listen-{channel_id}")

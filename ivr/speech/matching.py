@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _NOT_WORD = re.compile(r"[^\w' ]+")
 _SPACES = re.compile(r"\s+")
@@ -25,12 +25,42 @@ class GrammarError(ValueError):
     pass
 
 
+DIGIT_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "en": {
+        "0": ("zero", "oh"),
+        "1": ("one",),
+        "2": ("two",),
+        "3": ("three",),
+        "4": ("four",),
+        "5": ("five",),
+        "6": ("six",),
+        "7": ("seven",),
+        "8": ("eight",),
+        "9": ("nine",),
+    },
+    "es": {
+        "0": ("cero",),
+        "1": ("uno", "un"),
+        "2": ("dos",),
+        "3": ("tres",),
+        "4": ("cuatro",),
+        "5": ("cinco",),
+        "6": ("seis",),
+        "7": ("siete",),
+        "8": ("ocho",),
+        "9": ("nueve",),
+    },
+}
+
+
 @dataclass(frozen=True)
 class Grammar:
     """choice -> phrases (normalized). Two choices may not share a phrase: the caller's words must select
-    one choice only."""
+    one choice only. With `repeat` (lowest, highest), the caller says a sequence of that many choices
+    (digits: "four two seven") and the match is the choices joined ("427")."""
 
     choices: tuple[tuple[str, tuple[str, ...]], ...]
+    repeat: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, choices: Mapping[str, Iterable[str]]) -> Grammar:
@@ -48,6 +78,16 @@ class Grammar:
         if not built:
             raise GrammarError("no choices")
         return cls(tuple(built))
+
+    @classmethod
+    def digits(cls, language: str, min_digits: int, max_digits: int) -> Grammar:
+        """Spoken digits, one word each ("oh" for zero in English), `min_digits` to `max_digits` of them."""
+        words = DIGIT_WORDS.get(language)
+        if words is None:
+            raise GrammarError(f"spoken digits are not known in {language!r} (known: {', '.join(DIGIT_WORDS)})")
+        if not 1 <= min_digits <= max_digits:
+            raise GrammarError(f"digits from {min_digits} to {max_digits} is not a range")
+        return replace(cls.of(words), repeat=(min_digits, max_digits))
 
     @classmethod
     def of_phrases(cls, phrases: Iterable[str]) -> Grammar:
@@ -69,6 +109,8 @@ class Grammar:
         heard = normalize(text)
         if not heard:
             return None
+        if self.repeat is not None:
+            return self._sequence(heard.split())
         for choice, phrases in self.choices:
             if heard in phrases:
                 return choice
@@ -80,6 +122,16 @@ class Grammar:
             return None
         prefixed = {c for c, phrases in self.choices for p in phrases if p.split()[: len(words)] == words}
         return prefixed.pop() if len(prefixed) == 1 and len(words) >= 1 and len(heard) >= 4 else None
+
+
+    def _sequence(self, words: list[str]) -> str | None:
+        # Every word must be one of the choices' (one-word) phrases, and their number within `repeat`.
+        assert self.repeat is not None
+        owner = {p: c for c, phrases in self.choices for p in phrases}
+        if any(w not in owner for w in words):
+            return None
+        low, high = self.repeat
+        return "".join(owner[w] for w in words) if low <= len(words) <= high else None
 
 
 def _contains(words: list[str], phrase: list[str]) -> bool:

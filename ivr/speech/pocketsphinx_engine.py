@@ -60,9 +60,11 @@ GARBAGE_MORE = 0.5  # probability that garbage goes on for one more phone
 def _jsgf(grammar: Grammar) -> str:
     choices = " | ".join(grammar.phrases)
     garbage = " | ".join(GARBAGE_PREFIX + p.lower() for p in PHONES)
+    # A sequence (spoken digits) is any number of choices here; Grammar.match checks how many.
+    answer = "<choice>+" if grammar.repeat is not None else "<choice>"
     return (
         "#JSGF V1.0;\ngrammar menu;\n"
-        f"public <menu> = /1/ <choice> | /{GARBAGE_WEIGHT:g}/ <garbage>;\n"
+        f"public <menu> = /1/ {answer} | /{GARBAGE_WEIGHT:g}/ <garbage>;\n"
         f"<choice> = {choices};\n"
         f"<garbage> = /{1 - GARBAGE_MORE:g}/ <phone> | /{GARBAGE_MORE:g}/ <phone> <garbage>;\n"
         f"<phone> = {garbage};\n"
@@ -133,7 +135,15 @@ class PocketsphinxRecognizer(Recognizer):
             return Heard(text, float(best.prob) if best is not None and text else 0.0)
         if not text or GARBAGE_PREFIX in text:
             return Heard("", 0.0)
+        if self.grammar.repeat is not None:
+            # A sequence's N-best list is crowded with near-identical sequences that split the probability
+            # between them; each word's own posterior says better how sure the weakest digit is.
+            return Heard(text, self._weakest_word())
         return Heard(text, self._share_of(text))
+
+    def _weakest_word(self) -> float:
+        words = [seg.prob for seg in self.decoder.seg() if seg.word not in ("<s>", "</s>", "<sil>")]
+        return min(words) if words else 0.0
 
     def _share_of(self, text: str) -> float:
         # Best log score per distinct result (each choice, or garbage) in the N-best list, then the winner's

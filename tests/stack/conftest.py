@@ -129,8 +129,17 @@ async def truncate_test_rows(pool: asyncpg.Pool) -> None:
         for r in await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
         if r["tablename"] not in KEPT_TABLES
     ]
-    if names:
-        await pool.execute(f"TRUNCATE {', '.join(map(quote_ident, names))} RESTART IDENTITY CASCADE")
+    if not names:
+        return
+    for attempt in range(5):
+        try:
+            await pool.execute(f"TRUNCATE {', '.join(map(quote_ident, names))} RESTART IDENTITY CASCADE")
+            return
+        except asyncpg.DeadlockDetectedError:
+            # A background worker of the test server (transcripts, outbox, ...) read the same tables in
+            # another order; PostgreSQL aborted one side, so the truncation can simply be tried again.
+            if attempt == 4:
+                raise
 
 
 async def restore_working_copy_flows(services: Services) -> None:

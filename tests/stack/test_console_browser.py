@@ -102,9 +102,12 @@ async def test_the_agent_sees_the_pop_in_the_browser_and_wraps_up(stack: Stack, 
             f"/api/customers/{started['customer_id']}/timeline", headers={"Authorization": f"Bearer {stack.token}"}
         )
         events = [e for e in (await resp.json())["events"] if e["interaction_id"] == interaction]
+        call_facts = ("agent.answered", "agent.call_ended")  # when talk began and ended, not the wrap-up
         wrapup = [
-            (e["type"], e["data"]) for e in events if e["type"].startswith("agent.") and e["type"] != "agent.answered"
+            (e["type"], e["data"]) for e in events if e["type"].startswith("agent.") and e["type"] not in call_facts
         ]
+        ended = [e["data"] for e in events if e["type"] == "agent.call_ended"]
+        assert ended == [{"agent": "bob", "hangup_by": "caller"}]
         assert wrapup == [
             ("agent.disposition", {"agent": "bob", "by": "bob", "disposition": "resolved"}),
             ("agent.note", {"agent": "bob", "by": "bob", "note": "Asked about her invoice; explained the charges."}),

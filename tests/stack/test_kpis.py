@@ -1,6 +1,7 @@
 """KPIs from the real timeline: a scripted day of contacts written through Timeline (with the times they
-happened), the reporting API (JSON and CSV, roles), survey answers through the API, and today's figures on
-/metrics — each checked against values worked out by hand below."""
+happened; survey answers given to the flow's `survey` node), the reporting API (JSON and CSV, roles), survey
+answers through the API, and today's figures on /metrics — each checked against values worked out by hand
+below."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ import pytest
 
 from crm_bridge import identity
 from crm_bridge.timeline import Interaction, Timeline
+from ivr.flows.engine import FlowContext, Services, run_flow
+from ivr.flows.schema import Flow
+from ivr.flows.text_session import TextSession
 from reports.config import load_kpi_config
 from reports.monitor import WallboardMonitor
+from reports.survey import answers_of
 from tests.stack.conftest import Stack
 from tests.stack.test_screenpop import sign_in
 
@@ -72,17 +77,48 @@ def ended(when: str, outcome: str = "completed") -> tuple[str, str, dict[str, An
     return (when, "interaction.ended", {"outcome": outcome})
 
 
+SURVEY_FLOW = Flow.model_validate(
+    {
+        "flow": "after",
+        "start": "survey",
+        "nodes": {
+            "survey": {
+                "kind": "survey",
+                "questions": [
+                    {"question": "csat", "prompt": "Satisfied? 1 to 5"},
+                    {"question": "nps", "prompt": "Recommend us? 0 to 10"},
+                    {"question": "ces", "prompt": "Easy? 1 to 7"},
+                ],
+                "next": "bye",
+            },
+            "bye": {"kind": "hangup"},
+        },
+    }
+)
+
+
+async def survey_by_keypad(stack: Stack, interaction: Interaction, keys: list[str | None]) -> None:
+    """The customer answers the `survey` node (None: no answer), saved on the interaction as on a call."""
+    assert stack.services.timeline is not None
+    save = answers_of(stack.pool, stack.services.timeline.publish, interaction.id)
+    await run_flow(SURVEY_FLOW, TextSession(keys), FlowContext(services=Services(save_survey_answer=save)))
+
+
 async def scripted_day(stack: Stack) -> Script:
     """Ten days ago in Madrid (every repeat window is over by now):
 
-    1 Ana   voice    09:00 support, waits 15 s, bob talks 300 s, wrap-up 60 s; csat 5, nps 10
+    1 Ana   voice    09:00 support, waits 15 s, bob 300 s of which 40 s on hold, wrap-up 60 s; csat 5, nps 10
     2 Ana   whatsapp 11:00 (back on another channel: 1 is not resolved first time, and a switch)
-    3 Bo    voice    10:00 support, waits 40 s (after 20 s), bob talks 120 s, no wrap-up; csat 2, nps 6
+    3 Bo    voice    10:00 support, waits 40 s (after 20 s), bob talks 90 s and hangs up, Bo answers the survey
+                     (30 s more on the line): csat 2, nps 6, no ces; no wrap-up
     4 Cy    voice    10:30 support, hangs up after 60 s in the queue: abandoned
-    5 Cy    voice    12:00 support, asks for a callback: left out of service level and abandonment
+    5 Cy    voice    12:00 support, asks for a callback: left out of service level and abandonment; called back
+                     at 12:30 and connected (kept)
     6 Di    voice    13:00 transferred by the IVR
-    7 Eva   voice    14:00 sales, waits 25 s (within 30), alice talks 600 s, wrap-up 30 s; csat 4, nps 8, ces 6
+    7 Eva   voice    14:00 sales, waits 25 s (within 30), alice talks 600 s, wrap-up 30 s; survey: csat 4, nps 8,
+                     ces 6
     8 Eva   voice    two days later: after the period, but a repeat of 7 (same channel)
+    9 Fay   voice    15:00 support, asks for a callback; the dialler gives up at 15:21 (not kept)
     """
     assert stack.services.timeline is not None
     today = datetime.now(MADRID).date() - timedelta(days=10)
@@ -91,7 +127,7 @@ async def scripted_day(stack: Stack) -> Script:
     async def customer(number: str) -> Any:
         return (await identity.identify_or_create(stack.pool, "phone", number, "ES")).customer_id
 
-    ana, bo, cy, di, eva = [await customer(f"+34 600 70 00 0{n}") for n in range(1, 6)]
+    ana, bo, cy, di, eva, fay = [await customer(f"+34 600 70 00 0{n}") for n in range(1, 7)]
     c = script.contact
     await c(
         ana,
@@ -99,22 +135,24 @@ async def scripted_day(stack: Stack) -> Script:
         "09:00:00",
         ("09:00:10", "routing.queued", {"queue": "support"}),
         ("09:00:25", "agent.answered", {"agent": "bob"}),
+        ("09:01:00", "call.held", {"agent": "bob", "by": "bob"}),
+        ("09:01:40", "call.unheld", {"agent": "bob", "by": "bob"}),
         ended("09:05:25"),
         ("09:06:25", "agent.disposition", {"agent": "bob", "disposition": "resolved"}),
         ("09:07:00", "survey.answer", {"question": "csat", "score": 5}),
         ("09:07:05", "survey.answer", {"question": "nps", "score": 10}),
     )
     await c(ana, "whatsapp", "11:00:00", ended("11:10:00"))
-    await c(
+    bos = await c(
         bo,
         "voice",
         "10:00:00",
         ("10:00:05", "routing.queued", {"queue": "support"}),
         ("10:00:45", "agent.answered", {"agent": "bob"}),
+        ("10:02:15", "agent.call_ended", {"agent": "bob", "hangup_by": "agent"}),
         ended("10:02:45"),
-        ("10:03:00", "survey.answer", {"question": "csat", "score": 2}),
-        ("10:03:05", "survey.answer", {"question": "nps", "score": 6}),
     )
+    await survey_by_keypad(stack, bos, ["2", "6", None])
     await c(
         cy, "voice", "10:30:00", ("10:30:05", "routing.queued", {"queue": "support"}), ended("10:31:05", "abandoned")
     )
@@ -125,11 +163,13 @@ async def scripted_day(stack: Stack) -> Script:
         ("12:00:05", "routing.queued", {"queue": "support"}),
         ("12:01:00", "callback.requested", {"queue": "support"}),
         ended("12:01:05", "callback-requested"),
+        ("12:30:00", "callback.dialing", {"attempt": 1}),
+        ("12:30:20", "callback.connected", {"agent": "bob"}),
     )
     await c(
         di, "voice", "13:00:00", ("13:00:30", "ivr.transfer", {"to": "test-line"}), ended("13:00:30", "transferred")
     )
-    await c(
+    evas = await c(
         eva,
         "voice",
         "14:00:00",
@@ -137,11 +177,19 @@ async def scripted_day(stack: Stack) -> Script:
         ("14:00:30", "agent.answered", {"agent": "alice"}),
         ended("14:10:30"),
         ("14:11:00", "agent.disposition", {"agent": "alice", "disposition": "sale"}),
-        ("14:12:00", "survey.answer", {"question": "csat", "score": 4}),
-        ("14:12:05", "survey.answer", {"question": "nps", "score": 8}),
-        ("14:12:10", "survey.answer", {"question": "ces", "score": 6}),
     )
+    await survey_by_keypad(stack, evas, ["4", "8", "6"])
     await c(eva, "voice", "10:00:00", ended("10:05:00"), days=2)
+    await c(
+        fay,
+        "voice",
+        "15:00:00",
+        ("15:00:05", "routing.queued", {"queue": "support"}),
+        ("15:00:40", "callback.requested", {"queue": "support"}),
+        ended("15:00:45", "callback-requested"),
+        ("15:20:00", "callback.dialing", {"attempt": 1}),
+        ("15:21:00", "callback.failed", {"reason": "no-answer", "attempts": 3}),
+    )
     return script
 
 
@@ -164,47 +212,54 @@ async def test_a_scripted_day_gives_the_figures_worked_out_by_hand(stack: Stack,
     assert whole["start"] == script.day.isoformat()
     [day] = whole["rows"]
     counts = {k: day[k] for k in ("contacts", "ended", "offered", "answered", "answered_in_sl", "abandoned")}
-    assert counts == {"contacts": 7, "ended": 7, "offered": 4, "answered": 3, "answered_in_sl": 2, "abandoned": 1}
-    assert (day["transferred"], day["callbacks_requested"]) == (1, 1)
-    assert day["service_level"] == pytest.approx(2 / 4)  # 1 and 7 in time, 3 late, 4 abandoned; 5 left out
+    assert counts == {"contacts": 8, "ended": 8, "offered": 4, "answered": 3, "answered_in_sl": 2, "abandoned": 1}
+    assert (day["transferred"], day["callbacks_requested"]) == (1, 2)
+    assert day["service_level"] == pytest.approx(2 / 4)  # 1 and 7 in time, 3 late, 4 abandoned; 5, 9 left out
     assert day["asa_s"] == pytest.approx((15 + 40 + 25) / 3)
-    assert day["talk_s"] == pytest.approx((300 + 120 + 600) / 3)
+    # talk ends when the agent does (3: before Bo's survey) and leaves out the hold (1: 300 - 40)
+    assert day["talk_s"] == pytest.approx((260 + 90 + 600) / 3)
+    assert day["hold_s"] == pytest.approx((40 + 0 + 0) / 3)
     assert day["wrapup_s"] == pytest.approx((60 + 0 + 30) / 3)
-    assert day["hold_s"] == 0
-    assert day["aht_s"] == pytest.approx((360 + 120 + 630) / 3)
+    assert day["aht_s"] == pytest.approx(((260 + 40 + 60) + 90 + (600 + 30)) / 3)
     assert day["abandonment_rate"] == pytest.approx(1 / 4)
-    assert day["transfer_rate"] == pytest.approx(1 / 7)
+    assert day["transfer_rate"] == pytest.approx(1 / 8)
+    # callbacks: 5 connected, 9 failed
+    assert (day["callbacks_connected"], day["callbacks_failed"]) == (1, 1)
+    assert day["callback_kept_rate"] == pytest.approx(1 / 2)
     # answered: 1 (Ana came back), 3 (Bo never did), 7 (Eva came back two days later)
     assert (day["fcr_contacts"], day["fcr_resolved"], day["fcr_pending"]) == (3, 1, 0)
     assert day["fcr_rate"] == pytest.approx(1 / 3)
-    # of the 7 ended contacts, only 1 was followed by a contact on another channel (whatsapp)
-    assert (day["switch_contacts"], day["switched"]) == (7, 1)
-    assert day["channel_switch_rate"] == pytest.approx(1 / 7)
-    assert day["callback_kept_rate"] is None
+    # of the 8 ended contacts, only 1 was followed by a contact on another channel (whatsapp)
+    assert (day["switch_contacts"], day["switched"]) == (8, 1)
+    assert day["channel_switch_rate"] == pytest.approx(1 / 8)
     assert (day["csat"], day["csat_responses"]) == (pytest.approx(2 / 3), 3)  # 5 and 4 satisfied, 2 not
     assert (day["nps"], day["nps_responses"]) == (pytest.approx(0.0), 3)  # one promoter, one detractor
     assert (day["ces"], day["ces_responses"]) == (pytest.approx(6.0), 1)
 
     by_queue = {r["group"]: r for r in (await report(stack, script, interval="period", by="queue"))["rows"]}
     assert set(by_queue) == {"sales", "support", None}
-    assert (by_queue["support"]["contacts"], by_queue["support"]["offered"]) == (4, 3)
+    assert (by_queue["support"]["contacts"], by_queue["support"]["offered"]) == (5, 3)
+    assert by_queue["support"]["callback_kept_rate"] == pytest.approx(1 / 2)
     assert by_queue["support"]["service_level"] == pytest.approx(1 / 3)
     assert by_queue["support"]["abandonment_rate"] == pytest.approx(1 / 3)
     assert by_queue["sales"]["service_level"] == 1.0  # 25 s is within sales' 30
     assert by_queue[None]["contacts"] == 2  # the whatsapp contact and the transfer were never queued
 
     by_channel = {r["group"]: r for r in (await report(stack, script, interval="period", by="channel"))["rows"]}
-    assert (by_channel["voice"]["contacts"], by_channel["whatsapp"]["contacts"]) == (6, 1)
+    assert (by_channel["voice"]["contacts"], by_channel["whatsapp"]["contacts"]) == (7, 1)
+    assert by_channel["voice"]["channel_switch_rate"] == pytest.approx(1 / 7)  # Ana's call, then her whatsapp
     assert by_channel["whatsapp"]["service_level"] is None
 
     by_agent = {r["group"]: r for r in (await report(stack, script, interval="period", by="agent"))["rows"]}
     assert (by_agent["bob"]["answered"], by_agent["alice"]["answered"]) == (2, 1)
-    assert by_agent["bob"]["aht_s"] == pytest.approx((360 + 120) / 2)
+    assert by_agent["bob"]["aht_s"] == pytest.approx((360 + 90) / 2)
+    assert by_agent["bob"]["hold_s"] == pytest.approx(40 / 2)
+    assert (by_agent["bob"]["csat"], by_agent["alice"]["ces"]) == (pytest.approx(1 / 2), 6.0)
 
     quarters = (await report(stack, script, interval="15m"))["rows"]
     assert len(quarters) == 24 * 4
     busy = {r["start"][11:16]: r for r in quarters if r["contacts"]}
-    assert sorted(busy) == ["09:00", "10:00", "10:30", "11:00", "12:00", "13:00", "14:00"]
+    assert sorted(busy) == ["09:00", "10:00", "10:30", "11:00", "12:00", "13:00", "14:00", "15:00"]
     assert busy["09:00"]["service_level"] == 1.0
     assert busy["10:00"]["service_level"] == 0.0  # Bo waited 40 s
     assert busy["10:30"]["abandoned"] == 1

@@ -172,3 +172,89 @@ async def test_gibberish_then_silence_lead_to_the_reprompt_then_keys_only(
     assert (typed["data"]["digit"], typed["data"]["valid"]) == ("3", True), typed
     await stack.hilo_events.expect("routing.queued", within=10, interaction_id=i, data__queue="support")
     await _hang_up(stack, call, i)
+
+
+DEMO_PROMPT = "For sales, say sales or press 1. For technical support, say technical support or press 2."
+
+
+@pytest.mark.parametrize(
+    ("said", "queue", "agent"), [("sales", "sales", "alice"), ("technical support", "support", "bob")]
+)
+async def test_the_demo_line_routes_a_spoken_choice_to_its_agent(
+    stack: Stack, said: str, queue: str, agent: str
+) -> None:
+    """The demo line 100 as `make run` starts it (the working copy's demo flow): the caller says what they
+    want and reaches that queue's agent on a real SIP phone."""
+    utterance = await _utterance(stack, said)
+    prompt_media = f"sound:hilo/{prompt_key(DEMO_PROMPT, voice_for('en', 'gmw/en-US'), 'en')}"
+    ari_mark, mark = stack.ari_events.mark(), stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, "100", CALLER, "", namespace=NAMESPACE, in_app=True)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
+    )
+    i = started["interaction_id"]
+    await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=i, data__attempt=1, data__speech=True)
+    await stack.ari_events.expect(
+        "PlaybackStarted",
+        within=10,
+        since=ari_mark,
+        playback__media_uri=prompt_media,
+        playback__target_uri=f"channel:{call.ivr_leg}",
+    )
+    await _say(stack, call, utterance)
+    heard = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i)
+    assert (heard["data"]["via"], heard["data"]["valid"], heard["data"]["heard"]) == ("speech", True, said), heard
+    await stack.hilo_events.expect_in_order(
+        [
+            ("routing.queued", {"interaction_id": i, "data__queue": queue}),
+            ("routing.offered", {"interaction_id": i, "data__agent": agent}),
+            ("agent.answered", {"interaction_id": i, "data__agent": agent}),
+        ],
+        within=30,
+    )
+    await _hang_up(stack, call, i)
+
+
+DIGITS_NUMBER = "172"
+DIGITS_FLOW = """
+flow: speech_digits
+language: en
+start: account
+nodes:
+  account:
+    kind: gather
+    prompt: Please say or key your account number.
+    min_digits: 4
+    max_digits: 6
+    into: account
+    speech: {min_confidence: 0.5}
+    next: thanks
+    no_input: bye
+  thanks: {kind: hangup, text: "Thank you."}
+  bye: {kind: hangup, text: Goodbye.}
+"""
+
+
+async def test_an_account_number_said_on_a_call_fills_the_gather(stack: Stack) -> None:
+    assert stack.services.flows is not None
+    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
+    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{DIGITS_NUMBER}": speech_digits\n'
+    bundle = base.changed({"flows/speech_digits.yaml": DIGITS_FLOW, "numbers.yaml": numbers})
+    applied = await apply_bundle(
+        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+    )
+    assert not applied.problems, applied.problems
+    assert not isinstance(await stack.services.flows.reload(), list)
+    said = await _utterance(stack, "four two seven one")
+    ari_mark, mark = stack.ari_events.mark(), stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, DIGITS_NUMBER, CALLER, "", namespace=NAMESPACE, in_app=True)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
+    )
+    i = started["interaction_id"]
+    await _prompt_started(stack, call, ari_mark)
+    await _say(stack, call, said)
+    heard = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i)
+    assert heard["data"] == {"flow": "speech_digits", "node": "account", "digits": "4271", "into": "account"}, heard
+    ended = await stack.hilo_events.expect("interaction.ended", within=15, interaction_id=i)
+    assert ended["data"]["hangup_by"] == "system", ended

@@ -20,7 +20,8 @@ def test_shipped_dialplans_load_and_agree() -> None:
     assert flow is not None and flow.flow == "demo"
     assert live.for_number("999") is None
     texts = [text for text, _, _ in live.static_prompts()]
-    assert "For sales, press 1. For support, press 2." in texts
+    assert "For sales, say sales or press 1. For technical support, say technical support or press 2." in texts
+    assert "Please use your keypad. For sales, press 1. For support, press 2." in texts
     assert not any("{" in t for t in texts)  # templated prompts are rendered per call, not in advance
 
 

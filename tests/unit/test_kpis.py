@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -70,7 +71,7 @@ def test_service_level_asa_and_abandonment_over_queued_contacts() -> None:
     assert k.asa_s == pytest.approx((15 + 30 + 25) / 3)
     assert k.abandonment_rate == pytest.approx(1 / 5)
     assert k.callbacks_requested == 1
-    assert k.callback_kept_rate is None
+    assert k.callback_kept_rate == 0.0  # booked, not (yet) connected
 
 
 def test_a_contact_still_talking_counts_as_answered() -> None:
@@ -90,6 +91,37 @@ def test_aht_is_talk_plus_hold_plus_wrapup_capped() -> None:
     assert k.wrapup_s == pytest.approx((30 + 60 + 0 + 0) / 4)
     assert k.hold_s == 0
     assert k.aht_s == pytest.approx((150 + 120 + 90 + 30) / 4)
+
+
+def test_hold_counts_between_held_and_unheld_and_is_not_talk() -> None:
+    held = replace(
+        call(1, answered=20, ended=200, wrapped=230),
+        held=(s(50), s(120), s(130)),  # a second call.held while on hold changes nothing
+        unheld=(s(80), s(150), s(160)),  # an unheld while not on hold neither
+    )
+    open_hold = replace(call(2, answered=20, ended=100), held=(s(90),))  # still on hold at the end: 10 s
+    survey_after = replace(call(3, answered=20, ended=300, wrapped=110), agent_ended_at=s(80))  # survey 80-300
+    k = compute([held, open_hold, survey_after], RULES)
+    # 1: hold 30 + 30 = 60, talk 180 - 60 = 120, wrap-up 30; 2: hold 10, talk 70; 3: talk 60, wrap-up 30
+    assert k.hold_s == pytest.approx((60 + 10 + 0) / 3)
+    assert k.talk_s == pytest.approx((120 + 70 + 60) / 3)
+    assert k.wrapup_s == pytest.approx((30 + 0 + 30) / 3)
+    assert k.aht_s == pytest.approx((210 + 80 + 90) / 3)
+
+
+def test_callback_kept_rate_is_connected_over_requested() -> None:
+    booked = call(1, ended=15, outcome="callback-requested", callback=True)
+    contacts = [
+        replace(booked, interaction_id="kept", callback_connected=True),
+        replace(booked, interaction_id="failed", callback_failed=True),
+        replace(booked, interaction_id="retried", callback_failed=True, callback_connected=True),
+        replace(booked, interaction_id="pending"),
+        replace(call(5, answered=20), callback_connected=True),  # no callback booked: not counted
+    ]
+    k = compute(contacts, RULES)
+    assert (k.callbacks_requested, k.callbacks_connected, k.callbacks_failed) == (4, 2, 1)
+    assert k.callback_kept_rate == pytest.approx(2 / 4)
+    assert compute([call(1, answered=20)], RULES).callback_kept_rate is None
 
 
 def test_transfer_rate_is_over_ended_contacts() -> None:

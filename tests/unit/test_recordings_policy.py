@@ -7,15 +7,14 @@ import base64
 import os
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from console.sessions import Principal
 from dialplans.models import Queue, QueueRecording, load_routing
-from recordings.access import UrlSigner, actor_of, may_use
-from recordings.catalog import Recording
+from recordings.access import NOTHING, Scope, UrlSigner, actor_of, scope_of, scope_of_actor
 from recordings.crypto import KeyRing
 from recordings.policy import RecordingPolicy, consent_refused
 
@@ -61,42 +60,46 @@ def test_routing_yaml_recording_option_is_validated_with_its_line(tmp_path: Path
         load_routing(tmp_path)
 
 
-def rec(agent_id: str | None) -> Recording:
-    now = datetime.now(UTC)
-    return Recording(
-        id=uuid.uuid4(),
-        kind="call",
-        interaction_id=uuid.uuid4(),
-        customer_id=uuid.uuid4(),
-        agent_id=agent_id,
-        queue="support",
-        state="stored",
-        asterisk_name="x",
-        started_at=now,
-        ended_at=now,
-        duration_s=1.0,
-        paused_spans=[],
-        storage_key="k",
-        key_id="k1",
-        sha256="0" * 64,
-        size_bytes=44,
-        retention_days=30,
-        delete_after=now,
-        legal_hold=False,
-        hold_reason=None,
-        failure=None,
-        deleted_at=None,
+def test_the_access_rule_is_one_sql_condition_per_kind_of_person() -> None:
+    assert Scope(everything=True).condition(4) == ("true", [])
+    assert Scope(agent_id="bob").condition(4) == ("r.agent_id = $4", ["bob"])
+    assert NOTHING.condition(4) == ("false", [])  # a supervisor without teams, an agent without an agent id
+    sql, args = Scope(teams=("back-office", "front-office")).condition(2, alias="rec")
+    assert args == [["back-office", "front-office"]]  # the team names are an argument, never SQL
+    assert "office" not in sql
+    # the recordings of the teams' agents, and those with no agent whose queue an agent of the teams serves
+    assert sql == (
+        "(rec.agent_id IN (SELECT a.id FROM agents a WHERE a.teams && $2::text[])"
+        " OR (rec.agent_id IS NULL AND rec.queue IN"
+        " (SELECT unnest(a.queues) FROM agents a WHERE a.teams && $2::text[])))"
     )
+    assert "own calls" in Scope(agent_id="bob").refusal()
+    assert "(back-office)" in Scope(teams=("back-office",)).refusal() and "--team" in NOTHING.refusal()
 
 
-def test_agents_use_their_own_calls_staff_use_all() -> None:
-    bobs = rec("bob")
-    assert may_use(Principal("agent", "bob", "bob"), bobs)
-    assert not may_use(Principal("agent", "alice", "alice"), bobs)
-    assert not may_use(Principal("agent", None, "nobody"), rec(None))  # a voicemail has no agent
-    assert may_use(Principal("supervisor", None, "sup"), bobs) and may_use(Principal("admin"), bobs)
-    assert not may_use(Principal("viewer", "bob"), bobs)
+class _Users:
+    """console_users as scope_of reads it: a supervisor's teams by user name."""
+
+    def __init__(self, teams: dict[str, list[str]]) -> None:
+        self.teams = teams
+
+    async def fetchval(self, sql: str, username: str) -> list[str] | None:
+        assert "FROM console_users" in sql and "role = 'supervisor'" in sql
+        return self.teams.get(username)
+
+
+async def test_who_gets_which_scope() -> None:
+    users: Any = _Users({"sam": ["front-office", "back-office"], "nat": []})  # stands in for the pool
+    assert await scope_of(users, Principal("admin")) == Scope(everything=True)  # the API token
+    assert await scope_of(users, Principal("agent", "bob", "bob")) == Scope(agent_id="bob")
+    assert await scope_of(users, Principal("agent", None, "nobody")) == NOTHING
+    assert await scope_of(users, Principal("supervisor", None, "sam")) == Scope(teams=("back-office", "front-office"))
+    assert await scope_of(users, Principal("supervisor", None, "nat")) == NOTHING  # no teams: no recordings
+    assert await scope_of(users, Principal("supervisor")) == NOTHING  # no user to read teams of
+    assert await scope_of(users, Principal("viewer", "bob")) == NOTHING
     assert actor_of(Principal("agent", "bob", "bob")) == "console:bob" and actor_of(Principal("admin")) == "api:admin"
+    assert await scope_of_actor(users, "api:admin") == Scope(everything=True)
+    assert await scope_of_actor(users, "unverified") == NOTHING
 
 
 def test_signed_urls_expire_and_cannot_be_altered() -> None:

@@ -51,7 +51,7 @@ def test_the_shipped_routing_has_skills_levels_capacity_and_slas() -> None:
     assert (queues["support"].sla.percent, queues["support"].sla.within_s) == (80, 30)
     assert [s.overflow for s in queues["support"].escalation] == [None, "sales"]
     bob = next(a for a in routing.agents if a.id == "bob")
-    assert bob.skills["support"] == 5 and bob.capacity == {"voice": 1, "webchat": 3}
+    assert bob.skills["support"] == 5 and bob.capacity == {"voice": 1, "sms": 3, "whatsapp": 3, "webchat": 3}
 
 
 def test_the_old_short_form_still_loads_with_defaults(tmp_path: Path) -> None:

@@ -44,6 +44,23 @@ def test_pocketsphinx_picks_the_choice_said_at_8_khz(tmp_path: Path) -> None:
 
 
 @needs_espeak
+def test_pocketsphinx_hears_spoken_digits(tmp_path: Path) -> None:
+    engine = PocketsphinxEngine()
+    digits = Grammar.digits("en", 3, 6)
+    recognizer = engine.recognizer("en", digits)
+    result = recognize_pcm(
+        engine, recognizer, spoken(tmp_path, "four two seven one"), digits, language="en", min_confidence=0.5,
+        narrowband=True,
+    )  # fmt: skip
+    assert (result.choice, result.text) == ("4271", "four two seven one")
+    garbage = recognize_pcm(
+        engine, recognizer, spoken(tmp_path, "pizza delivery"), digits, language="en", min_confidence=0.5,
+        narrowband=True,
+    )  # fmt: skip
+    assert garbage.choice is None
+
+
+@needs_espeak
 def test_pocketsphinx_rejects_what_is_not_a_choice(tmp_path: Path) -> None:
     engine = PocketsphinxEngine()
     recognizer = engine.recognizer("en", MENU)

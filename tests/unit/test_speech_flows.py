@@ -202,3 +202,81 @@ def test_dtmf_prompt_is_a_checked_template_and_a_static_prompt(tmp_path: Path) -
     assert [f"{p.line}: {p.message}" for p in validate_paths([path])] == [
         "8: template uses unknown variable 'nothing_here'"
     ]
+
+
+GATHER: dict[str, Any] = {
+    "kind": "gather",
+    "prompt": "Say or key your account number.",
+    "min_digits": 4,
+    "max_digits": 6,
+    "into": "account",
+    "speech": {"min_confidence": 0.5},
+    "next": "got",
+    "no_input": "none",
+}
+
+
+def gather_flow(gather: dict[str, Any] = GATHER) -> Flow:
+    nodes = {"g": gather, "got": {"kind": "hangup", "text": "{{ account }}"}, "none": {"kind": "hangup"}}
+    return Flow.model_validate({"flow": "t", "start": "g", "nodes": nodes})
+
+
+class KeyedRest(FakeVoice):
+    """Keys typed after the first one, which `ask_choice` already returned."""
+
+    def __init__(self, answers: list[Answer | None], rest: str | None) -> None:
+        super().__init__(answers)
+        self.rest = rest
+        self.rest_asked: dict[str, Any] = {}
+
+    async def read_digits(self, **kwargs: Any) -> str | None:
+        self.rest_asked = kwargs
+        return self.rest
+
+
+async def test_spoken_digits_fill_the_gather() -> None:
+    session = FakeVoice([Answer("speech", "10532", "one oh five three two", 0.9)])
+    node, events = await run(gather_flow(), session)
+    assert node == "got"
+    assert session.requests[0].digits == (4, 6) and session.requests[0].phrases == {}
+    assert ("ivr.input", {"node": "g", "digits": "10532", "into": "account"}) in events
+
+
+async def test_a_first_key_then_the_rest_on_the_keypad() -> None:
+    session = KeyedRest([Answer("dtmf", "4")], rest="271#")
+    node, events = await run(gather_flow(), session)
+    assert node == "got"
+    assert session.rest_asked["max_digits"] == 5  # six in all, one already typed
+    assert ("ivr.input", {"node": "g", "digits": "4271", "into": "account"}) in events
+
+
+async def test_unsure_or_wrong_speech_goes_to_no_input() -> None:
+    session = FakeVoice([Answer("speech", None, "", 0.2)])
+    node, events = await run(gather_flow(), session)
+    assert node == "none"
+    assert ("ivr.input", {"node": "g", "via": "speech", "valid": False, "confidence": 0.2}) in events
+
+
+async def test_too_few_spoken_digits_are_no_input() -> None:
+    node, _ = await run(gather_flow(), FakeVoice([Answer("speech", "12", "one two", 0.9)]))
+    assert node == "none"
+
+
+async def test_a_gather_without_speech_support_takes_keys() -> None:
+    session = FakeVoice([], unavailable="no engine for 'es'")
+    node, events = await run(gather_flow(), session)
+    assert node == "none" and session.requests == []
+    assert ("ivr.speech_unavailable", {"node": "g", "reason": "no engine for 'es'"}) in events
+
+
+def test_a_secret_gather_refuses_speech() -> None:
+    with pytest.raises(ValidationError, match="secret gather cannot take `speech`"):
+        gather_flow({**GATHER, "secret": True})
+    with pytest.raises(ValidationError, match="needs a `prompt`"):
+        gather_flow({k: v for k, v in GATHER.items() if k != "prompt"})
+
+
+async def test_text_sessions_ignore_gather_speech() -> None:
+    session = TextSession(["4271"])
+    node, _ = await run(gather_flow(), session)
+    assert node == "got" and session.output[-1] == "4271"

@@ -57,3 +57,21 @@ def test_decide_applies_the_grammar_and_the_minimum_confidence() -> None:
     assert decide(Heard("technical support", 0.4), MENU, 0.5) == (None, 0.4)
     assert decide(Heard("pizza", 0.99), MENU, 0.5) == (None, 0.99)
     assert decide(Heard("sales", 0.9), None, 0.5) == (None, 0.9)
+
+
+def test_spoken_digits_join_into_a_number() -> None:
+    g = Grammar.digits("en", 3, 5)
+    assert g.match("four two seven") == "427"
+    assert g.match("one oh five three two") == "10532"
+    assert g.match("Zero, zero, one.") == "001"
+    assert g.match("one two") is None  # too few
+    assert g.match("one two three four five six") is None  # too many
+    assert g.match("one two pizza") is None  # not a digit
+    assert Grammar.digits("es", 1, 4).match("uno cero nueve") == "109"
+
+
+def test_spoken_digits_in_an_unknown_language_are_refused() -> None:
+    with pytest.raises(GrammarError, match="not known in 'fr'"):
+        Grammar.digits("fr", 1, 4)
+    with pytest.raises(GrammarError, match="not a range"):
+        Grammar.digits("en", 5, 4)

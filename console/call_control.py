@@ -1,0 +1,330 @@
+"""Acting on live work over the API: an agent (or a supervisor) puts a call on hold and back; a supervisor
+listens to, whispers into or barges into a call from their phone, and moves a waiting interaction to another
+queue or agent. Every attempt is audited (console/audit.py), done or refused.
+
+Calls are acted on by the Hilo node handling them (ivr/live_calls.py): a request reaching another node gets
+409 `not_here`. Declared on the one API, so each route is in /api/openapi.json."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field, model_validator
+
+from asterisk.ari import AriError
+from console.audit import actor_of, audit, recent
+from console.auth import principal
+from crm_bridge.openapi import ApiError, Reply, conflict, not_found
+from crm_bridge.rest import API
+from crm_bridge.schemas import Input
+from crm_bridge.timeline import Interaction
+from hilo.services import SERVICES, Services
+from ivr.inbound import InboundCalls
+from ivr.live_calls import NotLive
+from ivr.supervision import PHONE, Mode, Supervision, SupervisionError
+from routing.engine import NotQueued
+from routing.model import RoutingError
+
+STAFF = ("admin", "supervisor")
+EVERYONE = ("agent", "supervisor", "admin")
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _calls(request: web.Request) -> InboundCalls:
+    calls = _services(request).calls
+    if calls is None:
+        raise ApiError(503, "unavailable", "calls are not handled by this server")
+    return calls
+
+
+async def _audit(request: web.Request, action: str, kind: str, target: str, ok: bool, **detail: Any) -> None:
+    pool = _services(request).pool
+    assert pool is not None
+    await audit(pool, principal(request), action, kind, target, ok=ok, detail=detail)
+
+
+class InteractionPath(Input):
+    interaction_id: uuid.UUID
+
+
+class HoldOut(BaseModel):
+    interaction_id: uuid.UUID
+    held: bool = Field(description="whether the caller is on hold now")
+    changed: bool = Field(description="false: it already was so (nothing changed)")
+
+
+async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> HoldOut:
+    calls, who, iid = _calls(request), principal(request), str(path.interaction_id)
+    action = "hold" if hold else "unhold"
+    try:
+        call = calls.live.get(iid)
+    except NotLive as exc:
+        await _audit(request, action, "interaction", iid, False, reason="not_here")
+        raise conflict(str(exc), "interaction_id") from exc
+    if who.role == "agent" and call.agent_id != who.agent_id:
+        raise ApiError(403, "forbidden", "an agent holds only their own calls")
+    try:
+        changed = await (calls.live.hold if hold else calls.live.unhold)(iid, actor_of(who))
+    except (NotLive, AriError) as exc:
+        await _audit(request, action, "interaction", iid, False, reason=str(exc)[:300])
+        raise conflict(f"the call could not be changed: {exc}", "interaction_id") from exc
+    await _audit(request, action, "interaction", iid, True, agent=call.agent_id, changed=changed)
+    return HoldOut(interaction_id=path.interaction_id, held=hold, changed=changed)
+
+
+@API.route(
+    "POST",
+    "/api/calls/{interaction_id}/hold",
+    summary="Put the caller on hold (music); the agent stays on the line",
+    tag="calls",
+    roles=EVERYONE,
+    ok={200: HoldOut},
+    errors={403: "an agent holds only their own calls", 409: "no such call with an agent on this server now"},
+)
+async def hold_call(request: web.Request, path: InteractionPath) -> HoldOut:
+    """`call.held` on the timeline (hold time in the KPIs); holding a held call changes nothing."""
+    return await _hold(request, path, True)
+
+
+@API.route(
+    "POST",
+    "/api/calls/{interaction_id}/unhold",
+    summary="Take the caller off hold, back to the agent",
+    tag="calls",
+    roles=EVERYONE,
+    ok={200: HoldOut},
+    errors={403: "an agent holds only their own calls", 409: "no such call with an agent on this server now"},
+)
+async def unhold_call(request: web.Request, path: InteractionPath) -> HoldOut:
+    """`call.unheld` on the timeline."""
+    return await _hold(request, path, False)
+
+
+# Supervision ----------------------------------------------------------------------------------------
+
+
+class SupervisionIn(Input):
+    mode: Literal["listen", "whisper", "barge"] = Field(
+        description="listen: hear both, say nothing; whisper: the agent hears you, the caller does not;"
+        " barge: all three talk"
+    )
+    phone: str = Field(
+        pattern=PHONE.pattern,
+        description="the supervisor's phone Hilo rings: PJSIP/<endpoint>, or a simulated one,"
+        " Local/<extension>@hilo-phone-sim",
+    )
+
+
+class ModeIn(Input):
+    mode: Literal["listen", "whisper", "barge"]
+
+
+class SupervisionPath(Input):
+    supervision_id: uuid.UUID
+
+
+class SupervisionOut(BaseModel):
+    id: uuid.UUID
+    interaction_id: uuid.UUID
+    supervisor: str
+    phone: str
+    mode: str
+    active: bool
+
+
+class SupervisionList(BaseModel):
+    supervisions: list[SupervisionOut]
+
+
+def _out(sup: Supervision) -> SupervisionOut:
+    return SupervisionOut.model_validate(sup.as_dict())
+
+
+@API.route(
+    "POST",
+    "/api/calls/{interaction_id}/supervision",
+    summary="Listen to, whisper into or barge into a call from the supervisor's phone",
+    tag="calls",
+    roles=STAFF,
+    ok={201: SupervisionOut},
+    errors={409: "no such call with an agent on this server now", 502: "the phone did not answer"},
+)
+async def start_supervision(request: web.Request, path: InteractionPath, body: SupervisionIn) -> Reply:
+    """Hilo rings `phone`; once answered it is connected in `mode` (answered when it is). It ends when the
+    supervisor hangs up, DELETEs it, or the call ends."""
+    calls, who, iid = _calls(request), principal(request), str(path.interaction_id)
+    mode: Mode = body.mode
+    try:
+        sup = await calls.supervisions.start(iid, mode, body.phone, actor_of(who))
+    except NotLive as exc:
+        await _audit(request, mode, "interaction", iid, False, phone=body.phone, reason="not_here")
+        raise conflict(str(exc), "interaction_id") from exc
+    except SupervisionError as exc:
+        await _audit(request, mode, "interaction", iid, False, phone=body.phone, reason=str(exc)[:300])
+        raise ApiError(502, "phone", str(exc), "phone") from exc
+    await _audit(request, mode, "interaction", iid, True, phone=body.phone, supervision=sup.id)
+    return Reply(201, _out(sup))
+
+
+@API.route(
+    "GET",
+    "/api/supervisions",
+    summary="Supervisions in progress on this server",
+    tag="calls",
+    roles=STAFF,
+    ok={200: SupervisionList},
+)
+async def list_supervisions(request: web.Request) -> SupervisionList:
+    active = _calls(request).supervisions.active.values()
+    return SupervisionList(supervisions=[_out(s) for s in active if not s.ended.is_set()])
+
+
+@API.route(
+    "PATCH",
+    "/api/supervisions/{supervision_id}",
+    summary="Change a supervision's mode (listen, whisper, barge); the phone stays connected",
+    tag="calls",
+    roles=STAFF,
+    ok={200: SupervisionOut},
+    errors={404: "no such supervision in progress here", 409: "the call is over"},
+)
+async def change_supervision(request: web.Request, path: SupervisionPath, body: ModeIn) -> SupervisionOut:
+    calls, sid = _calls(request), str(path.supervision_id)
+    mode: Mode = body.mode
+    try:
+        sup = await calls.supervisions.change(sid, mode)
+    except NotLive as exc:
+        await _audit(request, mode, "supervision", sid, False, reason="call over")
+        raise conflict(str(exc), "supervision_id") from exc
+    except LookupError as exc:
+        raise not_found(str(exc), "supervision_id") from exc
+    except (SupervisionError, AriError) as exc:
+        await _audit(request, mode, "supervision", sid, False, reason=str(exc)[:300])
+        raise conflict(f"the mode could not be changed: {exc}", "mode") from exc
+    await _audit(request, mode, "supervision", sid, True, interaction=sup.interaction_id)
+    return _out(sup)
+
+
+@API.route(
+    "DELETE",
+    "/api/supervisions/{supervision_id}",
+    summary="End a supervision (the supervisor's phone is hung up)",
+    tag="calls",
+    roles=STAFF,
+    ok={200: SupervisionOut},
+    errors={404: "no such supervision in progress here"},
+)
+async def end_supervision(request: web.Request, path: SupervisionPath) -> SupervisionOut:
+    sid = str(path.supervision_id)
+    try:
+        sup = await _calls(request).supervisions.end(sid)
+    except LookupError as exc:
+        raise not_found(str(exc), "supervision_id") from exc
+    await _audit(request, "supervision-end", "supervision", sid, True, interaction=sup.interaction_id)
+    return _out(sup)
+
+
+# Moving a waiting interaction ------------------------------------------------------------------------
+
+
+class MoveIn(Input):
+    queue: str | None = Field(default=None, min_length=1, max_length=64, description="the queue it waits in next")
+    agent: str | None = Field(default=None, min_length=1, max_length=64, description="the agent it is offered to")
+
+    @model_validator(mode="after")
+    def one_target(self) -> MoveIn:
+        if (self.queue is None) == (self.agent is None):
+            raise ValueError("give either queue or agent")
+        return self
+
+
+class MoveOut(BaseModel):
+    interaction_id: uuid.UUID
+    status: str = Field(description="waiting (in the new queue) or offered (an agent's phone rings)")
+    queue: str | None = None
+    agent: str | None = None
+
+
+@API.route(
+    "POST",
+    "/api/routing/interactions/{interaction_id}/move",
+    summary="Move a waiting interaction to another queue (keeping its place in time) or to an agent",
+    tag="routing",
+    roles=STAFF,
+    ok={200: MoveOut},
+    errors={
+        404: "routing holds no such interaction",
+        409: "not waiting (offered, talking, ended), or the agent cannot take it now",
+    },
+)
+async def move_interaction(request: web.Request, path: InteractionPath, body: MoveIn) -> MoveOut:
+    """One atomic routing decision (routing/decide.lua `move`); `routing.moved` on the timeline."""
+    services, iid = _services(request), str(path.interaction_id)
+    engine, timeline, pool = services.routing, services.timeline, services.pool
+    if engine is None or timeline is None or pool is None:
+        raise ApiError(503, "unavailable", "routing is not running on this server")
+    target = {"queue": body.queue} if body.queue is not None else {"agent": body.agent}
+    row = await pool.fetchrow(
+        "SELECT customer_id, channel, context FROM interactions WHERE id = $1", path.interaction_id
+    )
+    if row is None:
+        raise not_found(f"no interaction {iid}", "interaction_id")
+    try:
+        result = await engine.move(iid, queue=body.queue, agent=body.agent)
+    except RoutingError as exc:
+        await _audit(request, "move", "interaction", iid, False, reason=str(exc)[:300], **target)
+        field = "interaction_id" if isinstance(exc, NotQueued) else ("queue" if body.queue else "agent")
+        raise conflict(str(exc), field) from exc
+    offer = result.get("offer")
+    agent = offer.get("agent") if isinstance(offer, dict) else None
+    await _audit(request, "move", "interaction", iid, True, status=result.get("status"), **target)
+    interaction = Interaction(path.interaction_id, row["customer_id"], row["channel"], dict(row["context"] or {}))
+    moved = {**target, "from": result.get("from"), "by": actor_of(principal(request))}
+    await timeline.record(interaction, "routing.moved", {k: v for k, v in moved.items() if v is not None})
+    return MoveOut(interaction_id=path.interaction_id, status=str(result.get("status")), queue=body.queue, agent=agent)
+
+
+# The audit --------------------------------------------------------------------------------------------
+
+
+class AuditQuery(Input):
+    limit: int = Field(default=100, ge=1, le=1000)
+    target: str | None = Field(default=None, max_length=100, description="only actions on this target id")
+    before: datetime | None = Field(default=None, description="page back: actions before this time")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    actor: str
+    actor_role: str
+    action: str
+    target_kind: str
+    target_id: str
+    ok: bool
+    detail: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    actions: list[AuditEntry] = Field(description="newest first")
+
+
+@API.route(
+    "GET",
+    "/api/audit/supervisor-actions",
+    summary="Who did what to live work, when: supervision, hold, moves, agent states",
+    tag="calls",
+    roles=STAFF,
+    ok={200: AuditList},
+)
+async def supervisor_actions(request: web.Request, query: AuditQuery) -> AuditList:
+    pool = _services(request).pool
+    assert pool is not None
+    rows = await recent(pool, limit=query.limit, target_id=query.target, before=query.before)
+    return AuditList(actions=[AuditEntry.model_validate(r) for r in rows])

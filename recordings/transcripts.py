@@ -1,0 +1,303 @@
+"""Transcripts of stored recordings: a durable queue in PostgreSQL (`recording_transcripts`) and the
+background worker that empties it.
+
+A recording that becomes `stored` gets its job from a trigger in that same transaction (migration 013), so
+none is ever missed; calls never wait for a transcript. The worker leases one job at a time (`SKIP LOCKED`,
+several nodes share the work), renews the lease while it decodes, and on success writes the text and the
+`recording.transcribed` timeline event in one transaction (the event's text is withheld from webhooks and
+from non-admins' timeline reads, and redacted when the recording is deleted: migration 016). A node that
+dies mid-way leaves a lease that runs out: the job is taken up again. A failure is retried after a growing
+delay, `max_attempts` times in all, then left `failed` with the reason (`recording.transcription_failed` on
+the timeline); a language no engine here recognizes fails at once (retrying cannot help).
+
+The language is that of the flow that answered the call (what the caller was spoken to in), else the
+customer's preferred language, else the server's default (`HILO_TRANSCRIPT_LANGUAGE`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from crm_bridge.timeline import Publish, event_json
+from ivr.speech.engines import EngineUnavailable, SpeechEngines
+from recordings import catalog
+from recordings.catalog import Recording
+from recordings.crypto import decrypt_stream
+from recordings.storage import EncryptedStore
+from recordings.transcribe import SegmentStream, Transcript, transcribe_wav
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "hilo_recording_transcripts"  # migration 013's trigger
+TIMELINE_TEXT_MAX = 20_000  # characters of a transcript carried on the timeline event (the table has it all)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff_s: float = 30.0  # after the first failure; doubled after each further one
+    lease_s: float = 600.0  # a job leased this long without renewal belongs to a node that died
+
+    def retry_in(self, attempts: int) -> timedelta | None:
+        """How long to wait before the next try after `attempts` tries failed; None = give up."""
+        if attempts >= self.max_attempts:
+            return None
+        return timedelta(seconds=self.backoff_s * 2 ** max(attempts - 1, 0))
+
+
+def language_of(flow_language: str | None, customer_language: str | None, default: str) -> str:
+    """The transcript's language: the call's flow's, else the customer's, else `default` ("es-ES" -> "es")."""
+    for candidate in (flow_language, customer_language):
+        if candidate and candidate.strip():
+            return candidate.strip().replace("_", "-").split("-")[0].lower()
+    return default
+
+
+@dataclass(frozen=True)
+class Job:
+    recording_id: uuid.UUID
+    attempts: int  # this one included
+
+
+_CLAIM = """
+UPDATE recording_transcripts SET attempts = attempts + 1, leased_until = now() + make_interval(secs => $1),
+       updated_at = now()
+ WHERE recording_id = (
+       SELECT recording_id FROM recording_transcripts
+        WHERE state = 'pending' AND next_attempt_at <= now() AND (leased_until IS NULL OR leased_until < now())
+        ORDER BY next_attempt_at, recording_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING recording_id, attempts"""
+
+_NEXT_DUE = """
+SELECT extract(epoch FROM min(greatest(next_attempt_at, coalesce(leased_until, next_attempt_at))) - now())
+  FROM recording_transcripts WHERE state = 'pending'"""
+
+_LANGUAGES = """
+SELECT c.preferred_language, i.context->>'flow_language' AS flow_language
+  FROM recordings r JOIN customers c ON c.id = r.customer_id JOIN interactions i ON i.id = r.interaction_id
+ WHERE r.id = $1"""
+
+_TIMELINE_INSERT = (
+    "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data)"
+    " SELECT r.customer_id, r.interaction_id, $2, i.channel, $3 FROM recordings r"
+    " JOIN interactions i ON i.id = r.interaction_id WHERE r.id = $1 RETURNING *"
+)
+
+
+async def claim(pool: asyncpg.Pool, lease_s: float) -> Job | None:
+    row = await pool.fetchrow(_CLAIM, lease_s)
+    return Job(row["recording_id"], row["attempts"]) if row else None
+
+
+async def get(pool: asyncpg.Pool | Any, recording_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        "SELECT state, attempts, language, engine, text, audio_s, decode_s, error, done_at, updated_at"
+        " FROM recording_transcripts WHERE recording_id = $1",
+        recording_id,
+    )
+    return dict(row) if row else None
+
+
+class TranscriptWorker:
+    """Works the queue on this node, one recording at a time (decoding is CPU work, done in a thread)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        store: EncryptedStore,
+        engines: SpeechEngines,
+        publish: Publish,
+        *,
+        default_language: str = "en",
+        policy: RetryPolicy | None = None,
+        poll_s: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.store = store
+        self.engines = engines
+        self.publish = publish  # the notifier: events are published after their transaction commits
+        self.default_language = default_language
+        self.policy = policy or RetryPolicy()
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._listen()
+        self._task = asyncio.create_task(self._run(), name="recording-transcripts")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()  # a job cut short keeps its lease: it is taken up again when that runs out
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        try:
+            self._listener = await asyncpg.connect(self.dsn)
+            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError) as exc:
+            self._listener = None
+            log.warning("transcripts: cannot listen for new recordings (%s); polling every %ss", exc, self.poll_s)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    await self._listen()
+                if await self.work_one():
+                    continue  # there may be more due
+                due = await self.pool.fetchval(_NEXT_DUE)
+                wait = self.poll_s if due is None else min(self.poll_s, max(float(due), 0.0) + 0.01)
+            except Exception as exc:  # the database away for a while must not end the worker
+                log.warning("transcripts: cannot look for work (%s: %s); retrying", type(exc).__name__, exc)
+                wait = self.poll_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def work_one(self) -> bool:
+        """Claim and work one due job; False when none is due."""
+        job = await claim(self.pool, self.policy.lease_s)
+        if job is None:
+            return False
+        renew = asyncio.create_task(self._renew(job.recording_id))
+        try:
+            await self._work(job)
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+        return True
+
+    async def _renew(self, recording_id: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(self.policy.lease_s / 3)
+            await self.pool.execute(
+                "UPDATE recording_transcripts SET leased_until = now() + make_interval(secs => $2)"
+                " WHERE recording_id = $1 AND state = 'pending'",
+                recording_id,
+                self.policy.lease_s,
+            )
+
+    async def _work(self, job: Job) -> None:
+        rec = await catalog.get(self.pool, job.recording_id)
+        if rec is None or rec.state != "stored" or rec.storage_key is None:
+            state = rec.state if rec is not None else "missing"
+            await self._give_up(job, f"the recording is {state}, not stored", final=True, rec=rec)
+            return
+        row = await self.pool.fetchrow(_LANGUAGES, rec.id)
+        assert row is not None  # the recording's customer and interaction are foreign keys
+        language = language_of(row["flow_language"], row["preferred_language"], self.default_language)
+        try:
+            engine = self.engines.pick(language)
+        except EngineUnavailable as exc:
+            await self._give_up(job, str(exc), final=True, rec=rec, language=language)
+            return
+        try:
+            transcript = await asyncio.to_thread(self._transcribe, rec, engine.name, language)
+        except Exception as exc:
+            log.warning("transcript of recording %s failed (attempt %d): %s", rec.id, job.attempts, exc)
+            await self._give_up(job, f"{type(exc).__name__}: {exc}", final=False, rec=rec, language=language)
+            return
+        await self._done(job, rec, language, engine.name, transcript)
+
+    def _transcribe(self, rec: Recording, engine_name: str, language: str) -> Transcript:
+        """Blocking: decrypt segment by segment and decode, skipping the paused spans."""
+        assert rec.storage_key is not None and rec.duration_s is not None
+        engine = self.engines.engines[engine_name]
+        with self.store.backend.open(rec.storage_key) as source:
+            stream = io.BufferedReader(SegmentStream(decrypt_stream(self.store.ring, source, str(rec.id))))
+            return transcribe_wav(stream, rec.spans(rec.duration_s), engine, language)
+
+    async def _done(self, job: Job, rec: Recording, language: str, engine: str, transcript: Transcript) -> None:
+        data = {
+            "recording_id": str(rec.id),
+            "language": language,
+            "engine": engine,
+            "text": transcript.text[:TIMELINE_TEXT_MAX],
+            "truncated": len(transcript.text) > TIMELINE_TEXT_MAX,
+            "audio_s": transcript.audio_s,
+            # what webhook receivers get instead of the text (crm_bridge/timeline.py WITHHELD): access-checked
+            "transcript_url": f"/api/recordings/{rec.id}/transcript",
+        }
+        async with self.pool.acquire() as conn, conn.transaction():
+            # The text and its timeline event together: a crash leaves neither, and the job runs again.
+            updated = await conn.fetchval(
+                "UPDATE recording_transcripts SET state = 'done', language = $2, engine = $3, text = $4,"
+                " audio_s = $5, decode_s = $6, error = NULL, leased_until = NULL, done_at = now(), updated_at = now()"
+                " WHERE recording_id = $1 AND state = 'pending' AND attempts = $7 RETURNING true",
+                rec.id,
+                language,
+                engine,
+                transcript.text,
+                transcript.audio_s,
+                transcript.decode_s,
+                job.attempts,
+            )
+            if not updated:  # our lease ran out and another worker took the job over: its result counts
+                return
+            event = await conn.fetchrow(_TIMELINE_INSERT, rec.id, "recording.transcribed", data)
+        log.info(
+            "recording %s transcribed (%s, %s): %d words from %.1f s of audio in %.1f s",
+            rec.id,
+            language,
+            engine,
+            len(transcript.text.split()),
+            transcript.audio_s,
+            transcript.decode_s,
+        )
+        if event is not None:
+            await self.publish(event_json(event))
+
+    async def _give_up(
+        self, job: Job, reason: str, *, final: bool, rec: Recording | None, language: str | None = None
+    ) -> None:
+        retry = None if final else self.policy.retry_in(job.attempts)
+        reason = reason[:500]
+        event = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if retry is not None:
+                await conn.execute(
+                    "UPDATE recording_transcripts SET next_attempt_at = now() + make_interval(secs => $2),"
+                    " leased_until = NULL, error = $3, language = coalesce($4, language), updated_at = now()"
+                    " WHERE recording_id = $1 AND state = 'pending' AND attempts = $5",
+                    job.recording_id,
+                    retry.total_seconds(),
+                    reason,
+                    language,
+                    job.attempts,
+                )
+                return
+            updated = await conn.fetchval(
+                "UPDATE recording_transcripts SET state = 'failed', leased_until = NULL, error = $2,"
+                " language = coalesce($3, language), updated_at = now()"
+                " WHERE recording_id = $1 AND state = 'pending' AND attempts = $4 RETURNING true",
+                job.recording_id,
+                reason,
+                language,
+                job.attempts,
+            )
+            if updated and rec is not None and rec.state != "deleted":
+                data = {"recording_id": str(job.recording_id), "reason": reason[:200], "attempts": job.attempts}
+                event = await conn.fetchrow(_TIMELINE_INSERT, job.recording_id, "recording.transcription_failed", data)
+        log.error("transcript of recording %s failed for good: %s", job.recording_id, reason)
+        if event is not None:
+            await self.publish(event_json(event))
