@@ -37,7 +37,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,23 +98,8 @@ def espeak(text: str, voice: str, speed: int, out: Path) -> None:
 
 
 def labelled_set() -> list[Utterance]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(7)
-    found = []
-    for voice, speed, text in itertools.product(VOICES, SPEEDS, CHOICES + OUTSIDE):
-        stem = CACHE / f"{voice.replace('+', '_')}-{speed}-{text.replace(' ', '_')}"
-        clean = stem.with_name(stem.name + "-clean.wav")
-        if not clean.exists():
-            espeak(text, voice, speed, clean)
-        for condition in CONDITIONS:
-            path = stem.with_name(f"{stem.name}-{condition}.wav")
-            if condition != "clean" and not path.exists():
-                signal = as_array(read_wav(clean).samples)
-                power = float(np.mean(signal**2))
-                noisy = signal + rng.normal(0, np.sqrt(power / 10 ** (int(condition[3:]) / 10)), len(signal))
-                write_wav(path, Pcm(to_bytes(noisy), 8000))
-            found.append(Utterance(text, voice, speed, condition, path))
-    return found
+    """The menu choices and the out-of-choice phrases in every voice, speed and condition."""
+    return _said(((text, text) for text in CHOICES + OUTSIDE), "", np.random.default_rng(7))
 
 
 def spoken(digits: str) -> str:
@@ -126,14 +111,18 @@ def spoken(digits: str) -> str:
 
 def digits_set() -> list[Utterance]:
     """Digit strings said as words, in the same voices, speeds and conditions as the menu set."""
+    return _said(((digits, spoken(digits)) for digits in DIGIT_STRINGS), "digits-", np.random.default_rng(11))
+
+
+def _said(labelled: Iterable[tuple[str, str]], prefix: str, rng: np.random.Generator) -> list[Utterance]:
+    """(label, words to say) in every voice, speed and condition, synthesized once into the cache."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(11)
     found = []
-    for voice, speed, digits in itertools.product(VOICES, SPEEDS, DIGIT_STRINGS):
-        stem = CACHE / f"{voice.replace('+', '_')}-{speed}-digits-{digits}"
+    for (label, words), voice, speed in itertools.product(list(labelled), VOICES, SPEEDS):
+        stem = CACHE / f"{voice.replace('+', '_')}-{speed}-{prefix}{label.replace(' ', '_')}"
         clean = stem.with_name(stem.name + "-clean.wav")
         if not clean.exists():
-            espeak(spoken(digits), voice, speed, clean)
+            espeak(words, voice, speed, clean)
         for condition in CONDITIONS:
             path = stem.with_name(f"{stem.name}-{condition}.wav")
             if condition != "clean" and not path.exists():
@@ -141,7 +130,7 @@ def digits_set() -> list[Utterance]:
                 power = float(np.mean(signal**2))
                 noisy = signal + rng.normal(0, np.sqrt(power / 10 ** (int(condition[3:]) / 10)), len(signal))
                 write_wav(path, Pcm(to_bytes(noisy), 8000))
-            found.append(Utterance(digits, voice, speed, condition, path))
+            found.append(Utterance(label, voice, speed, condition, path))
     return found
 
 

@@ -31,7 +31,10 @@ T0=$SECONDS
 PG_PORT_START=55432
 REDIS_PORT_START=56379
 # SIPp phones that answer every call: the demo agents, and the demo supervisor's phone (listen/whisper/barge).
-SIPP_AGENTS=("agent-alice 5071 6000" "agent-bob 5072 6010" "supervisor-demo 5073 6020")
+# name, SIP port, media port, scenario (asterisk/sipp/): the demo agents, the demo supervisor's phone, and
+# a phone that rings and is never answered (for ring-no-answer tests).
+SIPP_AGENTS=("agent-alice 5071 6000 agent_uas" "agent-bob 5072 6010 agent_uas" "supervisor-demo 5073 6020 agent_uas"
+    "agent-noanswer 5074 6030 agent_no_answer_uas")
 
 # ------------------------------------------------------------ a. packages
 step "Checking Debian packages"
@@ -270,7 +273,7 @@ bash "$ROOT/stack/asterisk.sh" start
 
 # ---------------------------------------------------------- g. SIPp agents
 sipp_agent() {
-    local name=$1 port=$2 media_port=$3
+    local name=$1 port=$2 media_port=$3 scenario=$4
     local pidfile="$RUN/sipp/$name.pid" log="$LOGS/sipp-$name.log" pid out
     if pid=$(pid_of "$pidfile" sipp); then
         step "SIPp $name already answering on 127.0.0.1:$port (pid $pid)"
@@ -285,7 +288,7 @@ sipp_agent() {
     # -mi/-mp: the media (RTP echo) sockets on loopback.
     # -aa: answer OPTIONS (and INFO, NOTIFY, UPDATE) with 200 OK, so Asterisk's qualify sees the phone alive.
     local rc=0
-    out=$(cd "$RUN/sipp" && setsid sipp -sf "$ROOT/asterisk/sipp/agent_uas.xml" -s "$name" \
+    out=$(cd "$RUN/sipp" && setsid sipp -sf "$ROOT/asterisk/sipp/$scenario.xml" -s "$name" \
         -i 127.0.0.1 -p "$port" -mi 127.0.0.1 -mp "$media_port" -ci 127.0.0.1 -aa \
         -bg -nostdin -trace_err -error_file "$LOGS/sipp-$name-errors.log" </dev/null 2>&1) || rc=$?
     printf '%s\n' "$out" >>"$log"
@@ -303,7 +306,7 @@ sipp_agent() {
 
 install -d -m 755 "$RUN/sipp"
 for agent in "${SIPP_AGENTS[@]}"; do
-    # shellcheck disable=SC2086  # "name port media_port"
+    # shellcheck disable=SC2086  # "name port media_port scenario"
     sipp_agent $agent
 done
 

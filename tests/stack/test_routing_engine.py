@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from hilo.simcall import originate_sim_call
 from routing.engine import RoutingEngine
 from routing.state import RoutingState
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.expect import eventually
 
 
 def new_id() -> str:
@@ -30,16 +30,6 @@ def new_id() -> str:
 def engine_of(stack: Stack) -> RoutingEngine:
     assert stack.services.routing is not None
     return stack.services.routing
-
-
-async def until(check: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    """A declared expectation on routing state: `check` holds within `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_every_offer_and_assignment_is_on_record_with_the_agent_history(stack: Stack) -> None:
@@ -53,7 +43,7 @@ async def test_every_offer_and_assignment_is_on_record_with_the_agent_history(st
     assert await engine.answered(x, "bob")  # said twice: one effect
     await engine.release(x, wrapup_s=0.5)
     assert (await engine.agent("bob"))["state"] == "wrapup"
-    await until(lambda: _state_is(engine, "bob", "available"), within=3, what="bob available after wrap-up")
+    await eventually(lambda: _state_is(engine, "bob", "available"), within=3, what="bob available after wrap-up")
     offers = await stack.pool.fetch("SELECT * FROM routing_offers WHERE interaction_id = $1::uuid", x)
     assert [(o["agent_id"], o["outcome"]) for o in offers] == [("bob", "released")]
     assert offers[0]["answered_at"] is not None and offers[0]["ended_at"] >= offers[0]["answered_at"]
@@ -88,7 +78,8 @@ async def test_the_live_state_is_rebuilt_from_postgres_after_redis_loses_it(stac
     # a call asking in that very moment is not failed: its interaction is put back from the record
     assert await engine.try_assign(low) is None
     # the engine's tick notices and rebuilds from the durable record
-    await until(lambda: _state_is(engine, "bob", "busy"), within=5, what="routing rebuilt from PostgreSQL")
+    # Presences come back last (agents stay offline until every interaction is in place): wait for them.
+    await eventually(lambda: _state_is(engine, "alice", "away"), within=5, what="routing rebuilt from PostgreSQL")
     assert await engine.state.waiting("support") == before
     bob, alice = await engine.agent("bob"), await engine.agent("alice")
     assert (bob["load:voice"], alice["state"], alice["reason"]) == ("1", "away", "lunch")
@@ -333,6 +324,6 @@ async def test_a_call_nobody_qualifies_for_escalates_to_a_wider_requirement(stac
         assert (record["places"], record["state"]) == ("support@*", "assigned")
         await stack.observer.hangup(call.caller_leg)
         await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
-        await until(lambda: _state_is(engine, "bob", "available"), within=5, what="bob free after the call")
+        await eventually(lambda: _state_is(engine, "bob", "available"), within=5, what="bob free after the call")
     finally:
         await engine.put_queue(original)
