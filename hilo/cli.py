@@ -14,6 +14,7 @@ from hilo.settings import Settings, load_settings
 from ivr.flows.cli import add_flows_commands, run_flows_command
 from ivr.speech.cli import add_speech_commands, run_speech_command
 from recordings.cli import add_recordings_commands, run_recordings_command
+from reports.cli import add_reports_commands, run_reports_command
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("number", help="the number dialled, e.g. 100")
     call.add_argument("--from", dest="caller", default="+34911222333", help="caller number")
     call.add_argument("--digits", default="", help="keys the caller types, e.g. 2 (w = half-second pause)")
+    call.add_argument("--say", default="", help='what the caller says (synthesized), e.g. "technical support"')
+    call.add_argument("--say-after", type=float, default=3.0, help="seconds after answer (and keys) to say it")
     call.add_argument("--talk", type=float, default=3.0, help="seconds to stay on the line with the agent")
     call.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
     add_flows_commands(sub)
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     add_users_commands(sub)
     add_speech_commands(sub)
     add_recordings_commands(sub)
+    add_reports_commands(sub)
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -96,7 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         from hilo.simcall import place_call
 
         return asyncio.run(
-            place_call(settings, args.number, args.caller, args.digits, talk_s=args.talk, timeout_s=args.timeout)
+            place_call(
+                settings,
+                args.number,
+                args.caller,
+                args.digits,
+                talk_s=args.talk,
+                timeout_s=args.timeout,
+                say=args.say,
+                say_after_s=args.say_after,
+            )
         )
     if args.command == "flows":
         return asyncio.run(run_flows_command(args, settings))
@@ -110,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_users_command(args, settings))
     if args.command == "recordings":
         return asyncio.run(run_recordings_command(args, settings))
+    if args.command == "reports":
+        return asyncio.run(run_reports_command(args, settings))
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from asterisk.ari import AriClient
 from hilo.notifier import events_channel
 from hilo.settings import Settings
+from ivr.tts import PromptCache, voice_for
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,13 @@ async def originate_sim_call(
     hold_s: int = 600,
     in_app: bool = False,
     tone: str = "",
+    say: str = "",
+    say_after_s: float = 3.0,
 ) -> SimCall:
     """With `in_app`, the simulated phone enters `ari`'s own Stasis app instead of the dialplan, so the
     caller of this function can press keys (`ari.send_dtmf`) whenever it likes; `digits` are then unused.
-    `tone` (e.g. "400"): what the caller sends after the digits, a steady tone, as a caller talking."""
+    `tone` (e.g. "400"): what the caller sends after the digits, a steady tone, as a caller talking.
+    `say`: an Asterisk sound (e.g. "hilo/<key>") the caller plays `say_after_s` seconds after the digits."""
     call = SimCall(f"sim-{uuid.uuid4()}", f"sim-{uuid.uuid4()}")
     where: dict[str, str] = (
         {"app": ari.app, "app_args": "sim-caller"} if in_app else {"context": "hilo-caller-sim", "extension": "s"}
@@ -49,9 +53,26 @@ async def originate_sim_call(
         channel_id=call.caller_leg,
         other_channel_id=call.ivr_leg,
         # `__` makes the variable inherited by the Local channel's other half, which runs hilo-inbound.
-        variables={"SIM_DIGITS": digits, "SIM_HOLD": str(hold_s), "SIM_TONE": tone, "__HILO_APP": namespace},
+        variables={
+            "SIM_DIGITS": digits,
+            "SIM_HOLD": str(hold_s),
+            "SIM_TONE": tone,
+            "SIM_SAY": say,
+            "SIM_SAY_AFTER": f"{say_after_s:g}",
+            "__HILO_APP": namespace,
+        },
     )
     return call
+
+
+async def _spoken(settings: Settings, text: str) -> str:
+    """What the simulated caller says, synthesized into Asterisk's sounds like a prompt (US English)."""
+    cache = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
+    try:
+        media = await cache.render(text, voice_for("en", None), "en")
+    finally:
+        cache.close()
+    return media.removeprefix("sound:")
 
 
 def _line(event: dict[str, Any], t0: float) -> str:
@@ -60,8 +81,17 @@ def _line(event: dict[str, Any], t0: float) -> str:
 
 
 async def place_call(
-    settings: Settings, number: str, caller: str, digits: str, *, talk_s: float, timeout_s: float
+    settings: Settings,
+    number: str,
+    caller: str,
+    digits: str,
+    *,
+    talk_s: float,
+    timeout_s: float,
+    say: str = "",
+    say_after_s: float = 3.0,
 ) -> int:
+    sound = await _spoken(settings, say) if say else ""
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
     pubsub = redis.pubsub()
     await pubsub.subscribe(events_channel(settings.namespace))
@@ -72,8 +102,11 @@ async def place_call(
     customer_id: str | None = None
     ended: dict[str, Any] | None = None
     try:
-        call = await originate_sim_call(ari, number, caller, digits, namespace=settings.namespace)
-        print(f"calling {number} from {caller}, typing {digits or 'nothing'!r}")
+        call = await originate_sim_call(
+            ari, number, caller, digits, namespace=settings.namespace, say=sound, say_after_s=say_after_s
+        )
+        saying = f", saying {say!r} after {say_after_s:g} s" if say else ""
+        print(f"calling {number} from {caller}, typing {digits or 'nothing'!r}{saying}")
         deadline = t0 + timeout_s
         hangup_at: float | None = None
         while time.monotonic() < deadline:
