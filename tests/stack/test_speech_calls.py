@@ -258,3 +258,19 @@ async def test_an_account_number_said_on_a_call_fills_the_gather(stack: Stack) -
     assert heard["data"] == {"flow": "speech_digits", "node": "account", "digits": "4271", "into": "account"}, heard
     ended = await stack.hilo_events.expect("interaction.ended", within=15, interaction_id=i)
     assert ended["data"]["hangup_by"] == "system", ended
+
+
+async def test_the_simulated_caller_of_hilo_call_can_say_its_choice(stack: Stack) -> None:
+    """`hilo call --say`: the caller's words played by the dialplan side (hilo-caller-sim's SIM_SAY) while
+    the menu prompt plays, no test hand on the call."""
+    sound = (await _utterance(stack, "sales")).removeprefix("sound:")
+    mark = stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, "100", CALLER, "", namespace=NAMESPACE, say=sound, say_after_s=3.0)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
+    )
+    i = started["interaction_id"]
+    heard = await stack.hilo_events.expect("ivr.input", within=20, interaction_id=i)
+    assert (heard["data"]["via"], heard["data"]["digit"], heard["data"]["heard"]) == ("speech", "1", "sales"), heard
+    await stack.hilo_events.expect("agent.answered", within=20, interaction_id=i, data__agent="alice")
+    await _hang_up(stack, call, i)
