@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import itertools
 import multiprocessing
+import os
 import platform
 import resource
 import shlex
@@ -467,7 +468,9 @@ def report(args: argparse.Namespace, command: str, results: dict[str, Any]) -> s
     return f"""{SECTION}
 
 Produced by `{command}` on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}.
-Machine: {machine()}; Python {platform.python_version()}.
+Machine: {machine()}; Python {platform.python_version()}. Load average {results["load"][0]:.2f} before,
+{results["load"][1]:.2f} after (other work on the machine slows the live-stream and latency figures more than
+the baseline's).
 
 The set: {len(CHOICES)} menu choices ({", ".join(CHOICES)}) and {len(OUTSIDE)} out-of-choice phrases
 ({", ".join(OUTSIDE)}), each said by {len(VOICES)} espeak-ng voices ({", ".join(VOICES)}) at {len(SPEEDS)}
@@ -542,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = " ".join(["python -m bench.speech", *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
 
+    load_before = os.getloadavg()[0]
     say("synthesizing the labelled set (cached)...")
     utterances = labelled_set()
     grammar = Grammar.of_phrases(CHOICES)
@@ -567,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [str(u.path) for u in utterances if u.inside and u.condition == "clean"]
     results["streams_hilo"] = capacity("hilo", args.stream_seconds, paths, args.max_streams)
     results["streams_baseline"] = capacity("baseline", args.stream_seconds, paths, args.max_streams)
+    results["load"] = (load_before, os.getloadavg()[0])
     text = report(args, command, results)
     print(text)
     if not args.no_write:
