@@ -6,12 +6,14 @@ agents under 200 events/s, each beside a baseline measured in the same run (the 
    PostgreSQL; dropped afterwards unless --keep), migrates it and generates N interactions (default
    1,000,000) over the last --days days straight into it with COPY: customers, 200 agents, the interactions
    and their timeline events (started; queued 85%; answered, held 10%, wrapped up, surveyed 10%; abandoned;
-   callbacks booked 3% with connected/failed; about 5.5 events each). Its webhook trigger is switched off:
-   nobody subscribes in a throwaway database. Then it times Hilo's own report code (reports/service.py
-   Reports.rows, as /api/reports/kpis runs it: the contacts of the period and of the repeat window after
-   it, follow-ups, rows) for a day by queue per 15 minutes, a week by agent per day and, with --full, the
-   whole period; beside each, the baseline: a bare COUNT of the period's `interaction.started` events in
-   the same table.
+   callbacks booked 3% with connected/failed; about 5.5 events each). Its triggers are switched off during
+   the load (nobody subscribes to webhooks in a throwaway database), so the per-contact summary
+   (`contact_facts`) is then built whole as `hilo reports rebuild` does, and timed. Then it times Hilo's own
+   report code (reports/service.py Reports.rows, as /api/reports/kpis runs it: the contacts of the period
+   and of the repeat window after it, follow-ups, rows) for a day by queue per 15 minutes, a week by agent
+   per day and, with --full, the whole period; beside each, the baseline: a bare COUNT of the period's
+   `interaction.started` events in the same table, and once the same report read straight from the events
+   (`Reports(from_timeline=True)`, the path before the summary), checked to give the very same rows.
 2. Wallboard. Makes a second database (`hilo_bench_wallboard`) with 1,000 agents (--agents), starts a `hilo
    serve` process of its own (namespace `hilo-bench-wb`, log in .run/logs/bench-kpis-hilo.log), signs in a
    supervisor and opens the wallboard WebSocket as the page does. It then writes timeline events at
@@ -59,6 +61,7 @@ from dialplans.models import Agent
 from hilo.notifier import events_channel
 from hilo.settings import REPO_ROOT, load_settings
 from reports.config import load_kpi_config
+from reports.facts import rebuild
 from reports.report import Interval
 from reports.service import Reports
 from routing.store import RoutingStore
@@ -92,6 +95,7 @@ class Generated:
     interactions: int = 0
     events: int = 0
     customers: int = 0
+    summary_s: float = 0.0  # building contact_facts from the events afterwards
 
 
 def generate_chunk(
@@ -209,12 +213,14 @@ class Timed:
     contacts: int
     report_s: list[float] = field(default_factory=list)
     count_s: list[float] = field(default_factory=list)
+    direct_s: float = 0.0  # the same report from the events at query time, once
 
     def row(self) -> str:
         report, count = median(self.report_s), median(self.count_s)
         return (
             f"| {self.name} | {self.contacts:,} | {report * 1000:,.0f} | {min(self.report_s) * 1000:,.0f} |"
-            f" {count * 1000:,.1f} | {report / count:,.0f}x |"
+            f" {count * 1000:,.1f} | {report / count:,.0f}x | {self.direct_s * 1000:,.0f} |"
+            f" {self.direct_s / report:,.1f}x |"
         )
 
 
@@ -222,6 +228,8 @@ async def time_reports(pool: asyncpg.Pool, days: int, repeat: int, full: bool) -
     settings = load_settings()
     config = load_kpi_config(settings.dialplans_dir, {"sales": 30.0, "support": 20.0})
     reports = Reports(pool, config)
+    direct = Reports(pool, config, from_timeline=True)
+    now = datetime.now(UTC)  # one `now` for both paths: pending first-contact resolution depends on it
     zone = ZoneInfo("UTC")
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     periods: list[tuple[str, int, int, Interval, str]] = [
@@ -240,10 +248,15 @@ async def time_reports(pool: asyncpg.Pool, days: int, repeat: int, full: bool) -
             end,
         )
         timed = Timed(name, contacts)
+        t0 = time.perf_counter()
+        expected = await direct.rows(start, end, interval, by, zone=zone, now=now)
+        timed.direct_s = time.perf_counter() - t0
         for _ in tqdm(range(repeat), desc=f"report: {name}", unit=" runs"):
             t0 = time.perf_counter()
-            await reports.rows(start, end, interval, by, zone=zone)
+            rows = await reports.rows(start, end, interval, by, zone=zone, now=now)
             timed.report_s.append(time.perf_counter() - t0)
+            if rows != expected:
+                raise AssertionError(f"{name}: the summary's rows differ from the events' rows")
             t0 = time.perf_counter()
             await pool.fetchval(
                 "SELECT count(*) FROM timeline_events WHERE type = 'interaction.started' AND at >= $1 AND at < $2",
@@ -472,15 +485,22 @@ Machine: {machine()}; Python {platform.python_version()}; PostgreSQL and Redis o
 
 **KPI reports.** A throwaway database filled by COPY with {made.interactions:,} interactions over {args.days}
 days ({made.events:,} timeline events, {made.customers:,} customers, 200 agents): about 85% queued, of them
-3% callbacks and 88% of the rest answered (10% put on hold, 60% wrapped up, 10% surveyed). Each report is
-Hilo's own code (`Reports.rows`, what `/api/reports/kpis` runs: the period's contacts and those of the
-repeat window after it, with follow-ups for first-contact resolution and channel switch), timed
-{args.repeat} times; the baseline is a bare `count(*)` of the period's `interaction.started` events on the
-same table and index, timed alongside.
+3% callbacks and 88% of the rest answered (10% put on hold, 60% wrapped up, 10% surveyed). The load runs
+with triggers off, so the per-contact summary `contact_facts` is then built from all the events as
+`hilo reports rebuild` does: {made.summary_s:.0f} s. Each report is Hilo's own code (`Reports.rows`, what
+`/api/reports/kpis` runs: the period's contacts read from the summary and those of the repeat window after
+it, with follow-ups for first-contact resolution and channel switch), timed {args.repeat} times; the
+baseline is a bare `count(*)` of the period's `interaction.started` events on the timeline's table and
+index, timed alongside. "From the events" is the same report grouped from the timeline at query time (the
+path before the summary), run once; every run's rows were checked equal to its rows.
 
-| report | contacts in the period | median ms | best ms | bare COUNT median ms | report / COUNT |
-| --- | ---: | ---: | ---: | ---: | ---: |
+| report | contacts | median ms | best ms | bare COUNT ms | report / COUNT | from the events ms | events / report |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(t.row() for t in timed)}
+
+The summary takes the grouping of every event out of each report (and the first-contact look-ahead reads
+only the period's customers); what remains is Python's work per contact: reading each row into a contact,
+the follow-ups, the figures.
 
 **Wallboard.** A `hilo serve` of the bench's own with {args.agents:,} agents, one supervisor's wallboard
 WebSocket open, and {wb.events:,} timeline events written at {args.rate:.0f}/s for {args.seconds:.0f} s
@@ -522,6 +542,10 @@ async def bench(args: argparse.Namespace, command: str) -> int:
             await conn.close()
         pool = await create_pool(kpi_dsn)
         try:
+            print("building the per-contact summary (hilo reports rebuild) …", flush=True)
+            t0 = time.perf_counter()
+            await rebuild(pool)
+            made.summary_s = time.perf_counter() - t0
             timed = await time_reports(pool, args.days, args.repeat, args.full)
         finally:
             await pool.close()

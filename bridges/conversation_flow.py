@@ -33,8 +33,11 @@ from ivr.flows.engine import (
     run_flow,
 )
 from ivr.flows.schema import Flow, Menu
+from ivr.flows.text_session import TypedAnswers
+from reports.kpis import SURVEY_SCALES
 
 WHATSAPP_TITLE_MAX = 20  # a WhatsApp reply button's title
+WHATSAPP_LIST_MAX = 10  # rows of a WhatsApp list: a longer survey scale goes as the prompt's text alone
 _KEYS = re.compile(r"^[0-9*#]+$")
 
 
@@ -52,6 +55,15 @@ def menu_choices(menu: Menu) -> tuple[Choice, ...]:
     """A menu's options as reply choices: the id is the menu key (what the engine matches), the title the
     label cut to what a WhatsApp button shows."""
     return tuple(Choice(id=key, title=choice.label[:WHATSAPP_TITLE_MAX]) for key, choice in menu.choices.items())
+
+
+def scale_choices(question: str, channel: str) -> tuple[Choice, ...]:
+    """A survey question's scale as reply choices on WhatsApp (a list, e.g. 1-5), when it fits one; else
+    none: the prompt names the scale and the customer types the number (SMS, web chat, NPS's 0-10)."""
+    low, high = SURVEY_SCALES[question]
+    if channel != "whatsapp" or high - low + 1 > WHATSAPP_LIST_MAX:
+        return ()
+    return tuple(Choice(id=str(score), title=str(score)) for score in range(low, high + 1))
 
 
 def mask_secret(answer: str) -> str:
@@ -151,7 +163,7 @@ class TurnResult:
     verified: list[str] = field(default_factory=list)  # customer ids a verification proved in this turn
 
 
-class ReplaySession:
+class ReplaySession(TypedAnswers):
     """A flow session fed from stored answers. Replies up to `already_sent` were sent by earlier turns;
     timeline events count as new once the run asks for the first answer it had not been given before."""
 
@@ -166,10 +178,15 @@ class ReplaySession:
         self.secret_indexes: set[int] = set()
         self.pending_choices: tuple[Choice, ...] = ()
         self.menu: tuple[Choice, ...] = ()  # the options of the menu being asked (what its reply selects)
+        self.choices_skip = 0  # messages sent before the one that carries `pending_choices` (an apology)
 
     def _send(self, text: str) -> None:
         self.produced += 1
-        choices, self.pending_choices = self.pending_choices, ()
+        if self.choices_skip:
+            self.choices_skip -= 1
+            choices: tuple[Choice, ...] = ()
+        else:
+            choices, self.pending_choices = self.pending_choices, ()
         if self.produced > self.already_sent:
             self.replies.append(Reply(text, choices))
 
@@ -183,36 +200,6 @@ class ReplaySession:
         if secret:
             self.secret_indexes.add(index)
         return self.inputs[index]
-
-    async def say(self, text: str) -> None:
-        self._send(text)
-
-    async def play(self, file: str, text_alt: str) -> None:
-        self._send(text_alt)
-
-    async def read_digits(
-        self,
-        *,
-        min_digits: int,
-        max_digits: int,
-        terminator: str | None,
-        timeout_s: float,
-        inter_digit_timeout_s: float,
-    ) -> str | None:
-        answer = self._next()
-        return None if answer is None else answer.replace(" ", "")
-
-    async def read_secret_digits(
-        self,
-        *,
-        min_digits: int,
-        max_digits: int,
-        terminator: str | None,
-        timeout_s: float,
-        inter_digit_timeout_s: float,
-    ) -> str | None:
-        answer = self._next(secret=True)
-        return None if answer is None else answer.replace(" ", "")
 
     async def read_choice(self, timeout_s: float) -> str | None:
         return selected(self._next(), self.menu)
@@ -243,9 +230,11 @@ async def run_turn(
     channel: str,
     caller_number: str | None,
     customer: dict[str, Any] | None,
+    start: str | None = None,
 ) -> TurnResult:
     """One turn: the flow run again over `inputs` (the last `new_inputs` of them arrived now) until it
-    needs another answer or ends. `services` are the live ones; the journal stands in for them on replay."""
+    needs another answer or ends. `services` are the live ones; the journal stands in for them on replay.
+    `start`: the node the run starts at (a queue's `after_agent`), else the flow's start."""
     fresh = not inputs and not journal and already_sent == 0
     session = ReplaySession(inputs, old_inputs=len(inputs) - new_inputs, already_sent=already_sent, fresh=fresh)
     recorded = Journal(journal)
@@ -263,6 +252,11 @@ async def run_turn(
         if type_ == "ivr.menu":
             menu = menus.get((str(data.get("flow")), str(data.get("node"))))
             session.pending_choices = session.menu = menu_choices(menu) if menu is not None else ()
+        # A survey question (asked again after an answer off the scale: the apology goes first) carries
+        # its scale where the channel shows one.
+        if type_ == "ivr.survey":
+            session.pending_choices = scale_choices(str(data.get("question")), channel)
+            session.choices_skip = 1 if int(data.get("attempt", 1)) > 1 else 0
         if type_ == "ivr.lookup":
             found = recorded.entries[recorded.position - 1].get("v") if recorded.position else None
         if session.live or type_ == "ivr.flow_error":  # a replay that no longer fits is told once
@@ -280,7 +274,7 @@ async def run_turn(
     )
     outcome: Outcome | None
     try:
-        outcome = await run_flow(flow, session, context)
+        outcome = await run_flow(flow, session, context, start=start)
     except AwaitingInput:
         outcome = None
     stored = [

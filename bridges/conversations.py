@@ -31,7 +31,14 @@ Nodes that only make sense on a call get a text equivalent on a conversation:
 Escalation goes through the routing engine like a call (channel sms|whatsapp|webchat, so an agent's
 per-channel capacity counts). The offer reaches the agent's console as a screen-pop; the agent accepts
 it, replies, hands the conversation back to the flow (which starts again from its start) or closes it
-(routing releases the agent, who then wraps up)."""
+(routing releases the agent, who then wraps up).
+
+The post-chat survey: when the agent closes a conversation whose flow's queue node has `after_agent`, the
+flow goes on at that node over text (state `survey`: e.g. a `survey` node asks each question as a message)
+in a new run of the conversation, replayed like any other, on the agent's interaction (which has ended:
+the answers are recorded on it, as on a call). The run's start is kept in the journal's first entry. A
+customer who does not answer within `survey_wait_s` is left alone: the conversation ends without a word.
+A hand-back is not a close: no survey then."""
 
 from __future__ import annotations
 
@@ -64,6 +71,8 @@ from crm_bridge.customers import Identification
 from crm_bridge.timeline import Publish, event_json
 from ivr.flows.engine import Outcome, Services
 from ivr.flows.live import LiveFlows
+from ivr.flows.schema import Queue as QueueNode
+from reports.survey import SURVEY_ANSWER
 from routing.engine import NotQueued, RoutingEngine
 from routing.model import Assignment, RoutingError
 
@@ -81,6 +90,7 @@ MESSAGE_TAKEN = "Thank you, we have your message."
 WEBCHAT_NO_CALLBACK = "We cannot call you back from a web chat. Please call us, or write here and an agent will answer."
 TEXT_LIMIT = 4096  # one message shown or sent; longer agent replies are refused
 OFFER_TIMEOUT_S = 60.0  # an agent accepts an offered conversation within this, else it goes back to the queue
+SURVEY_WAIT_S = 3600.0  # a post-chat survey left unanswered this long ends quietly
 
 
 def _transfer_text(target: str) -> str:
@@ -137,6 +147,7 @@ class Conversations:
         queue_max_wait_s: int = 300,
         sweep_s: float = 1.0,
         outside: Services | None = None,
+        survey_wait_s: float = SURVEY_WAIT_S,
     ) -> None:
         self.pool = pool
         self.redis = redis
@@ -151,6 +162,7 @@ class Conversations:
         self.wrapup_s = wrapup_s
         self.queue_max_wait_s = queue_max_wait_s
         self.sweep_s = sweep_s
+        self.survey_wait_s = survey_wait_s
         self.outside = outside  # the flows' HTTP and clock; tests give their own, None = the real ones
         self.pops = ScreenPops(pool, redis, namespace, lambda: live_flows().flows)
         self._task: asyncio.Task[None] | None = None
@@ -229,9 +241,12 @@ class Conversations:
             message.recipient,
         )
         conversation = Conversation.of(row) if row else None
-        if conversation is not None and conversation.state in ("bot", "message"):
+        if conversation is not None and conversation.state in ("bot", "message", "survey"):
             idle = message.received_at - conversation.last_message_at
-            if idle > IDLE_RESTART:
+            if conversation.state == "survey" and idle > dt.timedelta(seconds=self.survey_wait_s):
+                events += await self._survey_expired(conn, conversation)  # this message starts anew
+                conversation = None
+            elif idle > IDLE_RESTART:
                 events += await self._end(conn, conversation, "abandoned", "customer")
                 conversation = None
         fresh = conversation is None
@@ -252,7 +267,7 @@ class Conversations:
             "media": message.media,
         }
         work = _Work(events, conversation)
-        if conversation.state == "bot":
+        if conversation.state in ("bot", "survey"):
             turn = await self._turn(conn, conversation, None if fresh else answer)
             if not fresh and (len(turn.inputs) - 1) in turn.secret_inputs:
                 received.update(text=turn.inputs[-1], choice_id=None, secret=True)  # a PIN or date of birth
@@ -345,9 +360,11 @@ class Conversations:
         flow's lookups and verifications run on `conn`, the caller's transaction (see the module's note on
         connections)."""
         live = self.live_flows()
-        flow = live.flows.get(conversation.flow or DEFAULT_FLOW)
-        # The journal's first entry is the customer as the run began (_open, hand_back): every replay sees it.
+        # The journal's first entry is the customer as the run began (_open, hand_back): every replay sees it;
+        # a post-chat survey's run also keeps there where it starts (`after_agent`: its flow and node).
         head, journal = conversation.journal[:1], conversation.journal[1:]
+        after_agent: dict[str, str] | None = head[0].get("after_agent") if head else None
+        flow = live.flows.get(after_agent["flow"] if after_agent else conversation.flow or DEFAULT_FLOW)
         if flow is None:
             return TurnResult(
                 outcome=Outcome("error", conversation.flow or "", "", reason=f"no flow {conversation.flow!r}"),
@@ -376,6 +393,7 @@ class Conversations:
             channel=conversation.channel,
             caller_number=None if conversation.channel == "webchat" else store.phone_of(conversation),
             customer=head[0].get("v") if head else None,
+            start=after_agent["node"] if after_agent else None,
         )
         turn.journal = [*head, *turn.journal]
         return turn
@@ -384,6 +402,8 @@ class Conversations:
         self, conn: Conn, conversation: Conversation, turn: TurnResult, events: list[dict[str, Any]]
     ) -> None:
         for type_, data in turn.events:
+            if type_ == SURVEY_ANSWER and await self._answered(conn, conversation, data):
+                continue  # e.g. already given through the survey API: the first answer stays, as on a call
             events.append(await store.event(conn, conversation, type_, data))
         for reply in turn.replies:
             await store.add_reply(conn, conversation, reply)
@@ -394,6 +414,21 @@ class Conversations:
             turn.journal,
             turn.outputs,
         )
+
+    async def _answered(self, conn: Conn, conversation: Conversation, answer: dict[str, Any]) -> bool:
+        """Whether this survey's question already has an answer on the interaction (under the lock that
+        reports/survey.py save_answer takes, so the two cannot both record one)."""
+        key = f"survey:{conversation.interaction_id}:{answer.get('question')}"
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+        found = await conn.fetchval(
+            "SELECT true FROM timeline_events WHERE interaction_id = $1 AND type = $2 AND data ->> 'question' = $3"
+            " AND coalesce(data ->> 'survey', '') = $4 LIMIT 1",
+            conversation.interaction_id,
+            SURVEY_ANSWER,
+            answer.get("question"),
+            answer.get("survey") or "",
+        )
+        return bool(found)
 
     async def _link_verified(self, conversation: Conversation, verified: uuid.UUID) -> None:
         """The customer proved who they are (a flow's lookup + verify): the conversation's customer (a web
@@ -422,6 +457,9 @@ class Conversations:
         events = work.events
         outcome = turn.outcome
         if outcome is None:
+            return
+        if conversation.state == "survey":  # the flow after the agent is done (its interaction ended before)
+            events += await self._end(conn, conversation, "completed", "agent")
             return
         collected = {k: v for k, v in outcome.shown_variables().items() if k not in ("caller", "customer", "now")}
         await conn.execute(
@@ -655,8 +693,13 @@ class Conversations:
 
     async def sweep(self) -> None:
         """What time alone changes for waiting conversations (run every `sweep_s` on every node): offers
-        routing made meanwhile are taken, offers not accepted in time go back to the queue, and
-        conversations that waited longer than their queue allows are ended politely."""
+        routing made meanwhile are taken, offers not accepted in time go back to the queue,
+        conversations that waited longer than their queue allows are ended politely, and post-chat surveys
+        left unanswered for `survey_wait_s` end quietly."""
+        try:
+            await self._expire_surveys()
+        except Exception:
+            log.exception("conversations: ending unanswered surveys failed")
         rows = await self.pool.fetch(
             "SELECT * FROM conversations WHERE state IN ('queued', 'offered') AND closed_at IS NULL ORDER BY queued_at"
         )
@@ -844,16 +887,76 @@ class Conversations:
         return work.conversation
 
     async def close_conversation(self, interaction_id: uuid.UUID, agent_id: str | None, *, by: str) -> Conversation:
-        """The agent ends the conversation: routing releases them into wrap-up."""
+        """The agent ends the conversation: routing releases them into wrap-up. Their interaction ends
+        `completed` by the agent either way; with a queue node's `after_agent` the flow goes on there."""
         async with self.pool.acquire() as conn, conn.transaction():
             conversation = await self._owned(conn, interaction_id, agent_id, states=("agent",))
-            events = await self._end(conn, conversation, "completed", "agent")
+            start = await self._after_agent(conn, conversation)
+            if start is None:
+                events = await self._end(conn, conversation, "completed", "agent")
+            else:
+                events = await self._end_interaction(conn, conversation, "completed", "agent")
+                await self._start_survey(conn, conversation, start, events)
+                events += await self._hand_over(conn, conversation.id)
             after = await store.load(conn, conversation.id)
         await self.engine.release(str(interaction_id), self.wrapup_s)
         for event in events:
             await self.publish(event)
         await self._notify_state(after, conversation.agent_id)
         return after
+
+    async def _after_agent(self, conn: Conn, conversation: Conversation) -> tuple[str, str] | None:
+        """(flow, node) where the flow goes on after the agent: the `after_agent` of the queue node that
+        queued the conversation (kept in the interaction's context by `_settle`), if it has one."""
+        context = await conn.fetchval("SELECT context FROM interactions WHERE id = $1", conversation.interaction_id)
+        ivr = (context or {}).get("ivr") or {}
+        flow = self.live_flows().flows.get(str(ivr.get("flow")))
+        node = flow.nodes.get(str(ivr.get("node"))) if flow is not None else None
+        if flow is None or not isinstance(node, QueueNode) or node.after_agent is None:
+            return None
+        return flow.flow, node.after_agent
+
+    async def _start_survey(
+        self, conn: Conn, conversation: Conversation, start: tuple[str, str], events: list[dict[str, Any]]
+    ) -> None:
+        """A new run of the conversation from `start` on the same (ended) interaction; its first turn asks
+        at once. The customer's silence is timed from now (`survey_wait_s`)."""
+        head: dict[str, Any] = dict(conversation.journal[0]) if conversation.journal else {"k": "customer", "v": None}
+        head["after_agent"] = {"flow": start[0], "node": start[1]}
+        await conn.execute(
+            "UPDATE conversations SET state = 'survey', agent_id = NULL, offered_at = NULL, run = run + 1,"
+            " inputs = '[]', journal = $2, outputs = 0, last_message_at = greatest(last_message_at, now())"
+            " WHERE id = $1",
+            conversation.id,
+            [head],
+        )
+        surveying = await store.load(conn, conversation.id)
+        turn = await self._turn(conn, surveying, None)
+        await self._save_turn(conn, surveying, turn, events)
+        await self._settle(conn, surveying, turn, _Work(events, surveying))
+
+    async def _survey_expired(self, conn: Conn, conversation: Conversation) -> list[dict[str, Any]]:
+        """The customer left the survey unanswered: the conversation ends, with no message to them."""
+        event = await store.event(conn, conversation, "survey.expired", {"after_s": self.survey_wait_s})
+        return [event, *await self._end(conn, conversation, "completed", "agent")]
+
+    async def _expire_surveys(self) -> None:
+        rows = await self.pool.fetch(
+            "SELECT id FROM conversations WHERE state = 'survey'"
+            " AND last_message_at < now() - make_interval(secs => $1)",
+            self.survey_wait_s,
+        )
+        for row in rows:
+            async with self.pool.acquire() as conn, conn.transaction():
+                locked = await conn.fetchrow(
+                    "SELECT * FROM conversations WHERE id = $1 AND state = 'survey'"
+                    " AND last_message_at < now() - make_interval(secs => $2) FOR UPDATE",
+                    row["id"],
+                    self.survey_wait_s,
+                )
+                events = await self._survey_expired(conn, Conversation.of(locked)) if locked else []
+            for event in events:
+                await self.publish(event)
 
     # -- services the flow uses ---------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from bridges.messages import Channel, InboundHandler, InboundMessage, Provider
-from bridges.worker import ClaimLoop, backoff
+from hilo.claim_loop import ClaimLoop, backoff
 
 log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "hilo_inbox"  # migration 011's trigger notifies it on every new message

@@ -37,7 +37,7 @@ import asyncpg
 
 from bridges.inbox import normalise_address
 from bridges.messages import Choice, OutboundMessage, OutsideWindow, Provider, ProviderSender, SendFailed, SendResult
-from bridges.worker import ClaimLoop, backoff
+from hilo.claim_loop import ClaimLoop, backoff
 from hilo.logs import mask_pii
 
 if TYPE_CHECKING:

@@ -36,7 +36,8 @@ def _services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
-def _calls(request: web.Request) -> InboundCalls:
+def calls_here(request: web.Request) -> InboundCalls:
+    """The calls this node handles (a call is acted on by the node handling it); 503 when it takes none."""
     calls = _services(request).calls
     if calls is None:
         raise ApiError(503, "unavailable", "calls are not handled by this server")
@@ -60,7 +61,7 @@ class HoldOut(BaseModel):
 
 
 async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> HoldOut:
-    calls, who, iid = _calls(request), principal(request), str(path.interaction_id)
+    calls, who, iid = calls_here(request), principal(request), str(path.interaction_id)
     action = "hold" if hold else "unhold"
     try:
         call = calls.live.get(iid)
@@ -158,7 +159,7 @@ def _out(sup: Supervision) -> SupervisionOut:
 async def start_supervision(request: web.Request, path: InteractionPath, body: SupervisionIn) -> Reply:
     """Hilo rings `phone`; once answered it is connected in `mode` (answered when it is). It ends when the
     supervisor hangs up, DELETEs it, or the call ends."""
-    calls, who, iid = _calls(request), principal(request), str(path.interaction_id)
+    calls, who, iid = calls_here(request), principal(request), str(path.interaction_id)
     mode: Mode = body.mode
     try:
         sup = await calls.supervisions.start(iid, mode, body.phone, actor_of(who))
@@ -181,7 +182,7 @@ async def start_supervision(request: web.Request, path: InteractionPath, body: S
     ok={200: SupervisionList},
 )
 async def list_supervisions(request: web.Request) -> SupervisionList:
-    active = _calls(request).supervisions.active.values()
+    active = calls_here(request).supervisions.active.values()
     return SupervisionList(supervisions=[_out(s) for s in active if not s.ended.is_set()])
 
 
@@ -195,7 +196,7 @@ async def list_supervisions(request: web.Request) -> SupervisionList:
     errors={404: "no such supervision in progress here", 409: "the call is over"},
 )
 async def change_supervision(request: web.Request, path: SupervisionPath, body: ModeIn) -> SupervisionOut:
-    calls, sid = _calls(request), str(path.supervision_id)
+    calls, sid = calls_here(request), str(path.supervision_id)
     mode: Mode = body.mode
     try:
         sup = await calls.supervisions.change(sid, mode)
@@ -223,7 +224,7 @@ async def change_supervision(request: web.Request, path: SupervisionPath, body: 
 async def end_supervision(request: web.Request, path: SupervisionPath) -> SupervisionOut:
     sid = str(path.supervision_id)
     try:
-        sup = await _calls(request).supervisions.end(sid)
+        sup = await calls_here(request).supervisions.end(sid)
     except LookupError as exc:
         raise not_found(str(exc), "supervision_id") from exc
     await _audit(request, "supervision-end", "supervision", sid, True, interaction=sup.interaction_id)

@@ -12,15 +12,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
 from console.auth import principal
+from console.call_control import EVERYONE, calls_here
 from crm_bridge.openapi import ApiError, conflict
 from crm_bridge.rest import API
 from crm_bridge.schemas import Input
-from hilo.services import SERVICES
-from ivr.inbound import InboundCalls
 from ivr.live_calls import NotLive
 from ivr.transfers import TransferError
-
-EVERYONE = ("agent", "supervisor", "admin")
 
 
 class TransferPath(Input):
@@ -53,13 +50,6 @@ class TransferOut(BaseModel):
     )
     to_agent: str | None = None
     to_queue: str | None = None
-
-
-def _calls(request: web.Request) -> InboundCalls:
-    calls = request.app[SERVICES].calls
-    if calls is None:
-        raise ApiError(503, "unavailable", "calls are not handled by this server")
-    return calls
 
 
 def _agent_filter(request: web.Request) -> str | None:
@@ -98,7 +88,7 @@ def _refused(exc: TransferError) -> ApiError:
 async def transfer(request: web.Request, path: TransferPath, body: TransferIn) -> TransferOut:
     """`routing.transferred` {kind, from_agent, to_agent|to_queue} on the timeline once the caller is handed
     on (attended: at `complete`). What the IVR collected, verification and your note go with the caller."""
-    calls, iid, by = _calls(request), str(path.interaction_id), _agent_filter(request)
+    calls, iid, by = calls_here(request), str(path.interaction_id), _agent_filter(request)
     try:
         if body.kind == "blind":
             await calls.transfers.blind(iid, by, to_queue=body.to_queue, to_agent=body.to_agent, note=body.note)
@@ -126,18 +116,7 @@ async def transfer(request: web.Request, path: TransferPath, body: TransferIn) -
     errors={403: "an agent transfers only their own calls", 409: "no consultation in progress for this call"},
 )
 async def complete_transfer(request: web.Request, path: TransferPath) -> TransferOut:
-    calls, iid = _calls(request), str(path.interaction_id)
-    try:
-        consult = calls.transfers.consults.get(iid)
-        await calls.transfers.complete(iid, _agent_filter(request))
-    except TransferError as exc:
-        raise _refused(exc) from exc
-    return TransferOut(
-        interaction_id=path.interaction_id,
-        kind="attended",
-        state="completed",
-        to_agent=consult.to_agent if consult else None,
-    )
+    return await _end_consultation(request, path, "completed")
 
 
 @API.route(
@@ -150,15 +129,22 @@ async def complete_transfer(request: web.Request, path: TransferPath) -> Transfe
     errors={403: "an agent transfers only their own calls", 409: "no consultation in progress for this call"},
 )
 async def cancel_transfer(request: web.Request, path: TransferPath) -> TransferOut:
-    calls, iid = _calls(request), str(path.interaction_id)
+    return await _end_consultation(request, path, "cancelled")
+
+
+async def _end_consultation(
+    request: web.Request, path: TransferPath, state: Literal["completed", "cancelled"]
+) -> TransferOut:
+    calls, iid = calls_here(request), str(path.interaction_id)
+    end = calls.transfers.complete if state == "completed" else calls.transfers.cancel
     try:
         consult = calls.transfers.consults.get(iid)
-        await calls.transfers.cancel(iid, _agent_filter(request))
+        await end(iid, _agent_filter(request))
     except TransferError as exc:
         raise _refused(exc) from exc
     return TransferOut(
         interaction_id=path.interaction_id,
         kind="attended",
-        state="cancelled",
+        state=state,
         to_agent=consult.to_agent if consult else None,
     )

@@ -3,7 +3,10 @@ and the KPI reports with charts (`/console/reports`, reading /api/reports/kpis).
 only; sign-in is the console's (/console/).
 
 The socket gets the wallboard picture (reports/monitor.py) at once and again whenever it changes, and a
-`heartbeat` every HEARTBEAT_S; like the agent's socket it is closed with 4001 when the session ends."""
+`heartbeat` every HEARTBEAT_S; like the agent's socket it is closed with 4001 when the session ends. Its
+query string is the page's filter (`channel`, `queue`, `team`, `slot`, `group`: reports/wallboard_view.py),
+applied on the server; a supervisor with teams (console_users.teams, read when the socket opens) only
+receives those teams' agents, their queues and what waits in them."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from console.desk import PAGE_HEADERS, STATIC_DIR
 from console.sessions import Principal
 from console.ws import HEARTBEAT_S, SESSION_ENDED, SOCKETS
 from hilo.services import SERVICES
+from reports.wallboard_view import FilterError, parse_filter, supervised_teams
 
 SUPERVISING = ("supervisor", "admin")
 Send = Callable[[str], Awaitable[None]]
@@ -43,6 +47,12 @@ async def wallboard_ws(request: web.Request) -> web.StreamResponse:
     monitor = request.app[SERVICES].wallboard
     if monitor is None:
         return web.json_response({"error": "unavailable", "reason": "the wallboard is not running"}, status=503)
+    try:
+        scope = await supervised_teams(monitor.wallboard.pool, who.role, who.username)
+        subscription = parse_filter(request.query).limited_to(scope)
+    except FilterError as exc:
+        status = 403 if exc.field == "team" else 400
+        return web.json_response({"error": "invalid", "field": exc.field, "reason": exc.reason}, status=status)
 
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
@@ -59,7 +69,7 @@ async def wallboard_ws(request: web.Request) -> web.StreamResponse:
         await send(
             json.dumps({"type": "hello", "username": who.username, "role": who.role, "heartbeat_s": HEARTBEAT_S})
         )
-        await monitor.add_viewer(send)
+        await monitor.add_viewer(send, subscription)
         async for message in ws:  # the page only pings
             if message.type == WSMsgType.TEXT and message.data == "ping":
                 await send(json.dumps({"type": "pong"}))

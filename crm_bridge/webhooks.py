@@ -40,13 +40,10 @@ created, and never logged."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import random
 import re
 import secrets
 import time
@@ -61,6 +58,7 @@ import aiohttp
 import asyncpg
 
 from crm_bridge.timeline import event_json, shareable
+from hilo.claim_loop import ClaimLoop, backoff
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +254,7 @@ class RetryPolicy:
 
     def delay_after(self, attempts: int) -> float:
         """Seconds before the next attempt, after `attempts` failed ones (exponential, capped, jittered)."""
-        full: float = min(self.backoff_max_s, self.backoff_s * 2.0 ** max(0, attempts - 1))
-        return full / 2 + random.uniform(0, full / 2)
+        return backoff(self.backoff_s, self.backoff_max_s, attempts)
 
     @property
     def lease_s(self) -> float:
@@ -315,8 +312,10 @@ class Claimed:
     event: dict[str, Any]
 
 
-class DeliveryWorker:
+class DeliveryWorker(ClaimLoop[Claimed]):
     """Sends due deliveries, `concurrency` at a time (one per subscription at a time, see Order above)."""
+
+    name = "webhooks"
 
     def __init__(
         self,
@@ -328,85 +327,31 @@ class DeliveryWorker:
         poll_s: float = 5.0,
         keep_delivered: timedelta = timedelta(days=7),
     ) -> None:
+        super().__init__(dsn, NOTIFY_CHANNEL, concurrency=concurrency, poll_s=poll_s)
         self.pool = pool
-        self.dsn = dsn
         self.policy = policy
-        self.concurrency = concurrency
-        self.poll_s = poll_s
         self.keep_delivered = keep_delivered
-        self._wake = asyncio.Event()
-        self._sending: set[asyncio.Task[None]] = set()
-        self._listener: asyncpg.Connection | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(headers={"User-Agent": "Hilo-Webhooks/1"})
-        await self._listen()
-        self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers={"User-Agent": "Hilo-Webhooks/1"})
+        await super().start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for task in list(self._sending):
-            task.cancel()
         # A send cut short here keeps its lease: another node (or this one, restarted) resends it later.
-        await asyncio.gather(*self._sending, return_exceptions=True)
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+        await self.stop()
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _listen(self) -> None:
-        try:
-            self._listener = await asyncpg.connect(self.dsn)
-            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            self._listener = None
-            log.warning("webhooks: cannot listen for new deliveries (%s); polling every %ss", exc, self.poll_s)
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                if self._listener is None or self._listener.is_closed():
-                    await self._listen()
-                free = self.concurrency - len(self._sending)
-                claimed = await self._claim(free) if free > 0 else []
-                for delivery in claimed:
-                    task = asyncio.create_task(self._send(delivery), name=f"webhook-{delivery.id}")
-                    self._sending.add(task)
-                    task.add_done_callback(self._sent)
-                if claimed:
-                    continue  # there may be more due
-                await self._prune()
-                # At capacity, a finishing send wakes the worker; otherwise the next due time does.
-                wait = await self.seconds_to_next_due() if free > 0 else self.poll_s
-            except Exception as exc:  # the database away for a while must not end the worker
-                log.warning("webhooks: cannot look for deliveries (%s: %s); retrying", type(exc).__name__, exc)
-                wait = self.poll_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhooks: delivery task failed", exc_info=task.exception())
-        self._wake.set()  # a slot is free, and the next delivery of that subscription may be due
-
-    async def seconds_to_next_due(self) -> float:
-        """How long the worker would sleep now if nothing woke it (at most `poll_s`)."""
+    async def _seconds_to_next_due(self) -> float | None:
         due = await self.pool.fetchval(_SECONDS_TO_NEXT_DUE)
-        if due is None:
-            return self.poll_s
-        return min(self.poll_s, max(0.0, float(due)) + 0.005)
+        return None if due is None else float(due)
+
+    async def _idle(self) -> None:
+        await self._prune()
 
     async def _claim(self, limit: int) -> list[Claimed]:
         lease = uuid.uuid4()
@@ -448,7 +393,7 @@ class DeliveryWorker:
             for r in rows
         ]
 
-    async def _send(self, delivery: Claimed) -> None:
+    async def _work(self, delivery: Claimed) -> None:
         assert self._session is not None
         body = encode_event(delivery.event)
         timestamp = int(time.time())

@@ -52,9 +52,11 @@ class Escalation(_Strict):
 class QueueRecording(_Strict):
     """Recording of a queue's calls (recordings/): whether the caller-agent conversation is recorded (a flow
     can still leave a caller out with the variable `record_consent: false`) and for how many days the file
-    is kept (None: the server's HILO_RECORDING_RETENTION_DAYS)."""
+    is kept (None: the server's HILO_RECORDING_RETENTION_DAYS). With `legs`, each side of the conversation
+    (caller, agent) is also recorded on its own, beside the mixed recording."""
 
     record: bool = True
+    legs: bool = False
     retention_days: int | None = Field(default=None, ge=1, le=36_500)
 
 

@@ -254,6 +254,7 @@ def init_app(settings: Settings) -> web.Application:
             default_region=settings.default_region,
             wrapup_s=settings.wrapup_s,
             queue_max_wait_s=settings.queue_max_wait_s,
+            survey_wait_s=settings.conversation_survey_wait_s,
         )
         await services.conversations.start()
         yield

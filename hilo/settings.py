@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     messaging_send_timeout_s: float = Field(default=15.0, gt=0, le=120)
     # the conversation layer's time for one inbound message; a node stopped mid-way holds it 5 s longer
     messaging_handler_timeout_s: float = Field(default=30.0, gt=0)
+    # a post-chat survey (a queue's `after_agent` on text) left unanswered this long ends quietly
+    conversation_survey_wait_s: float = Field(default=3600.0, gt=0)
     twilio_rate_per_s: float = Field(default=10.0, gt=0)
     twilio_burst: int = Field(default=10, ge=1)
     whatsapp_rate_per_s: float = Field(default=20.0, gt=0)

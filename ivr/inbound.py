@@ -38,7 +38,7 @@ from ivr.transfers import Moved, Transfers
 from ivr.tts import PromptCache, voice_for
 from ivr.voice import CallerGone, VoiceSession
 from ivr.waiting import CallbackKey, QueueWait
-from recordings.calls import CallRecorder
+from recordings.calls import CallLegs, CallRecorder
 from recordings.catalog import Recording
 from recordings.flow import FlowRecording
 from reports.survey import answers_of
@@ -646,11 +646,12 @@ class InboundCalls:
             await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
             self.live.add(LiveCall(interaction, agent_id, channel, agent_leg, bridge_id))
             if self.recorder is not None:  # the conversation, from the moment they are bridged (never fails the call)
-                recording = await self.recorder.start_call(interaction, bridge_id, agent_id)
+                legs = CallLegs(self.stasis, caller=channel.id, agent=agent_leg.id)  # if the queue records legs
+                recording = await self.recorder.start_call(interaction, bridge_id, agent_id, legs)
 
         async def stop_recording() -> None:
-            if recording is not None:
-                await self.ari.stop_recording(recording.asterisk_name)
+            if recording is not None and self.recorder is not None:
+                await self.recorder.stop(recording)
 
         try:
             hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, bridge_id, connected, stop_recording)

@@ -1,6 +1,13 @@
 """Recording calls through ARI: the caller-agent conversation (the bridge's mixed audio) from the moment they
-are bridged, PCI pause and resume, and voicemail; each file then taken out of Asterisk's spool into the
-encrypted store.
+are bridged, and where the queue asks for it each side on its own too (its legs), PCI pause and resume, and
+voicemail; each file then taken out of Asterisk's spool into the encrypted store.
+
+A leg is recorded from a snoop channel on that side's channel with spy=in: only the audio coming from it
+(what the caller, or the agent, says), never what it hears, so the two legs hold one speaker each. A snoop
+rather than a recording of the channel itself, because a channel in a bridge cannot record (ARI refuses it),
+and a snoop leaves the bridge and the channels untouched. A leg is a recording of its own (row, file, key,
+access, retention) with `leg` caller|agent and `mixed_id` naming the conversation's mixed recording; a pause or
+resume of any of them applies to all of the conversation's recordings at once.
 
 The life of a call recording (`recordings.state`): `recording` while Asterisk writes it; when the bridge
 ends, `storing` (claimed by one node) while the file is fetched over ARI, the paused spans are given back
@@ -29,6 +36,7 @@ import asyncpg
 
 from asterisk.ari import AriClient, AriError
 from asterisk.events import Event, LiveRecording, RecordingEvent
+from asterisk.stasis import StasisRouter
 from crm_bridge.timeline import Interaction, Timeline
 from recordings import catalog
 from recordings.audio import duration_s, insert_silence
@@ -43,6 +51,7 @@ FINISH_TIMEOUT_S = 15.0  # from the end of the bridge to Asterisk closing the fi
 FINISH_POLL_S = 0.25
 SWEEP_GRACE = timedelta(seconds=60)  # an unfinished recording this long after its call ended is taken over
 STALE_STORING = timedelta(minutes=10)  # a node that claimed a recording this long ago and did not finish died
+SNOOP_WAIT_S = 5.0  # for a leg's snoop channel to enter the app
 
 
 class NotLive(Exception):
@@ -53,6 +62,22 @@ class NotLive(Exception):
 class _Ending:
     recording: LiveRecording
     at: datetime
+
+
+@dataclass(frozen=True)
+class CallLegs:
+    """The two sides of a bridged call (channel ids), for a queue that records each on its own."""
+
+    stasis: StasisRouter  # the snoop channels are watched there, so their StasisStart is not taken for a call
+    caller: str
+    agent: str
+
+
+@dataclass
+class _Leg:
+    recording: Recording
+    snoop_id: str
+    stasis: StasisRouter
 
 
 def _interaction(rec: Recording) -> Interaction:
@@ -81,6 +106,7 @@ class CallRecorder:
         self.policy = policy
         self.work_dir = work_dir  # plaintext only passes through here, for the moment it takes to encrypt
         self._endings: dict[str, asyncio.Future[_Ending]] = {}
+        self._legs: dict[uuid.UUID, list[_Leg]] = {}  # by the mixed recording, while this node records them
         ari.handlers.append(self._on_event)
 
     def _on_event(self, event: Event) -> None:
@@ -90,9 +116,12 @@ class CallRecorder:
                 ending.set_result(_Ending(event.recording, datetime.now(UTC)))
 
     # -- the conversation ---------------------------------------------------------------------------------
-    async def start_call(self, interaction: Interaction, bridge_id: str, agent_id: str) -> Recording | None:
-        """Record the bridge, unless the queue or the caller says not to. Never raises: a recording that
-        cannot start is on the timeline as `recording.failed`, and the call goes on."""
+    async def start_call(
+        self, interaction: Interaction, bridge_id: str, agent_id: str, legs: CallLegs | None = None
+    ) -> Recording | None:
+        """Record the bridge, unless the queue or the caller says not to, and each of `legs` when the queue
+        records legs. Returns the mixed recording (`stop` and `finish_call` take its legs along). Never
+        raises: a recording that cannot start is on the timeline as `recording.failed`, and the call goes on."""
         queue = interaction.context.get("queue")
         variables = (interaction.context.get("ivr") or {}).get("variables") or {}
         try:
@@ -104,10 +133,67 @@ class CallRecorder:
             async def record(name: str) -> None:
                 await self.ari.record_bridge(bridge_id, name, fmt=FORMAT)
 
-            return await self._start(interaction, agent_id, record, f"bridge {bridge_id}")
+            mixed = await self._start(interaction, agent_id, record, f"bridge {bridge_id}")
         except Exception:
             log.exception("recording of interaction %s could not start", interaction.id)
             return None
+        if mixed is not None and legs is not None and self.policy.legs(queue):
+            started = await asyncio.gather(
+                self._start_leg(interaction, agent_id, mixed, "caller", legs.caller, legs.stasis),
+                self._start_leg(interaction, agent_id, mixed, "agent", legs.agent, legs.stasis),
+            )
+            self._legs[mixed.id] = [leg for leg in started if leg is not None]
+        return mixed
+
+    async def _start_leg(
+        self,
+        interaction: Interaction,
+        agent_id: str,
+        mixed: Recording,
+        leg: str,
+        channel_id: str,
+        stasis: StasisRouter,
+    ) -> _Leg | None:
+        """What one side says, from a snoop (spy=in) on its channel. Never raises."""
+        snoop_id = f"{self.ari.app}-legsnoop-{uuid.uuid4().hex[:12]}"
+        state = stasis.watch(snoop_id)  # before it exists: its StasisStart must not look like a new call
+        try:
+            await self.ari.snoop(channel_id, snoop_id, spy="in", app_args="recording")
+            await asyncio.wait_for(state.in_stasis.wait(), SNOOP_WAIT_S)
+
+            async def record(name: str) -> None:
+                await self.ari.record(
+                    snoop_id, name, fmt=FORMAT, max_duration_s=0, max_silence_s=0, beep=False, terminate_on="none"
+                )
+
+            rec = await self._start(interaction, agent_id, record, f"{leg} leg", leg=leg, mixed_id=mixed.id)
+        except (AriError, TimeoutError) as exc:
+            log.error("%s leg of interaction %s: no snoop on %s: %s", leg, interaction.id, channel_id, exc)
+            rec = None
+            with contextlib.suppress(Exception):
+                await self.timeline.record(interaction, "recording.failed", {"reason": "snoop", "leg": leg})
+        except Exception:
+            log.exception("%s leg of interaction %s could not start", leg, interaction.id)
+            rec = None
+        if rec is None:
+            with contextlib.suppress(AriError):
+                await self.ari.hangup(snoop_id)
+            stasis.forget(snoop_id)
+            return None
+        return _Leg(rec, snoop_id, stasis)
+
+    async def stop(self, rec: Recording) -> None:
+        """Stop a call recording and its legs (before the bridge is torn down: a bridge still holding a
+        recorder cannot be destroyed once the callers have left it), then end the legs' snoop channels."""
+        legs = self._legs.get(rec.id, [])
+        for name in [rec.asterisk_name, *(leg.recording.asterisk_name for leg in legs)]:
+            try:
+                await self.ari.stop_recording(name)
+            except AriError as exc:
+                log.warning("could not stop recording %s: %s", name, exc)
+        for leg in legs:
+            with contextlib.suppress(AriError):
+                await self.ari.hangup(leg.snoop_id)
 
     async def start_channel(self, interaction: Interaction, channel_id: str) -> Recording | None:
         """Record what a channel hears (a snoop on the caller, for a flow's `record` node), with no limit of
@@ -126,7 +212,14 @@ class CallRecorder:
             return None
 
     async def _start(
-        self, interaction: Interaction, agent_id: str | None, record: Callable[[str], Awaitable[None]], what: str
+        self,
+        interaction: Interaction,
+        agent_id: str | None,
+        record: Callable[[str], Awaitable[None]],
+        what: str,
+        *,
+        leg: str = "mixed",
+        mixed_id: uuid.UUID | None = None,
     ) -> Recording | None:
         queue = interaction.context.get("queue")
         recording_id = uuid.uuid4()
@@ -137,7 +230,8 @@ class CallRecorder:
         except AriError as exc:
             self._endings.pop(name, None)
             log.error("could not start recording %s: %s", what, exc)
-            await self.timeline.record(interaction, "recording.failed", {"reason": f"ARI {exc.status}"})
+            failed = {"reason": f"ARI {exc.status}"} | ({"leg": leg} if mixed_id else {})
+            await self.timeline.record(interaction, "recording.failed", failed)
             return None
         try:
             rec = await catalog.create(
@@ -151,6 +245,8 @@ class CallRecorder:
                 started_at=datetime.now(UTC),
                 retention_days=self.policy.retention_days(queue),
                 recording_id=recording_id,
+                leg=leg,
+                mixed_id=mixed_id,
             )
         except Exception:
             # A recording nobody can account for (no row, so no retention, no access control) is not kept.
@@ -158,11 +254,25 @@ class CallRecorder:
             with contextlib.suppress(AriError):
                 await self.ari.discard_recording(name)
             raise
-        await self.timeline.record(interaction, "recording.started", {"recording_id": str(rec.id), "kind": "call"})
+        started: dict[str, str] = {"recording_id": str(rec.id), "kind": "call"}
+        if mixed_id is not None:
+            started |= {"leg": leg, "mixed_id": str(mixed_id)}
+        await self.timeline.record(interaction, "recording.started", started)
         return rec
 
     async def finish_call(self, rec: Recording) -> None:
-        """After the bridge is gone: wait for Asterisk to close the file, then store it."""
+        """After the bridge is gone: wait for Asterisk to close the files (the recording's and its legs'),
+        then store them. The legs' snoop channels are ended and forgotten whatever happens."""
+        legs = self._legs.pop(rec.id, [])
+        try:
+            await asyncio.gather(self._finish(rec), *(self._finish(leg.recording) for leg in legs))
+        finally:
+            for leg in legs:
+                with contextlib.suppress(AriError):
+                    await self.ari.hangup(leg.snoop_id)
+                leg.stasis.forget(leg.snoop_id)
+
+    async def _finish(self, rec: Recording) -> None:
         try:
             ending = await self._ending(rec.asterisk_name)
             ended_at = ending.at if ending else datetime.now(UTC)
@@ -227,34 +337,51 @@ class CallRecorder:
         return await self._toggle(recording_id, actor, pause=False)
 
     async def _toggle(self, recording_id: uuid.UUID, actor: str, *, pause: bool) -> tuple[Recording, bool]:
+        """Pause or resume the recording and every other live recording of its conversation (its mixed one,
+        its legs) in one transaction: one pause never leaves a leg recording what the others leave out."""
+        events: list[tuple[Recording, float]] = []
         async with self.pool.acquire() as conn, conn.transaction():
             rec = await catalog.get(conn, recording_id, for_update=True)
             if rec is None:
                 raise LookupError(f"no recording {recording_id}")
+            group = await catalog.group(conn, rec, for_update=True)
             if rec.state != "recording":
                 raise NotLive(f"the recording is {rec.state}, not live")
             if rec.paused == pause:
                 return rec, False
-            try:
+            verb = "pause" if pause else "resume"
+            # The one asked for first: if Asterisk no longer has it, nothing of the conversation has changed.
+            for each in [rec, *(r for r in group if r.id != rec.id)]:
+                if each.state != "recording" or each.paused == pause:
+                    continue
+                try:
+                    if pause:
+                        await self.ari.pause_recording(each.asterisk_name)
+                    else:
+                        await self.ari.unpause_recording(each.asterisk_name)
+                except AriError as exc:
+                    if each.id != rec.id:
+                        log.warning("recording %s (%s leg) not %sd: %s", each.id, each.leg, verb, exc)
+                        continue
+                    if exc.status in (404, 409):
+                        raise NotLive("Asterisk is not recording it (the call has ended)") from exc
+                    raise
+                at_s = _rounded((datetime.now(UTC) - each.started_at).total_seconds())
+                spans = [dict(s) for s in each.paused_spans]
                 if pause:
-                    await self.ari.pause_recording(rec.asterisk_name)
+                    spans.append({"start_s": at_s, "end_s": None})
                 else:
-                    await self.ari.unpause_recording(rec.asterisk_name)
-            except AriError as exc:
-                if exc.status in (404, 409):
-                    raise NotLive("Asterisk is not recording it (the call has ended)") from exc
-                raise
-            at_s = _rounded((datetime.now(UTC) - rec.started_at).total_seconds())
-            spans = [dict(s) for s in rec.paused_spans]
-            if pause:
-                spans.append({"start_s": at_s, "end_s": None})
-            else:
-                spans[-1]["end_s"] = max(at_s, spans[-1]["start_s"])
-            rec = await catalog.update(conn, rec.id, paused_spans=spans)
-            await catalog.audit(conn, rec.id, "pause" if pause else "resume", actor, {"at_s": at_s})
+                    spans[-1]["end_s"] = max(at_s, spans[-1]["start_s"])
+                updated = await catalog.update(conn, each.id, paused_spans=spans)
+                await catalog.audit(conn, each.id, verb, actor, {"at_s": at_s})
+                events.append((updated, at_s))
         event = "recording.paused" if pause else "recording.resumed"
-        await self.timeline.record(_interaction(rec), event, {"recording_id": str(rec.id), "at_s": at_s})
-        return rec, True
+        for each, at_s in events:
+            data: dict[str, object] = {"recording_id": str(each.id), "at_s": at_s}
+            if each.mixed_id is not None:
+                data["leg"] = each.leg
+            await self.timeline.record(_interaction(each), event, data)
+        return events[0][0], True
 
     # -- voicemail ------------------------------------------------------------------------------------------
     async def store_voicemail(self, interaction: Interaction, name: str, duration: float | None) -> Recording | None:
@@ -342,7 +469,8 @@ class CallRecorder:
                 "kind": rec.kind,
                 "duration_s": rec.duration_s,
                 "paused_spans": len(rec.paused_spans),
-            },
+            }
+            | ({"leg": rec.leg} if rec.mixed_id is not None else {}),
         )
         return rec
 

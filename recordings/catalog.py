@@ -42,6 +42,8 @@ class Recording:
     hold_reason: str | None
     failure: str | None
     deleted_at: datetime | None
+    leg: str = "mixed"  # mixed (the conversation, or a voicemail / flow recording), caller, agent
+    mixed_id: uuid.UUID | None = None  # a leg's mixed recording
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> Recording:
@@ -74,10 +76,13 @@ async def create(
     started_at: datetime,
     retention_days: int,
     recording_id: uuid.UUID | None = None,
+    leg: str = "mixed",
+    mixed_id: uuid.UUID | None = None,
 ) -> Recording:
     row = await conn.fetchrow(
         f"INSERT INTO recordings (id, kind, interaction_id, customer_id, agent_id, queue, asterisk_name, started_at,"  # noqa: S608 (column names are ours)
-        f" retention_days, delete_after) VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        f" retention_days, delete_after, leg, mixed_id)"
+        f" VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         f" RETURNING {_COLUMNS}",
         recording_id,
         kind,
@@ -89,6 +94,8 @@ async def create(
         started_at,
         retention_days,
         started_at + timedelta(days=retention_days),
+        leg,
+        mixed_id,
     )
     assert row is not None
     return Recording.of(row)
@@ -100,6 +107,33 @@ async def get(conn: Db, recording_id: uuid.UUID, *, for_update: bool = False) ->
     return Recording.of(row) if row else None
 
 
+async def group(conn: Db, rec: Recording, *, for_update: bool = False) -> list[Recording]:
+    """Every recording of `rec`'s conversation: the mixed one first, then its legs (just `rec` when it has
+    none)."""
+    mixed = rec.mixed_id or rec.id
+    lock = " FOR UPDATE" if for_update else ""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM recordings WHERE id = $1 OR mixed_id = $1"  # noqa: S608
+        f" ORDER BY mixed_id IS NOT NULL, leg, id{lock}",
+        mixed,
+    )
+    return [Recording.of(r) for r in rows]
+
+
+async def legs_of(conn: Db, mixed_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Recording]]:
+    """The caller and agent legs of these mixed recordings, by mixed recording."""
+    found: dict[uuid.UUID, list[Recording]] = {m: [] for m in mixed_ids}
+    if not mixed_ids:
+        return found
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM recordings WHERE mixed_id = ANY($1::uuid[]) ORDER BY leg, id",  # noqa: S608
+        mixed_ids,
+    )
+    for row in rows:
+        found[row["mixed_id"]].append(Recording.of(row))
+    return found
+
+
 async def listing(
     conn: Db,
     scope: Scope,
@@ -108,11 +142,12 @@ async def listing(
     customer_id: uuid.UUID | None = None,
     limit: int = 50,
 ) -> list[Recording]:
-    """The recordings in `scope` (recordings/access.py), newest first."""
+    """The recordings in `scope` (recordings/access.py), newest first; legs are not listed on their own (see
+    `legs_of`)."""
     allowed, args = scope.condition(4)
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM recordings r WHERE ($1::uuid IS NULL OR interaction_id = $1)"  # noqa: S608
-        f" AND ($2::uuid IS NULL OR customer_id = $2) AND {allowed}"
+        f" AND ($2::uuid IS NULL OR customer_id = $2) AND r.leg = 'mixed' AND {allowed}"
         " ORDER BY started_at DESC, id LIMIT $3",
         interaction_id,
         customer_id,

@@ -3,7 +3,8 @@
 A queue records its calls unless routing.yaml says `recording: {record: false}`. A flow can leave one caller
 out: a `consent` node the caller answers with a refusal (kept on the interaction as `recording_consent`), or
 a `set` node giving the variable `record_consent` the value false (or "no", "0", "off"), means that call is
-not recorded, whatever the queue says. The days a file is kept come
+not recorded, whatever the queue says. With `recording: {legs: true}` the caller's and the agent's sides
+are recorded on their own as well, beside the mixed conversation. The days a file is kept come
 from the queue's `recording.retention_days`, else the server's default."""
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class RecordingPolicy:
         if queue is not None and queue in self.queues and not self.queues[queue].record:
             return "queue"
         return None
+
+    def legs(self, queue: str | None) -> bool:
+        """Whether each side of the conversation (caller, agent) is also recorded on its own."""
+        return queue is not None and queue in self.queues and self.queues[queue].legs
 
     def retention_days(self, queue: str | None) -> int:
         own = self.queues[queue].retention_days if queue is not None and queue in self.queues else None

@@ -53,9 +53,13 @@ class PausedSpan(BaseModel):
     end_s: float | None = Field(description="null while the recording is paused")
 
 
-class RecordingOut(BaseModel):
+class RecordingLegOut(BaseModel):
     id: uuid.UUID
     kind: Literal["call", "voicemail"]
+    leg: Literal["mixed", "caller", "agent"] = Field(
+        description="mixed: the conversation (or a voicemail, a flow's recording); caller, agent: what that side said"
+    )
+    mixed_id: uuid.UUID | None = Field(description="a leg's mixed recording (the conversation it belongs to)")
     interaction_id: uuid.UUID
     customer_id: uuid.UUID
     agent_id: str | None
@@ -75,14 +79,29 @@ class RecordingOut(BaseModel):
     hold_reason: str | None
     failure: str | None
     deleted_at: datetime | None
+
+    @classmethod
+    def fields_of(cls, rec: Recording) -> dict[str, Any]:
+        return {name: getattr(rec, name) for name in RecordingLegOut.model_fields if name != "paused"} | {
+            "paused": rec.paused
+        }
+
+
+class RecordingOut(RecordingLegOut):
+    legs: list[RecordingLegOut] = Field(
+        default_factory=list, description="the caller's and the agent's sides, where the queue records legs"
+    )
     headline: str | None = Field(None, description="with `q`: the matching words in context, marked «so»")
 
     @classmethod
-    def of(cls, rec: Recording, headline: str | None = None) -> RecordingOut:
-        fields: dict[str, Any] = {
-            name: getattr(rec, name) for name in cls.model_fields if name not in ("paused", "headline")
-        }
-        return cls(paused=rec.paused, headline=headline, **fields)
+    def of(cls, rec: Recording, headline: str | None = None, legs: list[Recording] | None = None) -> RecordingOut:
+        leg_list = [RecordingLegOut(**RecordingLegOut.fields_of(leg)) for leg in legs or []]
+        return cls(headline=headline, legs=leg_list, **cls.fields_of(rec))
+
+
+async def _with_legs(pool: asyncpg.Pool, found: list[tuple[Recording, str | None]]) -> list[RecordingOut]:
+    legs = await catalog.legs_of(pool, [rec.id for rec, _ in found if rec.leg == "mixed"])
+    return [RecordingOut.of(rec, headline, legs.get(rec.id)) for rec, headline in found]
 
 
 class RecordingList(BaseModel):
@@ -183,11 +202,11 @@ async def list_recordings(request: web.Request, query: RecordingQuery) -> Record
             search.SearchQuery(query.q, query.interaction_id, query.customer_id, scope, query.limit)
         )
         rows = await pool.fetch(sql, *args)
-        return RecordingList(recordings=[RecordingOut.of(Recording.of(r), r["headline"]) for r in rows])
+        return RecordingList(recordings=await _with_legs(pool, [(Recording.of(r), r["headline"]) for r in rows]))
     found = await catalog.listing(
         pool, scope, interaction_id=query.interaction_id, customer_id=query.customer_id, limit=query.limit
     )
-    return RecordingList(recordings=[RecordingOut.of(r) for r in found])
+    return RecordingList(recordings=await _with_legs(pool, [(r, None) for r in found]))
 
 
 @API.route(
@@ -200,7 +219,9 @@ async def list_recordings(request: web.Request, query: RecordingQuery) -> Record
     errors=_NOT_YOURS,
 )
 async def get_recording(request: web.Request, path: RecordingPath) -> RecordingOut:
-    return RecordingOut.of(await _visible(request, path.recording_id))
+    """A mixed recording comes with its legs; a leg names its mixed recording (`mixed_id`)."""
+    [out] = await _with_legs(_pool(request), [(await _visible(request, path.recording_id), None)])
+    return out
 
 
 async def _toggle(request: web.Request, recording_id: uuid.UUID, *, pause: bool) -> RecordingOut:
@@ -211,7 +232,8 @@ async def _toggle(request: web.Request, recording_id: uuid.UUID, *, pause: bool)
         rec, _ = await (recorder.pause if pause else recorder.resume)(recording_id, actor)
     except NotLive as exc:
         raise conflict(str(exc), "recording_id") from exc
-    return RecordingOut.of(rec)
+    [out] = await _with_legs(_pool(request), [(rec, None)])
+    return out
 
 
 _TOGGLE_ERRORS = {**_NOT_YOURS, 409: "the recording is not live (the call ended)", 503: "recordings are off"}
@@ -220,7 +242,7 @@ _TOGGLE_ERRORS = {**_NOT_YOURS, 409: "the recording is not live (the call ended)
 @API.route(
     "POST",
     "/api/recordings/{recording_id}/pause",
-    summary="Pause a live recording (PCI): nothing is recorded until resumed; the file holds silence there",
+    summary="Pause a live recording (PCI) with the rest of its conversation's (legs): silence in each file",
     tag="recordings",
     roles=ANYONE,
     ok={200: RecordingOut},
@@ -343,7 +365,7 @@ async def recording_audio(request: web.Request, path: RecordingPath, query: Audi
 @API.route(
     "PUT",
     "/api/recordings/{recording_id}/hold",
-    summary="Place or lift a legal hold: a held recording is never deleted by retention",
+    summary="Place or lift a legal hold (with the recording's legs): a held recording is never deleted by retention",
     tag="recordings",
     roles=ADMIN,
     ok={200: RecordingOut},
@@ -358,10 +380,14 @@ async def hold_recording(request: web.Request, path: RecordingPath, body: HoldIn
         if rec.deleted_at is not None:
             raise ApiError(410, "gone", "the recording was already deleted by retention")
         reason = body.reason if body.hold else None
-        if (rec.legal_hold, rec.hold_reason) != (body.hold, reason):
-            rec = await catalog.update(conn, rec.id, legal_hold=body.hold, hold_reason=reason)
-            await catalog.audit(conn, rec.id, "hold" if body.hold else "release", actor, {"reason": body.reason})
-    return RecordingOut.of(rec)
+        # The conversation is held as one: its mixed recording and its legs.
+        for each in await catalog.group(conn, rec, for_update=True):
+            if each.deleted_at is None and (each.legal_hold, each.hold_reason) != (body.hold, reason):
+                updated = await catalog.update(conn, each.id, legal_hold=body.hold, hold_reason=reason)
+                await catalog.audit(conn, each.id, "hold" if body.hold else "release", actor, {"reason": body.reason})
+                rec = updated if each.id == rec.id else rec
+    [out] = await _with_legs(_pool(request), [(rec, None)])
+    return out
 
 
 class TranscriptOut(BaseModel):
@@ -385,10 +411,12 @@ class TranscriptOut(BaseModel):
     tag="recordings",
     roles=ANYONE,
     ok={200: TranscriptOut},
-    errors={**_NOT_YOURS, 409: "no transcript queued (the recording is not stored)"},
+    errors={**_NOT_YOURS, 409: "no transcript queued (the recording is not stored, or is a caller/agent leg)"},
 )
 async def recording_transcript(request: web.Request, path: RecordingPath) -> TranscriptOut:
     rec = await _visible(request, path.recording_id)
+    if rec.mixed_id is not None:
+        raise conflict(f"legs are not transcribed: see the mixed recording {rec.mixed_id}", "recording_id")
     found = await transcripts.get(_pool(request), rec.id)
     if found is None:
         raise conflict(f"the recording is {rec.state}: nothing to transcribe yet", "recording_id")

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from crm_bridge.timeline import Publish, event_json
+from hilo.claim_loop import ClaimLoop
 from ivr.speech.engines import EngineUnavailable, SpeechEngines
 from recordings import catalog
 from recordings.catalog import Recording
@@ -106,8 +107,10 @@ async def get(pool: asyncpg.Pool | Any, recording_id: uuid.UUID) -> dict[str, An
     return dict(row) if row else None
 
 
-class TranscriptWorker:
+class TranscriptWorker(ClaimLoop[Job]):
     """Works the queue on this node, one recording at a time (decoding is CPU work, done in a thread)."""
+
+    name = "recording-transcripts"
 
     def __init__(
         self,
@@ -121,71 +124,33 @@ class TranscriptWorker:
         policy: RetryPolicy | None = None,
         poll_s: float = 5.0,
     ) -> None:
+        super().__init__(dsn, NOTIFY_CHANNEL, concurrency=1, poll_s=poll_s)
         self.pool = pool
-        self.dsn = dsn
         self.store = store
         self.engines = engines
         self.publish = publish  # the notifier: events are published after their transaction commits
         self.default_language = default_language
         self.policy = policy or RetryPolicy()
-        self.poll_s = poll_s
-        self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._listen()
-        self._task = asyncio.create_task(self._run(), name="recording-transcripts")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()  # a job cut short keeps its lease: it is taken up again when that runs out
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+        await self.stop()  # a job cut short keeps its lease: it is taken up again when that runs out
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _listen(self) -> None:
-        try:
-            self._listener = await asyncpg.connect(self.dsn)
-            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            self._listener = None
-            log.warning("transcripts: cannot listen for new recordings (%s); polling every %ss", exc, self.poll_s)
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                if self._listener is None or self._listener.is_closed():
-                    await self._listen()
-                if await self.work_one():
-                    continue  # there may be more due
-                due = await self.pool.fetchval(_NEXT_DUE)
-                wait = self.poll_s if due is None else min(self.poll_s, max(float(due), 0.0) + 0.01)
-            except Exception as exc:  # the database away for a while must not end the worker
-                log.warning("transcripts: cannot look for work (%s: %s); retrying", type(exc).__name__, exc)
-                wait = self.poll_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-
-    async def work_one(self) -> bool:
-        """Claim and work one due job; False when none is due."""
+    async def _claim(self, limit: int) -> list[Job]:
         job = await claim(self.pool, self.policy.lease_s)
-        if job is None:
-            return False
+        return [] if job is None else [job]
+
+    async def _seconds_to_next_due(self) -> float | None:
+        due = await self.pool.fetchval(_NEXT_DUE)
+        return None if due is None else float(due)
+
+    async def _work(self, job: Job) -> None:
         renew = asyncio.create_task(self._renew(job.recording_id))
         try:
-            await self._work(job)
+            await self._transcribe_job(job)
         finally:
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
-        return True
 
     async def _renew(self, recording_id: uuid.UUID) -> None:
         while True:
@@ -197,7 +162,7 @@ class TranscriptWorker:
                 self.policy.lease_s,
             )
 
-    async def _work(self, job: Job) -> None:
+    async def _transcribe_job(self, job: Job) -> None:
         rec = await catalog.get(self.pool, job.recording_id)
         if rec is None or rec.state != "stored" or rec.storage_key is None:
             state = rec.state if rec is not None else "missing"

@@ -1,18 +1,26 @@
-"""Reading the timeline for the KPIs: one `Contact` per interaction from its events, and the live counts
-of the wallboard. Nothing here computes a figure (reports/kpis.py does); everything is read from
-timeline_events, the one source of truth, using the indexes of migration 009."""
+"""Reading the timeline for the KPIs: one `Contact` per interaction, and the live counts of the wallboard.
+Nothing here computes a figure (reports/kpis.py does). Contacts come from `contact_facts` (migration 018):
+one row per interaction, derived from timeline_events, the one source of truth, by the view
+`contact_facts_from_timeline` and kept by a trigger in the same transaction as each event, so it is exactly as
+fresh as the timeline; `rebuild` recomputes it whole. `load_contacts_from_timeline` is the same read
+straight from the events (the tests and the benchmark compare the two)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from reports.kpis import Contact, SurveyAnswer
 
-# The events a contact is made of; the others (ivr.*, notes...) do not change a figure.
+if TYPE_CHECKING:
+    from crm_bridge.db import Conn
+
+# The events a contact is made of; the others (ivr.*, notes...) do not change a figure. Migration 018's
+# trigger fires on the same list.
 CONTACT_EVENTS = [
     "interaction.started",
     "routing.queued",
@@ -37,7 +45,7 @@ WITH started AS (
     WHERE type = 'interaction.started' AND at >= $1 AND at < $2 AND interaction_id IS NOT NULL
     ORDER BY interaction_id, at, id
 )
-SELECT s.interaction_id, s.customer_id, s.channel, s.at AS started_at,
+SELECT s.interaction_id::text, s.customer_id::text, s.channel, s.at AS started_at,
     min(e.at) FILTER (WHERE e.type = 'routing.queued') AS queued_at,
     (array_agg(e.data ->> 'queue' ORDER BY e.at, e.id) FILTER (WHERE e.type = 'routing.queued'))[1] AS queue,
     min(e.at) FILTER (WHERE e.type = 'agent.answered') AS answered_at,
@@ -58,16 +66,17 @@ LEFT JOIN timeline_events e ON e.interaction_id = s.interaction_id AND e.type = 
 GROUP BY s.interaction_id, s.customer_id, s.channel, s.at
 """
 
-# Each customer's survivor: a merged customer's contacts are the survivor's (merges can chain).
+# Each merged customer's survivor (merges can chain): its contacts are the survivor's. Customers never
+# merged are left out (they are their own).
 _SURVIVORS = """
 WITH RECURSIVE chain (id, current, depth) AS (
-    SELECT id, id, 0 FROM customers WHERE id = ANY($1::uuid[])
+    SELECT id, id, 0 FROM customers WHERE id = ANY($1::uuid[]) AND merged_into IS NOT NULL
     UNION ALL
     SELECT chain.id, c.merged_into, chain.depth + 1
     FROM chain JOIN customers c ON c.id = chain.current
     WHERE c.merged_into IS NOT NULL AND chain.depth < 100
 )
-SELECT DISTINCT ON (id) id, current FROM chain ORDER BY id, depth DESC
+SELECT DISTINCT ON (id) id::text, current::text FROM chain ORDER BY id, depth DESC
 """
 
 
@@ -80,64 +89,117 @@ def _surveys(raw: Any) -> tuple[SurveyAnswer, ...]:
     return tuple(answers)
 
 
-async def load_contacts(pool: asyncpg.Pool, start: datetime, end: datetime) -> list[Contact]:
-    """Every interaction that started in [start, end), as its timeline tells it."""
-    async with pool.acquire() as conn, conn.transaction():
-        # A period's contacts are grouped and sorted in one go: enough memory that the sorts stay off disk.
-        await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
-        rows = await conn.fetch(_CONTACTS, start, end, CONTACT_EVENTS)
-        customers = list({r["customer_id"] for r in rows})
-        survivors = {r["id"]: r["current"] for r in await conn.fetch(_SURVIVORS, customers)} if customers else {}
-    return [
-        Contact(
-            interaction_id=str(r["interaction_id"]),
-            customer_id=str(survivors.get(r["customer_id"], r["customer_id"])),
-            channel=r["channel"],
-            started_at=r["started_at"],
-            queue=r["queue"],
-            queued_at=r["queued_at"],
-            agent=r["agent"],
-            answered_at=r["answered_at"],
-            ended_at=r["ended_at"],
-            outcome=r["outcome"],
-            wrapped_at=r["wrapped_at"],
-            callback_requested=r["callback_requested"],
-            surveys=_surveys(r["surveys"]),
-            agent_ended_at=r["agent_ended_at"],
-            held=tuple(r["held"]),
-            unheld=tuple(r["unheld"]),
-            callback_connected=r["callback_connected"],
-            callback_failed=r["callback_failed"],
-        )
-        for r in rows
-    ]
+# Ids as text: the Contact holds them so, and PostgreSQL makes the text faster than Python would.
+_FACTS = """
+SELECT interaction_id::text, customer_id::text, channel, started_at, queued_at, queue, answered_at, agent,
+    ended_at, outcome, wrapped_at, callback_requested, callback_connected, callback_failed, agent_ended_at, held,
+    unheld, surveys
+FROM contact_facts WHERE started_at >= $1 AND started_at < $2
+"""
 
-
+# Only the contacts that can be someone's follow-up: of the given (surviving) customers, or of a customer
+# merged into another (whose survivor may be one of them). Both sets are hashed, whatever their size.
 _STARTS = """
-SELECT DISTINCT ON (interaction_id) interaction_id, customer_id, channel, at AS started_at
+SELECT interaction_id::text, customer_id::text, channel, started_at FROM contact_facts
+WHERE started_at >= $1 AND started_at < $2
+  AND (customer_id IN (SELECT unnest($3::uuid[]))
+       OR customer_id IN (SELECT id FROM customers WHERE merged_into IS NOT NULL))
+"""
+
+_STARTS_FROM_TIMELINE = """
+SELECT DISTINCT ON (interaction_id) interaction_id::text, customer_id::text, channel, at AS started_at
 FROM timeline_events
 WHERE type = 'interaction.started' AND at >= $1 AND at < $2 AND interaction_id IS NOT NULL
 ORDER BY interaction_id, at, id
 """
 
 
-async def load_starts(pool: asyncpg.Pool, start: datetime, end: datetime) -> list[Contact]:
+async def _survivors(conn: Conn, rows: list[asyncpg.Record]) -> dict[str, str]:
+    customers = list({r["customer_id"] for r in rows})
+    return {r["id"]: r["current"] for r in await conn.fetch(_SURVIVORS, customers)} if customers else {}
+
+
+def _contact(r: asyncpg.Record, survivors: dict[str, str]) -> Contact:
+    customer = r["customer_id"]
+    return Contact(
+        interaction_id=r["interaction_id"],
+        customer_id=survivors.get(customer, customer),
+        channel=r["channel"],
+        started_at=r["started_at"],
+        queue=r["queue"],
+        queued_at=r["queued_at"],
+        agent=r["agent"],
+        answered_at=r["answered_at"],
+        ended_at=r["ended_at"],
+        outcome=r["outcome"],
+        wrapped_at=r["wrapped_at"],
+        callback_requested=r["callback_requested"],
+        surveys=_surveys(r["surveys"]) if r["surveys"] else (),
+        agent_ended_at=r["agent_ended_at"],
+        held=tuple(r["held"]) if r["held"] else (),
+        unheld=tuple(r["unheld"]) if r["unheld"] else (),
+        callback_connected=r["callback_connected"],
+        callback_failed=r["callback_failed"],
+    )
+
+
+async def load_contacts(
+    pool: asyncpg.Pool, start: datetime, end: datetime, *, from_timeline: bool = False
+) -> list[Contact]:
+    """Every interaction that started in [start, end), from its `contact_facts` row (or, `from_timeline`,
+    grouped from the period's events at query time: many times slower, what the tests and the benchmark
+    compare the summary with)."""
+    if from_timeline:
+        return await load_contacts_from_timeline(pool, start, end)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(_FACTS, start, end)
+        survivors = await _survivors(conn, rows)
+    return [_contact(r, survivors) for r in rows]
+
+
+async def load_contacts_from_timeline(pool: asyncpg.Pool, start: datetime, end: datetime) -> list[Contact]:
+    """The same contacts as `load_contacts`, grouped from the period's events at query time."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # A period's contacts are grouped and sorted in one go: enough memory that the sorts stay off disk.
+        await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+        rows = await conn.fetch(_CONTACTS, start, end, CONTACT_EVENTS)
+        survivors = await _survivors(conn, rows)
+    return [_contact(r, survivors) for r in rows]
+
+
+async def load_starts(
+    pool: asyncpg.Pool, start: datetime, end: datetime, customers: Collection[str], *, from_timeline: bool = False
+) -> list[Contact]:
     """The interactions that started in [start, end) with only who, where and when: enough to tell whether
-    an earlier contact was followed by another (first-contact resolution, channel switch), at a fraction of
-    the cost of `load_contacts`."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(_STARTS, start, end)
-        customers = list({r["customer_id"] for r in rows})
-        survivors = {r["id"]: r["current"] for r in await conn.fetch(_SURVIVORS, customers)} if customers else {}
+    an earlier contact of one of `customers` (after merges) was followed by another (first-contact
+    resolution, channel switch), at a fraction of the cost of `load_contacts`. Contacts of other customers
+    may be among them (from the timeline: all are)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if from_timeline:
+            rows = await conn.fetch(_STARTS_FROM_TIMELINE, start, end)
+        else:
+            rows = await conn.fetch(_STARTS, start, end, list(customers))
+        survivors = await _survivors(conn, rows)
     return [
         Contact(
-            interaction_id=str(r["interaction_id"]),
-            customer_id=str(survivors.get(r["customer_id"], r["customer_id"])),
+            interaction_id=r["interaction_id"],
+            customer_id=survivors.get(r["customer_id"], r["customer_id"]),
             channel=r["channel"],
             started_at=r["started_at"],
         )
         for r in rows
     ]
+
+
+async def rebuild(pool: asyncpg.Pool) -> int:
+    """Recompute every `contact_facts` row from the timeline; returns how many. Writers of contact events
+    and report readers wait for it (the table is locked until it commits), so none sees it half-built."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+        await conn.execute("TRUNCATE contact_facts")
+        status = await conn.execute("INSERT INTO contact_facts SELECT * FROM contact_facts_from_timeline")
+        await conn.execute("ANALYZE contact_facts")  # every row is new: plan the period reads on fresh statistics
+    return int(status.split()[-1])
 
 
 # -- live: what the wallboard shows now ---------------------------------------------------------------

@@ -228,6 +228,7 @@ def compute(
     holds: list[float] = []
     wrapups: list[float] = []
     answers: dict[str, list[int]] = defaultdict(list)
+    thresholds: dict[str | None, float] = {}  # per queue: asked once, not once per contact
     for c in contacts:
         n["contacts"] += 1
         ended = c.ended_at is not None
@@ -246,7 +247,10 @@ def compute(
                 wait = c.wait_s
                 assert wait is not None
                 waits.append(wait)
-                n["answered_in_sl"] += wait <= rules.service_level_of(c.queue)
+                threshold = thresholds.get(c.queue)
+                if threshold is None:
+                    threshold = thresholds[c.queue] = rules.service_level_of(c.queue)
+                n["answered_in_sl"] += wait <= threshold
             elif c.outcome == ABANDONED:
                 n["abandoned"] += 1
         parts = c.handle_parts(rules.wrapup_max_s)

@@ -2,6 +2,9 @@
 once when a call event arrives on `<namespace>:events`, raises and clears queue alerts, pushes a changed
 picture to every wallboard page connected here, and keeps today's KPIs for the Prometheus metrics.
 
+Each page subscribes with a filter (reports/wallboard_view.py): the snapshot is built once per tick, then
+cut once per distinct filter, and each cut is pushed to its pages when it changed.
+
 Every node runs one; they share nothing but PostgreSQL and Redis (alerts are announced once, see
 reports/alerts.py). Agent states change without an event, so the periodic rebuild is what shows them."""
 
@@ -24,6 +27,7 @@ from reports.config import KpiConfig
 from reports.kpis import GROUPINGS, Contact, Kpis, compute
 from reports.service import Reports, rules_of
 from reports.wallboard import Wallboard, start_of_day
+from reports.wallboard_view import ALL, BoardFilter, Snapshot, view
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +66,11 @@ class WallboardMonitor:
         self.reports = reports
         self.redis = redis
         self.channel = events_channel(namespace)
-        self.latest: dict[str, Any] | None = None
+        self.latest: dict[str, Any] | None = None  # the unfiltered picture (API, metrics)
+        self.snapshot: Snapshot | None = None
         self.today: dict[str, dict[str, Kpis]] = {}  # grouping -> group ("" for none) -> figures
-        self._viewers: set[Viewer] = set()
-        self._shown: str | None = None  # the last picture pushed, without its time
+        self._viewers: dict[Viewer, BoardFilter] = {}
+        self._shown: dict[str, str] = {}  # filter key -> the last picture pushed for it, without its time
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._today_at = 0.0
@@ -99,17 +104,21 @@ class WallboardMonitor:
                 await task
 
     # -- viewers -----------------------------------------------------------------------------------
-    async def add_viewer(self, viewer: Viewer) -> None:
-        """A page connected: it gets the current picture now, then every change."""
+    async def add_viewer(self, viewer: Viewer, subscription: BoardFilter = ALL) -> None:
+        """A page connected: it gets the current picture through its filter now, then every change."""
         # Added first, so no change is missed in between; the page may get one picture twice.
-        self._viewers.add(viewer)
-        if self.latest is None:
+        self._viewers[viewer] = subscription
+        if self.snapshot is None:
             await self.refresh()
-        if self.latest is not None:
-            await viewer(json.dumps(self.latest))
+        if self.snapshot is not None:
+            picture = view(self.snapshot, subscription)
+            self._shown.setdefault(subscription.key, _without_time(picture))
+            await viewer(json.dumps(picture))
 
     def remove_viewer(self, viewer: Viewer) -> None:
-        self._viewers.discard(viewer)
+        gone = self._viewers.pop(viewer, None)
+        if gone is not None and gone not in self._viewers.values():
+            self._shown.pop(gone.key, None)
 
     # -- the work ----------------------------------------------------------------------------------
     async def current(self) -> dict[str, Any]:
@@ -119,33 +128,45 @@ class WallboardMonitor:
             return self.latest
         return await self.refresh()
 
+    async def current_for(self, subscription: BoardFilter) -> dict[str, Any]:
+        """`current()` cut to one subscription."""
+        picture = await self.current()
+        return picture if subscription == ALL or self.snapshot is None else view(self.snapshot, subscription)
+
     async def refresh(self) -> dict[str, Any]:
         """Rebuild the picture, settle the alerts, push the picture if it changed."""
         async with self._lock:
-            picture, measured = await self.wallboard.build()
+            snapshot, measured = await self.wallboard.build()
             found = [b for q in measured for b in alerts.breaches(q, self.config.thresholds_of(q.queue))]
             await alerts.reconcile(self.reports.pool, found, alert_values(measured))
             open_now = await alerts.open_alerts(self.reports.pool)
-            picture["alerts"] = [a.as_dict() for a in open_now]
-            kinds: dict[str, list[str]] = defaultdict(list)
-            for alert in open_now:
-                kinds[alert.queue].append(alert.kind)
-            for queue in picture["queues"]:
-                queue["alerts"] = kinds.get(queue["queue"], [])
+            snapshot.alerts = [a.as_dict() for a in open_now]
+            self.snapshot = snapshot
+            picture = view(snapshot, ALL)
             self.latest = picture
             self._latest_at = asyncio.get_running_loop().time()
-            shown = json.dumps({k: v for k, v in picture.items() if k != "at"}, sort_keys=True)
-            if shown != self._shown:
-                self._shown = shown
-                await self._push(json.dumps(picture))
+            await self._push(snapshot)
             return picture
 
-    async def _push(self, text: str) -> None:
-        for viewer in list(self._viewers):
-            try:
-                await viewer(text)
-            except Exception:  # a page gone away; its socket handler removes it
-                self._viewers.discard(viewer)
+    async def _push(self, snapshot: Snapshot) -> None:
+        """Each distinct subscription is cut once, and sent to its pages if it changed."""
+        by_key: dict[str, list[Viewer]] = defaultdict(list)
+        filters: dict[str, BoardFilter] = {}
+        for viewer, subscription in list(self._viewers.items()):
+            by_key[subscription.key].append(viewer)
+            filters[subscription.key] = subscription
+        for key, viewers in by_key.items():
+            picture = view(snapshot, filters[key])
+            shown = _without_time(picture)
+            if shown == self._shown.get(key):
+                continue
+            self._shown[key] = shown
+            text = json.dumps(picture)
+            for viewer in viewers:
+                try:
+                    await viewer(text)
+                except Exception:  # a page gone away; its socket handler removes it
+                    self._viewers.pop(viewer, None)
 
     async def refresh_today(self) -> None:
         """Today's figures (since midnight in the configured zone) for every grouping, for /metrics."""
@@ -199,3 +220,7 @@ class WallboardMonitor:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _without_time(picture: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in picture.items() if k != "at"}, sort_keys=True)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from console.auth import principal
 from crm_bridge.openapi import ApiError, Reply, bad_request, conflict, not_found
 from crm_bridge.rest import API
 from crm_bridge.schemas import EventOut, Input, Timestamp
@@ -21,6 +22,7 @@ from reports.kpis import Kpis
 from reports.monitor import WallboardMonitor
 from reports.report import Row, count_intervals, to_csv
 from reports.survey import AnswerConflict, SurveyAnswerEvent, save_answer
+from reports.wallboard_view import ALL, supervised_teams
 
 STAFF = ("admin", "supervisor")
 MAX_PERIOD = timedelta(days=366)
@@ -226,8 +228,12 @@ class WallboardOut(BaseModel):
     errors={503: "reports are not running on this server"},
 )
 async def wallboard_now(request: web.Request) -> WallboardOut:
-    """What /console/wallboard shows, as pushed over its WebSocket."""
-    return WallboardOut.model_validate(await _monitor(request).current())
+    """What /console/wallboard shows unfiltered, as pushed over its WebSocket; a supervisor with teams gets
+    their teams' part only."""
+    monitor = _monitor(request)
+    who = principal(request)
+    scope = await supervised_teams(monitor.wallboard.pool, who.role, who.username)
+    return WallboardOut.model_validate(await monitor.current_for(ALL.limited_to(scope)))
 
 
 class AlertQuery(Input):

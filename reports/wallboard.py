@@ -2,26 +2,30 @@
 agents by state), per agent (state and since when, handled today) and per channel.
 
 Queue figures come from the timeline (reports/facts.py) through the same formulas as the reports
-(reports/kpis.py), over the rolling window of dialplans/kpis.yaml; agent states are read from the live
-board through `AgentBoard.agents()` only. Times are sent as instants (`since`, `oldest_queued_at`), so the
+(reports/kpis.py), over each time slot a page may choose (dialplans/kpis.yaml's rolling window, the last
+15 minutes, the last hour, today): one read of the last hour per tick serves the short slots, today's
+earlier contacts are re-read every TODAY_RELOAD_S. Agent states are read from the live board through
+`AgentBoard.agents()` only. What a page receives is cut from this snapshot per subscription
+(reports/wallboard_view.py). Times are sent as instants (`since`, `oldest_queued_at`), so the
 page counts the seconds itself and a picture only changes when something happened."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
 from reports import facts
 from reports.alerts import QueueNow
 from reports.config import KpiConfig
-from reports.kpis import Contact, Kpis, compute
+from reports.kpis import Contact, compute
 from reports.service import rules_of
-from routing.live import AGENT_STATES, AgentBoard
+from reports.wallboard_view import SLOT_SPANS, AgentNow, Snapshot
+from routing.live import AgentBoard
 
 
 @dataclass(frozen=True)
@@ -41,18 +45,8 @@ def _since(raw: str | None) -> str | None:
     return datetime.fromtimestamp(int(raw) / 1000, UTC).isoformat()
 
 
-def _rolling(k: Kpis) -> dict[str, Any]:
-    return {
-        "offered": k.offered,
-        "answered": k.answered,
-        "abandoned": k.abandoned,
-        "service_level": k.service_level,
-        "asa_s": k.asa_s,
-        "abandonment_rate": k.abandonment_rate,
-    }
-
-
-WAITING_SHOWN = 50
+# Today's contacts that started before the last hour are re-read this often; the last hour every tick.
+TODAY_RELOAD_S = 15.0
 
 
 class Wallboard:
@@ -61,103 +55,87 @@ class Wallboard:
         self.board = board
         self.config = config
         self.queues = list(queues)
+        self._today: tuple[datetime, datetime, list[Contact]] | None = None  # (day start, loaded at, contacts)
 
-    async def build(self, now: datetime | None = None) -> tuple[dict[str, Any], list[QueueNow]]:
-        """The picture (JSON-ready, without alerts: the monitor adds them) and what the alerts look at."""
+    async def _contacts_today(self, now: datetime, day: datetime, recent_from: datetime) -> list[Contact]:
+        """Today's contacts that started before `recent_from`, read again at most every TODAY_RELOAD_S: the
+        slots' work per tick is one read of the last hour, whatever slots the pages chose."""
+        if recent_from <= day:
+            return []
+        cached = self._today
+        if cached is None or cached[0] != day or (now - cached[1]).total_seconds() >= TODAY_RELOAD_S:
+            cached = (day, now, await facts.load_contacts(self.pool, day, now))
+            self._today = cached
+        return [c for c in cached[2] if c.started_at < recent_from]
+
+    async def build(self, now: datetime | None = None) -> tuple[Snapshot, list[QueueNow]]:
+        """The snapshot every subscriber's view is cut from (reports/wallboard_view.py; open alerts are
+        added by the monitor) and what the alerts look at: every queue over the configured window."""
         now = now or datetime.now(UTC)
         config = self.config
+        windows = {"window": config.rolling_window, **SLOT_SPANS}
+        recent_from = now - max(windows.values())
+        day = start_of_day(now, config)
         waiting = await facts.waiting_now(self.pool)
-        recent = await facts.load_contacts(self.pool, now - config.rolling_window, now)
-        today = await facts.since(self.pool, start_of_day(now, config))
+        recent = await facts.load_contacts(self.pool, recent_from, now)
+        earlier_today = await self._contacts_today(now, day, recent_from)
+        today = await facts.since(self.pool, day)
         active = await facts.open_by_channel(self.pool)
         talking = await facts.talking_now(self.pool)
-        agent_rows = await self.pool.fetch("SELECT id, name, queues FROM agents ORDER BY id")
+        agent_rows = await self.pool.fetch("SELECT id, name, queues, teams, capacity FROM agents ORDER BY id")
         rules = rules_of(config)
+        contacts = {slot: [c for c in recent if c.started_at >= now - span] for slot, span in windows.items()}
+        contacts["today"] = [*earlier_today, *(c for c in recent if c.started_at >= day)]
 
-        by_queue: dict[str | None, list[Contact]] = defaultdict(list)
-        by_channel: dict[str, list[Contact]] = defaultdict(list)
-        for contact in recent:
-            by_queue[contact.queue].append(contact)
-            by_channel[contact.channel].append(contact)
-        waiting_by_queue: dict[str, list[facts.Waiting]] = defaultdict(list)
-        waiting_by_channel: dict[str, int] = defaultdict(int)
-        for one in waiting:
-            waiting_by_queue[one.queue].append(one)
-            waiting_by_channel[one.channel] += 1
-
-        agents = []
-        states_by_queue: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(AGENT_STATES, 0))
         lives = await self.board.agents([row["id"] for row in agent_rows])
+        agents = []
         for row, live in zip(agent_rows, lives, strict=True):
             state = live.get("state", "offline")
-            for queue in row["queues"]:
-                counts = states_by_queue[queue]
-                counts[state] = counts.get(state, 0) + 1
+            capacity = row["capacity"]
+            if isinstance(capacity, str):
+                capacity = json.loads(capacity)
             agents.append(
-                {
-                    "id": row["id"],
-                    "name": row["name"],
-                    "queues": list(row["queues"]),
-                    "state": state,
-                    "reason": live.get("reason") or None if state == "away" else None,
-                    "since": _since(live.get("since")),
-                    "handled_today": today.handled_by_agent.get(row["id"], 0),
-                    "interaction_id": talking.get(row["id"]),  # on a call now: supervisors may join it
-                }
+                AgentNow(
+                    id=row["id"],
+                    name=row["name"],
+                    queues=tuple(row["queues"]),
+                    teams=tuple(row["teams"]),
+                    channels=frozenset(ch for ch, n in (capacity or {}).items() if n),
+                    state=state,
+                    reason=live.get("reason") or None if state == "away" else None,
+                    since=_since(live.get("since")),
+                    handled_today=today.handled_by_agent.get(row["id"], 0),
+                    interaction_id=talking.get(row["id"]),  # on a call now: supervisors may join it
+                )
             )
 
         known = [q.id for q in self.queues]
-        extra = sorted({q for q in [*by_queue, *waiting_by_queue] if q and q not in known})
+        seen = {c.queue for c in contacts["window"]} | {w.queue for w in waiting}
+        extra = sorted(q for q in seen if q and q not in known)
         names = {q.id: q.name for q in self.queues}
-        queues, measured = [], []
-        for queue in [*known, *extra]:
-            in_line = waiting_by_queue.get(queue, [])
+        order = [*known, *extra]
+        by_queue: dict[str | None, list[Contact]] = defaultdict(list)
+        for contact in contacts["window"]:
+            by_queue[contact.queue].append(contact)
+        measured = []
+        for queue in order:
+            in_line = [w for w in waiting if w.queue == queue]
             oldest = min((w.queued_at for w in in_line), default=None)
             longest = (now - oldest).total_seconds() if oldest else 0.0
-            kpis = compute(by_queue.get(queue, []), rules)
-            measured.append(QueueNow(queue, len(in_line), max(0.0, longest), kpis.service_level))
-            queues.append(
-                {
-                    "queue": queue,
-                    "name": names.get(queue, queue),
-                    "waiting": len(in_line),
-                    "oldest_queued_at": oldest.isoformat() if oldest else None,
-                    "service_level_s": config.service_level_of(queue),
-                    **_rolling(kpis),
-                    "agents": states_by_queue.get(queue, dict.fromkeys(AGENT_STATES, 0)),
-                    "thresholds": config.thresholds_of(queue).model_dump(),
-                }
-            )
-
-        channels = []
-        for channel in sorted({"voice", *active, *by_channel, *today.started_by_channel}):
-            channels.append(
-                {
-                    "channel": channel,
-                    "active": active.get(channel, 0),
-                    "waiting": waiting_by_channel.get(channel, 0),
-                    "started_today": today.started_by_channel.get(channel, 0),
-                    "handled_today": today.handled_by_channel.get(channel, 0),
-                    **_rolling(compute(by_channel.get(channel, []), rules)),
-                }
-            )
-        picture = {
-            "type": "wallboard",
-            "at": now.isoformat(),
-            "timezone": config.timezone,
-            "window_minutes": config.rolling_window_minutes,
-            "queues": queues,
-            "agents": agents,
-            "channels": channels,
-            # the longest-waiting first, for supervisors to move (at most WAITING_SHOWN)
-            "waiting": [
-                {
-                    "interaction_id": w.interaction_id,
-                    "queue": w.queue,
-                    "channel": w.channel,
-                    "since": w.queued_at.isoformat(),
-                }
-                for w in waiting[:WAITING_SHOWN]
-            ],
-        }
-        return picture, measured
+            sl = compute(by_queue.get(queue, []), rules).service_level
+            measured.append(QueueNow(queue, len(in_line), max(0.0, longest), sl))
+        snapshot = Snapshot(
+            at=now,
+            timezone=config.timezone,
+            window_minutes=config.rolling_window_minutes,
+            queues=[(q, names.get(q, q)) for q in order],
+            service_level_s={q: config.service_level_of(q) for q in order},
+            thresholds={q: config.thresholds_of(q).model_dump() for q in order},
+            agents=agents,
+            waiting=waiting,
+            contacts=contacts,
+            active_by_channel=active,
+            today=today,
+            rules=rules,
+        )
+        return snapshot, measured

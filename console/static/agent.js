@@ -1,46 +1,13 @@
-// The agent console page: sign-in, the agent's own state, the live screen-pop over a WebSocket that
-// reconnects by itself, and the wrap-up form. Everything shown goes through textContent, never HTML.
+// The agent console page: sign-in, the agent's own state, the live screen-pop over the feed (api.js),
+// and the wrap-up form. Everything shown goes through textContent, never HTML.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const MAX_BACKOFF_MS = 30000;
+  const { api, reasonOf, item, when } = window.hilo;
 
   let me = null; // what /console/api/me said
-  let socket = null;
-  let attempts = 0; // failed connections in a row, for the back-off
-  let lastHeard = 0; // when the server last said anything
-  let heartbeatMs = 15000;
-  let stayClosed = false; // signed out: do not reconnect
   let current = null; // the interaction the pop shows
-
-  async function api(path, method = "GET", body = undefined) {
-    const response = await fetch(path, {
-      method,
-      credentials: "same-origin",
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    return { status: response.status, ok: response.ok, data };
-  }
-
-  function reasonOf(result) {
-    const data = result.data || {};
-    return (data.field ? data.field + ": " : "") + (data.reason || "error " + result.status);
-  }
-
-  function item(tag, text, className) {
-    const node = document.createElement(tag);
-    node.textContent = text;
-    if (className) node.className = className;
-    return node;
-  }
 
   function fill(list, entries, empty) {
     list.replaceChildren();
@@ -57,14 +24,9 @@
     }
   }
 
-  function when(iso) {
-    return iso ? new Date(iso).toLocaleString() : "";
-  }
-
   // -- signing in and out -----------------------------------------------------------------------
   function showSignin(message) {
-    stayClosed = true;
-    if (socket) socket.close();
+    feed.close();
     me = null;
     $("desk").hidden = true;
     $("who").hidden = true;
@@ -98,8 +60,7 @@
     $("note").maxLength = me.note_max_length;
     $("state-form").hidden = !me.agent_id;
     showState(me.state, me.away_reason);
-    stayClosed = false;
-    connect();
+    feed.open();
   }
 
   $("signin-form").addEventListener("submit", async (event) => {
@@ -139,50 +100,14 @@
   });
 
   // -- the live feed ----------------------------------------------------------------------------
-  function setLink(up) {
-    $("link").textContent = up ? "live" : "reconnecting";
-    $("link").className = "link " + (up ? "up" : "down");
-  }
-
-  function connect() {
-    if (socket && socket.readyState <= WebSocket.OPEN) return;
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(`${scheme}//${location.host}/console/ws`);
-    socket.addEventListener("open", () => {
-      attempts = 0;
-      lastHeard = Date.now();
-      setLink(true);
-    });
-    socket.addEventListener("message", (event) => {
-      lastHeard = Date.now();
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (_) {
-        return;
-      }
-      if (message.type === "hello") heartbeatMs = (message.heartbeat_s || 15) * 1000;
+  const feed = window.hilo.liveFeed("/console/ws", {
+    onMessage(message) {
       if (message.type === "screenpop") showPop(message);
-      // The chat pane (chat.js) follows the same feed.
+      // The chat and transfer panes (chat.js, transfer.js) follow the same feed.
       document.dispatchEvent(new CustomEvent("hilo:feed", { detail: message }));
-    });
-    socket.addEventListener("close", (event) => {
-      setLink(false);
-      socket = null;
-      if (event.code === 4001) return showSignin("Your session ended. Please sign in again.");
-      if (stayClosed) return;
-      attempts += 1;
-      const backoff = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(attempts, 6));
-      setTimeout(connect, backoff / 2 + Math.random() * (backoff / 2)); // jitter: not every console at once
-    });
-  }
-
-  // A server that went silent (no heartbeat for three periods) is taken as gone: drop and reconnect.
-  setInterval(() => {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - lastHeard > 3 * heartbeatMs) socket.close();
-    else socket.send("ping");
-  }, 5000);
+    },
+    onSignedOut: () => showSignin("Your session ended. Please sign in again."),
+  });
 
   // -- the pop ----------------------------------------------------------------------------------
   function showPop(pop) {

@@ -5,39 +5,8 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const { api, reasonOf, item, when } = window.hilo;
   let selected = null; // interaction id of the conversation shown
-
-  async function api(path, method = "GET", body = undefined) {
-    const response = await fetch(path, {
-      method,
-      credentials: "same-origin",
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    return { status: response.status, ok: response.ok, data };
-  }
-
-  function reasonOf(result) {
-    const data = result.data || {};
-    return (data.field ? data.field + ": " : "") + (data.reason || "error " + result.status);
-  }
-
-  function item(tag, text, className) {
-    const node = document.createElement(tag);
-    node.textContent = text;
-    if (className) node.className = className;
-    return node;
-  }
-
-  function when(iso) {
-    return iso ? new Date(iso).toLocaleString() : "";
-  }
 
   function windowText(window) {
     if (!window) return "";

@@ -148,9 +148,8 @@
   }
 
   async function start() {
-    const response = await fetch("/console/api/me", { credentials: "same-origin" });
-    const me = response.ok ? await response.json() : null;
-    if (!me || !["supervisor", "admin"].includes(me.role)) {
+    const me = await window.hilo.signedInAs(["supervisor", "admin"]);
+    if (!me) {
       $("need-signin").hidden = false;
       return;
     }

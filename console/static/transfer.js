@@ -7,23 +7,8 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const { api, reasonOf } = window.hilo;
   let shown = null; // interaction id of the call in the pop
-
-  async function post(path, body = undefined) {
-    const response = await fetch(path, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    return { status: response.status, ok: response.ok, data: data || {} };
-  }
 
   function say(text, isError) {
     $("transfer-status").textContent = text;
@@ -61,12 +46,12 @@
     const body = { kind: $("transfer-kind").value, note: $("transfer-note").value.trim() || null };
     body[$("transfer-to").value === "queue" ? "to_queue" : "to_agent"] = target;
     say(body.kind === "attended" ? "ringing " + target + "…" : "transferring…", false);
-    const result = await post(`/api/calls/${shown}/transfer`, body);
+    const result = await api(`/api/calls/${shown}/transfer`, "POST", body);
     if (!result.ok) {
-      say((result.data.field ? result.data.field + ": " : "") + (result.data.reason || "error " + result.status), true);
+      say(reasonOf(result), true);
       return;
     }
-    if (result.data.state === "consulting") {
+    if ((result.data || {}).state === "consulting") {
       consulting(true);
       say("talking with " + target + " (the caller is on hold)", false);
     } else {
@@ -75,9 +60,9 @@
   });
 
   async function finish(action) {
-    const result = await post(`/api/calls/${shown}/transfer/${action}`);
+    const result = await api(`/api/calls/${shown}/transfer/${action}`, "POST");
     consulting(!result.ok);
-    say(result.ok ? (action === "complete" ? "transferred" : "the caller is back with you") : result.data.reason, !result.ok);
+    say(result.ok ? (action === "complete" ? "transferred" : "the caller is back with you") : reasonOf(result), !result.ok);
   }
 
   $("transfer-complete").addEventListener("click", () => finish("complete"));

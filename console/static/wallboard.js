@@ -5,13 +5,8 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const MAX_BACKOFF_MS = 30000;
   const KIND_TEXT = { waiting: "waiting", longest_wait: "longest wait", service_level: "service level" };
 
-  let socket = null;
-  let attempts = 0;
-  let lastHeard = 0;
-  let heartbeatMs = 15000;
   let clockSkewMs = 0; // server time - our time
   let picture = null;
   let supervision = null; // {id, interaction_id, mode} of this page's supervisor, while connected
@@ -42,16 +37,16 @@
   }
 
   async function start() {
-    const response = await fetch("/console/api/me", { credentials: "same-origin" });
-    const me = response.ok ? await response.json() : null;
-    if (!me || !["supervisor", "admin"].includes(me.role)) {
+    const me = await window.hilo.signedInAs(["supervisor", "admin"]);
+    if (!me) {
       $("need-signin").hidden = false;
       return;
     }
     $("who").hidden = false;
     $("who-name").textContent = `${me.username} (${me.role})`;
     $("board").hidden = false;
-    connect();
+    showFilter();
+    subscribe();
   }
 
   // -- drawing ----------------------------------------------------------------------------------
@@ -60,31 +55,66 @@
     return below ? value < limit : value > limit;
   }
 
+  // Queue rows, or (grouped by team or channel) a subtotal row per group followed by its queues.
   function drawQueues() {
     const body = $("queues").tBodies[0];
     body.replaceChildren();
-    for (const q of picture.queues) {
-      const row = document.createElement("tr");
-      row.dataset.queue = q.queue;
-      if (q.alerts.length) row.className = "alerting";
-      const t = q.thresholds;
-      const longest = q.oldest_queued_at ? since(q.oldest_queued_at) : 0;
-      cell(row, q.name);
-      cell(row, String(q.waiting), "waiting" + (over(q.waiting, t.waiting_above) ? " over" : ""));
-      const waitCell = cell(row, q.waiting ? duration(longest) : "–", "longest");
-      waitCell.dataset.since = q.oldest_queued_at || "";
-      waitCell.dataset.limit = t.longest_wait_above_s ?? "";
-      if (over(longest, t.longest_wait_above_s)) waitCell.classList.add("over");
-      const sl = q.service_level === null ? null : q.service_level * 100;
-      cell(row, pct(q.service_level), "sl" + (over(sl, t.service_level_below_pct, true) ? " over" : ""));
-      cell(row, secs(q.asa_s), "asa");
-      cell(row, String(q.abandoned), "abandoned");
-      cell(row, String(q.agents.available || 0), "available");
-      cell(row, String((q.agents.busy || 0) + (q.agents.ringing || 0)), "busy");
-      cell(row, String(q.agents.wrapup || 0), "wrapup");
-      cell(row, String(q.agents.away || 0), "away");
-      body.append(row);
+    if (!picture.queue_groups) {
+      for (const q of picture.queues) body.append(queueRow(q));
+      return;
     }
+    for (const g of picture.queue_groups) {
+      body.append(groupRow(g));
+      for (const q of g.queues) {
+        const row = queueRow(q);
+        row.dataset.group = g.group;
+        row.classList.add("in-group");
+        body.append(row);
+      }
+    }
+  }
+
+  function groupRow(g) {
+    const t = g.totals;
+    const row = document.createElement("tr");
+    row.className = "group";
+    row.dataset.group = g.group;
+    cell(row, g.label, "name");
+    cell(row, String(t.waiting), "waiting");
+    const waitCell = cell(row, t.waiting ? duration(since(t.oldest_queued_at)) : "–", "longest");
+    waitCell.dataset.since = t.oldest_queued_at || "";
+    waitCell.dataset.limit = ""; // thresholds are per queue
+    cell(row, pct(t.service_level), "sl");
+    cell(row, secs(t.asa_s), "asa");
+    cell(row, String(t.abandoned), "abandoned");
+    cell(row, String(t.agents.available || 0), "available");
+    cell(row, String((t.agents.busy || 0) + (t.agents.ringing || 0)), "busy");
+    cell(row, String(t.agents.wrapup || 0), "wrapup");
+    cell(row, String(t.agents.away || 0), "away");
+    return row;
+  }
+
+  function queueRow(q) {
+    const row = document.createElement("tr");
+    row.dataset.queue = q.queue;
+    if (q.alerts.length) row.className = "alerting";
+    const t = q.thresholds;
+    const longest = q.oldest_queued_at ? since(q.oldest_queued_at) : 0;
+    cell(row, q.name);
+    cell(row, String(q.waiting), "waiting" + (over(q.waiting, t.waiting_above) ? " over" : ""));
+    const waitCell = cell(row, q.waiting ? duration(longest) : "–", "longest");
+    waitCell.dataset.since = q.oldest_queued_at || "";
+    waitCell.dataset.limit = t.longest_wait_above_s ?? "";
+    if (over(longest, t.longest_wait_above_s)) waitCell.classList.add("over");
+    const sl = q.service_level === null ? null : q.service_level * 100;
+    cell(row, pct(q.service_level), "sl" + (over(sl, t.service_level_below_pct, true) ? " over" : ""));
+    cell(row, secs(q.asa_s), "asa");
+    cell(row, String(q.abandoned), "abandoned");
+    cell(row, String(q.agents.available || 0), "available");
+    cell(row, String((q.agents.busy || 0) + (q.agents.ringing || 0)), "busy");
+    cell(row, String(q.agents.wrapup || 0), "wrapup");
+    cell(row, String(q.agents.away || 0), "away");
+    return row;
   }
 
   function drawAgents() {
@@ -160,19 +190,13 @@
   }
 
   async function act(url, method, body, done) {
-    const response = await fetch(url, {
-      method,
-      credentials: "same-origin",
-      headers: body ? { "Content-Type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      status(`${answer.reason || response.statusText}`, true);
+    const result = await window.hilo.api(url, method, body ?? undefined);
+    if (!result.ok) {
+      status(window.hilo.reasonOf(result), true);
       return null;
     }
     status(done);
-    return answer;
+    return result.data || {};
   }
 
   function showSupervision() {
@@ -246,7 +270,9 @@
   }
 
   function draw() {
-    $("window").textContent = `(service level, ASA and abandoned: last ${picture.window_minutes} minutes)`;
+    const slot = picture.slot === "window" ? `the last ${picture.window_minutes} minutes` : filterNames.slot[picture.slot];
+    $("window").textContent = `(service level, ASA and abandoned: ${slot})`;
+    showChoices(picture.choices);
     $("zone").textContent = picture.timezone;
     $("updated").textContent = new Date(picture.at).toLocaleTimeString();
     drawAlerts();
@@ -273,55 +299,87 @@
     }
   }, 1000);
 
-  // -- the live feed ----------------------------------------------------------------------------
-  function setLink(up) {
-    $("link").textContent = up ? "live" : "reconnecting";
-    $("link").className = "link " + (up ? "up" : "down");
+  // -- filters: kept in the page's URL, so a filtered board can be bookmarked or shared ---------------
+  const FILTER_KEYS = ["channel", "queue", "team", "slot", "group"];
+  const FILTER_DEFAULTS = { slot: "window", group: "none" };
+  const filterNames = { slot: { "15m": "the last 15 minutes", "1h": "the last hour", today: "today" } };
+  let shownChoices = "";
+
+  function urlValues(key) {
+    return (new URLSearchParams(location.search).get(key) || "").split(",").filter(Boolean);
   }
 
-  function connect() {
-    if (socket && socket.readyState <= WebSocket.OPEN) return;
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(`${scheme}//${location.host}/console/wallboard/ws`);
-    socket.addEventListener("open", () => {
-      attempts = 0;
-      lastHeard = Date.now();
-      setLink(true);
-    });
-    socket.addEventListener("message", (event) => {
-      lastHeard = Date.now();
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (_) {
-        return;
+  function filterQuery() {
+    const kept = new URLSearchParams();
+    for (const key of FILTER_KEYS) if (urlValues(key).length) kept.set(key, urlValues(key).join(","));
+    const text = kept.toString();
+    return text ? "?" + text : "";
+  }
+
+  // The form as the URL says: on load, and again when the queue and team choices arrive.
+  function showFilter() {
+    for (const key of FILTER_KEYS) {
+      const select = $("f-" + key);
+      const wanted = urlValues(key);
+      for (const value of wanted) {
+        if (![...select.options].some((o) => o.value === value)) select.append(new Option(value, value));
       }
-      if (message.type === "hello") heartbeatMs = (message.heartbeat_s || 15) * 1000;
-      if (message.type === "wallboard") {
+      for (const option of select.options) option.selected = wanted.includes(option.value);
+      if (!select.multiple && !wanted.length) select.selectedIndex = 0;
+    }
+  }
+
+  // The queues and teams this supervisor may pick, from the server (their teams' only, if they have some).
+  function showChoices(choices) {
+    const text = JSON.stringify(choices);
+    if (text === shownChoices) return;
+    shownChoices = text;
+    $("f-queue").replaceChildren(...choices.queues.map((q) => new Option(q.name, q.id)));
+    $("f-team").replaceChildren(new Option("all", ""), ...choices.teams.map((t) => new Option(t, t)));
+    showFilter();
+  }
+
+  function setFilter(params) {
+    const text = params.toString();
+    history.replaceState(null, "", location.pathname + (text ? "?" + text : ""));
+    showFilter();
+    subscribe();
+  }
+
+  $("filters").addEventListener("change", () => {
+    const params = new URLSearchParams(location.search);
+    for (const key of FILTER_KEYS) {
+      const values = [...$("f-" + key).selectedOptions].map((o) => o.value).filter(Boolean);
+      if (values.length && values.join(",") !== FILTER_DEFAULTS[key]) params.set(key, values.join(","));
+      else params.delete(key);
+    }
+    setFilter(params);
+  });
+  $("f-clear").addEventListener("click", () => setFilter(new URLSearchParams()));
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
+
+  // -- the live feed ----------------------------------------------------------------------------
+  // The filter travels in the socket's query string (the server filters), so reconnects keep it; a new
+  // filter is a new feed.
+  let feed = null;
+  let feedNumber = 0;
+  function subscribe() {
+    if (feed) feed.close();
+    const mine = ++feedNumber;
+    feed = window.hilo.liveFeed("/console/wallboard/ws" + filterQuery(), {
+      onMessage(message) {
+        if (message.type !== "wallboard" || mine !== feedNumber) return;
         clockSkewMs = Date.parse(message.at) - Date.now();
         picture = message;
         draw();
-      }
-    });
-    socket.addEventListener("close", (event) => {
-      setLink(false);
-      socket = null;
-      if (event.code === 4001) {
+      },
+      onSignedOut() {
         $("board").hidden = true;
         $("need-signin").hidden = false;
-        return;
-      }
-      attempts += 1;
-      const backoff = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(attempts, 6));
-      setTimeout(connect, backoff / 2 + Math.random() * (backoff / 2));
+      },
     });
+    feed.open();
   }
-
-  setInterval(() => {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - lastHeard > 3 * heartbeatMs) socket.close();
-    else socket.send("ping");
-  }, 5000);
 
   start();
 })();

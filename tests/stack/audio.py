@@ -1,10 +1,14 @@
 """Measuring what a leg of a call heard: record what Asterisk sends to a channel (a snoop with spy=out in the
-observer's app), then read the tone amplitudes out of the file (Goertzel: the strength of one frequency)."""
+observer's app), then read the tone amplitudes out of the file (Goertzel: the strength of one frequency).
+And a phone that talks: a tone sent as RTP into a PJSIP channel (`talk_into`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
+import random
+import struct
 import uuid
 import wave
 from dataclasses import dataclass
@@ -68,3 +72,39 @@ async def record_what_it_hears(
             await ari.hangup(snoop_id)
         with contextlib.suppress(AriError):
             await ari.delete_stored_recording(name)
+
+
+def _ulaw(sample: int) -> int:
+    """One 16-bit sample as G.711 mu-law (the SIPp agent phones' codec)."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), 32635) + 0x84
+    exponent = min(magnitude.bit_length() - 8, 7)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+async def talk_into(ari: AriClient, channel_id: str, freq: int, amplitude: int = 4000) -> asyncio.Task[None]:
+    """Make a PJSIP channel's phone talk: a steady tone sent as RTP (PCMU, 20 ms packets) from a local UDP socket
+    to the channel's own RTP port, as the phone at the other end would send it (the SIPp agents answer but send
+    no audio). Asterisk's strict RTP learns this socket as the phone's source. Cancel the task to stop."""
+    found = await ari.request("GET", f"/channels/{channel_id}/variable", params={"variable": "CHANNEL(rtp,src)"})
+    host, _, port = str(found["value"]).rpartition(":")
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=(host, int(port)))
+    ssrc = random.getrandbits(32)
+    period = [_ulaw(round(amplitude * math.sin(2 * math.pi * freq * i / RATE))) for i in range(RATE)]
+
+    async def send() -> None:
+        seq, start, n = random.getrandbits(16), loop.time(), 0
+        try:
+            while True:
+                offset = (n * 160) % RATE
+                payload = bytes(period[offset : offset + 160])
+                header = struct.pack("!BBHII", 0x80, 0, (seq + n) & 0xFFFF, (n * 160) & 0xFFFFFFFF, ssrc)
+                transport.sendto(header + payload)
+                n += 1
+                await asyncio.sleep(max(start + n * 0.02 - loop.time(), 0))  # paced like a phone, 50 packets/s
+        finally:
+            transport.close()
+
+    return asyncio.create_task(send(), name=f"rtp-tone-{channel_id}")

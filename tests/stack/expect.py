@@ -6,6 +6,7 @@ needs and fails with what it did see if they do not arrive in time."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -115,3 +116,20 @@ def follow_ari(ari: AriClient, stream: EventStream) -> Callable[[Event], None]:
 
     ari.handlers.append(handler)
     return handler
+
+
+async def eventually(check: Callable[[], Any], *, within: float, what: str) -> Any:
+    """A declared expectation on state that announces itself by no event (rows in PostgreSQL, routing's
+    view, what a fake provider received): `check()`, plain or async, gives something truthy within
+    `within` seconds. Returns what it gave."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within}s: {what}")
+        await asyncio.sleep(0.05)

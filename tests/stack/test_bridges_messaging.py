@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from bridges.messages import InboundHandler, InboundMessage, OutboundMessage, Ou
 from bridges.outbox import window_state
 from hilo.settings import Settings
 from tests.stack.conftest import Stack
+from tests.stack.expect import eventually
 
 ACCOUNT = "AC" + secrets.token_hex(16)
 SMS_NUMBER = "+34910000100"  # dialplans/channels.yaml
@@ -34,20 +35,6 @@ WA_TWILIO_NUMBER = "whatsapp:+34910000101"
 PHONE_ID = "109876543210001"
 CUSTOMER = "+34600111222"
 WA_CUSTOMER = "34600111222"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, within: float, what: str) -> Any:
-    """Wait until `check()` gives something truthy, at most `within` seconds (database state that
-    announces itself by no event)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

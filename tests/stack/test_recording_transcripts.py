@@ -53,6 +53,18 @@ async def apply_flow(stack: Stack, number: str, flow_id: str, text: str) -> None
     assert not isinstance(await stack.services.flows.reload(), list)
 
 
+async def call_flow(stack: Stack, number: str, flow_id: str, text: str) -> tuple[SimCall, str]:
+    """A known caller rings `number`, answered by the flow `text` applied for it: the call and its
+    interaction id."""
+    await apply_flow(stack, number, flow_id, text)
+    mark = stack.hilo_events.mark()
+    call = await originate_sim_call(stack.observer, number, KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
+    started = await stack.hilo_events.expect(
+        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
+    )
+    return call, str(started["interaction_id"])
+
+
 async def test_what_the_caller_said_is_transcribed_and_finds_the_recording(stack: Stack) -> None:
     assert stack.services.transcripts is not None, "the test stack transcribes (HILO_TRANSCRIPTS defaults on)"
     bob = await sign_in(stack, f"bob-{uuid.uuid4().hex[:6]}", "agent", "bob")
@@ -189,13 +201,7 @@ nodes:
 
 
 async def test_a_caller_who_refuses_consent_is_not_recorded_even_by_a_recording_queue(stack: Stack) -> None:
-    await apply_flow(stack, "152", "consent_ask", CONSENT_FLOW)
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "152", KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
-    interaction = str(started["interaction_id"])
+    call, interaction = await call_flow(stack, "152", "consent_ask", CONSENT_FLOW)
     await stack.hilo_events.expect("ivr.flow_started", within=10, interaction_id=interaction)
     await stack.observer.send_dtmf(call.caller_leg, "2")
     consent = await stack.hilo_events.expect("recording.consent", within=15, interaction_id=interaction)
@@ -235,13 +241,7 @@ nodes:
 
 
 async def test_a_refusal_throws_away_the_flow_recording_already_running(stack: Stack) -> None:
-    await apply_flow(stack, "154", "consent_late", LATE_CONSENT_FLOW)
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "154", KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
-    interaction = str(started["interaction_id"])
+    call, interaction = await call_flow(stack, "154", "consent_late", LATE_CONSENT_FLOW)
     recording = await stack.hilo_events.expect("recording.started", within=10, interaction_id=interaction)
     recording_id = recording["data"]["recording_id"]
     await stack.observer.send_dtmf(call.caller_leg, "2")
@@ -303,13 +303,8 @@ async def test_a_pause_around_a_gather_leaves_silence_and_the_keys_nowhere(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    await apply_flow(stack, "153", "card_line", CARD_FLOW)
     mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "153", KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
-    interaction = str(started["interaction_id"])
+    call, interaction = await call_flow(stack, "153", "card_line", CARD_FLOW)
     recording = await stack.hilo_events.expect("recording.started", within=10, interaction_id=interaction)
     recording_id = recording["data"]["recording_id"]
     await stack.hilo_events.expect(

@@ -24,7 +24,7 @@ from crm_bridge import identity, webhooks
 from crm_bridge.timeline import Interaction
 from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
 from tests.stack.conftest import Stack
-from tests.stack.expect import EventStream
+from tests.stack.expect import EventStream, eventually
 
 FAST = RetryPolicy(max_attempts=3, backoff_s=0.05, backoff_max_s=0.2, timeout_s=2.0)
 
@@ -108,20 +108,6 @@ async def interaction(stack: Stack, phone: str) -> Interaction:
 async def record(stack: Stack, call: Interaction, type_: str, **data: Any) -> dict[str, Any]:
     assert stack.services.timeline is not None
     return await stack.services.timeline.record(call, type_, data)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, within: float, what: str) -> Any:
-    """Wait until `check()` gives something truthy, at most `within` seconds (for database state that
-    announces itself by no event)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def delivery_states(stack: Stack, subscription_id: str) -> list[tuple[int, str, int]]:

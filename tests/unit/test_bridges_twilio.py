@@ -15,7 +15,8 @@ from bridges.fakes.server import Failure
 from bridges.fakes.twilio import FakeTwilio, new_sid
 from bridges.http import Messaging, parse_proxies
 from bridges.inbox import BadPayload
-from bridges.messages import Choice, OutboundMessage, SendFailed
+from bridges.messages import Choice, OutboundMessage
+from tests.unit.sending import refused
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "twilio-test-token-0123456789"
@@ -214,23 +215,17 @@ async def test_sender_speaks_the_messages_api_to_the_fake() -> None:
         assert fake.messages[-1]["form"]["MessagingServiceSid"] == "MG" + "a" * 32
         assert "From" not in fake.messages[-1]["form"]
 
-        fake.fail_next(Failure(status=429, retry_after=3))
-        with pytest.raises(SendFailed) as caught:
-            await sender.send(message(), 3)
-        assert (caught.value.retryable, caught.value.retry_after, caught.value.code) == (True, 3.0, "20429")
-        fake.fail_next(Failure(status=503))
-        with pytest.raises(SendFailed) as caught:
-            await sender.send(message(), 4)
-        assert caught.value.retryable
-        fake.fail_next(Failure(status=400, code=63016, message="Failed to send freeform message outside the window"))
-        with pytest.raises(SendFailed) as caught:
-            await sender.send(message(channel="whatsapp"), 5)
-        assert (caught.value.retryable, caught.value.code) == (False, "63016")
+        failed = await refused(sender, message(), 3, fake=fake, failure=Failure(status=429, retry_after=3))
+        assert (failed.retryable, failed.retry_after, failed.code) == (True, 3.0, "20429")
+        failed = await refused(sender, message(), 4, fake=fake, failure=Failure(status=503))
+        assert failed.retryable
+        outside = Failure(status=400, code=63016, message="Failed to send freeform message outside the window")
+        failed = await refused(sender, message(channel="whatsapp"), 5, fake=fake, failure=outside)
+        assert (failed.retryable, failed.code) == (False, "63016")
 
         wrong = twilio.TwilioSender(CHANNELS, "wrong-token", base_url=base, status_callback_url=None)
-        with pytest.raises(SendFailed) as caught:
-            await wrong.send(message(), 6)
-        assert (caught.value.retryable, caught.value.code) == (False, "20003")
+        failed = await refused(wrong, message(), 6, fake=fake, failure=None)
+        assert (failed.retryable, failed.code) == (False, "20003")
         await wrong.close()
     finally:
         await sender.close()

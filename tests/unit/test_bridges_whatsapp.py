@@ -14,7 +14,8 @@ from bridges.channels import ChannelConfig, Channels
 from bridges.fakes.server import Failure
 from bridges.fakes.whatsapp import FakeWhatsApp, meta_json, new_wamid
 from bridges.inbox import BadPayload
-from bridges.messages import Choice, OutboundMessage, SendFailed
+from bridges.messages import Choice, OutboundMessage
+from tests.unit.sending import refused
 
 SECRET = "app-secret-0123456789"
 TOKEN = "access-token-0123456789"
@@ -174,23 +175,17 @@ async def test_sender_speaks_the_cloud_api_to_the_fake() -> None:
         [sent] = fake.messages
         assert sent["phone_number_id"] == PHONE_ID and sent["body"]["messaging_product"] == "whatsapp"
 
-        fake.fail_next(Failure(status=400, code=131047, message="Re-engagement message"))
-        with pytest.raises(SendFailed) as caught:
-            await sender.send(message(), 2)
-        assert (caught.value.retryable, caught.value.code) == (False, "131047")
-        fake.fail_next(Failure(status=429, retry_after=2))
-        with pytest.raises(SendFailed) as caught:
-            await sender.send(message(), 3)
-        assert (caught.value.retryable, caught.value.retry_after, caught.value.code) == (True, 2.0, "130429")
-        fake.fail_next(Failure(status=500))
-        with pytest.raises(SendFailed) as caught:
-            await sender.send(message(), 4)
-        assert caught.value.retryable
+        outside = Failure(status=400, code=131047, message="Re-engagement message")
+        failed = await refused(sender, message(), 2, fake=fake, failure=outside)
+        assert (failed.retryable, failed.code) == (False, "131047")
+        failed = await refused(sender, message(), 3, fake=fake, failure=Failure(status=429, retry_after=2))
+        assert (failed.retryable, failed.retry_after, failed.code) == (True, 2.0, "130429")
+        failed = await refused(sender, message(), 4, fake=fake, failure=Failure(status=500))
+        assert failed.retryable
 
         wrong = whatsapp.CloudSender(CHANNELS, "wrong", base_url=base, api_version="v21.0")
-        with pytest.raises(SendFailed) as caught:
-            await wrong.send(message(), 5)
-        assert (caught.value.retryable, caught.value.code) == (False, "190")
+        failed = await refused(wrong, message(), 5, fake=fake, failure=None)
+        assert (failed.retryable, failed.code) == (False, "190")
         await wrong.close()
     finally:
         await sender.close()

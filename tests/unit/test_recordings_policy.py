@@ -60,6 +60,27 @@ def test_routing_yaml_recording_option_is_validated_with_its_line(tmp_path: Path
         load_routing(tmp_path)
 
 
+def test_legs_are_a_queue_option_read_from_routing_yaml(tmp_path: Path) -> None:
+    (tmp_path / "routing.yaml").write_text(
+        "queues:\n  - id: support\n    name: Support\n    recording: {record: true, legs: true}\n"
+        "  - id: sales\n    name: Sales\n"
+        "agents:\n  - {id: bob, name: Bob, sip_endpoint: agent-bob, queues: [support]}\n"
+    )
+    policy = RecordingPolicy(load_routing(tmp_path).queues, default_retention_days=90)
+    assert (policy.legs("support"), policy.legs("sales"), policy.legs(None), policy.legs("unknown")) == (
+        True,
+        False,
+        False,
+        False,
+    )
+    (tmp_path / "routing.yaml").write_text(
+        "queues:\n  - id: support\n    name: Support\n    recording: {legs: sometimes}\n"
+        "agents:\n  - {id: bob, name: Bob, sip_endpoint: agent-bob, queues: [support]}\n"
+    )
+    with pytest.raises(ValueError, match=r"routing.yaml.*4.*legs"):
+        load_routing(tmp_path)
+
+
 def test_the_access_rule_is_one_sql_condition_per_kind_of_person() -> None:
     assert Scope(everything=True).condition(4) == ("true", [])
     assert Scope(agent_id="bob").condition(4) == ("r.agent_id = $4", ["bob"])

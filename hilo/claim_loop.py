@@ -1,5 +1,7 @@
-"""The loop the inbox processor and the outbox sender share: claim due rows in PostgreSQL, work on them a
-few at a time, sleep until a NOTIFY, the next due time or `poll_s` (a missed notification only delays)."""
+"""The loop every durable work queue in PostgreSQL shares (the messaging inbox and outbox, webhook
+deliveries, recording transcripts): claim due rows (a lease written with `FOR UPDATE SKIP LOCKED`, so
+nodes share the work), work on them a few at a time, and sleep until a NOTIFY on `channel`, the next due
+time or `poll_s` (a missed notification only delays). The retry delay after a failure is `backoff`."""
 
 from __future__ import annotations
 
@@ -29,13 +31,18 @@ class ClaimLoop(Generic[T]):
         self._task: asyncio.Task[None] | None = None
 
     async def _claim(self, limit: int) -> list[T]:
+        """Lease up to `limit` due items."""
         raise NotImplementedError
 
     async def _work(self, item: T) -> None:
         raise NotImplementedError
 
     async def _seconds_to_next_due(self) -> float | None:
+        """Seconds until the next item falls due (<= 0: due now), None when nothing is waiting."""
         raise NotImplementedError
+
+    async def _idle(self) -> None:
+        """Called when a pass claimed nothing: housekeeping (pruning old rows) goes here."""
 
     @property
     def running(self) -> bool:
@@ -43,6 +50,11 @@ class ClaimLoop(Generic[T]):
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def seconds_to_next_due(self) -> float:
+        """How long the loop sleeps now if nothing wakes it (at most `poll_s`)."""
+        due = await self._seconds_to_next_due()
+        return self.poll_s if due is None else min(self.poll_s, max(0.0, due) + 0.005)
 
     async def start(self) -> None:
         if self.running:
@@ -87,25 +99,27 @@ class ClaimLoop(Generic[T]):
                 for item in claimed:
                     task = asyncio.create_task(self._work(item), name=f"{self.name}-item")
                     self._busy.add(task)
-                    task.add_done_callback(self._done)
+                    task.add_done_callback(self._task_done)
                 if claimed:
-                    continue
-                due = await self._seconds_to_next_due() if free > 0 else None
-                wait = self.poll_s if due is None else min(self.poll_s, max(0.0, due) + 0.005)
+                    continue  # there may be more due
+                await self._idle()
+                # At capacity, a finishing task wakes the loop; otherwise the next due time does.
+                wait = await self.seconds_to_next_due() if free > 0 else self.poll_s
             except Exception as exc:  # the database away for a while must not end the loop
                 log.warning("%s: cannot claim work (%s: %s); retrying", self.name, type(exc).__name__, exc)
                 wait = self.poll_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         self._busy.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: task failed", self.name, exc_info=task.exception())
-        self._wake.set()
+        self._wake.set()  # a slot is free, and the next item may be due
 
 
 def backoff(base_s: float, max_s: float, attempts: int) -> float:
-    """Seconds before the next try after `attempts` failed ones: exponential, capped, jittered (half to all)."""
+    """Seconds before the next try after `attempts` failed ones: exponential, capped, jittered (half to all,
+    so the receivers or providers coming back are not hit by every node at once)."""
     full = min(max_s, base_s * 2.0 ** max(0, attempts - 1))
     return full / 2 + random.uniform(0, full / 2)
