@@ -5,6 +5,7 @@ time or `poll_s` (a missed notification only delays). The retry delay after a fa
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -17,7 +18,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ClaimLoop(Generic[T]):
+class ClaimLoop(abc.ABC, Generic[T]):
+    """Subclasses say how to claim, work on and time their own rows; the loop is the same for all."""
+
     name = "worker"
 
     def __init__(self, dsn: str | None, channel: str, *, concurrency: int, poll_s: float) -> None:
@@ -30,16 +33,17 @@ class ClaimLoop(Generic[T]):
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @abc.abstractmethod
     async def _claim(self, limit: int) -> list[T]:
         """Lease up to `limit` due items."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _work(self, item: T) -> None:
-        raise NotImplementedError
+        """Do one claimed item; an exception is logged and the item's own retry rules apply."""
 
+    @abc.abstractmethod
     async def _seconds_to_next_due(self) -> float | None:
         """Seconds until the next item falls due (<= 0: due now), None when nothing is waiting."""
-        raise NotImplementedError
 
     async def _idle(self) -> None:
         """Called when a pass claimed nothing: housekeeping (pruning old rows) goes here."""
