@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .run/venv/bin
 
-.PHONY: run stack down lint typecheck test clean bench
+.PHONY: run stack down lint typecheck layers test clean bench lock
 
 run:            ## whole stack, Hilo server included
 	bash stack/up.sh
@@ -12,6 +12,9 @@ stack:          ## stack without the Hilo server (tests run their own)
 
 down:           ## stop everything stack/up.sh started
 	bash stack/down.sh
+
+lock:           ## refresh requirements*.lock to the newest versions pyproject.toml allows; written only if make test passes
+	bash stack/lock.sh
 
 lint:
 	$(VENV)/ruff check .

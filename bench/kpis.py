@@ -466,7 +466,7 @@ async def pubsub_round_trips(redis: aioredis.Redis, rate: float, count: int) -> 
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
     return times
 
 

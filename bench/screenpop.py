@@ -246,7 +246,7 @@ async def follow_events(redis: aioredis.Redis, box: Mailbox, ready: asyncio.Even
             elif event["type"] in WANTED:
                 box.put((event["type"], event["interaction_id"]), event)
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 async def follow_raw(redis: aioredis.Redis, channel: str, box: Mailbox, ready: asyncio.Event) -> None:
@@ -259,7 +259,7 @@ async def follow_raw(redis: aioredis.Redis, channel: str, box: Mailbox, ready: a
                 received = time.perf_counter()
                 box.put(("raw probe", json.loads(message["data"])["probe"]), received)
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 @dataclass

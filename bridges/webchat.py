@@ -260,7 +260,7 @@ async def visitor_ws(request: web.Request, chat: WebChat) -> web.StreamResponse:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await relay
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
     return ws
 
 

@@ -83,7 +83,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         request.app[SOCKETS].discard(ws)
     return ws
 

@@ -132,7 +132,7 @@ async def place_call(
     finally:
         await ari.close()
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         await redis.aclose()
     if ended is None:
         print("the call did not end within the timeout", flush=True)

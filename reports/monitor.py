@@ -219,7 +219,7 @@ class WallboardMonitor:
                 backoff = min(backoff * 2, 10.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
 
 def _without_time(picture: dict[str, Any]) -> str:

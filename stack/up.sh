@@ -5,6 +5,7 @@
 #   stack/up.sh               everything
 #   stack/up.sh --no-server   everything but the Hilo server (the tests run
 #                             their own); migrations and demo seed still run
+#   stack/up.sh --venv-only   only install the locked Python packages into .run/venv
 #
 # State lives in .run/ (env, venv, data, logs, pid files); stack/down.sh stops it.
 
@@ -12,11 +13,13 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 START_SERVER=1
+VENV_ONLY=0
 for arg in "$@"; do
     case $arg in
     --no-server) START_SERVER=0 ;;
+    --venv-only) VENV_ONLY=1 ;;
     -h | --help)
-        sed -n '2,10s/^# \{0,1\}//p' "$0"
+        sed -n '2,11s/^# \{0,1\}//p' "$0"
         exit 0
         ;;
     *) die "unknown option: $arg (see --help)" ;;
@@ -43,24 +46,43 @@ ensure_packages postgresql redis-server debootstrap espeak-ng sox sip-tester zst
 ok "all present"
 
 # ------------------------------------------------------------------ b. venv
+# The venv holds exactly the locked versions (requirements-dev.lock: runtime + dev extras, with hashes), so a
+# new machine runs what CI tested; `make lock` refreshes the lock on purpose. HILO_LOCK names another lock
+# (stack/lock.sh tries a new one with it).
+LOCK=${HILO_LOCK:-$ROOT/requirements-dev.lock}
 venv_setup() {
     local want have
     [[ -f $ROOT/pyproject.toml ]] || die "pyproject.toml is missing"
-    want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+    [[ -f $LOCK ]] || die "the lock $LOCK is missing (make lock writes it)"
+    want=$(cat "$ROOT/pyproject.toml" "$LOCK" | sha256sum | cut -d' ' -f1)
     have=$(cat "$VENV/.installed-hash" 2>/dev/null || true)
     if [[ -x $VENV/bin/python && $want == "$have" ]]; then
         step "Python venv up to date (${VENV#"$ROOT"/})"
         return 0
     fi
-    step "Installing the Python package into ${VENV#"$ROOT"/} (pip install -e '.[dev]')"
+    step "Installing the locked packages into ${VENV#"$ROOT"/} (${LOCK#"$ROOT"/}, then pip install -e . --no-deps)"
     if [[ ! -x $VENV/bin/python ]]; then
         python3 -m venv "$VENV" || die "python3 -m venv failed"
     fi
-    run_logged "$LOGS/pip.log" "pip upgrade" "$VENV/bin/python" -m pip install --upgrade pip
-    run_logged "$LOGS/pip.log" "pip install" "$VENV/bin/python" -m pip install -e "${ROOT}[dev]"
+    # --require-hashes: every package is the one the lock names, byte for byte. The venv is synced, not only
+    # added to: a package the lock dropped would otherwise linger and hide a missing dependency.
+    run_logged "$LOGS/pip.log" "pip install -r ${LOCK##*/}" \
+        "$VENV/bin/python" -m pip install --require-hashes --no-deps -r "$LOCK"
+    local extra
+    extra=$(comm -23 <("$VENV/bin/python" -m pip freeze --exclude-editable 2>/dev/null | sed 's/==.*//' |
+        tr 'A-Z_.' 'a-z--' | sort -u) <(grep -oE '^[A-Za-z0-9_.-]+==' "$LOCK" | sed 's/==$//' |
+        tr 'A-Z_.' 'a-z--' | sort -u) | grep -vxE 'pip|hilo' || true)
+    if [[ -n $extra ]]; then
+        # shellcheck disable=SC2086  # one name per word
+        run_logged "$LOGS/pip.log" "pip uninstall (not in the lock)" "$VENV/bin/python" -m pip uninstall -y $extra
+    fi
+    # The project itself, editable, built with the locked setuptools (no unpinned build tools fetched).
+    run_logged "$LOGS/pip.log" "pip install -e ." \
+        "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e "$ROOT"
     printf '%s\n' "$want" >"$VENV/.installed-hash"
 }
 venv_setup
+((VENV_ONLY)) && exit 0
 
 # ------------------------------------------------------------------- c. env
 secret() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }

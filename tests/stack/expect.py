@@ -107,7 +107,7 @@ async def follow_redis(redis: aioredis.Redis, channel: str, stream: EventStream,
             if message["type"] == "message":
                 stream.add(json.loads(message["data"]))
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 def follow_ari(ari: AriClient, stream: EventStream) -> Callable[[Event], None]:
