@@ -44,16 +44,16 @@ from tqdm import tqdm
 from bench import benchmarks_md
 from bench.databases import bench_dsn, recreate_database
 from crm_bridge import identity
-from crm_bridge.db import create_pool, migrate
 from crm_bridge.import_cli import import_file
 from crm_bridge.importer import Summary
+from hilo.db import create_pool, migrate
 from hilo.settings import REPO_ROOT, load_settings
 
 REGION = "ES"
 BENCHMARKS = REPO_ROOT / "BENCHMARKS.md"
 SECTION = "## Customer import and caller identification (bench/identify.py)"
 CACHE = REPO_ROOT / ".run" / "bench"
-POOL_SIZE = (2, 10)  # min, max: as hilo/app.py sizes the server's pool
+POOL_SIZE = (2, 10)  # min, max: as server/app.py sizes the server's pool
 # Spanish mobile numbers 6xx xxx xxx: customer k gets 600000000 + (k * STEP) mod 10^8, a bijection on
 # 0..10^8-1 (STEP is coprime to 10), so numbers are unique and spread; callers beyond N are new.
 STEP = 7919

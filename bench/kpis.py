@@ -56,8 +56,8 @@ from bench import benchmarks_md
 from bench.databases import bench_dsn, recreate_database
 from bench.screenpop import free_port, machine, wait_healthy
 from console.users import add_user
-from crm_bridge.db import create_pool, migrate
 from dialplans.models import Agent
+from hilo.db import create_pool, migrate
 from hilo.notifier import events_channel
 from hilo.settings import REPO_ROOT, load_settings
 from reports.config import load_kpi_config
@@ -296,7 +296,7 @@ async def hilo_server(dsn: str) -> AsyncIterator[str]:
         log.write(f"\n===== {datetime.now(UTC).isoformat()} bench.kpis: hilo serve =====\n")
         log.flush()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hilo.cli", "serve", cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+            sys.executable, "-m", "server.cli", "serve", cwd=REPO_ROOT, env=env, stdout=log, stderr=log
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -46,7 +46,7 @@ from bench import benchmarks_md
 from bench.databases import bench_dsn, recreate_database
 from bridges.fakes.whatsapp import FakeWhatsApp, meta_json, new_wamid
 from bridges.whatsapp import signature
-from crm_bridge.db import create_pool, migrate
+from hilo.db import create_pool, migrate
 from hilo.settings import REPO_ROOT, load_settings
 
 BENCHMARKS = REPO_ROOT / "BENCHMARKS.md"

@@ -58,11 +58,11 @@ from bench import benchmarks_md
 from bench.databases import bench_dsn, recreate_database
 from console.screenpop import agent_channel
 from console.users import add_user
-from crm_bridge.db import create_pool, migrate
-from crm_bridge.seed import seed_demo
+from hilo.db import create_pool, migrate
 from hilo.notifier import events_channel
 from hilo.settings import REPO_ROOT, Settings, load_settings
-from hilo.simcall import originate_sim_call
+from server.seed import seed_demo
+from server.simcall import originate_sim_call
 
 NAMESPACE = "hilo-bench"
 BENCHMARKS = REPO_ROOT / "BENCHMARKS.md"
@@ -171,7 +171,7 @@ async def hilo_server(dsn: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         log.write(f"\n===== {datetime.now(UTC).isoformat()} bench.screenpop: hilo serve =====\n")
         log.flush()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hilo.cli", "serve", cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+            sys.executable, "-m", "server.cli", "serve", cwd=REPO_ROOT, env=env, stdout=log, stderr=log
         )
     base = f"http://127.0.0.1:{port}"
     try:

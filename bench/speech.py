@@ -6,7 +6,7 @@ no stack). Everything is measured in one run against a baseline measured in the 
    8 kHz, each clean (a played file: digital silence around the words) and with white noise at 20 dB SNR.
 2. Every utterance is played as a call brings it: silence (or the noise) before and after, upsampled to
    16 kHz as Asterisk's slin16 is, in 20 ms frames through the endpointer into the recognizer, as
-   ivr/speech/listener.py does on a call. Measured: menu-choice accuracy (the right choice for an in-choice
+   speech/listener.py does on a call. Measured: menu-choice accuracy (the right choice for an in-choice
    utterance), false accepts (a choice given to an out-of-choice one), real-time factor (decode time /
    audio time), and end-of-speech -> result latency (from the endpointer's end-of-utterance decision).
    Baseline: pocketsphinx with a plain grammar of the phrases, fed as it streams, with none of Hilo's
@@ -49,12 +49,12 @@ import numpy as np
 from bench import benchmarks_md
 from bench.identify import machine
 from hilo.settings import REPO_ROOT
-from ivr.speech.audio import Pcm, as_array, read_wav, resample, to_bytes, write_wav
-from ivr.speech.engines import Engine, Heard, Recognizer, decide
-from ivr.speech.matching import Grammar
-from ivr.speech.pocketsphinx_engine import PocketsphinxEngine
-from ivr.speech.vad import Endpointer
-from ivr.speech.vosk_engine import VoskEngine
+from speech.audio import Pcm, as_array, read_wav, resample, to_bytes, write_wav
+from speech.engines import Engine, Heard, Recognizer, decide
+from speech.matching import Grammar
+from speech.pocketsphinx_engine import PocketsphinxEngine
+from speech.vad import Endpointer
+from speech.vosk_engine import VoskEngine
 
 BENCHMARKS = REPO_ROOT / "BENCHMARKS.md"
 SECTION = "## Speech recognition (bench/speech.py)"

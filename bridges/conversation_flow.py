@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridges.messages import Choice
-from ivr.flows.engine import (
+from flows.engine import (
     FlowContext,
     FlowError,
     HttpCallFailed,
@@ -32,8 +32,8 @@ from ivr.flows.engine import (
     Services,
     run_flow,
 )
-from ivr.flows.schema import Flow, Menu
-from ivr.flows.text_session import TypedAnswers
+from flows.schema import Flow, Menu
+from flows.text_session import TypedAnswers
 from reports.kpis import SURVEY_SCALES
 
 WHATSAPP_TITLE_MAX = 20  # a WhatsApp reply button's title

@@ -17,7 +17,7 @@ from crm_bridge import identity
 from crm_bridge.timeline import Interaction, event_json
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 
 @dataclass(frozen=True)

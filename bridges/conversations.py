@@ -69,15 +69,15 @@ from console.screenpop import ScreenPops, agent_channel
 from crm_bridge import customers, identity, verification
 from crm_bridge.customers import Identification
 from crm_bridge.timeline import Publish, event_json
-from ivr.flows.engine import Outcome, Services
-from ivr.flows.live import LiveFlows
-from ivr.flows.schema import Queue as QueueNode
+from flows.engine import Outcome, Services
+from flows.runtime import LiveFlows
+from flows.schema import Queue as QueueNode
 from reports.survey import SURVEY_ANSWER
 from routing.engine import NotQueued, RoutingEngine
 from routing.model import Assignment, RoutingError
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from bridges.channels import Channels, load_channels
 from bridges.inbox import BadPayload, Inbox, ignore_message
 from bridges.messages import InboundHandler
 from bridges.outbox import Outbox, RateLimit
-from crm_bridge.db import create_pool
+from hilo.db import create_pool
 from hilo.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 Channel = Literal["sms", "whatsapp", "webchat"]
 Provider = Literal["twilio", "whatsapp_cloud", "webchat"]

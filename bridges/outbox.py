@@ -41,7 +41,7 @@ from hilo.claim_loop import ClaimLoop, backoff
 from hilo.logs import mask_pii
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "hilo_outbox"  # migration 011's trigger notifies it on every new outbound message

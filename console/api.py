@@ -10,9 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from console import desk, wallboard
 from console.audit import audit
-from console.auth import principal, requires
-from hilo.services import SERVICES, Services
+from hilo.web.auth import principal, requires
 from routing.live import MANUAL_STATES
+from server.services import SERVICES, Services
 
 
 def _services(request: web.Request) -> Services:

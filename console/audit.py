@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from console.sessions import Principal
+from hilo.web.sessions import Principal
 
 API_TOKEN_ACTOR = "api-token"  # noqa: S105 (a label, not a secret: the configured bearer token has no user name)
 

@@ -16,17 +16,17 @@ from pydantic import BaseModel, Field, model_validator
 
 from asterisk.ari import AriError
 from console.audit import actor_of, audit, recent
-from console.auth import principal
-from crm_bridge.openapi import ApiError, Reply, conflict, not_found
 from crm_bridge.rest import API
 from crm_bridge.schemas import Input
 from crm_bridge.timeline import Interaction
-from hilo.services import SERVICES, Services
+from hilo.web.auth import principal
+from hilo.web.openapi import ApiError, Reply, conflict, not_found
 from ivr.inbound import InboundCalls
 from ivr.live_calls import NotLive
 from ivr.supervision import PHONE, Mode, Supervision, SupervisionError
 from routing.engine import NotQueued
 from routing.model import RoutingError
+from server.services import SERVICES, Services
 
 STAFF = ("admin", "supervisor")
 EVERYONE = ("agent", "supervisor", "admin")

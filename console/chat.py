@@ -18,10 +18,10 @@ from bridges.conversation_store import Conversation, ConversationError
 from bridges.conversations import Conversations
 from bridges.messages import OutsideWindow
 from bridges.outbox import window_state
-from console.auth import principal, requires
 from console.screenpop import offered_to
-from console.sessions import Principal
-from hilo.services import SERVICES
+from hilo.web.auth import principal, requires
+from hilo.web.sessions import Principal
+from server.services import SERVICES
 
 ALL_ROLES = ("agent", "supervisor", "admin")
 

@@ -14,15 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from console import users
-from console.auth import principal, requires, session_store
 from console.config import ConsoleConfig, load_console_config
-from console.passwords import MAX_LENGTH, verify_password_async
 from console.screenpop import ScreenPops, offered_to
-from console.sessions import COOKIE, SESSION_TTL_S, Principal, SessionStore
 from console.wrapup import WrapupConflict, WrapupError, parse_wrapup, save_wrapup
 from console.ws import SOCKETS, close_sockets, console_ws
-from hilo.services import SERVICES, Services
+from hilo.passwords import MAX_LENGTH, verify_password_async
+from hilo.web.auth import principal, requires, session_store
+from hilo.web.sessions import COOKIE, SESSION_TTL_S, Principal, SessionStore
 from routing.live import MANUAL_STATES
+from server.services import SERVICES, Services
 
 log = logging.getLogger(__name__)
 

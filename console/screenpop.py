@@ -25,10 +25,10 @@ import redis.asyncio as aioredis
 
 from crm_bridge import customers
 from crm_bridge.timeline import Interaction
-from ivr.flows.schema import Flow, Gather, Lookup, Menu
+from flows.schema import Flow, Gather, Lookup, Menu
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 log = logging.getLogger(__name__)
 

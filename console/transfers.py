@@ -11,11 +11,11 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from console.auth import principal
 from console.call_control import EVERYONE, calls_here
-from crm_bridge.openapi import ApiError, conflict
 from crm_bridge.rest import API
 from crm_bridge.schemas import Input
+from hilo.web.auth import principal
+from hilo.web.openapi import ApiError, conflict
 from ivr.live_calls import NotLive
 from ivr.transfers import TransferError
 

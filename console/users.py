@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from console.passwords import check_strength, hash_password_async, verify_password_async
+from hilo.passwords import check_strength, hash_password_async, verify_password_async
 
 ROLES = ("agent", "supervisor", "admin")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

@@ -47,7 +47,7 @@ def read_password(env_var: str | None) -> str:
 
 
 async def run_users_command(args: argparse.Namespace, settings: Settings) -> int:
-    from crm_bridge.db import create_pool
+    from hilo.db import create_pool
 
     pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
     try:
@@ -78,7 +78,7 @@ async def _end_sessions(settings: Settings, username: str) -> int | str:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    from console.sessions import SessionStore
+    from hilo.web.sessions import SessionStore
 
     redis = aioredis.from_url(settings.redis_url.get_secret_value())
     try:

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
-from console.auth import authenticate, same_origin, session_store, unauthorized
 from console.desk import PAGE_HEADERS, STATIC_DIR
-from console.sessions import Principal
 from console.ws import HEARTBEAT_S, SESSION_ENDED, SOCKETS
-from hilo.services import SERVICES
+from hilo.web.auth import authenticate, same_origin, session_store, unauthorized
+from hilo.web.sessions import Principal
 from reports.wallboard_view import FilterError, parse_filter, supervised_teams
+from server.services import SERVICES
 
 SUPERVISING = ("supervisor", "admin")
 Send = Callable[[str], Awaitable[None]]

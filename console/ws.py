@@ -17,10 +17,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from console.auth import authenticate, same_origin, session_store, unauthorized
 from console.screenpop import agent_channel, all_agents_pattern, last_pop_key
-from console.sessions import Principal
-from hilo.services import SERVICES
+from hilo.web.auth import authenticate, same_origin, session_store, unauthorized
+from hilo.web.sessions import Principal
+from server.services import SERVICES
 
 log = logging.getLogger(__name__)
 

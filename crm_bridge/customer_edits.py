@@ -12,7 +12,7 @@ import asyncpg
 from crm_bridge.identity import CustomerNotFound, IdentityTaken, MergedCustomer, survivor_of
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 PROFILE_FIELDS = ("display_name", "preferred_language", "preferred_channel")
 

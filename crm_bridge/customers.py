@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from crm_bridge.customers import Identification
 from crm_bridge.phones import InvalidPhoneNumber, to_e164
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 KINDS = ("phone", "whatsapp", "whatsapp_bsuid", "email", "webchat", "external")
 

@@ -21,7 +21,7 @@ from crm_bridge.importer import BATCH_SIZE, COLUMNS, ImportAborted, Importer, Im
 from hilo.logs import mask_pii
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
     from hilo.settings import Settings
 
 _SHOWN_REJECTS = 20

@@ -51,7 +51,7 @@ from crm_bridge.identity import InvalidIdentity, normalize
 if TYPE_CHECKING:
     import _csv
 
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 log = logging.getLogger(__name__)
 

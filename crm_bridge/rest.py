@@ -1,5 +1,5 @@
 """The customer API: customers, identities, merges, the timeline, cases and webhook subscriptions, and its
-OpenAPI 3.1 document at `GET /api/openapi.json` (built from these declarations, see crm_bridge.openapi).
+OpenAPI 3.1 document at `GET /api/openapi.json` (built from these declarations, see hilo.web.openapi).
 
 Roles: admin and supervisor read and change customers and cases; webhooks are admin only. Errors are
 `{"error", "field", "reason"}` (409s about an identity or a merged customer also name the customer)."""
@@ -14,9 +14,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from console.auth import principal
 from crm_bridge import cases, customer_edits, identity, webhooks
-from crm_bridge.openapi import Api, ApiError, Reply, bad_request, conflict, not_found
 from crm_bridge.schemas import (
     CaseCreate,
     CaseLink,
@@ -51,8 +49,10 @@ from crm_bridge.schemas import (
     WebhookPath,
 )
 from crm_bridge.timeline import shareable
-from hilo.services import SERVICES, Services
+from hilo.web.auth import principal
+from hilo.web.openapi import Api, ApiError, Reply, bad_request, conflict, not_found
 from routing.live import MANUAL_STATES
+from server.services import SERVICES, Services
 
 
 def _version() -> str:

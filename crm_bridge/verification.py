@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from console.passwords import hash_password_async, verify_password_async
+from hilo.passwords import hash_password_async, verify_password_async
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 FIELDS = ("pin", "birth_date")
 MAX_FAILURES = 5

@@ -161,7 +161,7 @@ def load_routing(folder: Path) -> RoutingConfig:
     config = load_model(path, RoutingConfig)
     named = [(i, q.hours) for i, q in enumerate(config.queues) if q.hours is not None]
     if named:
-        from ivr.flows.hours import load_calendars_file  # the flows package imports this module
+        from flows.hours import load_calendars_file  # the flows package imports this module
 
         calendars, _ = load_calendars_file(folder / "hours.yaml")
         known = calendars.ids() if calendars is not None else frozenset()

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     sip_port: int = 5060
     asterisk_root: Path | None = None
 
-    # Speech input (ivr/speech/). vosk_models: a vosk model folder per language, as JSON
+    # Speech input (speech/). vosk_models: a vosk model folder per language, as JSON
     # (HILO_VOSK_MODELS='{"es": "/opt/vosk/vosk-model-small-es-0.42"}'); English works without one
     # (pocketsphinx). speech_engines: which engine serves a language when several could ('{"en": "vosk"}').
     # speech_media_host: the address Hilo receives call audio on (RTP from Asterisk's externalMedia).

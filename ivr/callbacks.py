@@ -29,9 +29,9 @@ import asyncpg
 from asterisk.ari import AriClient, AriError
 from asterisk.stasis import ChannelState, StasisRouter
 from crm_bridge.timeline import Interaction, Timeline
+from ivr.agent_leg import bridge_and_wait, ring_agent
 from routing.engine import NotQueued, RoutingEngine
 from routing.model import Assignment, RoutingError
-from routing.offers import bridge_and_wait, ring_agent
 
 log = logging.getLogger(__name__)
 

@@ -25,17 +25,16 @@ from asterisk.stasis import ChannelState, StasisRouter
 from crm_bridge import customers, identity, verification
 from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import RoutingConfig
+from flows.engine import FlowContext, Outcome, Services, run_flow
+from flows.runtime import LiveFlows
+from flows.schema import Flow
+from flows.schema import Queue as QueueNode
+from flows.templates import render
+from ivr.agent_leg import bridge_and_wait, ring_agent
 from ivr.callbacks import CUSTOMER_LEG_ARG, CallbackDialer
-from ivr.flows.engine import FlowContext, Outcome, Services, run_flow
-from ivr.flows.live import LiveFlows
-from ivr.flows.schema import Flow
-from ivr.flows.schema import Queue as QueueNode
-from ivr.flows.templates import render
 from ivr.live_calls import LiveCall, LiveCalls
-from ivr.speech.listener import SpeechService
 from ivr.supervision import SUPERVISOR_LEG_ARGS, Supervisions
 from ivr.transfers import Moved, Transfers
-from ivr.tts import PromptCache, voice_for
 from ivr.voice import CallerGone, VoiceSession
 from ivr.waiting import CallbackKey, QueueWait
 from recordings.calls import CallLegs, CallRecorder
@@ -44,7 +43,8 @@ from recordings.flow import FlowRecording
 from reports.survey import answers_of
 from routing.engine import RoutingEngine
 from routing.model import Assignment, RoutingError
-from routing.offers import bridge_and_wait, ring_agent
+from speech.listener import SpeechService
+from speech.tts import PromptCache, voice_for
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class InboundCalls:
         recorder: CallRecorder | None = None,
     ) -> None:
         self.ari = ari
-        self.speech: SpeechService | None = None  # set by hilo.app: menus with `speech` listen through it
+        self.speech: SpeechService | None = None  # set by server.app: menus with `speech` listen through it
         self.pool = pool
         self.timeline = timeline
         self.engine = engine  # routing: who gets the call
@@ -123,7 +123,7 @@ class InboundCalls:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.live = LiveCalls(ari, timeline)  # calls with an agent now: hold, and the supervisors' way in
         self.supervisions = Supervisions(ari, self.stasis, self.live, ring_timeout_s=ring_timeout_s)
-        # Booked callbacks are dialled by this node too (configured from settings by hilo.app).
+        # Booked callbacks are dialled by this node too (configured from settings by server.app).
         self.callbacks = CallbackDialer(
             ari=ari,
             stasis=self.stasis,

@@ -31,10 +31,10 @@ from typing import Any, Literal
 from asterisk.ari import AriClient, AriError
 from asterisk.stasis import ChannelState, StasisRouter
 from crm_bridge.timeline import Interaction, Timeline
+from ivr.agent_leg import ring_agent
 from ivr.live_calls import LiveCall, LiveCalls
 from routing.engine import AgentBusy, RoutingEngine
 from routing.model import Assignment, RoutingError
-from routing.offers import ring_agent
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from typing import Any
 from asterisk.ari import AriClient, AriError
 from asterisk.events import LiveRecording
 from asterisk.stasis import ChannelState, StasisRouter
-from ivr.flows.engine import Answer, SpeechRequest
-from ivr.speech.engines import EngineUnavailable
-from ivr.speech.listener import ListenFailed, SpeechService, Turn
-from ivr.speech.matching import Grammar, GrammarError
-from ivr.tts import PromptCache
+from flows.engine import Answer, SpeechRequest
+from speech.engines import EngineUnavailable
+from speech.listener import ListenFailed, SpeechService, Turn
+from speech.matching import Grammar, GrammarError
+from speech.tts import PromptCache
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from asterisk.ari import AriClient
 from dialplans.models import QueueAnnounce
-from ivr.tts import PromptCache
 from ivr.voice import VoiceSession
 from routing.engine import RoutingEngine
 from routing.estimate import WaitEstimate, spoken_minutes
 from routing.model import Assignment
+from speech.tts import PromptCache
 
 log = logging.getLogger(__name__)
 

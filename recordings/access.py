@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
-from console.sessions import Principal
+from hilo.web.sessions import Principal
 
 if TYPE_CHECKING:
     from recordings.catalog import Db

@@ -12,7 +12,7 @@ import asyncpg
 from recordings.audio import Span
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
     from recordings.access import Scope
 
     Db = asyncpg.Pool | Conn  # the pool, or a connection when inside a transaction

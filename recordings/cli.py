@@ -13,8 +13,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from crm_bridge.db import create_pool
 from crm_bridge.timeline import Timeline
+from hilo.db import create_pool
 from hilo.notifier import Notifier
 from hilo.settings import Settings
 from recordings.retention import purge

@@ -1,5 +1,5 @@
 """The recording a call's flow controls: its `record` nodes (start, stop, pause, resume) and its `consent`
-node (ivr/flows/schema.py). One `FlowRecording` per call, made by ivr/inbound.py.
+node (flows/schema.py). One `FlowRecording` per call, made by ivr/inbound.py.
 
 What `start` records: the caller's side of the call, through a snoop channel on the caller (`spy=both`:
 what they say and what they hear, prompts included), recorded like any other call recording (same row,

@@ -17,15 +17,15 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from console.auth import principal
-from crm_bridge.openapi import ApiError, Reply, conflict, not_found
 from crm_bridge.rest import API
-from hilo.services import SERVICES
+from hilo.web.auth import principal
+from hilo.web.openapi import ApiError, Reply, conflict, not_found
 from recordings import catalog, search, transcripts
 from recordings.access import Scope, UrlSigner, actor_of, in_scope, scope_of, scope_of_actor
 from recordings.calls import CallRecorder, NotLive
 from recordings.catalog import Recording
 from recordings.crypto import DecryptionError
+from server.services import SERVICES
 
 ANYONE = ("admin", "supervisor", "agent")
 ADMIN = ("admin",)

@@ -1,4 +1,4 @@
-"""Building the recording pieces from settings (for hilo.app and the CLI)."""
+"""Building the recording pieces from settings (for server.app and the CLI)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from asterisk.ari import AriClient
 from crm_bridge.timeline import Timeline
 from dialplans.models import Queue
 from hilo.settings import Settings
-from ivr.speech.engines import SpeechEngines
 from recordings.calls import CallRecorder
 from recordings.crypto import KeyRing
 from recordings.policy import RecordingPolicy
 from recordings.retention import run_periodically
 from recordings.storage import EncryptedStore, FilesystemBackend
 from recordings.transcripts import RetryPolicy, TranscriptWorker
+from speech.engines import SpeechEngines
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ grammar-bound) recognizer of the configured speech engine.
 Memory stays small whatever the length of the call: the file is decrypted one store segment at a time and
 read as a WAV stream, never written out in plaintext, in chunks of at most `MAX_CHUNK_S` (cut where it is
 quietest, between words rather than through one). In each chunk the voice-activity detector of the speech
-input (ivr/speech/vad.py) finds the utterances, and each is decoded on its own with a little of the line
+input (speech/vad.py) finds the utterances, and each is decoded on its own with a little of the line
 around it: pocketsphinx normalises over what it is given, and long silences or hold music around the words
 cost it most of them (measured on synthesized callers: the same sentence decoded right alone, wrong inside
 two seconds of silence).
@@ -24,10 +24,10 @@ from typing import IO
 
 import numpy as np
 
-from ivr.speech.audio import Pcm, as_array, resample
-from ivr.speech.engines import Engine
-from ivr.speech.vad import Endpointer
 from recordings.audio import Span
+from speech.audio import Pcm, as_array, resample
+from speech.engines import Engine
+from speech.vad import Endpointer
 
 MAX_CHUNK_S = 20.0
 CUT_SEARCH_S = 4.0  # the cut is at the quietest moment of a chunk's last seconds

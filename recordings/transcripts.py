@@ -28,12 +28,12 @@ import asyncpg
 
 from crm_bridge.timeline import Publish, event_json
 from hilo.claim_loop import ClaimLoop
-from ivr.speech.engines import EngineUnavailable, SpeechEngines
 from recordings import catalog
 from recordings.catalog import Recording
 from recordings.crypto import decrypt_stream
 from recordings.storage import EncryptedStore
 from recordings.transcribe import SegmentStream, Transcript, transcribe_wav
+from speech.engines import EngineUnavailable, SpeechEngines
 
 log = logging.getLogger(__name__)
 

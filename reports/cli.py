@@ -10,7 +10,7 @@ import time
 
 import asyncpg
 
-from crm_bridge.db import create_pool
+from hilo.db import create_pool
 from hilo.settings import Settings
 from reports.facts import rebuild
 

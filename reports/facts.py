@@ -17,7 +17,7 @@ import asyncpg
 from reports.kpis import Contact, SurveyAnswer
 
 if TYPE_CHECKING:
-    from crm_bridge.db import Conn
+    from hilo.db import Conn
 
 # The events a contact is made of; the others (ivr.*, notes...) do not change a figure. Migration 018's
 # trigger fires on the same list.

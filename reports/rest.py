@@ -1,6 +1,6 @@
 """The reporting API (supervisor and admin): KPIs per interval and group as JSON or CSV, the wallboard's
 current picture, the history of queue alerts; and recording a survey answer (admin: survey tools).
-Declared on the one API (crm_bridge/openapi.py), so each route is in /api/openapi.json."""
+Declared on the one API (hilo/web/openapi.py), so each route is in /api/openapi.json."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from console.auth import principal
-from crm_bridge.openapi import ApiError, Reply, bad_request, conflict, not_found
 from crm_bridge.rest import API
 from crm_bridge.schemas import EventOut, Input, Timestamp
-from hilo.services import SERVICES
+from hilo.web.auth import principal
+from hilo.web.openapi import ApiError, Reply, bad_request, conflict, not_found
 from reports.alerts import KINDS
 from reports.kpis import Kpis
 from reports.monitor import WallboardMonitor
 from reports.report import Row, count_intervals, to_csv
 from reports.survey import AnswerConflict, SurveyAnswerEvent, save_answer
 from reports.wallboard_view import ALL, supervised_teams
+from server.services import SERVICES
 
 STAFF = ("admin", "supervisor")
 MAX_PERIOD = timedelta(days=366)

@@ -6,7 +6,7 @@ csat      1-5    satisfied when 4 or 5
 nps       0-10   promoter 9-10, passive 7-8, detractor 0-6
 ces       1-7    effort score: the mean (7 = very easy)
 
-They come from a flow's `survey` node (ivr/flows/survey.py; e.g. after the agent hangs up, through a queue
+They come from a flow's `survey` node (flows/survey.py; e.g. after the agent hangs up, through a queue
 node's `after_agent`) or from an outside survey tool through `POST /api/interactions/{id}/survey-answers`."""
 
 from __future__ import annotations

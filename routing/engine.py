@@ -33,7 +33,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from dialplans.models import CHANNELS, Agent, Queue, RoutingConfig
-from ivr.flows.hours import Calendars, UnknownCalendar
+from flows.hours import Calendars, UnknownCalendar
 from routing import estimate
 from routing.estimate import WaitEstimate
 from routing.model import (

@@ -20,13 +20,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from asterisk.ari import AriClient, AriError
-from crm_bridge.db import migrate
-from crm_bridge.seed import seed_demo
-from hilo.app import init_app
+from flows.bundle import FlowBundle
+from hilo.db import migrate
 from hilo.notifier import events_channel
-from hilo.services import SERVICES, Services
 from hilo.settings import REPO_ROOT, Settings
-from ivr.flows.bundle import FlowBundle
+from server.app import init_app
+from server.seed import seed_demo
+from server.services import SERVICES, Services
 from tests.stack.expect import EventStream, follow_ari, follow_redis
 
 NAMESPACE = "hilo-test"

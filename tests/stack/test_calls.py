@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hilo.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 
 KNOWN_CALLER = "+34911222333"  # Ana García in dialplans/demo-customers.yaml

@@ -440,7 +440,7 @@ nodes:
 @pytest.fixture
 async def checks_flow(stack: Stack) -> None:
     """A flow for the text equivalents of call-only nodes, applied as a flow version (conftest restores)."""
-    from ivr.flows.bundle import FlowBundle
+    from flows.bundle import FlowBundle
 
     assert stack.services.flows is not None
     bundle = FlowBundle.from_dir(stack.settings.dialplans_dir).changed({"flows/chatcheck.yaml": CHECKS_FLOW})

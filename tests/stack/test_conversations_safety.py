@@ -17,7 +17,7 @@ from bridges.conversations import Conversations
 from bridges.fakes.whatsapp import FakeWhatsApp
 from bridges.messages import InboundMessage, OutboundMessage
 from bridges.webchat_limits import ChatLimiter, ChatLimits
-from crm_bridge.db import create_pool
+from hilo.db import create_pool
 from tests.stack.conftest import Stack, quote_ident
 from tests.stack.test_conversations import (  # noqa: F401 (fixtures)
     Visitor,

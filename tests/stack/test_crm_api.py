@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from console.auth import AUTH_KEY
 from crm_bridge import identity
 from crm_bridge.timeline import Interaction
+from hilo.web.auth import AUTH_KEY
 from tests.stack.conftest import Stack
 
 SUPERVISOR_TOKEN = "test-supervisor-token-" + uuid.uuid4().hex

@@ -16,7 +16,7 @@ from asterisk.ami import AmiClient
 from asterisk.dialplan import CONTEXT, apply_numbers_dialplan, config_path, context_extensions, write_atomically
 from dialplans.models import load_numbers
 from hilo.settings import REPO_ROOT
-from hilo.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 
 CALLER = "+34911222333"

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from console.auth import AUTH_KEY
 from hilo.settings import REPO_ROOT
+from hilo.web.auth import AUTH_KEY
 from tests.stack.conftest import Stack
 from tests.stack.test_calls import KNOWN_CALLER, place
 
@@ -168,7 +168,7 @@ async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack,
     }
     assert stack.services.flows is not None
     before = stack.services.flows.current.version
-    cli = [sys.executable, "-m", "hilo.cli", "flows"]
+    cli = [sys.executable, "-m", "server.cli", "flows"]
     done = await asyncio.to_thread(
         subprocess.run, [*cli, "apply", "--by", "ana", "--comment", "cli"], env=env, capture_output=True, text=True
     )

@@ -18,9 +18,9 @@ import pytest
 
 from crm_bridge import identity
 from crm_bridge.timeline import Interaction, Timeline
-from ivr.flows.engine import FlowContext, Services, run_flow
-from ivr.flows.schema import Flow
-from ivr.flows.text_session import TextSession
+from flows.engine import FlowContext, Services, run_flow
+from flows.schema import Flow
+from flows.text_session import TextSession
 from reports.config import load_kpi_config
 from reports.monitor import WallboardMonitor
 from reports.survey import answers_of

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from dialplans.models import Queue, QueueAnnounce, load_routing
-from hilo.simcall import SimCall, originate_sim_call
+from flows.admin import apply_bundle
+from flows.bundle import FlowBundle
+from flows.runtime import checks_for
 from ivr import waiting
-from ivr.flows.admin import apply_bundle
-from ivr.flows.bundle import FlowBundle
-from ivr.flows.live import checks_for
-from ivr.tts import prompt_key, voice_for
 from routing.engine import RoutingEngine
+from server.simcall import SimCall, originate_sim_call
+from speech.tts import prompt_key, voice_for
 from tests.stack.conftest import NAMESPACE, Stack
 
 NUMBER = "170"

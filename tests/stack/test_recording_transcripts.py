@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 import pytest
 
 from crm_bridge import identity
-from hilo.simcall import SimCall, originate_sim_call
-from ivr.flows.admin import apply_bundle
-from ivr.flows.bundle import FlowBundle
-from ivr.flows.live import checks_for
-from ivr.tts import voice_for
+from flows.admin import apply_bundle
+from flows.bundle import FlowBundle
+from flows.runtime import checks_for
 from recordings import catalog, transcripts
+from server.simcall import SimCall, originate_sim_call
+from speech.tts import voice_for
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_recordings import SILENCE_MAX_RMS, call_support, levels

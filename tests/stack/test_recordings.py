@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 from crm_bridge import identity
-from hilo.simcall import SimCall, originate_sim_call
-from ivr.flows.admin import apply_bundle
-from ivr.flows.bundle import FlowBundle
-from ivr.flows.live import checks_for
+from flows.admin import apply_bundle
+from flows.bundle import FlowBundle
+from flows.runtime import checks_for
 from recordings import catalog
 from recordings.access import UrlSigner
 from recordings.audio import rms
 from recordings.calls import CallRecorder
 from recordings.cli import run_recordings_command
+from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_screenpop import bearer, sign_in

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from dialplans.models import QueueRecording
-from hilo.simcall import originate_sim_call
 from recordings.calls import CallRecorder
+from server.simcall import originate_sim_call
 from tests.stack.audio import talk_into, tone_amplitude
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_screenpop import bearer, sign_in

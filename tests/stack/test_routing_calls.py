@@ -10,8 +10,8 @@ from datetime import datetime
 import pytest
 
 from dialplans.models import Agent, Queue, load_routing
-from hilo.simcall import SimCall, originate_sim_call
 from routing.engine import RoutingEngine
+from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 
 CALLERS = ("+34911000101", "+34911000102")

@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm_bridge.db import create_pool
 from dialplans.models import Agent, Queue, load_routing
-from hilo.simcall import originate_sim_call
+from hilo.db import create_pool
 from routing.engine import RoutingEngine
 from routing.state import RoutingState
+from server.simcall import originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import eventually
 

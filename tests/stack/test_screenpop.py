@@ -18,10 +18,10 @@ import pytest
 import console.ws
 from asterisk.events import Event
 from console.screenpop import ScreenPops
-from console.sessions import COOKIE, MAX_FAILURES
 from console.users import add_user
 from crm_bridge import customers
 from crm_bridge.timeline import Interaction
+from hilo.web.sessions import COOKIE, MAX_FAILURES
 from tests.stack.conftest import Stack
 from tests.stack.expect import EventStream
 from tests.stack.test_calls import KNOWN_CALLER, place

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from hilo.simcall import SimCall, originate_sim_call
-from ivr.flows.admin import apply_bundle
-from ivr.flows.bundle import FlowBundle
-from ivr.flows.live import checks_for
-from ivr.tts import PromptCache, prompt_key, voice_for
+from flows.admin import apply_bundle
+from flows.bundle import FlowBundle
+from flows.runtime import checks_for
+from server.simcall import SimCall, originate_sim_call
+from speech.tts import PromptCache, prompt_key, voice_for
 from tests.stack.conftest import NAMESPACE, Stack
 
 NUMBER = "171"

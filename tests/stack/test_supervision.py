@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hilo.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall, originate_sim_call
 from tests.stack.audio import Heard, record_what_it_hears
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_screenpop import bearer, sign_in

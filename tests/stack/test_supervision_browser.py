@@ -7,7 +7,7 @@ from __future__ import annotations
 from playwright.async_api import Browser, expect
 
 from console.users import add_user
-from hilo.simcall import originate_sim_call
+from server.simcall import originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_console_browser import browser, sign_in_on_the_page  # noqa: F401 (fixture)
 from tests.stack.test_screenpop import new_password

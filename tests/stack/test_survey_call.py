@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hilo.simcall import originate_sim_call
 from reports.facts import load_contacts
+from server.simcall import originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from dialplans.models import Agent
-from hilo.simcall import SimCall, originate_sim_call
-from ivr.flows.admin import apply_bundle
-from ivr.flows.bundle import FlowBundle
-from ivr.flows.live import checks_for
+from flows.admin import apply_bundle
+from flows.bundle import FlowBundle
+from flows.runtime import checks_for
+from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_screenpop import bearer, sign_in
 

@@ -1,4 +1,4 @@
-from console.auth import TokenAuth
+from hilo.web.auth import TokenAuth
 
 
 def test_roles_by_token() -> None:

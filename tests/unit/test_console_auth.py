@@ -11,10 +11,10 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 
-from console.auth import AUTH_KEY, TokenAuth, authenticate, same_origin
-from console.sessions import COOKIE, Principal, SessionStore
-from hilo.services import SERVICES, Services
 from hilo.settings import Settings
+from hilo.web.auth import AUTH_KEY, TokenAuth, authenticate, same_origin
+from hilo.web.sessions import COOKIE, Principal, SessionStore
+from server.services import SERVICES, Services
 
 
 @pytest.fixture

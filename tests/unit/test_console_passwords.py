@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.passwords import (
+from hilo.passwords import (
     Cost,
     WeakPassword,
     check_strength,

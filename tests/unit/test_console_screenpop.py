@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from console.screenpop import MASK, FlowFacts, assemble, flow_facts, ivr_path, shown_variables, verified_by
-from ivr.flows.engine import FlowContext, Services, run_flow
-from ivr.flows.schema import Flow
-from ivr.flows.text_session import TextSession
+from flows.engine import FlowContext, Services, run_flow
+from flows.schema import Flow
+from flows.text_session import TextSession
 
 CUSTOMER = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
 OTHER = uuid.UUID("00000000-0000-0000-0000-0000000000bb")

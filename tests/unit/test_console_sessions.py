@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from console.sessions import FAILURE_WINDOW_S, MAX_FAILURES, SessionStore, token_hash
+from hilo.web.sessions import FAILURE_WINDOW_S, MAX_FAILURES, SessionStore, token_hash
 
 
 @pytest.fixture

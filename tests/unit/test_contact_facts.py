@@ -8,7 +8,7 @@ from importlib import resources
 
 from reports.facts import CONTACT_EVENTS
 
-SQL = (resources.files("crm_bridge") / "migrations" / "018_contact_facts.sql").read_text()
+SQL = (resources.files("hilo") / "migrations" / "018_contact_facts.sql").read_text()
 
 
 def _types_in(fragment: str) -> set[str]:

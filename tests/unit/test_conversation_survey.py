@@ -9,8 +9,8 @@ from typing import Any
 
 from bridges.conversation_flow import TurnResult, run_turn, scale_choices
 from bridges.messages import Choice
-from ivr.flows.engine import Services
-from ivr.flows.schema import Flow
+from flows.engine import Services
+from flows.schema import Flow
 
 FEEDBACK = Flow.model_validate(
     {

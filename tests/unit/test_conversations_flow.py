@@ -8,9 +8,9 @@ from typing import Any
 
 from bridges.conversation_flow import TurnResult, mask_secret, menu_choices, run_turn
 from bridges.messages import Choice, numbered
-from ivr.flows.engine import HttpRequest, Services
-from ivr.flows.hours import Calendars
-from ivr.flows.schema import Flow, Menu
+from flows.engine import HttpRequest, Services
+from flows.hours import Calendars
+from flows.schema import Flow, Menu
 
 MENU = {
     "kind": "menu",

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from dialplans.models import RoutingConfig, load_demo_customers, load_numbers, load_routing
+from flows.runtime import load_live_flows
 from hilo.yamlconf import ConfigError, load_model
-from ivr.flows.live import load_live_flows
 
 DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
 

@@ -13,11 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel, Field
 
-from console.auth import AUTH_KEY, TokenAuth
-from crm_bridge.openapi import Api, Reply, not_found
 from crm_bridge.rest import API
-from hilo.app import init_app
 from hilo.settings import Settings
+from hilo.web.auth import AUTH_KEY, TokenAuth
+from hilo.web.openapi import Api, Reply, not_found
+from server.app import init_app
 
 # Routes mounted by other modules that declare no OpenAPI description yet. Each entry is a known gap,
 # named here so that any other undescribed route fails this test.

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dialplans.models import QueueAnnounce
+from flows.validate import Checks, validate_paths
 from ivr import waiting
-from ivr.flows.validate import Checks, validate_paths
 from routing.estimate import WaitEstimate, expected_wait_s, spoken_minutes
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from console.sessions import Principal
 from dialplans.models import Queue, QueueRecording, load_routing
+from hilo.web.sessions import Principal
 from recordings.access import NOTHING, Scope, UrlSigner, actor_of, scope_of, scope_of_actor
 from recordings.crypto import KeyRing
 from recordings.policy import RecordingPolicy, consent_refused

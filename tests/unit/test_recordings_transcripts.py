@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from crm_bridge.timeline import shareable
-from ivr.speech.audio import Pcm
-from ivr.speech.engines import Engine, Heard, Recognizer
-from ivr.speech.matching import Grammar
 from recordings import search
 from recordings.access import Scope
 from recordings.audio import Span
 from recordings.policy import RecordingPolicy
 from recordings.transcribe import SegmentStream, chunks, quietest_cut, speech_regions, transcribe_wav
 from recordings.transcripts import RetryPolicy, language_of
+from speech.audio import Pcm
+from speech.engines import Engine, Heard, Recognizer
+from speech.matching import Grammar
 
 RATE = 8000
 PAUSED_MARK = 12345  # a sample value only the paused span holds

@@ -11,8 +11,8 @@ import fakeredis
 import pytest
 
 from dialplans.models import Queue, load_routing
+from flows.hours import load_calendars_file
 from hilo.yamlconf import ConfigError
-from ivr.flows.hours import load_calendars_file
 from routing.engine import QueueClosed, RoutingEngine
 from routing.model import (
     RoutingError,

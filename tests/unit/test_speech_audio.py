@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivr.speech.audio import AudioError, Pcm, is_narrowband, read_wav, resample, write_wav
-from ivr.speech.media import network_to_little_endian, rtp_payload
-from ivr.speech.vad import Endpointer
+from speech.audio import AudioError, Pcm, is_narrowband, read_wav, resample, write_wav
+from speech.media import network_to_little_endian, rtp_payload
+from speech.vad import Endpointer
 
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 8000.0) -> np.ndarray:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hilo.cli import main
-from ivr.speech.audio import read_wav, resample, write_wav
+from server.cli import main
+from speech.audio import read_wav, resample, write_wav
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 CHOICES = "billing,technical support,sales"
@@ -41,7 +41,7 @@ def test_errors_say_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["speech", "recognize", str(tmp_path / "none.wav")]) == 1
     assert "none.wav: no such file" in capsys.readouterr().err
     wav = tmp_path / "silence.wav"
-    from ivr.speech.audio import Pcm
+    from speech.audio import Pcm
 
     write_wav(wav, Pcm(b"\0" * 16000, 8000))
     assert main(["speech", "recognize", str(wav), "--lang", "es", "--choices", "ventas"]) == 1

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ivr.speech.audio import Pcm, read_wav
-from ivr.speech.engines import EngineUnavailable, RecognizerPool, SpeechEngines, recognize_pcm
-from ivr.speech.matching import Grammar, GrammarError
-from ivr.speech.pocketsphinx_engine import PocketsphinxEngine
-from ivr.speech.vosk_engine import VoskEngine
-from ivr.tts import synthesize_wav
+from speech.audio import Pcm, read_wav
+from speech.engines import EngineUnavailable, RecognizerPool, SpeechEngines, recognize_pcm
+from speech.matching import Grammar, GrammarError
+from speech.pocketsphinx_engine import PocketsphinxEngine
+from speech.tts import synthesize_wav
+from speech.vosk_engine import VoskEngine
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 MENU = Grammar.of_phrases(["billing", "technical support", "sales"])

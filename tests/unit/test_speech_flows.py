@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ivr.flows.engine import Answer, FlowContext, SpeechRequest, run_flow
-from ivr.flows.schema import Flow, Menu
-from ivr.flows.text_session import TextSession
-from ivr.flows.validate import validate_paths
+from flows.engine import Answer, FlowContext, SpeechRequest, run_flow
+from flows.schema import Flow, Menu
+from flows.text_session import TextSession
+from flows.validate import validate_paths
 
 MENU: dict[str, Any] = {
     "kind": "menu",

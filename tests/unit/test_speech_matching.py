@@ -1,7 +1,7 @@
 import pytest
 
-from ivr.speech.engines import Heard, decide
-from ivr.speech.matching import Grammar, GrammarError, normalize
+from speech.engines import Heard, decide
+from speech.matching import Grammar, GrammarError, normalize
 
 MENU = Grammar.of({"1": ["Sales"], "2": ["Billing"], "3": ["technical support", "support"]})
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from flows.cli import add_flows_commands, run_flows_command, simulate_command, validate_command
+from flows.paths import shown_path
+from flows.schema import NODE_KINDS
 from hilo.settings import Settings
-from ivr.flows.cli import add_flows_commands, run_flows_command, simulate_command, validate_command
-from ivr.flows.paths import shown_path
-from ivr.flows.schema import NODE_KINDS
 
 DIALPLANS = Path(__file__).resolve().parents[3] / "dialplans"
 

@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ivr.flows.engine import FlowContext, HttpCallFailed, HttpRequest, Outcome, Services, run_flow
-from ivr.flows.hours import Calendars
-from ivr.flows.schema import Condition, Flow
-from ivr.flows.text_session import TextSession
+from flows.engine import FlowContext, HttpCallFailed, HttpRequest, Outcome, Services, run_flow
+from flows.hours import Calendars
+from flows.schema import Condition, Flow
+from flows.text_session import TextSession
 
 Events = list[tuple[str, dict[str, Any]]]
 

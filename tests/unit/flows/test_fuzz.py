@@ -6,9 +6,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ivr.flows.hours import load_calendars
-from ivr.flows.loader import FlowProblem, load_flow_text
-from ivr.flows.validate import Checks, validate_paths
+from flows.hours import load_calendars
+from flows.loader import FlowProblem, load_flow_text
+from flows.validate import Checks, validate_paths
 
 FLOWS = Path(__file__).resolve().parents[3] / "dialplans" / "flows"
 DEMO_LINES = (FLOWS / "demo.yaml").read_text().splitlines()

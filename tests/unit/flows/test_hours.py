@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.flows.hours import (
+from flows.hours import (
     Calendars,
     UnknownCalendar,
     hours_json_schema,

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ivr.flows.engine import FlowContext, Outcome, run_flow
-from ivr.flows.schema import Flow, json_schema
-from ivr.flows.text_session import TextSession
-from ivr.flows.validate import _defined_names
+from flows.engine import FlowContext, Outcome, run_flow
+from flows.schema import Flow, json_schema
+from flows.text_session import TextSession
+from flows.validate import _defined_names
 
 Events = list[tuple[str, dict[str, Any]]]
 CARD = "4111222233334444"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ivr.flows.engine import FlowContext, Services, run_flow
-from ivr.flows.schema import Flow
-from ivr.flows.survey import score_of
-from ivr.flows.text_session import TextSession
-from ivr.flows.validate import validate_paths
+from flows.engine import FlowContext, Services, run_flow
+from flows.schema import Flow
+from flows.survey import score_of
+from flows.text_session import TextSession
+from flows.validate import validate_paths
 
 SURVEY = {
     "kind": "survey",

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ivr.flows.loader import FlowProblem
-from ivr.flows.validate import Checks, known_calendars, known_queues, validate_paths
+from flows.loader import FlowProblem
+from flows.validate import Checks, known_calendars, known_queues, validate_paths
 
 DIALPLANS = Path(__file__).resolve().parents[3] / "dialplans"
 
@@ -182,7 +182,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_play_file_cannot_leave_the_sounds_folder() -> None:
     from pydantic import ValidationError
 
-    from ivr.flows.schema import Play
+    from flows.schema import Play
 
     with pytest.raises(ValidationError, match="inside Asterisk's sounds folder"):
         Play.model_validate({"kind": "play", "file": "hilo/../../etc/passwd", "text": "t", "next": "a"})

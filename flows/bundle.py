@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from dialplans.models import Numbers
+from flows.hours import Calendars, load_calendars
+from flows.loader import FlowProblem, LoadedFlow, load_flow_text
+from flows.schema import Flow
+from flows.validate import Checks, check_flow
 from hilo.yamlconf import ConfigError, load_model_text
-from ivr.flows.hours import Calendars, load_calendars
-from ivr.flows.loader import FlowProblem, LoadedFlow, load_flow_text
-from ivr.flows.schema import Flow
-from ivr.flows.validate import Checks, check_flow
 
 NUMBERS_FILE = "numbers.yaml"
 HOURS_FILE = "hours.yaml"

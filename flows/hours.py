@@ -44,8 +44,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ivr.flows.loader import FlowProblem, Loc, Positions, _duplicate_keys, _yaml_problem
-from ivr.flows.schema import TimeZoneName
+from flows.loader import FlowProblem, Loc, Positions, _duplicate_keys, _yaml_problem
+from flows.schema import TimeZoneName
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from ivr.flows.schema import Flow
+from flows.schema import Flow
 
 Loc = tuple[str | int, ...]
 

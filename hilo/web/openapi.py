@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
-from console.auth import requires
+from hilo.web.auth import requires
 
 Handler = Callable[..., Awaitable[Any]]
 WebhookBuilder = Callable[[Callable[[type[BaseModel]], dict[str, Any]]], dict[str, Any]]

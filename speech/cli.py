@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from hilo.settings import Settings
-from ivr.speech.audio import AudioError, is_narrowband, read_wav
-from ivr.speech.engines import EngineUnavailable, recognize_pcm
-from ivr.speech.listener import SpeechService
-from ivr.speech.matching import Grammar, GrammarError
-from ivr.tts import TtsError, synthesize_wav, voice_for
+from speech.audio import AudioError, is_narrowband, read_wav
+from speech.engines import EngineUnavailable, recognize_pcm
+from speech.listener import SpeechService
+from speech.matching import Grammar, GrammarError
+from speech.tts import TtsError, synthesize_wav, voice_for
 
 
 def add_speech_commands(subparsers: Any) -> None:

@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ivr.speech.engines import Engine, Heard, Recognizer
-from ivr.speech.matching import Grammar, GrammarError
+from speech.engines import Engine, Heard, Recognizer
+from speech.matching import Grammar, GrammarError
 
 NAME = "vosk"
 RATE = 16000  # vosk resamples anything it gets; 16 kHz keeps one path for every model

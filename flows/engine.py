@@ -18,8 +18,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import aiohttp
 from jinja2 import TemplateError
 
-from ivr.flows.hours import Calendars, UnknownCalendar, now_variables
-from ivr.flows.schema import (
+from flows.hours import Calendars, UnknownCalendar, now_variables
+from flows.schema import (
     Branch,
     Callback,
     Condition,
@@ -42,9 +42,9 @@ from ivr.flows.schema import (
     Verify,
     Voicemail,
 )
-from ivr.flows.schema import Record as RecordNode
-from ivr.flows.survey import SaveAnswer, run_survey
-from ivr.flows.templates import render
+from flows.schema import Record as RecordNode
+from flows.survey import SaveAnswer, run_survey
+from flows.templates import render
 from recordings.policy import CONSENT_VARIABLE
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ivr.speech.audio import Pcm, resample
-from ivr.speech.matching import Grammar
+from speech.audio import Pcm, resample
+from speech.matching import Grammar
 
 
 class EngineUnavailable(RuntimeError):

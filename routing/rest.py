@@ -16,12 +16,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from crm_bridge.openapi import ApiError, Reply, bad_request, conflict, not_found
 from crm_bridge.rest import API
 from dialplans.models import CHANNELS, Agent, Name, Queue
-from hilo.services import SERVICES
+from hilo.web.openapi import ApiError, Reply, bad_request, conflict, not_found
 from routing.engine import InUse, RoutingEngine
 from routing.model import RoutingError, ms_to_datetime
+from server.services import SERVICES
 
 STAFF = ("admin", "supervisor")
 ADMIN = ("admin",)

@@ -23,24 +23,20 @@ from console import api
 from console import call_control as call_control_api  # noqa: F401 (declares /api/calls… on crm_rest.API)
 from console import chat as console_chat
 from console import transfers as transfers_api  # noqa: F401 (declares /api/calls/…/transfer)
-from console.auth import AUTH_KEY, TokenAuth
 from console.screenpop import ScreenPops
 from crm_bridge import connectors
 from crm_bridge import rest as crm_rest
-from crm_bridge.db import create_pool
-from crm_bridge.seed import upsert_agents
 from crm_bridge.timeline import Timeline
 from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
 from dialplans.models import load_routing
+from flows.hours import Calendars
+from flows.rest import add_flow_routes
+from flows.runtime import FlowRuntime, LiveFlows, checks_for
+from hilo.db import create_pool
 from hilo.notifier import Notifier
-from hilo.services import SERVICES, Services
 from hilo.settings import Settings
-from ivr.flows.hours import Calendars
-from ivr.flows.live import FlowRuntime, LiveFlows, checks_for
-from ivr.flows.rest import add_flow_routes
+from hilo.web.auth import AUTH_KEY, TokenAuth
 from ivr.inbound import TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
-from ivr.speech.listener import SpeechService
-from ivr.tts import PromptCache, voice_for
 from ivr.waiting import warm_up
 from recordings import rest as recordings_rest  # noqa: F401 (declares /api/recordings… on crm_rest.API)
 from recordings import setup as recording_setup
@@ -50,10 +46,14 @@ from reports.metrics import KpiCollector
 from reports.monitor import WallboardMonitor
 from reports.service import Reports
 from reports.wallboard import QueueInfo, Wallboard
-from routing import admin_api  # noqa: F401 (declares /api/routing/… on crm_rest.API)
+from routing import rest as routing_rest  # noqa: F401 (declares /api/routing/… on crm_rest.API)
 from routing.engine import RoutingEngine
 from routing.live import AgentBoard
 from routing.presence import EndpointPresence, routing_presence
+from server.seed import upsert_agents
+from server.services import SERVICES, Services
+from speech.listener import SpeechService
+from speech.tts import PromptCache, voice_for
 
 log = logging.getLogger(__name__)
 

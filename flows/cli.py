@@ -12,16 +12,16 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from crm_bridge.phones import InvalidPhoneNumber, to_e164
+from flows.bundle import BundleError, FlowBundle, check_bundle
+from flows.engine import FlowContext, LookupCustomer, Outcome, Services, VerifyCustomer, run_flow
+from flows.hours import Calendars, hours_json_schema, load_calendars_file
+from flows.loader import FlowProblem, load_flow
+from flows.paths import shown_path
+from flows.schema import Flow, json_schema
+from flows.text_session import TextSession
+from flows.validate import Checks, flow_files, known_calendars, known_queues, load_and_validate
+from flows.versions_cli import add_version_commands, run_version_command
 from hilo.settings import Settings
-from ivr.flows.bundle import BundleError, FlowBundle, check_bundle
-from ivr.flows.engine import FlowContext, LookupCustomer, Outcome, Services, VerifyCustomer, run_flow
-from ivr.flows.hours import Calendars, hours_json_schema, load_calendars_file
-from ivr.flows.loader import FlowProblem, load_flow
-from ivr.flows.paths import shown_path
-from ivr.flows.schema import Flow, json_schema
-from ivr.flows.text_session import TextSession
-from ivr.flows.validate import Checks, flow_files, known_calendars, known_queues, load_and_validate
-from ivr.flows.versions_cli import add_version_commands, run_version_command
 
 
 def add_flows_commands(subparsers: Any) -> None:
@@ -186,7 +186,7 @@ async def simulate_command(
         return await _simulate(flow, flows, number or caller, inputs, demo, as_json, max_steps, out)
 
     from crm_bridge.customers import find_by_identity
-    from crm_bridge.db import create_pool
+    from hilo.db import create_pool
 
     try:
         pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=1)

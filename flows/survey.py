@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ivr.flows.schema import Survey
+from flows.schema import Survey
 from reports.kpis import SURVEY_SCALES
 
 ATTEMPTS = 2  # the question, and once more after an answer off the scale

@@ -11,14 +11,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from console.auth import requires
 from crm_bridge.rest import API
-from hilo.services import SERVICES, Services
-from ivr.flows.admin import ApplyResult, apply_bundle, rollback_to
-from ivr.flows.bundle import BundleError, FlowBundle, check_bundle
-from ivr.flows.live import FlowRuntime, checks_for
-from ivr.flows.loader import FlowProblem
-from ivr.flows.versions import UnknownVersion
+from flows.admin import ApplyResult, apply_bundle, rollback_to
+from flows.bundle import BundleError, FlowBundle, check_bundle
+from flows.loader import FlowProblem
+from flows.runtime import FlowRuntime, checks_for
+from flows.versions import UnknownVersion
+from hilo.web.auth import requires
+from server.services import SERVICES, Services
 
 
 def _runtime(request: web.Request) -> tuple[Services, FlowRuntime]:

@@ -1,4 +1,4 @@
-"""The live resources of one Hilo server, shared by the HTTP handlers (filled in by `hilo.app`)."""
+"""The live resources of one Hilo server, shared by the HTTP handlers (filled in by `server.app`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from bridges.http import Messaging
 from bridges.webchat import WebChat
 from crm_bridge.timeline import Timeline
 from crm_bridge.webhooks import DeliveryWorker
+from flows.runtime import FlowRuntime
 from hilo.settings import Settings
-from ivr.flows.live import FlowRuntime
 from ivr.inbound import InboundCalls
 from recordings.calls import CallRecorder
 from recordings.transcripts import TranscriptWorker

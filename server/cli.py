@@ -9,12 +9,12 @@ import sys
 from asterisk.dialplan_cli import add_dialplan_commands, run_dialplan_command
 from console.users_cli import add_users_commands, run_users_command
 from crm_bridge.import_cli import add_customers_commands, run_customers_command
+from flows.cli import add_flows_commands, run_flows_command
 from hilo.logs import setup_logging
 from hilo.settings import Settings, load_settings
-from ivr.flows.cli import add_flows_commands, run_flows_command
-from ivr.speech.cli import add_speech_commands, run_speech_command
 from recordings.cli import add_recordings_commands, run_recordings_command
 from reports.cli import add_reports_commands, run_reports_command
+from speech.cli import add_speech_commands, run_speech_command
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -36,7 +36,7 @@ def _secrets(settings: Settings) -> list[str]:
 async def _migrate(settings: Settings) -> int:
     import asyncpg
 
-    from crm_bridge.db import migrate
+    from hilo.db import migrate
 
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
@@ -48,8 +48,8 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _seed_demo(settings: Settings) -> int:
-    from crm_bridge.db import create_pool
-    from crm_bridge.seed import seed_demo
+    from hilo.db import create_pool
+    from server.seed import seed_demo
 
     pool = await create_pool(settings.database_url.get_secret_value(), min_size=1, max_size=2)
     try:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     setup_logging(secrets=_secrets(settings))
     if args.command == "serve":
-        from hilo.app import run
+        from server.app import run
 
         run(settings)
         return 0
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "seed":
         return asyncio.run(_seed_demo(settings))
     if args.command == "call":
-        from hilo.simcall import place_call
+        from server.simcall import place_call
 
         return asyncio.run(
             place_call(

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ivr.speech.audio import as_array, to_bytes
-from ivr.speech.engines import Engine, Heard, Recognizer
-from ivr.speech.matching import Grammar, GrammarError
+from speech.audio import as_array, to_bytes
+from speech.engines import Engine, Heard, Recognizer
+from speech.matching import Grammar, GrammarError
 
 NAME = "pocketsphinx"
 LANGUAGE = "en"

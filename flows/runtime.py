@@ -1,6 +1,6 @@
 """The flows that answer calls, and how a server follows applied changes without a restart.
 
-A server answers with the newest applied version in PostgreSQL (`ivr.flows.versions`). The first server
+A server answers with the newest applied version in PostgreSQL (`flows.versions`). The first server
 on an empty database applies the `dialplans/` working copy as version 1. A new version is picked up on its
 NOTIFY (and by a slow poll, in case a notification was missed while the listening connection was down):
 it is checked again, its static prompts are rendered, and only then does it become `current`. A call
@@ -19,14 +19,14 @@ from typing import Any
 import asyncpg
 
 from dialplans.models import load_routing
+from flows.bundle import CheckedBundle, FlowBundle, check_bundle
+from flows.hours import Calendars
+from flows.loader import FlowProblem
+from flows.schema import Flow, templates_of
+from flows.validate import Checks
+from flows.versions import FLOWS_CHANNEL, FlowVersions
 from hilo.yamlconf import ConfigError
-from ivr.flows.bundle import CheckedBundle, FlowBundle, check_bundle
-from ivr.flows.hours import Calendars
-from ivr.flows.loader import FlowProblem
-from ivr.flows.schema import Flow, templates_of
-from ivr.flows.validate import Checks
-from ivr.flows.versions import FLOWS_CHANNEL, FlowVersions
-from ivr.tts import voice_for
+from speech.tts import voice_for
 
 log = logging.getLogger(__name__)
 

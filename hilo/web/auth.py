@@ -2,7 +2,7 @@
 
 Two kinds of credentials: the configured API bearer tokens (tools, scripts; role from configuration) and
 console sessions (people signed in at /console/: role and agent id from their user, see
-console/sessions.py), presented as the `hilo_session` cookie or as a bearer token. The handler finds who
+hilo/web/sessions.py), presented as the `hilo_session` cookie or as a bearer token. The handler finds who
 is asking with `principal(request)`."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from console.sessions import COOKIE, Principal, SessionStore
-from hilo.services import SERVICES
+from hilo.web.sessions import COOKIE, Principal, SessionStore
+from server.services import SERVICES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

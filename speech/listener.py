@@ -23,12 +23,12 @@ from pathlib import Path
 
 from asterisk.ari import AriClient, AriError
 from asterisk.stasis import StasisRouter
-from ivr.speech.engines import Engine, Heard, Recognizer, RecognizerPool, SpeechEngines, decide
-from ivr.speech.matching import Grammar
-from ivr.speech.media import CallAudio
-from ivr.speech.pocketsphinx_engine import PocketsphinxEngine
-from ivr.speech.vad import Endpointer
-from ivr.speech.vosk_engine import VoskEngine
+from speech.engines import Engine, Heard, Recognizer, RecognizerPool, SpeechEngines, decide
+from speech.matching import Grammar
+from speech.media import CallAudio
+from speech.pocketsphinx_engine import PocketsphinxEngine
+from speech.vad import Endpointer
+from speech.vosk_engine import VoskEngine
 
 log = logging.getLogger(__name__)
 

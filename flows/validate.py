@@ -16,10 +16,9 @@ from pathlib import Path
 from jinja2 import TemplateSyntaxError, meta
 
 from dialplans.models import load_routing
-from hilo.yamlconf import ConfigError
-from ivr.flows.hours import load_calendars_file
-from ivr.flows.loader import FlowProblem, LoadedFlow, Loc, load_flow
-from ivr.flows.schema import (
+from flows.hours import load_calendars_file
+from flows.loader import FlowProblem, LoadedFlow, Loc, load_flow
+from flows.schema import (
     INPUT_KINDS,
     Branch,
     Callback,
@@ -37,9 +36,10 @@ from ivr.flows.schema import (
     node_references,
     templates_of,
 )
-from ivr.flows.templates import BUILTIN_NAMES, environment
-from ivr.speech.matching import normalize
+from flows.templates import BUILTIN_NAMES, environment
+from hilo.yamlconf import ConfigError
 from recordings.policy import CONSENT_VARIABLE
+from speech.matching import normalize
 
 SOUND_EXTENSIONS = ("", ".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722", ".mp3")
 # Variables the engine sets and refreshes itself: a flow reads them and never writes them.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from ivr.speech.audio import SAMPLE_BYTES
+from speech.audio import SAMPLE_BYTES
 
 FRAME_S = 0.02
 START_WINDOW = 5  # frames (100 ms) looked at for the start ...

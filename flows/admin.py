@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ivr.flows.bundle import CheckedBundle, FlowBundle, check_bundle
-from ivr.flows.loader import FlowProblem
-from ivr.flows.validate import Checks
-from ivr.flows.versions import FlowVersion, FlowVersions
+from flows.bundle import CheckedBundle, FlowBundle, check_bundle
+from flows.loader import FlowProblem
+from flows.validate import Checks
+from flows.versions import FlowVersion, FlowVersions
 
 # Called with the bundle that just went live, e.g. to regenerate Asterisk's dialplan for its numbers.
 AfterApply = Callable[[CheckedBundle], Awaitable[None]]

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from ivr.flows.bundle import FlowBundle
+from flows.bundle import FlowBundle
 
 FLOWS_CHANNEL = "hilo_flows"
 _APPLY_LOCK = 0x464C4F57  # serialises version numbering between Hilo nodes and CLI runs

@@ -10,13 +10,13 @@ import os
 import sys
 from typing import Any
 
-from crm_bridge.db import create_pool
+from flows.admin import ApplyResult, apply_bundle, rollback_to
+from flows.bundle import BundleError, FlowBundle
+from flows.paths import shown_path
+from flows.runtime import checks_for
+from flows.versions import FlowVersions, UnknownVersion
+from hilo.db import create_pool
 from hilo.settings import Settings
-from ivr.flows.admin import ApplyResult, apply_bundle, rollback_to
-from ivr.flows.bundle import BundleError, FlowBundle
-from ivr.flows.live import checks_for
-from ivr.flows.paths import shown_path
-from ivr.flows.versions import FlowVersions, UnknownVersion
 
 
 def add_version_commands(sub: Any) -> None:

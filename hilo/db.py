@@ -32,7 +32,7 @@ async def create_pool(dsn: str, **kwargs: Any) -> asyncpg.Pool:
 
 
 def migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("crm_bridge") / "migrations"
+    folder = resources.files("hilo") / "migrations"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from asterisk.ari import AriClient
 from hilo.notifier import events_channel
 from hilo.settings import Settings
-from ivr.tts import PromptCache, voice_for
+from speech.tts import PromptCache, voice_for
 
 
 @dataclass(frozen=True)

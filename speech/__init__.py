@@ -2,4 +2,4 @@
 what was heard to a menu's choices (`matching`), voice-activity endpointing (`vad`), the live audio of a
 call (`media`: ARI externalMedia over RTP) and the listener that ties them together on a call (`listener`).
 
-Text to speech lives in `ivr.tts`."""
+Text to speech lives in `speech.tts`."""
