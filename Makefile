@@ -22,6 +22,9 @@ lint:
 typecheck:
 	$(VENV)/mypy
 
+layers:         ## the layer contract in pyproject.toml: no module imports a layer above its own
+	$(VENV)/lint-imports
+
 bench:          ## caller identification vs a bare lookup on 1M imported customers, screen-pop latency over real calls, routing decisions, inbound messaging, KPI reports over 1M interactions and wallboard latency -> BENCHMARKS.md (needs `make stack`)
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.identify $(BENCH_ARGS)
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.screenpop $(SCREENPOP_ARGS)
@@ -29,7 +32,7 @@ bench:          ## caller identification vs a bare lookup on 1M imported custome
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.messaging $(MESSAGING_ARGS)
 	set -a && . .run/env && set +a && $(VENV)/python -m bench.kpis $(or $(KPIS_ARGS),--full)
 
-test: stack lint typecheck
+test: stack lint typecheck layers
 	set -a && . .run/env && set +a && $(VENV)/pytest
 
 clean: down     ## stop, then delete .run (data, logs, venv, chroot)

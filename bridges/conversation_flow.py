@@ -26,15 +26,15 @@ from bridges.messages import Choice
 from flows.engine import (
     FlowContext,
     FlowError,
+    FlowServices,
     HttpCallFailed,
     HttpRequest,
     Outcome,
-    Services,
     run_flow,
 )
 from flows.schema import Flow, Menu
+from flows.survey import SURVEY_SCALES
 from flows.text_session import TypedAnswers
-from reports.kpis import SURVEY_SCALES
 
 WHATSAPP_TITLE_MAX = 20  # a WhatsApp reply button's title
 WHATSAPP_LIST_MAX = 10  # rows of a WhatsApp list: a longer survey scale goes as the prompt's text alone
@@ -102,7 +102,7 @@ class Journal:
         self.entries.append(entry)
         self.position = len(self.entries)
 
-    def services(self, live: Services) -> Services:
+    def services(self, live: FlowServices) -> FlowServices:
         async def lookup_customer(kind: str, value: str) -> dict[str, Any] | None:
             entry = self.next("lookup")
             if entry is not None:
@@ -142,7 +142,7 @@ class Journal:
             self.add({"k": "clock", "v": moment.isoformat()})
             return moment
 
-        return Services(
+        return FlowServices(
             lookup_customer=lookup_customer,
             http=http,
             calendars=live.calendars,
@@ -226,7 +226,7 @@ async def run_turn(
     new_inputs: int,
     journal: list[dict[str, Any]],
     already_sent: int,
-    services: Services,
+    services: FlowServices,
     channel: str,
     caller_number: str | None,
     customer: dict[str, Any] | None,

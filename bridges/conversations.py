@@ -45,15 +45,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from bridges import conversation_store as store
 from bridges.channels import Channels
@@ -65,11 +65,10 @@ from bridges.messages import (
     Outbox,
     OutsideWindow,
 )
-from console.screenpop import ScreenPops, agent_channel
 from crm_bridge import customers, identity, verification
 from crm_bridge.customers import Identification
-from crm_bridge.timeline import Publish, event_json
-from flows.engine import Outcome, Services
+from crm_bridge.timeline import Interaction, Publish, event_json
+from flows.engine import FlowServices, Outcome
 from flows.runtime import LiveFlows
 from flows.schema import Queue as QueueNode
 from reports.survey import SURVEY_ANSWER
@@ -129,6 +128,12 @@ class _Work:
     callback_queue: str | None = None  # a callback booked for this queue: routing offers it to the dialler
 
 
+# The agent's console, as the root wires it (console/screenpop.py for both voice and text): the screen-pop
+# published before an offer rings, and anything else said to one agent's console.
+OfferHook = Callable[[Interaction, str], Awaitable[None]]
+TellAgent = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
 class Conversations:
     def __init__(
         self,
@@ -140,13 +145,15 @@ class Conversations:
         engine: RoutingEngine,
         outbox: Outbox,
         live_flows: Callable[[], LiveFlows],
+        on_offer: OfferHook,
+        tell_agent: TellAgent,
         pick_flow: FlowPicker = _demo_flow,
         default_region: str = "ES",
         offer_timeout_s: float = OFFER_TIMEOUT_S,
         wrapup_s: float = 0.0,
         queue_max_wait_s: int = 300,
         sweep_s: float = 1.0,
-        outside: Services | None = None,
+        outside: FlowServices | None = None,
         survey_wait_s: float = SURVEY_WAIT_S,
     ) -> None:
         self.pool = pool
@@ -164,7 +171,8 @@ class Conversations:
         self.sweep_s = sweep_s
         self.survey_wait_s = survey_wait_s
         self.outside = outside  # the flows' HTTP and clock; tests give their own, None = the real ones
-        self.pops = ScreenPops(pool, redis, namespace, lambda: live_flows().flows)
+        self.on_offer = on_offer
+        self.tell_agent = tell_agent
         self._task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -375,7 +383,7 @@ class Conversations:
                 events=[("ivr.no_flow", {"flow": conversation.flow, "version": live.version})],
             )
         new = [] if answer is None and not conversation.inputs and conversation.outputs == 0 else [answer]
-        outside = self.outside or Services()
+        outside = self.outside or FlowServices()
         turn = await run_turn(
             flow,
             flows=live.flows,
@@ -383,7 +391,7 @@ class Conversations:
             new_inputs=len(new),
             journal=journal,
             already_sent=conversation.outputs,
-            services=Services(
+            services=FlowServices(
                 lookup_customer=lambda kind, value: self._lookup_customer(conn, kind, value),
                 http=outside.http,
                 calendars=live.calendars,
@@ -623,15 +631,12 @@ class Conversations:
             return
         for event in events:
             body = {"type": "chat.message", "interaction_id": str(conversation.interaction_id), "event": event}
-            await self.redis.publish(
-                agent_channel(self.namespace, conversation.agent_id), json.dumps(body, default=str)
-            )
+            await self.tell_agent(conversation.agent_id, body)
 
     async def _notify_state(self, conversation: Conversation, agent_id: str | None) -> None:
         if agent_id is None:
             return
-        body = {"type": "chat.state", **conversation.as_json()}
-        await self.redis.publish(agent_channel(self.namespace, agent_id), json.dumps(body, default=str))
+        await self.tell_agent(agent_id, {"type": "chat.state", **conversation.as_json()})
 
     # -- routing ------------------------------------------------------------------------------------
 
@@ -686,7 +691,7 @@ class Conversations:
         await self.publish(event)
         current = Conversation.of(row)
         try:
-            await self.pops.on_offer(current.interaction(), offer.agent_id)
+            await self.on_offer(current.interaction(), offer.agent_id)
         except Exception:  # the pop failing must never lose the conversation: the chat list still shows it
             log.exception("screen-pop failed for conversation %s", conversation.id)
         await self._notify_state(current, offer.agent_id)
@@ -978,3 +983,6 @@ class Conversations:
         if field not in verification.FIELDS:
             return False
         return await verification.verify(conn, uuid.UUID(customer_id), field, given)
+
+
+CONVERSATIONS = web.AppKey("conversations", Conversations)

@@ -26,8 +26,8 @@ from aiohttp import web
 
 from bridges import twilio, whatsapp
 from bridges.channels import Channels, load_channels
-from bridges.inbox import BadPayload, Inbox, ignore_message
-from bridges.messages import InboundHandler
+from bridges.inbox import Inbox, ignore_message
+from bridges.messages import BadPayload, InboundHandler
 from bridges.outbox import Outbox, RateLimit
 from hilo.db import create_pool
 from hilo.settings import Settings

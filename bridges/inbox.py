@@ -20,12 +20,12 @@ import asyncio
 import logging
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from bridges.messages import Channel, InboundHandler, InboundMessage, Provider
+from bridges.messages import Channel, InboundHandler, InboundMessage, Provider, Received
 from hilo.claim_loop import ClaimLoop, backoff
 
 log = logging.getLogger(__name__)
@@ -47,19 +47,7 @@ def normalise_address(channel: Channel, sender: str) -> str:
     return "+" + digits if digits else bare
 
 
-@dataclass(frozen=True)
-class Received:
-    """One inbound message as a webhook gives it, before it is stored."""
 
-    channel: Channel
-    provider: Provider
-    provider_message_id: str
-    sender: str
-    recipient: str
-    text: str | None
-    choice_id: str | None = None
-    media: list[dict[str, Any]] = field(default_factory=list)
-    channel_name: str | None = None
 
 
 _INSERT = """
@@ -308,11 +296,3 @@ class Inbox(ClaimLoop[_Run]):
             delay,
         )
         log.warning("inbox: message %s attempt %d failed (%s); again in %.1fs", message.id, attempts, error, delay)
-
-
-class BadPayload(ValueError):
-    """A webhook body that cannot be read: `field` names what is wrong (answered 400 with it)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field

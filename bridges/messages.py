@@ -133,3 +133,42 @@ class OutsideWindow(Exception):
         super().__init__(
             f"WhatsApp customer-service window for {recipient_masked} is {when}: only an approved template can be sent"
         )
+
+
+# What a provider's webhook parses into (the inbound half of each provider module) ----------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One inbound message as a webhook gives it, before it is stored."""
+
+    channel: Channel
+    provider: Provider
+    provider_message_id: str
+    sender: str
+    recipient: str
+    text: str | None
+    choice_id: str | None = None
+    media: list[dict[str, Any]] = field(default_factory=list)
+    channel_name: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A delivery status as a provider's callback gives it, mapped to the outbox's states."""
+
+    provider: Provider
+    provider_message_id: str
+    status: str  # accepted / sent / delivered / read / failed
+    provider_status: str  # the provider's own word (Twilio's undelivered, ...)
+    error_code: str | None = None
+    error_message: str | None = None
+    occurred_at: dt.datetime | None = None
+
+
+class BadPayload(ValueError):
+    """A webhook body that cannot be read: `field` names what is wrong (answered 400 with it)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field

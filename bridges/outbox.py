@@ -36,7 +36,16 @@ import aiohttp
 import asyncpg
 
 from bridges.inbox import normalise_address
-from bridges.messages import Choice, OutboundMessage, OutsideWindow, Provider, ProviderSender, SendFailed, SendResult
+from bridges.messages import (
+    Choice,
+    OutboundMessage,
+    OutsideWindow,
+    Provider,
+    ProviderSender,
+    SendFailed,
+    SendResult,
+    StatusUpdate,
+)
 from hilo.claim_loop import ClaimLoop, backoff
 from hilo.logs import mask_pii
 
@@ -178,17 +187,7 @@ class _Claimed:
     lease: uuid.UUID
 
 
-@dataclass(frozen=True)
-class StatusUpdate:
-    """A delivery status as a provider's callback gives it, mapped to the outbox's states."""
 
-    provider: Provider
-    provider_message_id: str
-    status: str  # accepted / sent / delivered / read / failed
-    provider_status: str  # the provider's own word (Twilio's undelivered, ...)
-    error_code: str | None = None
-    error_message: str | None = None
-    occurred_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,17 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from bridges.channels import Channels
-from bridges.inbox import BadPayload, Received
-from bridges.messages import Channel, OutboundMessage, Provider, SendFailed, SendResult, numbered
-from bridges.outbox import StatusUpdate
+from bridges.messages import (
+    BadPayload,
+    Channel,
+    OutboundMessage,
+    Provider,
+    Received,
+    SendFailed,
+    SendResult,
+    StatusUpdate,
+    numbered,
+)
 from hilo.logs import mask_pii
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,16 @@ from typing import Any
 import aiohttp
 
 from bridges.channels import Channels
-from bridges.inbox import BadPayload, Received
-from bridges.messages import OutboundMessage, Provider, SendFailed, SendResult, numbered
-from bridges.outbox import StatusUpdate
+from bridges.messages import (
+    BadPayload,
+    OutboundMessage,
+    Provider,
+    Received,
+    SendFailed,
+    SendResult,
+    StatusUpdate,
+    numbered,
+)
 from hilo.logs import mask_pii
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ listens to, whispers into or barges into a call from their phone, and moves a wa
 queue or agent. Every attempt is audited (console/audit.py), done or refused.
 
 Calls are acted on by the Hilo node handling them (ivr/live_calls.py): a request reaching another node gets
-409 `not_here`. Declared on the one API, so each route is in /api/openapi.json."""
+409 `not_here`. Declared on this module's route table, served in the one API (hilo.web.api)."""
 
 from __future__ import annotations
 
@@ -16,37 +16,29 @@ from pydantic import BaseModel, Field, model_validator
 
 from asterisk.ari import AriError
 from console.audit import actor_of, audit, recent
-from crm_bridge.rest import API
-from crm_bridge.schemas import Input
-from crm_bridge.timeline import Interaction
-from hilo.web.auth import principal
-from hilo.web.openapi import ApiError, Reply, conflict, not_found
-from ivr.inbound import InboundCalls
+from crm_bridge.timeline import TIMELINE, Interaction
+from hilo.web.auth import EVERYONE, STAFF, principal
+from hilo.web.keys import POOL
+from hilo.web.openapi import ApiError, Input, Reply, Routes, conflict, not_found
+from ivr.inbound import CALLS, InboundCalls
 from ivr.live_calls import NotLive
 from ivr.supervision import PHONE, Mode, Supervision, SupervisionError
-from routing.engine import NotQueued
+from routing.engine import ROUTING, NotQueued
 from routing.model import RoutingError
-from server.services import SERVICES, Services
 
-STAFF = ("admin", "supervisor")
-EVERYONE = ("agent", "supervisor", "admin")
-
-
-def _services(request: web.Request) -> Services:
-    return request.app[SERVICES]
+ROUTES = Routes()
 
 
 def calls_here(request: web.Request) -> InboundCalls:
     """The calls this node handles (a call is acted on by the node handling it); 503 when it takes none."""
-    calls = _services(request).calls
+    calls = request.app.get(CALLS)
     if calls is None:
         raise ApiError(503, "unavailable", "calls are not handled by this server")
     return calls
 
 
 async def _audit(request: web.Request, action: str, kind: str, target: str, ok: bool, **detail: Any) -> None:
-    pool = _services(request).pool
-    assert pool is not None
+    pool = request.app[POOL]
     await audit(pool, principal(request), action, kind, target, ok=ok, detail=detail)
 
 
@@ -79,7 +71,7 @@ async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> Hold
     return HoldOut(interaction_id=path.interaction_id, held=hold, changed=changed)
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/calls/{interaction_id}/hold",
     summary="Put the caller on hold (music); the agent stays on the line",
@@ -93,7 +85,7 @@ async def hold_call(request: web.Request, path: InteractionPath) -> HoldOut:
     return await _hold(request, path, True)
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/calls/{interaction_id}/unhold",
     summary="Take the caller off hold, back to the agent",
@@ -147,7 +139,7 @@ def _out(sup: Supervision) -> SupervisionOut:
     return SupervisionOut.model_validate(sup.as_dict())
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/calls/{interaction_id}/supervision",
     summary="Listen to, whisper into or barge into a call from the supervisor's phone",
@@ -173,7 +165,7 @@ async def start_supervision(request: web.Request, path: InteractionPath, body: S
     return Reply(201, _out(sup))
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/supervisions",
     summary="Supervisions in progress on this server",
@@ -186,7 +178,7 @@ async def list_supervisions(request: web.Request) -> SupervisionList:
     return SupervisionList(supervisions=[_out(s) for s in active if not s.ended.is_set()])
 
 
-@API.route(
+@ROUTES.route(
     "PATCH",
     "/api/supervisions/{supervision_id}",
     summary="Change a supervision's mode (listen, whisper, barge); the phone stays connected",
@@ -212,7 +204,7 @@ async def change_supervision(request: web.Request, path: SupervisionPath, body: 
     return _out(sup)
 
 
-@API.route(
+@ROUTES.route(
     "DELETE",
     "/api/supervisions/{supervision_id}",
     summary="End a supervision (the supervisor's phone is hung up)",
@@ -252,7 +244,7 @@ class MoveOut(BaseModel):
     agent: str | None = None
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/routing/interactions/{interaction_id}/move",
     summary="Move a waiting interaction to another queue (keeping its place in time) or to an agent",
@@ -266,9 +258,9 @@ class MoveOut(BaseModel):
 )
 async def move_interaction(request: web.Request, path: InteractionPath, body: MoveIn) -> MoveOut:
     """One atomic routing decision (routing/decide.lua `move`); `routing.moved` on the timeline."""
-    services, iid = _services(request), str(path.interaction_id)
-    engine, timeline, pool = services.routing, services.timeline, services.pool
-    if engine is None or timeline is None or pool is None:
+    iid = str(path.interaction_id)
+    engine, timeline, pool = request.app.get(ROUTING), request.app.get(TIMELINE), request.app[POOL]
+    if engine is None or timeline is None:
         raise ApiError(503, "unavailable", "routing is not running on this server")
     target = {"queue": body.queue} if body.queue is not None else {"agent": body.agent}
     row = await pool.fetchrow(
@@ -316,7 +308,7 @@ class AuditList(BaseModel):
     actions: list[AuditEntry] = Field(description="newest first")
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/audit/supervisor-actions",
     summary="Who did what to live work, when: supervision, hold, moves, agent states",
@@ -325,7 +317,5 @@ class AuditList(BaseModel):
     ok={200: AuditList},
 )
 async def supervisor_actions(request: web.Request, query: AuditQuery) -> AuditList:
-    pool = _services(request).pool
-    assert pool is not None
-    rows = await recent(pool, limit=query.limit, target_id=query.target, before=query.before)
+    rows = await recent(request.app[POOL], limit=query.limit, target_id=query.target, before=query.before)
     return AuditList(actions=[AuditEntry.model_validate(r) for r in rows])

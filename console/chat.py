@@ -15,26 +15,18 @@ import asyncpg
 from aiohttp import web
 
 from bridges.conversation_store import Conversation, ConversationError
-from bridges.conversations import Conversations
+from bridges.conversations import CONVERSATIONS, Conversations
 from bridges.messages import OutsideWindow
 from bridges.outbox import window_state
 from console.screenpop import offered_to
-from hilo.web.auth import principal, requires
+from hilo.web.auth import EVERYONE, principal, requires
+from hilo.web.keys import POOL
+from hilo.web.openapi import error_response
 from hilo.web.sessions import Principal
-from server.services import SERVICES
-
-ALL_ROLES = ("agent", "supervisor", "admin")
-
-
-def _error(status: int, error: str, reason: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": error, "reason": reason}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status)
 
 
 def _conversations(request: web.Request) -> Conversations:
-    found = request.app[SERVICES].conversations
+    found = request.app.get(CONVERSATIONS)
     if found is None:
         raise web.HTTPServiceUnavailable(text="conversations are not running")
     return found
@@ -77,35 +69,33 @@ async def _deliveries(pool: asyncpg.Pool, thread: list[dict[str, Any]]) -> None:
 
 
 async def _summary(request: web.Request, conversation: Conversation) -> dict[str, Any]:
-    pool = request.app[SERVICES].pool
-    assert pool is not None
+    pool = request.app[POOL]
     name = await pool.fetchval("SELECT display_name FROM customers WHERE id = $1", conversation.customer_id)
     return {**conversation.as_json(), "customer_name": name, "window": await window(pool, conversation)}
 
 
-@requires(*ALL_ROLES)
+@requires(*EVERYONE)
 async def list_chats(request: web.Request) -> web.Response:
     who = principal(request)
     chats = await _conversations(request).for_agent(_acting_agent(who))
     return web.json_response({"chats": [await _summary(request, c) for c in chats]})
 
 
-@requires(*ALL_ROLES)
+@requires(*EVERYONE)
 async def read_chat(request: web.Request) -> web.Response:
     who = principal(request)
     interaction_id = _interaction_id(request)
     if interaction_id is None:
-        return _error(400, "bad_request", "interaction id must be a UUID", "interaction_id")
+        return error_response(400, "bad_request", "interaction id must be a UUID", "interaction_id")
     conversations = _conversations(request)
     conversation = await conversations.get(interaction_id)
     if conversation is None:
-        return _error(404, "not_found", "no conversation for this interaction")
-    pool = request.app[SERVICES].pool
-    assert pool is not None
+        return error_response(404, "not_found", "no conversation for this interaction")
+    pool = request.app[POOL]
     if who.role == "agent" and not (
         who.agent_id and (conversation.agent_id == who.agent_id or await offered_to(pool, interaction_id, who.agent_id))
     ):
-        return _error(403, "forbidden", "this conversation was not offered to you")
+        return error_response(403, "forbidden", "this conversation was not offered to you")
     thread = await conversations.thread(interaction_id)
     await _deliveries(pool, thread)
     return web.json_response({**await _summary(request, conversation), "thread": thread})
@@ -118,24 +108,25 @@ async def _text(request: web.Request) -> str | web.Response:
         body = None
     text = body.get("text") if isinstance(body, dict) else None
     if not isinstance(text, str):
-        return _error(400, "bad_request", 'body must be JSON like {"text": "..."}', "text")
+        return error_response(400, "bad_request", 'body must be JSON like {"text": "..."}', "text")
     return text
 
 
 def _act(action: str) -> Any:
-    @requires(*ALL_ROLES)
+    @requires(*EVERYONE)
     async def handler(request: web.Request) -> web.Response:
         who = principal(request)
         interaction_id = _interaction_id(request)
         if interaction_id is None:
-            return _error(400, "bad_request", "interaction id must be a UUID", "interaction_id")
+            return error_response(400, "bad_request", "interaction id must be a UUID", "interaction_id")
         conversations = _conversations(request)
         agent = _acting_agent(who)
         by = who.username or f"api-token:{who.role}"
         try:
             if action == "accept":
                 if not who.agent_id:
-                    return _error(403, "forbidden", "only an agent takes a conversation (this user has no agent id)")
+                    reason = "only an agent takes a conversation (this user has no agent id)"
+                    return error_response(403, "forbidden", reason)
                 done: Any = await conversations.accept(interaction_id, who.agent_id)
             elif action == "reply":
                 text = await _text(request)
@@ -149,7 +140,7 @@ def _act(action: str) -> Any:
                 done = await conversations.close_conversation(interaction_id, agent, by=by)
         except ConversationError as exc:
             kind = {400: "bad_request", 403: "forbidden", 404: "not_found"}.get(exc.status, "conflict")
-            return _error(exc.status, kind, exc.reason, exc.field)
+            return error_response(exc.status, kind, exc.reason, exc.field)
         except OutsideWindow as exc:
             body = {
                 "error": "outside_window",

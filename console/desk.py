@@ -15,20 +15,21 @@ from aiohttp import web
 
 from console import users
 from console.config import ConsoleConfig, load_console_config
-from console.screenpop import ScreenPops, offered_to
+from console.screenpop import SCREENPOPS, offered_to
 from console.wrapup import WrapupConflict, WrapupError, parse_wrapup, save_wrapup
 from console.ws import SOCKETS, close_sockets, console_ws
+from crm_bridge.timeline import TIMELINE
 from hilo.passwords import MAX_LENGTH, verify_password_async
-from hilo.web.auth import principal, requires, session_store
+from hilo.web.auth import EVERYONE, principal, requires, session_store
+from hilo.web.keys import POOL, REDIS, SETTINGS
+from hilo.web.openapi import error_response
 from hilo.web.sessions import COOKIE, SESSION_TTL_S, Principal, SessionStore
-from routing.live import MANUAL_STATES
-from server.services import SERVICES, Services
+from routing.live import BOARD, MANUAL_STATES
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 CONFIG_KEY = web.AppKey("console_config", ConsoleConfig)
-ALL_ROLES = ("agent", "supervisor", "admin")
 ON_A_CALL = ("ringing", "busy")
 
 # The page loads nothing from elsewhere and may not be framed; it talks only to its own origin.
@@ -43,19 +44,8 @@ PAGE_HEADERS = {
 }
 
 
-def _services(request: web.Request) -> Services:
-    return request.app[SERVICES]
-
-
-def _error(status: int, error: str, reason: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": error, "reason": reason}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status)
-
-
 def _bad(reason: str, field: str) -> web.Response:
-    return _error(400, "bad_request", reason, field)
+    return error_response(400, "bad_request", reason, field)
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -71,8 +61,8 @@ def _sessions(request: web.Request) -> SessionStore:
     return sessions
 
 
-def _away_key(services: Services, agent_id: str) -> str:
-    return f"{services.settings.namespace}:console:away-reason:{agent_id}"
+def _away_key(request: web.Request, agent_id: str) -> str:
+    return f"{request.app[SETTINGS].namespace}:console:away-reason:{agent_id}"
 
 
 # -- the page ---------------------------------------------------------------------------------------
@@ -104,19 +94,17 @@ async def login(request: web.Request) -> web.Response:
         username = users.normalize_username(raw_name)
     except users.UserError as exc:
         return _bad(str(exc), "username")
-    services = _services(request)
-    assert services.pool is not None
     sessions = _sessions(request)
     wait_s = await sessions.locked_for(username)
     if wait_s:
-        response = _error(429, "too_many_attempts", f"too many failed sign-ins: try again in {wait_s} s")
+        response = error_response(429, "too_many_attempts", f"too many failed sign-ins: try again in {wait_s} s")
         response.headers["Retry-After"] = str(wait_s)
         return response
-    user = await users.get_user(services.pool, username)
+    user = await users.get_user(request.app[POOL], username)
     if not await verify_password_async(password, user.password_hash if user else None) or user is None:
         await sessions.record_failure(username)
         log.info("console sign-in refused for user %r", username)
-        return _error(401, "unauthorized", "wrong username or password")
+        return error_response(401, "unauthorized", "wrong username or password")
     await sessions.clear_failures(username)
     token, who = await sessions.create(user.username, user.role, user.agent_id)
     log.info("console user %r signed in (%s)", user.username, user.role)
@@ -141,7 +129,7 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
-@requires(*ALL_ROLES)
+@requires(*EVERYONE)
 async def logout(request: web.Request) -> web.Response:
     await _sessions(request).end(principal(request))
     response = web.json_response({"signed_out": True})
@@ -152,16 +140,15 @@ async def logout(request: web.Request) -> web.Response:
 # -- the agent's own state --------------------------------------------------------------------------
 
 
-@requires(*ALL_ROLES)
+@requires(*EVERYONE)
 async def me(request: web.Request) -> web.Response:
     who = principal(request)
-    services = _services(request)
     config = request.app[CONFIG_KEY]
     live: dict[str, str] = {}
     reason = None
-    if who.agent_id and services.board is not None and services.redis is not None:
-        live = await services.board.agent(who.agent_id)
-        raw = await services.redis.get(_away_key(services, who.agent_id))
+    if who.agent_id:
+        live = await request.app[BOARD].agent(who.agent_id)
+        raw = await request.app[REDIS].get(_away_key(request, who.agent_id))
         reason = raw.decode() if isinstance(raw, bytes) else raw
     return web.json_response(
         {
@@ -177,13 +164,12 @@ async def me(request: web.Request) -> web.Response:
     )
 
 
-@requires(*ALL_ROLES)
+@requires(*EVERYONE)
 async def set_my_state(request: web.Request) -> web.Response:
     who = principal(request)
     if not who.agent_id:
-        return _error(403, "forbidden", "this user takes no calls (no agent id)")
-    services = _services(request)
-    assert services.board is not None and services.redis is not None
+        return error_response(403, "forbidden", "this user takes no calls (no agent id)")
+    board, redis = request.app[BOARD], request.app[REDIS]
     config = request.app[CONFIG_KEY]
     body = await _json_body(request)
     if not isinstance(body, dict):
@@ -195,15 +181,15 @@ async def set_my_state(request: web.Request) -> web.Response:
         return _bad(f"an away state needs a reason, one of {', '.join(config.away_reasons)}", "reason")
     if state != "away" and reason is not None:
         return _bad("only the away state takes a reason", "reason")
-    current = (await services.board.agent(who.agent_id)).get("state")
+    current = (await board.agent(who.agent_id)).get("state")
     if current in ON_A_CALL:
-        return _error(409, "conflict", f"you are {current} on a call: change state after it", "state")
-    if not await services.board.set_state(who.agent_id, state, reason):  # the reason goes into the history
-        return _error(404, "not_found", f"agent {who.agent_id!r} is not on the board")
+        return error_response(409, "conflict", f"you are {current} on a call: change state after it", "state")
+    if not await board.set_state(who.agent_id, state, reason):  # the reason goes into the history
+        return error_response(404, "not_found", f"agent {who.agent_id!r} is not on the board")
     if state == "away":
-        await services.redis.set(_away_key(services, who.agent_id), str(reason))
+        await redis.set(_away_key(request, who.agent_id), str(reason))
     else:
-        await services.redis.delete(_away_key(services, who.agent_id))
+        await redis.delete(_away_key(request, who.agent_id))
     return web.json_response({"agent_id": who.agent_id, "state": state, "away_reason": reason})
 
 
@@ -221,22 +207,19 @@ def _is_agent(who: Principal) -> bool:
     return who.role == "agent"
 
 
-@requires(*ALL_ROLES)
+@requires(*EVERYONE)
 async def read_interaction(request: web.Request) -> web.Response:
     who = principal(request)
     interaction_id = _interaction_id(request)
     if interaction_id is None:
         return _bad("interaction id must be a UUID", "interaction_id")
-    services = _services(request)
-    assert services.pool is not None and services.redis is not None and services.flows is not None
-    if _is_agent(who) and not (who.agent_id and await offered_to(services.pool, interaction_id, who.agent_id)):
-        return _error(403, "forbidden", "this interaction was not offered to you")
-    flows = services.flows
-    pops = ScreenPops(services.pool, services.redis, services.settings.namespace, lambda: flows.current.flows)
-    pop = await pops.build(interaction_id, who.agent_id)
+    pool = request.app[POOL]
+    if _is_agent(who) and not (who.agent_id and await offered_to(pool, interaction_id, who.agent_id)):
+        return error_response(403, "forbidden", "this interaction was not offered to you")
+    pop = await request.app[SCREENPOPS].build(interaction_id, who.agent_id)
     if pop is None:
-        return _error(404, "not_found", "no such interaction")
-    wrapup = await services.pool.fetchrow(
+        return error_response(404, "not_found", "no such interaction")
+    wrapup = await pool.fetchrow(
         "SELECT disposition, note, username, created_at FROM interaction_wrapups WHERE interaction_id = $1",
         interaction_id,
     )
@@ -244,37 +227,37 @@ async def read_interaction(request: web.Request) -> web.Response:
     return web.json_response(pop)
 
 
-@requires(*ALL_ROLES)
+@requires(*EVERYONE)
 async def wrap_up(request: web.Request) -> web.Response:
     who = principal(request)
     interaction_id = _interaction_id(request)
     if interaction_id is None:
         return _bad("interaction id must be a UUID", "interaction_id")
-    services = _services(request)
-    assert services.pool is not None and services.timeline is not None
+    pool = request.app[POOL]
     try:
         wrapup = parse_wrapup(await _json_body(request), request.app[CONFIG_KEY])
     except WrapupError as exc:
         return _bad(exc.reason, exc.field)
-    row = await services.pool.fetchrow("SELECT agent_id FROM interactions WHERE id = $1", interaction_id)
+    row = await pool.fetchrow("SELECT agent_id FROM interactions WHERE id = $1", interaction_id)
     if row is None:
-        return _error(404, "not_found", "no such interaction")
+        return error_response(404, "not_found", "no such interaction")
     had_it = row["agent_id"]  # set when an agent answered
     if _is_agent(who) and (who.agent_id is None or had_it != who.agent_id):
-        return _error(403, "forbidden", "only the agent who took this interaction (or a supervisor) wraps it up")
+        reason = "only the agent who took this interaction (or a supervisor) wraps it up"
+        return error_response(403, "forbidden", reason)
     try:
         result = await save_wrapup(
-            services.pool,
-            services.timeline.publish,
+            pool,
+            request.app[TIMELINE].publish,
             interaction_id,
             wrapup,
             agent_id=had_it,
             username=who.username or f"api-token:{who.role}",
         )
     except LookupError:
-        return _error(404, "not_found", "no such interaction")
+        return error_response(404, "not_found", "no such interaction")
     except WrapupConflict as exc:
-        return _error(
+        return error_response(
             409,
             "conflict",
             f"this interaction is already wrapped up as {exc.existing.disposition!r}; a wrap-up is given once",
@@ -294,7 +277,7 @@ async def wrap_up(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Mount the console; reads dialplans/console.yaml now, so a broken file stops the start."""
-    app[CONFIG_KEY] = load_console_config(app[SERVICES].settings.dialplans_dir)
+    app[CONFIG_KEY] = load_console_config(app[SETTINGS].dialplans_dir)
     app[SOCKETS] = set()
     app.on_shutdown.append(close_sockets)
     app.router.add_get("/console", to_page)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from crm_bridge import customers
 from crm_bridge.timeline import Interaction
@@ -407,3 +408,10 @@ class ScreenPops:
             pipe.set(last_pop_key(self.namespace, agent_id), body, ex=LAST_POP_TTL_S)
             pipe.publish(agent_channel(self.namespace, agent_id), body)
             await pipe.execute()
+
+    async def tell(self, agent_id: str, body: dict[str, Any]) -> None:
+        """Anything else for one agent's console (a chat message, a conversation's state), on the same channel."""
+        await self.redis.publish(agent_channel(self.namespace, agent_id), json.dumps(body, default=str))
+
+
+SCREENPOPS = web.AppKey("screenpops", ScreenPops)  # one for the node, voice and text alike

@@ -1,7 +1,7 @@
 """Agents transferring their calls over the API (the console's transfer buttons): blind to a queue or an
 agent, or attended to an agent (consult, then complete or cancel). The work is ivr/transfers.py; calls are
-acted on by the Hilo node handling them, so a request reaching another node gets 409. Declared on the one
-API, so each route is in /api/openapi.json."""
+acted on by the Hilo node handling them, so a request reaching another node gets 409. Declared on this
+module's route table, served in the one API (hilo.web.api)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from console.call_control import EVERYONE, calls_here
-from crm_bridge.rest import API
-from crm_bridge.schemas import Input
-from hilo.web.auth import principal
-from hilo.web.openapi import ApiError, conflict
+from console.call_control import calls_here
+from hilo.web.auth import EVERYONE, principal
+from hilo.web.openapi import ApiError, Input, Routes, conflict
 from ivr.live_calls import NotLive
 from ivr.transfers import TransferError
 
+ROUTES = Routes()
 
 class TransferPath(Input):
     interaction_id: uuid.UUID
@@ -72,7 +71,7 @@ def _refused(exc: TransferError) -> ApiError:
     return conflict(str(exc), exc.field)
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/calls/{interaction_id}/transfer",
     summary="Transfer a call: blind to a queue or an agent, or attended (consult an agent first)",
@@ -106,7 +105,7 @@ async def transfer(request: web.Request, path: TransferPath, body: TransferIn) -
     )
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/calls/{interaction_id}/transfer/complete",
     summary="Attended transfer: hand the caller to the agent you are consulting, and leave the call",
@@ -119,7 +118,7 @@ async def complete_transfer(request: web.Request, path: TransferPath) -> Transfe
     return await _end_consultation(request, path, "completed")
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/calls/{interaction_id}/transfer/cancel",
     summary="Attended transfer: end the consultation and take the caller back",

@@ -21,8 +21,8 @@ from console.desk import PAGE_HEADERS, STATIC_DIR
 from console.ws import HEARTBEAT_S, SESSION_ENDED, SOCKETS
 from hilo.web.auth import authenticate, same_origin, session_store, unauthorized
 from hilo.web.sessions import Principal
+from reports.monitor import WALLBOARD
 from reports.wallboard_view import FilterError, parse_filter, supervised_teams
-from server.services import SERVICES
 
 SUPERVISING = ("supervisor", "admin")
 Send = Callable[[str], Awaitable[None]]
@@ -44,7 +44,7 @@ async def wallboard_ws(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "forbidden", "reason": "the wallboard is for supervisors"}, status=403)
     if not same_origin(request):
         return web.json_response({"error": "forbidden", "reason": "cross-origin WebSocket refused"}, status=403)
-    monitor = request.app[SERVICES].wallboard
+    monitor = request.app.get(WALLBOARD)
     if monitor is None:
         return web.json_response({"error": "unavailable", "reason": "the wallboard is not running"}, status=503)
     try:

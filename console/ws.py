@@ -19,8 +19,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from console.screenpop import agent_channel, all_agents_pattern, last_pop_key
 from hilo.web.auth import authenticate, same_origin, session_store, unauthorized
+from hilo.web.keys import REDIS, SETTINGS
 from hilo.web.sessions import Principal
-from server.services import SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "forbidden", "reason": "cross-origin WebSocket refused"}, status=403)
     if who.role == "agent" and not who.agent_id:
         return web.json_response({"error": "forbidden", "reason": "this user has no agent"}, status=403)
-    services = request.app[SERVICES]
-    assert services.redis is not None
-    namespace = services.settings.namespace
+    redis, namespace = request.app[REDIS], request.app[SETTINGS].namespace
 
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
@@ -52,10 +50,10 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
             if not ws.closed:
                 await ws.send_str(text)
 
-    pubsub = services.redis.pubsub()
+    pubsub = redis.pubsub()
     tasks: list[asyncio.Task[None]] = []
     try:
-        replay = await _subscribe(pubsub, services.redis, namespace, who)
+        replay = await _subscribe(pubsub, redis, namespace, who)
         await send(
             json.dumps(
                 {

@@ -1,5 +1,5 @@
-"""The customer API: customers, identities, merges, the timeline, cases and webhook subscriptions, and its
-OpenAPI 3.1 document at `GET /api/openapi.json` (built from these declarations, see hilo.web.openapi).
+"""The customer API: customers, identities, merges, the timeline, cases and webhook subscriptions, declared on
+this module's route table `ROUTES` (the root serves it in the one API, hilo.web.api).
 
 Roles: admin and supervisor read and change customers and cases; webhooks are admin only. Errors are
 `{"error", "field", "reason"}` (409s about an identity or a merged customer also name the customer)."""
@@ -7,12 +7,10 @@ Roles: admin and supervisor read and change customers and cases; webhooks are ad
 from __future__ import annotations
 
 import uuid
-from importlib import metadata
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from crm_bridge import cases, customer_edits, identity, webhooks
 from crm_bridge.schemas import (
@@ -48,38 +46,16 @@ from crm_bridge.schemas import (
     WebhookPatch,
     WebhookPath,
 )
-from crm_bridge.timeline import shareable
-from hilo.web.auth import principal
-from hilo.web.openapi import Api, ApiError, Reply, bad_request, conflict, not_found
-from routing.live import MANUAL_STATES
-from server.services import SERVICES, Services
+from crm_bridge.timeline import TIMELINE, shareable
+from hilo.web.auth import ADMIN, STAFF, principal
+from hilo.web.keys import POOL, SETTINGS
+from hilo.web.openapi import ApiError, Reply, Routes, bad_request, conflict, not_found
 
-
-def _version() -> str:
-    try:
-        return metadata.version("hilo")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-API = Api(
-    "Hilo API",
-    _version(),
-    "Customers, identities, merges, timelines, cases, webhook subscriptions and agents. Authenticate with"
-    " `Authorization: Bearer <token>`; each operation lists the roles it admits in `x-roles`.",
-)
-STAFF = ("admin", "supervisor")
-ADMIN = ("admin",)
-
-
-def _services(request: web.Request) -> Services:
-    return request.app[SERVICES]
+ROUTES = Routes()
 
 
 def _pool(request: web.Request) -> asyncpg.Pool:
-    pool = _services(request).pool
-    assert pool is not None
-    return pool
+    return request.app[POOL]
 
 
 def _actor(request: web.Request) -> str:
@@ -100,33 +76,10 @@ async def _customer(pool: asyncpg.Pool, customer_id: uuid.UUID) -> CustomerOut:
     return CustomerOut.model_validate(found)
 
 
-# Meta -----------------------------------------------------------------------------------------------
-
-
-class OpenApiDocument(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    openapi: str
-    info: dict[str, Any]
-    paths: dict[str, Any]
-
-
-@API.route(
-    "GET",
-    "/api/openapi.json",
-    summary="This API's OpenAPI 3.1 document",
-    tag="meta",
-    roles=None,
-    ok={200: OpenApiDocument},
-)
-async def openapi_document(request: web.Request) -> web.StreamResponse:
-    return web.json_response(API.document())
-
-
 # Customers ------------------------------------------------------------------------------------------
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/customers",
     summary="Find the customer behind an identity",
@@ -146,9 +99,9 @@ async def find_customer(request: web.Request, query: CustomerSearch) -> Customer
         raise bad_request("give phone=, or kind= and value=", "phone" if query.kind is None else "value")
     else:
         kind, raw, field = query.kind, query.value, "value"
-    s = _services(request)
+    region = request.app[SETTINGS].default_region
     try:
-        found = await identity.resolve(_pool(request), kind, raw, s.settings.default_region, system=query.system)
+        found = await identity.resolve(_pool(request), kind, raw, region, system=query.system)
     except identity.InvalidIdentity as exc:
         raise bad_request(str(exc), "system" if "system" in exc.problem else field) from exc
     if found is None:
@@ -156,7 +109,7 @@ async def find_customer(request: web.Request, query: CustomerSearch) -> Customer
     return await _customer(_pool(request), found.customer_id)
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/customers",
     summary="Create a customer with its identities",
@@ -166,7 +119,7 @@ async def find_customer(request: web.Request, query: CustomerSearch) -> Customer
     errors={409: "an identity belongs to another customer (owner_customer_id)"},
 )
 async def create_customer(request: web.Request, body: CustomerCreate) -> Reply:
-    region = _services(request).settings.default_region
+    region = request.app[SETTINGS].default_region
     canonical: list[tuple[str, str]] = []
     for n, given in enumerate(body.identities):
         try:
@@ -182,7 +135,7 @@ async def create_customer(request: web.Request, body: CustomerCreate) -> Reply:
     return Reply(201, await _customer(_pool(request), customer_id))
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/customers/{customer_id}",
     summary="A customer: profile, consent, identities, and the survivor if it was merged",
@@ -195,7 +148,7 @@ async def get_customer(request: web.Request, path: CustomerPath) -> CustomerOut:
     return await _customer(_pool(request), path.customer_id)
 
 
-@API.route(
+@ROUTES.route(
     "PATCH",
     "/api/customers/{customer_id}",
     summary="Change a customer's name, language, preferred channel or consent",
@@ -223,7 +176,7 @@ async def patch_customer(request: web.Request, path: CustomerPath, body: Custome
 # Identities -----------------------------------------------------------------------------------------
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/customers/{customer_id}/identities",
     summary="A customer's identities",
@@ -239,7 +192,7 @@ async def list_identities(request: web.Request, path: CustomerPath) -> IdentityL
     return IdentityList(customer_id=path.customer_id, identities=[IdentityOut.model_validate(i) for i in found])
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/customers/{customer_id}/identities",
     summary="Give a customer one more identity (200 if it already had it)",
@@ -254,7 +207,7 @@ async def list_identities(request: web.Request, path: CustomerPath) -> IdentityL
 )
 async def link_identity(request: web.Request, path: CustomerPath, body: IdentityIn) -> Reply:
     pool = _pool(request)
-    region = _services(request).settings.default_region
+    region = request.app[SETTINGS].default_region
     try:
         linked = await identity.link_identity(pool, path.customer_id, body.kind, body.value, region, system=body.system)
     except identity.InvalidIdentity as exc:
@@ -269,7 +222,7 @@ async def link_identity(request: web.Request, path: CustomerPath, body: Identity
     return Reply(201 if linked.created else 200, IdentityOut.model_validate(dict(row or {})))
 
 
-@API.route(
+@ROUTES.route(
     "DELETE",
     "/api/customers/{customer_id}/identities/{identity_id}",
     summary="Take an identity away from a customer",
@@ -297,7 +250,7 @@ def _merge_out(merge: identity.Merge) -> MergeOut:
     return MergeOut.model_validate(merge, from_attributes=True)
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/customers/{customer_id}/merge",
     summary="Merge another customer (`from`) into this one; undo with the merge's id",
@@ -320,7 +273,7 @@ async def merge_customers(request: web.Request, path: CustomerPath, body: MergeI
         return Reply(201, _merge_out(await identity.get_merge(conn, merge_id)))
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/merges/{merge_id}",
     summary="A merge's audit record: who, when, why, and exactly which rows it moved",
@@ -337,7 +290,7 @@ async def get_merge(request: web.Request, path: MergePath) -> MergeOut:
             raise not_found(str(exc), "merge_id") from exc
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/merges/{merge_id}/unmerge",
     summary="Undo a merge exactly: what it moved goes back",
@@ -358,7 +311,7 @@ async def unmerge_customers(request: web.Request, path: MergePath) -> MergeOut:
 # Timeline -------------------------------------------------------------------------------------------
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/customers/{customer_id}/timeline",
     summary="A customer's timeline, including customers merged into it; newest page first",
@@ -371,8 +324,7 @@ async def customer_timeline(request: web.Request, path: CustomerPath, query: Tim
     """Events come oldest first within a page. `next_before` is the `before` of the next older page. A
     transcript's text (`recording.transcribed`) is shown to admins only; others read it through
     GET /api/recordings/{id}/transcript, where their access to the recording is checked."""
-    timeline = _services(request).timeline
-    assert timeline is not None
+    timeline = request.app[TIMELINE]
     await _customer(_pool(request), path.customer_id)
     try:
         events, next_before = await timeline.page(path.customer_id, query.before, query.limit)
@@ -412,7 +364,7 @@ _CASE_ERRORS = (
 )
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/customers/{customer_id}/cases",
     summary="Open a case for a customer",
@@ -432,7 +384,7 @@ async def create_case(request: web.Request, path: CustomerPath, body: CaseCreate
     return Reply(201, CaseOut.model_validate(case))
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/customers/{customer_id}/cases",
     summary="A customer's cases, oldest first",
@@ -448,7 +400,7 @@ async def list_cases(request: web.Request, path: CustomerPath) -> CaseList:
     return CaseList(customer_id=path.customer_id, cases=[CaseOut.model_validate(c) for c in found])
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/cases/{case_id}",
     summary="A case with its linked interactions",
@@ -465,7 +417,7 @@ async def get_case(request: web.Request, path: CasePath) -> CaseOut:
             raise _case_errors(exc) from exc
 
 
-@API.route(
+@ROUTES.route(
     "PATCH",
     "/api/cases/{case_id}",
     summary="Change a case's status or subject",
@@ -484,7 +436,7 @@ async def patch_case(request: web.Request, path: CasePath, body: CasePatch) -> C
     return CaseOut.model_validate(case)
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/cases/{case_id}/interactions",
     summary="Link an interaction of the case's customer to the case (200 if already linked)",
@@ -504,7 +456,7 @@ async def link_case_interaction(request: web.Request, path: CasePath, body: Case
 # Webhooks -------------------------------------------------------------------------------------------
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/webhooks",
     summary="Subscribe a URL to timeline events; the signing secret is in this response only",
@@ -519,7 +471,7 @@ async def create_webhook(request: web.Request, body: WebhookCreate) -> Reply:
     return Reply(201, WebhookCreated.model_validate(created))
 
 
-@API.route(
+@ROUTES.route(
     "GET", "/api/webhooks", summary="Every webhook subscription", tag="webhooks", roles=ADMIN, ok={200: WebhookList}
 )
 async def list_webhooks(request: web.Request) -> WebhookList:
@@ -528,7 +480,7 @@ async def list_webhooks(request: web.Request) -> WebhookList:
 
 
 # Declared before /api/webhooks/{webhook_id}, which would otherwise be tried first.
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/webhooks/dead-letters",
     summary="Deliveries that failed every attempt, newest first",
@@ -541,7 +493,7 @@ async def list_dead_letters(request: web.Request, query: DeadLetterQuery) -> Dea
     return DeadLetterList(dead_letters=[DeliveryOut.model_validate(d) for d in found])
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/webhooks/dead-letters/{delivery_id}/replay",
     summary="Send a dead letter again, with a fresh set of attempts",
@@ -560,7 +512,7 @@ async def replay_dead_letter(request: web.Request, path: DeliveryPath) -> Reply:
     return Reply(202, DeliveryOut.model_validate(replayed))
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/webhooks/{webhook_id}",
     summary="A webhook subscription (without its secret)",
@@ -576,7 +528,7 @@ async def get_webhook(request: web.Request, path: WebhookPath) -> WebhookOut:
     return WebhookOut.model_validate(found)
 
 
-@API.route(
+@ROUTES.route(
     "PATCH",
     "/api/webhooks/{webhook_id}",
     summary="Change a subscription's URL, event types, description, or pause/resume it",
@@ -598,7 +550,7 @@ async def patch_webhook(request: web.Request, path: WebhookPath, body: WebhookPa
     return WebhookOut.model_validate(found)
 
 
-@API.route(
+@ROUTES.route(
     "DELETE",
     "/api/webhooks/{webhook_id}",
     summary="Delete a subscription with its deliveries and dead letters",
@@ -631,53 +583,4 @@ def _webhook_operation(ref: Any) -> dict[str, Any]:
     }
 
 
-API.webhook("timelineEvent", _webhook_operation, [EventOut])
-
-
-# Agents (handlers in console/api.py, described here so the document covers every /api/ route) ------
-
-
-class AgentOut(BaseModel):
-    id: str
-    name: str
-    sip_endpoint: str
-    queues: list[str]
-    state: str = Field(description="live state: available, busy, away, wrapup, offline, ...")
-    since_ms: int | None
-
-
-class AgentList(BaseModel):
-    agents: list[AgentOut]
-
-
-class AgentPath(BaseModel):
-    agent_id: str
-
-
-class AgentStateIn(BaseModel):
-    state: Literal[MANUAL_STATES]  # type: ignore[valid-type]
-
-
-class AgentStateOut(BaseModel):
-    agent: str
-    state: str
-
-
-API.describe(
-    "GET", "/api/agents", summary="Agents with their live state", tag="agents", roles=STAFF, ok={200: AgentList}
-)
-API.describe(
-    "POST",
-    "/api/agents/{agent_id}/state",
-    summary="Set an agent's state by hand",
-    tag="agents",
-    roles=STAFF,
-    ok={200: AgentStateOut},
-    errors={400: "state is not one a person may set", 404: "no such agent"},
-    path_model=AgentPath,
-    body=AgentStateIn,
-)
-
-
-def add_routes(app: web.Application) -> None:
-    API.add_routes(app)
+ROUTES.webhook("timelineEvent", _webhook_operation, [EventOut])

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -184,3 +185,6 @@ SELECT * FROM timeline_events WHERE customer_id IN (SELECT id FROM family)
   AND ($2::timestamptz IS NULL OR (at, id) < ($2, $3::bigint))
 ORDER BY at DESC, id DESC LIMIT $4
 """
+
+
+TIMELINE = web.AppKey("timeline", Timeline)

@@ -1,1 +1,3 @@
-"""What telecom admins edit: the numbers and their IVR, queues and agents (YAML files in this folder)."""
+"""What telecom admins edit, and its schemas: numbers and their flows, hours, queues and agents, KPIs,
+messaging channels, console settings and the demo customers (YAML files in this folder, validated with
+file, line and field). Not Asterisk's own dialplan, which asterisk/ writes."""

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from crm_bridge.phones import InvalidPhoneNumber, to_e164
 from flows.bundle import BundleError, FlowBundle, check_bundle
-from flows.engine import FlowContext, LookupCustomer, Outcome, Services, VerifyCustomer, run_flow
+from flows.engine import FlowContext, FlowServices, LookupCustomer, Outcome, VerifyCustomer, run_flow
 from flows.hours import Calendars, hours_json_schema, load_calendars_file
 from flows.loader import FlowProblem, load_flow
 from flows.paths import shown_path
@@ -175,9 +175,9 @@ async def simulate_command(
     except InvalidPhoneNumber:
         number = None
 
-    def services(lookup: LookupCustomer) -> Services:
+    def services(lookup: LookupCustomer) -> FlowServices:
         extra: dict[str, Any] = {"verify_customer": verify} if verify is not None else {}
-        return Services(lookup_customer=lookup, calendars=calendars, clock=lambda: moment, **extra)
+        return FlowServices(lookup_customer=lookup, calendars=calendars, clock=lambda: moment, **extra)
 
     if lookup is not None:
         return await _simulate(flow, flows, number or caller, inputs, services(lookup), as_json, max_steps, out)
@@ -228,7 +228,7 @@ async def _simulate(
     flows: dict[str, Flow],
     number: str,
     inputs: list[str],
-    services: Services,
+    services: FlowServices,
     as_json: bool,
     max_steps: int,
     out: TextIO,

@@ -2,7 +2,7 @@
 
 The session is the channel (a voice call, a text chat): it says, plays and reads. Everything else the flow
 needs that is the same on every channel (customer lookup and verification, outside HTTP calls, business-hours
-calendars, the clock) comes in `Services`. Each step is recorded through `record(type, data)`, the same
+calendars, the clock) comes in `FlowServices`. Each step is recorded through `record(type, data)`, the same
 callback shape as the timeline's, and a step budget stops a flow that would otherwise never end."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from jinja2 import TemplateError
 
 from flows.hours import Calendars, UnknownCalendar, now_variables
 from flows.schema import (
+    CONSENT_VARIABLE,
     Branch,
     Callback,
     Condition,
@@ -45,7 +46,6 @@ from flows.schema import (
 from flows.schema import Record as RecordNode
 from flows.survey import SaveAnswer, run_survey
 from flows.templates import render
-from recordings.policy import CONSENT_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def utc_now() -> dt.datetime:
 
 
 @dataclass
-class Services:
+class FlowServices:
     lookup_customer: LookupCustomer = _no_lookup
     http: HttpCall = aiohttp_call
     # The calendars of hours.yaml; an `hours` node naming a calendar not here ends the flow with an error.
@@ -235,7 +235,7 @@ class FlowContext:
     customer: dict[str, Any] | None = None  # as identified before the flow starts; None = unknown
     variables: dict[str, Any] = field(default_factory=dict)
     flows: Mapping[str, Flow] = field(default_factory=dict)  # for `goto`
-    services: Services = field(default_factory=Services)
+    services: FlowServices = field(default_factory=FlowServices)
     record: Record = _ignore
     max_steps: int = DEFAULT_MAX_STEPS
     recording: CallRecording | None = None  # voice calls with recordings on

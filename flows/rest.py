@@ -11,27 +11,16 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from crm_bridge.rest import API
 from flows.admin import ApplyResult, apply_bundle, rollback_to
 from flows.bundle import BundleError, FlowBundle, check_bundle
 from flows.loader import FlowProblem
-from flows.runtime import FlowRuntime, checks_for
+from flows.runtime import FLOWS, checks_for
 from flows.versions import UnknownVersion
-from hilo.web.auth import requires
-from server.services import SERVICES, Services
+from hilo.web.auth import ADMIN, requires
+from hilo.web.keys import SETTINGS
+from hilo.web.openapi import Routes, error_response
 
-
-def _runtime(request: web.Request) -> tuple[Services, FlowRuntime]:
-    services = request.app[SERVICES]
-    assert services.flows is not None
-    return services, services.flows
-
-
-def _error(status: int, error: str, reason: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": error, "reason": reason}
-    if field:
-        body["field"] = field
-    return web.json_response(body, status=status)
+ROUTES = Routes()
 
 
 def _problems(problems: list[FlowProblem]) -> list[dict[str, Any]]:
@@ -48,18 +37,19 @@ async def _change(request: web.Request) -> tuple[dict[str, str | None], str] | w
     try:
         body = await request.json()
     except ValueError:
-        return _error(400, "bad_request", 'body must be JSON: {"files": {"flows/x.yaml": "..."}}', "body")
+        return error_response(400, "bad_request", 'body must be JSON: {"files": {"flows/x.yaml": "..."}}', "body")
     if not isinstance(body, dict):
-        return _error(400, "bad_request", "body must be a JSON object", "body")
+        return error_response(400, "bad_request", "body must be a JSON object", "body")
     files = body.get("files")
     if not isinstance(files, dict) or not files:
-        return _error(400, "bad_request", "files must map file names to their text (or null to remove)", "files")
+        reason = "files must map file names to their text (or null to remove)"
+        return error_response(400, "bad_request", reason, "files")
     for name, text in files.items():
         if text is not None and not isinstance(text, str):
-            return _error(400, "bad_request", "each file's content must be text or null", f"files.{name}")
+            return error_response(400, "bad_request", "each file's content must be text or null", f"files.{name}")
     comment = body.get("comment", "")
     if not isinstance(comment, str) or len(comment) > 500:
-        return _error(400, "bad_request", "comment must be text of at most 500 characters", "comment")
+        return error_response(400, "bad_request", "comment must be text of at most 500 characters", "comment")
     return files, comment
 
 
@@ -68,13 +58,13 @@ async def _proposed(request: web.Request) -> tuple[FlowBundle, str] | web.Respon
     if isinstance(change, web.Response):
         return change
     files, comment = change
-    _, runtime = _runtime(request)
+    runtime = request.app[FLOWS]
     live = await runtime.versions.live()
     base = live[1] if live else FlowBundle({})
     try:
         return base.changed(files), comment
     except BundleError as exc:
-        return _error(400, "bad_request", str(exc), "files")
+        return error_response(400, "bad_request", str(exc), "files")
 
 
 def _applied(result: ApplyResult) -> web.Response:
@@ -86,9 +76,9 @@ def _applied(result: ApplyResult) -> web.Response:
     )
 
 
-@requires("admin")
+@requires(*ADMIN)
 async def list_flows(request: web.Request) -> web.Response:
-    _, runtime = _runtime(request)
+    runtime = request.app[FLOWS]
     live = runtime.current
     by_flow: dict[str, list[str]] = {}
     for number, flow_id in sorted(live.numbers.items()):
@@ -100,40 +90,40 @@ async def list_flows(request: web.Request) -> web.Response:
     return web.json_response({"version": live.version, "flows": flows})
 
 
-@requires("admin")
+@requires(*ADMIN)
 async def get_flow(request: web.Request) -> web.Response:
-    _, runtime = _runtime(request)
+    runtime = request.app[FLOWS]
     live = runtime.current
     flow_id = request.match_info["flow_id"]
     file = live.sources.get(flow_id)
     if file is None:
-        return _error(404, "not_found", f"no flow {flow_id!r} in the live version", "flow_id")
+        return error_response(404, "not_found", f"no flow {flow_id!r} in the live version", "flow_id")
     return web.json_response({"id": flow_id, "file": file, "version": live.version, "source": live.files[file]})
 
 
-@requires("admin")
+@requires(*ADMIN)
 async def validate_flows(request: web.Request) -> web.Response:
     proposed = await _proposed(request)
     if isinstance(proposed, web.Response):
         return proposed
     bundle, _ = proposed
-    services, runtime = _runtime(request)
-    checks = checks_for(services.settings.dialplans_dir, runtime.sounds_root)
+    runtime = request.app[FLOWS]
+    checks = checks_for(request.app[SETTINGS].dialplans_dir, runtime.sounds_root)
     _, problems = check_bundle(bundle, checks, where="dialplans")
     return web.json_response({"ok": not problems, "problems": _problems(problems)}, status=200 if not problems else 422)
 
 
-@requires("admin")
+@requires(*ADMIN)
 async def apply_flows(request: web.Request) -> web.Response:
     proposed = await _proposed(request)
     if isinstance(proposed, web.Response):
         return proposed
     bundle, comment = proposed
-    services, runtime = _runtime(request)
+    runtime = request.app[FLOWS]
     result = await apply_bundle(
         runtime.versions,
         bundle,
-        checks_for(services.settings.dialplans_dir, runtime.sounds_root),
+        checks_for(request.app[SETTINGS].dialplans_dir, runtime.sounds_root),
         applied_by=_who(request),
         comment=comment,
     )
@@ -142,40 +132,40 @@ async def apply_flows(request: web.Request) -> web.Response:
     return _applied(result)
 
 
-@requires("admin")
+@requires(*ADMIN)
 async def flow_history(request: web.Request) -> web.Response:
-    _, runtime = _runtime(request)
+    runtime = request.app[FLOWS]
     try:
         limit = int(request.query.get("limit", "50"))
     except ValueError:
-        return _error(400, "bad_request", "limit must be a whole number", "limit")
+        return error_response(400, "bad_request", "limit must be a whole number", "limit")
     if not 1 <= limit <= 500:
-        return _error(400, "bad_request", "limit must be between 1 and 500", "limit")
+        return error_response(400, "bad_request", "limit must be between 1 and 500", "limit")
     rows = await runtime.versions.history(limit)
     return web.json_response({"live": runtime.current.version, "versions": [r.as_dict() for r in rows]})
 
 
-@requires("admin")
+@requires(*ADMIN)
 async def rollback_flows(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except ValueError:
-        return _error(400, "bad_request", 'body must be JSON: {"version": 3}', "body")
+        return error_response(400, "bad_request", 'body must be JSON: {"version": 3}', "body")
     version = body.get("version") if isinstance(body, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        return _error(400, "bad_request", "version must be a positive whole number", "version")
+        return error_response(400, "bad_request", "version must be a positive whole number", "version")
     comment = body.get("comment", "") if isinstance(body.get("comment", ""), str) else ""
-    services, runtime = _runtime(request)
+    runtime = request.app[FLOWS]
     try:
         result = await rollback_to(
             runtime.versions,
             version,
-            checks_for(services.settings.dialplans_dir, runtime.sounds_root),
+            checks_for(request.app[SETTINGS].dialplans_dir, runtime.sounds_root),
             applied_by=_who(request),
             comment=comment[:500],
         )
     except UnknownVersion as exc:
-        return _error(404, "not_found", str(exc), "version")
+        return error_response(404, "not_found", str(exc), "version")
     if result.version is not None:
         await runtime.reload()
     return _applied(result)
@@ -249,57 +239,56 @@ class HistoryOut(BaseModel):
     versions: list[VersionOut]
 
 
-_ADMIN = ("admin",)
 _CHANGE_ERRORS = {400: "a file name or field is not acceptable", 422: "the flows have problems (line:column)"}
-API.describe(
-    "GET", "/api/flows", summary="The live flows and their numbers", tag="flows", roles=_ADMIN, ok={200: FlowListOut}
+ROUTES.describe(
+    "GET", "/api/flows", summary="The live flows and their numbers", tag="flows", roles=ADMIN, ok={200: FlowListOut}
 )
-API.describe(
+ROUTES.describe(
     "GET",
     "/api/flows/history",
     summary="Applied flow versions, newest first",
     tag="flows",
-    roles=_ADMIN,
+    roles=ADMIN,
     ok={200: HistoryOut},
     errors={400: "limit out of range"},
     query=HistoryQuery,
 )
-API.describe(
+ROUTES.describe(
     "POST",
     "/api/flows/validate",
     summary="Check a change against the live flows",
     tag="flows",
-    roles=_ADMIN,
+    roles=ADMIN,
     ok={200: ProblemsOut},
     errors=_CHANGE_ERRORS,
     body=FlowChangeIn,
 )
-API.describe(
+ROUTES.describe(
     "POST",
     "/api/flows/apply",
     summary="Make a change live for the next calls",
     tag="flows",
-    roles=_ADMIN,
+    roles=ADMIN,
     ok={201: AppliedOut, 200: AppliedOut},
     errors=_CHANGE_ERRORS,
     body=FlowChangeIn,
 )
-API.describe(
+ROUTES.describe(
     "POST",
     "/api/flows/rollback",
     summary="Make an earlier version live again",
     tag="flows",
-    roles=_ADMIN,
+    roles=ADMIN,
     ok={201: AppliedOut},
     errors={400: "version is not a positive number", 404: "no such version", 422: "that version has problems today"},
     body=RollbackIn,
 )
-API.describe(
+ROUTES.describe(
     "GET",
     "/api/flows/{flow_id}",
     summary="One live flow's source",
     tag="flows",
-    roles=_ADMIN,
+    roles=ADMIN,
     ok={200: FlowOut},
     errors={404: "no such flow in the live version"},
     path_model=FlowPath,

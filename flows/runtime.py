@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from dialplans.models import load_routing
 from flows.bundle import CheckedBundle, FlowBundle, check_bundle
@@ -199,3 +200,6 @@ class FlowRuntime:
                     conn.terminate()
                 conn = None
                 await asyncio.sleep(POLL_S)
+
+
+FLOWS = web.AppKey("flows", FlowRuntime)

@@ -71,6 +71,8 @@ Scalar = Annotated[str | int | float | bool | None, BeforeValidator(_iso_if_date
 Comparable = Annotated[StrictInt | StrictFloat | StrictStr, BeforeValidator(_iso_if_date)]
 TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
 
+# The flow variable a `consent` node sets (recordings read it: a refusal stops the call's recording).
+CONSENT_VARIABLE = "record_consent"
 TERMINAL_KINDS = frozenset({"queue", "transfer", "voicemail", "callback", "hangup"})
 INPUT_KINDS = frozenset({"gather", "menu"})
 

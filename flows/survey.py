@@ -6,12 +6,13 @@ survey never holds a caller who does not want to answer."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from flows.schema import Survey
-from reports.kpis import SURVEY_SCALES
 
+# survey.answer {question, score}: the question decides the scale (reports read the answers on it).
+SURVEY_SCALES: Mapping[str, tuple[int, int]] = {"csat": (1, 5), "nps": (0, 10), "ces": (1, 7)}
 ATTEMPTS = 2  # the question, and once more after an answer off the scale
 INTER_DIGIT_TIMEOUT_S = 2.0  # after "1", how long a second key (the 0 of 10) is awaited
 

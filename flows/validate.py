@@ -19,6 +19,7 @@ from dialplans.models import load_routing
 from flows.hours import load_calendars_file
 from flows.loader import FlowProblem, LoadedFlow, Loc, load_flow
 from flows.schema import (
+    CONSENT_VARIABLE,
     INPUT_KINDS,
     Branch,
     Callback,
@@ -38,7 +39,6 @@ from flows.schema import (
 )
 from flows.templates import BUILTIN_NAMES, environment
 from hilo.yamlconf import ConfigError
-from recordings.policy import CONSENT_VARIABLE
 from speech.matching import normalize
 
 SOUND_EXTENSIONS = ("", ".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722", ".mp3")

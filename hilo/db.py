@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     # A connection of its own or one borrowed from the pool: queries take either.
     Conn = asyncpg.Connection | PoolConnectionProxy
+    Db = asyncpg.Pool | Conn  # the pool, or a connection when inside a transaction
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from asterisk.ari import AriClient, AriError
@@ -25,7 +26,7 @@ from asterisk.stasis import ChannelState, StasisRouter
 from crm_bridge import customers, identity, verification
 from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import RoutingConfig
-from flows.engine import FlowContext, Outcome, Services, run_flow
+from flows.engine import FlowContext, FlowServices, Outcome, run_flow
 from flows.runtime import LiveFlows
 from flows.schema import Flow
 from flows.schema import Queue as QueueNode
@@ -276,7 +277,7 @@ class InboundCalls:
             channel="voice",
             customer=customer,
             flows=live.flows,
-            services=Services(
+            services=FlowServices(
                 lookup_customer=self._lookup_customer,
                 calendars=live.calendars,
                 verify_customer=self._verify_customer,
@@ -745,3 +746,6 @@ class InboundCalls:
             orphan = Interaction(row["id"], row["customer_id"], row["channel"], dict(row["context"]))
             if await self.timeline.end_interaction(orphan, "dropped", "system"):
                 log.warning("resync: closed interaction %s whose call no longer exists", row["id"])
+
+
+CALLS = web.AppKey("calls", InboundCalls)

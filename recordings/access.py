@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from hilo.web.sessions import Principal
 
 if TYPE_CHECKING:
-    from recordings.catalog import Db
+    from hilo.db import Db
 
 Mode = Literal["playback", "download"]
 

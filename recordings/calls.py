@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from aiohttp import web
 
 from asterisk.ari import AriClient, AriError
 from asterisk.events import Event, LiveRecording, RecordingEvent
@@ -526,3 +527,6 @@ class CallRecorder:
 def _reason(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+RECORDER = web.AppKey("recorder", CallRecorder)  # absent: no HILO_RECORDING_KEYS, nothing is recorded

@@ -12,10 +12,8 @@ import asyncpg
 from recordings.audio import Span
 
 if TYPE_CHECKING:
-    from hilo.db import Conn
+    from hilo.db import Db
     from recordings.access import Scope
-
-    Db = asyncpg.Pool | Conn  # the pool, or a connection when inside a transaction
 
 
 @dataclass(frozen=True)

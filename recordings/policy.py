@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from dialplans.models import Queue, QueueRecording
+from flows.schema import CONSENT_VARIABLE
 
-CONSENT_VARIABLE = "record_consent"
 CONSENT_KEY = "recording_consent"  # in interactions.context: the caller's answer to a `consent` node
 _REFUSALS = frozenset({"false", "no", "n", "0", "off"})
 

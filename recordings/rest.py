@@ -1,6 +1,5 @@
 """The recordings API: metadata, PCI pause/resume, signed playback URLs, the audio itself, legal hold and
-the audit trail. Declared on the one API (crm_bridge.rest.API), so they are served and described in
-/api/openapi.json from these declarations; importing this module declares them.
+the audit trail. Declared on this module's route table, served and described in the one API (hilo.web.api).
 
 Agents may use their own calls' recordings, supervisors those of their teams, admins every one (403
 otherwise; recordings/access.py has the rule); every URL issued, every playback and download, every refusal
@@ -17,18 +16,16 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from crm_bridge.rest import API
-from hilo.web.auth import principal
-from hilo.web.openapi import ApiError, Reply, conflict, not_found
+from hilo.web.auth import ADMIN, EVERYONE, principal
+from hilo.web.keys import POOL, SETTINGS
+from hilo.web.openapi import ApiError, Reply, Routes, conflict, not_found
 from recordings import catalog, search, transcripts
 from recordings.access import Scope, UrlSigner, actor_of, in_scope, scope_of, scope_of_actor
-from recordings.calls import CallRecorder, NotLive
+from recordings.calls import RECORDER, CallRecorder, NotLive
 from recordings.catalog import Recording
 from recordings.crypto import DecryptionError
-from server.services import SERVICES
 
-ANYONE = ("admin", "supervisor", "agent")
-ADMIN = ("admin",)
+ROUTES = Routes()
 
 
 class RecordingPath(BaseModel):
@@ -153,13 +150,11 @@ def forbidden(reason: str) -> ApiError:
 
 
 def _pool(request: web.Request) -> asyncpg.Pool:
-    pool = request.app[SERVICES].pool
-    assert pool is not None
-    return pool
+    return request.app[POOL]
 
 
 def _recorder(request: web.Request) -> CallRecorder:
-    recorder = request.app[SERVICES].recordings
+    recorder = request.app.get(RECORDER)
     if recorder is None:
         raise ApiError(503, "unavailable", "recordings are off on this server (no HILO_RECORDING_KEYS)")
     return recorder
@@ -185,12 +180,12 @@ _NOT_YOURS = {
 }
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/recordings",
     summary="Recordings, newest first (agents: their own calls'; supervisors: their teams'); `q` searches transcripts",
     tag="recordings",
-    roles=ANYONE,
+    roles=EVERYONE,
     ok={200: RecordingList},
 )
 async def list_recordings(request: web.Request, query: RecordingQuery) -> RecordingList:
@@ -209,12 +204,12 @@ async def list_recordings(request: web.Request, query: RecordingQuery) -> Record
     return RecordingList(recordings=await _with_legs(pool, [(r, None) for r in found]))
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/recordings/{recording_id}",
     summary="A recording's metadata: state, paused spans, checksum, key, retention, hold",
     tag="recordings",
-    roles=ANYONE,
+    roles=EVERYONE,
     ok={200: RecordingOut},
     errors=_NOT_YOURS,
 )
@@ -239,12 +234,12 @@ async def _toggle(request: web.Request, recording_id: uuid.UUID, *, pause: bool)
 _TOGGLE_ERRORS = {**_NOT_YOURS, 409: "the recording is not live (the call ended)", 503: "recordings are off"}
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/recordings/{recording_id}/pause",
     summary="Pause a live recording (PCI) with the rest of its conversation's (legs): silence in each file",
     tag="recordings",
-    roles=ANYONE,
+    roles=EVERYONE,
     ok={200: RecordingOut},
     errors=_TOGGLE_ERRORS,
 )
@@ -254,12 +249,12 @@ async def pause_recording(request: web.Request, path: RecordingPath) -> Recordin
     return await _toggle(request, path.recording_id, pause=True)
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/recordings/{recording_id}/resume",
     summary="Resume a paused recording",
     tag="recordings",
-    roles=ANYONE,
+    roles=EVERYONE,
     ok={200: RecordingOut},
     errors=_TOGGLE_ERRORS,
 )
@@ -274,12 +269,12 @@ def _usable(rec: Recording) -> None:
         raise conflict(f"the recording is {rec.state}, not stored", "recording_id")
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/recordings/{recording_id}/url",
     summary="A short-lived signed URL to play (or download) the recording",
     tag="recordings",
-    roles=ANYONE,
+    roles=EVERYONE,
     ok={201: UrlOut},
     errors={**_NOT_YOURS, 409: "not stored (yet)", 410: "deleted by retention", 503: "recordings are off"},
 )
@@ -287,7 +282,7 @@ async def recording_url(request: web.Request, path: RecordingPath, query: UrlQue
     rec = await _visible(request, path.recording_id)
     _usable(rec)
     recorder = _recorder(request)
-    ttl = request.app[SERVICES].settings.recording_url_ttl_s
+    ttl = request.app[SETTINGS].recording_url_ttl_s
     expires = int(time.time()) + ttl
     mode: Literal["playback", "download"] = "download" if query.download else "playback"
     actor = actor_of(principal(request))
@@ -296,7 +291,7 @@ async def recording_url(request: web.Request, path: RecordingPath, query: UrlQue
     return Reply(201, UrlOut(url=url, mode=mode, expires_at=datetime.fromtimestamp(expires, UTC)))
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/recordings/{recording_id}/audio",
     summary="The recording as audio/wav, through a signed URL from POST …/url (no other credentials)",
@@ -362,7 +357,7 @@ async def recording_audio(request: web.Request, path: RecordingPath, query: Audi
     return response
 
 
-@API.route(
+@ROUTES.route(
     "PUT",
     "/api/recordings/{recording_id}/hold",
     summary="Place or lift a legal hold (with the recording's legs): a held recording is never deleted by retention",
@@ -404,12 +399,12 @@ class TranscriptOut(BaseModel):
     done_at: datetime | None
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/recordings/{recording_id}/transcript",
     summary="What was said in the recording, as its speech engine heard it",
     tag="recordings",
-    roles=ANYONE,
+    roles=EVERYONE,
     ok={200: TranscriptOut},
     errors={**_NOT_YOURS, 409: "no transcript queued (the recording is not stored, or is a caller/agent leg)"},
 )
@@ -424,7 +419,7 @@ async def recording_transcript(request: web.Request, path: RecordingPath) -> Tra
     return TranscriptOut(recording_id=rec.id, **fields)
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/recordings/{recording_id}/audit",
     summary="Everything done with a recording: URLs issued, playbacks, downloads, refusals, pauses, holds",

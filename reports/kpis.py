@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-# survey.answer {question, score}: the question decides the scale (reports/survey.py records them).
-SURVEY_SCALES: Mapping[str, tuple[int, int]] = {"csat": (1, 5), "nps": (0, 10), "ces": (1, 7)}
+from flows.survey import SURVEY_SCALES
+
 CSAT_SATISFIED = 4  # 4 or 5 on the 1-5 scale
 NPS_PROMOTER, NPS_DETRACTOR = 9, 6  # 9-10 promote, 0-6 detract
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from hilo.notifier import events_channel
 from reports import alerts
@@ -224,3 +225,6 @@ class WallboardMonitor:
 
 def _without_time(picture: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in picture.items() if k != "at"}, sort_keys=True)
+
+
+WALLBOARD = web.AppKey("wallboard", WallboardMonitor)

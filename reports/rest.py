@@ -1,6 +1,6 @@
 """The reporting API (supervisor and admin): KPIs per interval and group as JSON or CSV, the wallboard's
 current picture, the history of queue alerts; and recording a survey answer (admin: survey tools).
-Declared on the one API (hilo/web/openapi.py), so each route is in /api/openapi.json."""
+Declared on this module's route table, served in the one API (hilo.web.api)."""
 
 from __future__ import annotations
 
@@ -12,25 +12,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from crm_bridge.rest import API
-from crm_bridge.schemas import EventOut, Input, Timestamp
-from hilo.web.auth import principal
-from hilo.web.openapi import ApiError, Reply, bad_request, conflict, not_found
+from crm_bridge.schemas import EventOut, Timestamp
+from crm_bridge.timeline import TIMELINE
+from hilo.web.auth import ADMIN, STAFF, principal
+from hilo.web.keys import POOL
+from hilo.web.openapi import ApiError, Input, Reply, Routes, bad_request, conflict, not_found
 from reports.alerts import KINDS
 from reports.kpis import Kpis
-from reports.monitor import WallboardMonitor
+from reports.monitor import WALLBOARD, WallboardMonitor
 from reports.report import Row, count_intervals, to_csv
 from reports.survey import AnswerConflict, SurveyAnswerEvent, save_answer
 from reports.wallboard_view import ALL, supervised_teams
-from server.services import SERVICES
 
-STAFF = ("admin", "supervisor")
+ROUTES = Routes()
 MAX_PERIOD = timedelta(days=366)
 MAX_INTERVALS = 3000  # 31 days of quarter hours
 
 
 def _monitor(request: web.Request) -> WallboardMonitor:
-    monitor: WallboardMonitor | None = request.app[SERVICES].wallboard
+    monitor = request.app.get(WALLBOARD)
     if monitor is None:
         raise ApiError(503, "unavailable", "reports are not running on this server")
     return monitor
@@ -96,7 +96,7 @@ async def _rows(request: web.Request, query: KpiQuery) -> tuple[datetime, dateti
     return start, end, zone, rows
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/reports/kpis",
     summary="KPIs of a period per interval and channel, queue or agent",
@@ -119,7 +119,7 @@ async def kpi_report(request: web.Request, query: KpiQuery) -> KpiReport:
     )
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/reports/kpis.csv",
     summary="The same KPIs as CSV",
@@ -218,7 +218,7 @@ class WallboardOut(BaseModel):
     alerts: list[AlertNowOut]
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/reports/wallboard",
     summary="The wallboard now: queues, agents, channels, open alerts",
@@ -257,7 +257,7 @@ class AlertList(BaseModel):
     alerts: list[AlertOut]
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/reports/alerts",
     summary="Queue alerts raised, newest first, with when they cleared",
@@ -296,21 +296,19 @@ class SurveyAnswerOut(BaseModel):
     event: EventOut
 
 
-@API.route(
+@ROUTES.route(
     "POST",
     "/api/interactions/{interaction_id}/survey-answers",
     summary="Record a survey answer (csat 1-5, nps 0-10, ces 1-7) on an interaction's timeline",
     tag="reports",
-    roles=("admin",),
+    roles=ADMIN,
     ok={201: SurveyAnswerOut, 200: SurveyAnswerOut},
     errors={404: "no such interaction", 409: "this question was already answered differently"},
 )
 async def record_survey_answer(request: web.Request, path: InteractionPath, body: SurveyAnswerIn) -> Reply:
     """One answer per question (and survey) per interaction: the same again is 200 `duplicate`."""
-    services = request.app[SERVICES]
-    assert services.pool is not None and services.timeline is not None
     try:
-        saved = await save_answer(services.pool, services.timeline.publish, path.interaction_id, body)
+        saved = await save_answer(request.app[POOL], request.app[TIMELINE].publish, path.interaction_id, body)
     except LookupError as exc:
         raise not_found(str(exc), "interaction_id") from exc
     except AnswerConflict as exc:
@@ -343,4 +341,4 @@ class OpsEventOut(BaseModel):
     data: dict[str, Any]
 
 
-API.webhook("opsEvent", _ops_event_webhook, [OpsEventOut])
+ROUTES.webhook("opsEvent", _ops_event_webhook, [OpsEventOut])

@@ -22,7 +22,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from crm_bridge.timeline import Publish, event_json
-from reports.kpis import SURVEY_SCALES
+from flows.survey import SURVEY_SCALES
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from dialplans.models import CHANNELS, Agent, Queue, RoutingConfig
 from flows.hours import Calendars, UnknownCalendar
@@ -664,3 +665,6 @@ class RoutingEngine:
                 raise
             except Exception:
                 log.exception("routing tick failed")
+
+
+ROUTING = web.AppKey("routing", RoutingEngine)

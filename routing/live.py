@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
 from dialplans.models import Agent
 from routing.model import AGENT_STATES, MANUAL_STATES
 
@@ -42,3 +44,6 @@ class AgentBoard:
         """Delete every key of this namespace (used by tests and by `hilo` resets): live agents and
         interactions, sessions, sign-in limits, ...; routing's queues stay configured."""
         await self.engine.reset(whole_namespace=True)
+
+
+BOARD = web.AppKey("board", AgentBoard)  # the agents' live states, for pages and the API

@@ -1,7 +1,6 @@
 """The routing admin API: queues and agents (admin changes them, admin and supervisor read them), with
 their live state, an agent's state history, a queue's service level, and what routing did with one
-interaction. Declared on the customer API (crm_bridge.rest.API), so it is in /api/openapi.json and served
-by its add_routes.
+interaction. Declared on this module's route table, served and described in the one API (hilo.web.api).
 
 A queue or agent is sent whole, as in routing.yaml (`PUT` creates or replaces); changes take effect at once
 on every node. routing.yaml seeds the configuration at each start: the ids it defines are set back to what
@@ -16,19 +15,17 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from crm_bridge.rest import API
 from dialplans.models import CHANNELS, Agent, Name, Queue
-from hilo.web.openapi import ApiError, Reply, bad_request, conflict, not_found
-from routing.engine import InUse, RoutingEngine
+from hilo.web.auth import ADMIN, STAFF
+from hilo.web.openapi import ApiError, Reply, Routes, bad_request, conflict, not_found
+from routing.engine import ROUTING, InUse, RoutingEngine
 from routing.model import RoutingError, ms_to_datetime
-from server.services import SERVICES
 
-STAFF = ("admin", "supervisor")
-ADMIN = ("admin",)
+ROUTES = Routes()
 
 
 def _engine(request: web.Request) -> RoutingEngine:
-    engine = request.app[SERVICES].routing
+    engine = request.app.get(ROUTING)
     if engine is None:
         raise ApiError(503, "unavailable", "routing is not running on this server")
     return engine
@@ -182,7 +179,7 @@ def _routing_error(exc: RoutingError, field: str | None) -> ApiError:
 # Queues ---------------------------------------------------------------------------------------------
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/routing/queues",
     summary="Queues with their live state",
@@ -196,7 +193,7 @@ async def list_routing_queues(request: web.Request) -> RoutingQueueList:
     return RoutingQueueList(queues=[RoutingQueueOut(queue=q, live=await _queue_live(engine, q.id)) for q in queues])
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/routing/queues/{queue_id}",
     summary="A queue, its live state and its service level over a period",
@@ -225,7 +222,7 @@ async def get_routing_queue(request: web.Request, path: RoutingQueuePath, query:
     return RoutingQueueOut(queue=queue, live=await _queue_live(engine, queue.id), service_level=level)
 
 
-@API.route(
+@ROUTES.route(
     "PUT",
     "/api/routing/queues/{queue_id}",
     summary="Create or replace a queue",
@@ -246,7 +243,7 @@ async def put_routing_queue(request: web.Request, path: RoutingQueuePath, body: 
     return Reply(201 if created else 200, RoutingQueueOut(queue=body, live=await _queue_live(engine, body.id)))
 
 
-@API.route(
+@ROUTES.route(
     "DELETE",
     "/api/routing/queues/{queue_id}",
     summary="Delete a queue nobody serves, feeds or waits in",
@@ -268,7 +265,7 @@ async def delete_routing_queue(request: web.Request, path: RoutingQueuePath) -> 
 # Agents ---------------------------------------------------------------------------------------------
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/routing/agents",
     summary="Agents: skills, teams, capacity and live state",
@@ -284,7 +281,7 @@ async def list_routing_agents(request: web.Request) -> RoutingAgentList:
     )
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/routing/agents/{agent_id}",
     summary="An agent and its live state",
@@ -301,7 +298,7 @@ async def get_routing_agent(request: web.Request, path: RoutingAgentPath) -> Rou
     return RoutingAgentOut(agent=agent, live=_agent_live(await engine.agent(agent.id)))
 
 
-@API.route(
+@ROUTES.route(
     "PUT",
     "/api/routing/agents/{agent_id}",
     summary="Create or change an agent (a new one starts offline)",
@@ -323,7 +320,7 @@ async def put_routing_agent(request: web.Request, path: RoutingAgentPath, body: 
     return Reply(201 if created else 200, RoutingAgentOut(agent=body, live=live))
 
 
-@API.route(
+@ROUTES.route(
     "DELETE",
     "/api/routing/agents/{agent_id}",
     summary="Delete an agent that never took an interaction",
@@ -342,7 +339,7 @@ async def delete_routing_agent(request: web.Request, path: RoutingAgentPath) -> 
     return Reply(204)
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/routing/agents/{agent_id}/history",
     summary="An agent's states, with time stamps, newest first",
@@ -364,7 +361,7 @@ async def routing_agent_history(
 # Interactions ---------------------------------------------------------------------------------------
 
 
-@API.route(
+@ROUTES.route(
     "GET",
     "/api/routing/interactions/{interaction_id}",
     summary="What routing did with an interaction: queues, escalations, offers and their outcomes",

@@ -16,46 +16,65 @@ from asterisk.ari import AriClient
 from asterisk.dialplan import NumbersDialplanSync
 from bridges import http as bridges_http
 from bridges import webchat
-from bridges.conversations import Conversations, flow_by_channel
+from bridges.conversations import CONVERSATIONS, Conversations, flow_by_channel
 from bridges.messages import InboundMessage
 from bridges.webchat_limits import webchat_limits
-from console import api
-from console import call_control as call_control_api  # noqa: F401 (declares /api/calls… on crm_rest.API)
+from console import api as console_api
+from console import call_control, transfers
 from console import chat as console_chat
-from console import transfers as transfers_api  # noqa: F401 (declares /api/calls/…/transfer)
-from console.screenpop import ScreenPops
+from console.screenpop import SCREENPOPS, ScreenPops
 from crm_bridge import connectors
 from crm_bridge import rest as crm_rest
-from crm_bridge.timeline import Timeline
+from crm_bridge.timeline import TIMELINE, Timeline
 from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
 from dialplans.models import load_routing
+from flows import rest as flows_rest
 from flows.hours import Calendars
-from flows.rest import add_flow_routes
-from flows.runtime import FlowRuntime, LiveFlows, checks_for
+from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
 from hilo.db import create_pool
 from hilo.notifier import Notifier
 from hilo.settings import Settings
+from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
-from ivr.inbound import TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
+from hilo.web.keys import POOL, REDIS, REGISTRY, SETTINGS
+from hilo.web.openapi import Api
+from hilo.web.sessions import SESSIONS, SessionStore
+from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.waiting import warm_up
-from recordings import rest as recordings_rest  # noqa: F401 (declares /api/recordings… on crm_rest.API)
+from recordings import rest as recordings_rest
 from recordings import setup as recording_setup
-from reports import rest as reports_rest  # noqa: F401 (declares /api/reports… on crm_rest.API)
+from recordings.calls import RECORDER
+from reports import rest as reports_rest
 from reports.config import load_kpi_config
 from reports.metrics import KpiCollector
-from reports.monitor import WallboardMonitor
+from reports.monitor import WALLBOARD, WallboardMonitor
 from reports.service import Reports
 from reports.wallboard import QueueInfo, Wallboard
-from routing import rest as routing_rest  # noqa: F401 (declares /api/routing/… on crm_rest.API)
-from routing.engine import RoutingEngine
-from routing.live import AgentBoard
+from routing import rest as routing_rest
+from routing.engine import ROUTING, RoutingEngine
+from routing.live import BOARD, AgentBoard
 from routing.presence import EndpointPresence, routing_presence
+from server import health
 from server.seed import upsert_agents
 from server.services import SERVICES, Services
 from speech.listener import SpeechService
 from speech.tts import PromptCache, voice_for
 
 log = logging.getLogger(__name__)
+
+
+def hilo_api() -> Api:
+    """The one API: every feature's route table, served and described together at /api/openapi.json."""
+    return build_api(
+        crm_rest.ROUTES,  # customers, identities, merges, timeline, cases, webhooks
+        routing_rest.ROUTES,
+        call_control.ROUTES,  # hold, supervision, moves, the audit of live work
+        transfers.ROUTES,
+        recordings_rest.ROUTES,
+        reports_rest.ROUTES,
+        console_api.ROUTES,  # /api/agents (handled by console/api.py)
+        flows_rest.ROUTES,  # /api/flows… (handled by flows/rest.py)
+    )
 
 
 def init_app(settings: Settings) -> web.Application:
@@ -70,6 +89,8 @@ def init_app(settings: Settings) -> web.Application:
     services = Services(settings=settings, registry=registry)
     app = web.Application()
     app[SERVICES] = services
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry
     app[AUTH_KEY] = TokenAuth({settings.api_token.get_secret_value(): "admin"})
     metrics = CallMetrics(
         started=Counter("hilo_calls_started", "Inbound calls answered", registry=registry),
@@ -77,15 +98,18 @@ def init_app(settings: Settings) -> web.Application:
         active=Gauge("hilo_calls_active", "Calls in progress on this node", registry=registry),
     )
 
-    async def postgres(_: web.Application) -> AsyncIterator[None]:
+    async def postgres(app: web.Application) -> AsyncIterator[None]:
         services.pool = await create_pool(settings.database_url.get_secret_value(), min_size=2, max_size=10)
         await upsert_agents(services.pool, routing.agents)
+        app[POOL] = services.pool
         yield
         await services.pool.close()
 
-    async def redis(_: web.Application) -> AsyncIterator[None]:
+    async def redis(app: web.Application) -> AsyncIterator[None]:
         services.redis = aioredis.from_url(settings.redis_url.get_secret_value())
         await services.redis.ping()
+        app[REDIS] = services.redis
+        app[SESSIONS] = SessionStore(services.redis, settings.namespace)
         assert services.pool is not None
         # routing.yaml seeds the routing configuration in PostgreSQL; the live state is in Redis (rebuilt
         # from PostgreSQL if Redis has none). An offer nobody settles outlives any ring timeout.
@@ -99,15 +123,17 @@ def init_app(settings: Settings) -> web.Application:
         )
         await services.routing.start(seed=routing)
         services.board = AgentBoard(services.routing)
+        app[ROUTING], app[BOARD] = services.routing, services.board
         yield
         await services.routing.close()
         await services.redis.aclose()
 
-    async def telephony(_: web.Application) -> AsyncIterator[None]:
+    async def telephony(app: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.redis is not None and services.board is not None
         assert services.routing is not None
         notifier = Notifier(services.redis, settings.namespace)
         services.timeline = Timeline(services.pool, notifier.publish)
+        app[TIMELINE] = services.timeline
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
         services.ami = AmiClient(
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
@@ -136,6 +162,10 @@ def init_app(settings: Settings) -> web.Application:
         )
         await services.flows.start()  # refuses to start on a flow version with problems
         flows = services.flows
+        app[FLOWS] = flows
+        # One screen-pop publisher for voice and text: the pop before an agent's phone rings, chat events after.
+        services.screenpops = ScreenPops(services.pool, services.redis, settings.namespace, lambda: flows.current.flows)
+        app[SCREENPOPS] = services.screenpops
         services.ari = AriClient(
             settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
         )
@@ -153,10 +183,9 @@ def init_app(settings: Settings) -> web.Application:
             queue_max_wait_s=settings.queue_max_wait_s,
             wrapup_s=settings.wrapup_s,
             # the screen-pop is published to the agent's console before their phone rings
-            on_offer=ScreenPops(
-                services.pool, services.redis, settings.namespace, lambda: flows.current.flows
-            ).on_offer,
+            on_offer=services.screenpops.on_offer,
         )
+        app[CALLS] = services.calls
         dialler = services.calls.callbacks
         dialler.dial, dialler.customer_ring_s = settings.callback_dial, settings.callback_ring_s
         dialler.max_attempts, dialler.retry_s = settings.callback_max_attempts, settings.callback_retry_s
@@ -228,7 +257,7 @@ def init_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(messaging)
 
-    async def conversations(_: web.Application) -> AsyncIterator[None]:
+    async def conversations(app: web.Application) -> AsyncIterator[None]:
         # Text conversations (bridges/conversations.py) answer the inbox; web chat replies go out through
         # the outbox with the web chat sender, to the visitor's socket on whichever node holds it.
         assert services.pool is not None and services.redis is not None and services.routing is not None
@@ -242,6 +271,7 @@ def init_app(settings: Settings) -> web.Application:
             limits=webchat_limits(settings),
             trusted_proxies=messaging_now.trusted_proxies,
         )
+        assert services.screenpops is not None
         services.conversations = Conversations(
             pool=services.pool,
             redis=services.redis,
@@ -255,15 +285,18 @@ def init_app(settings: Settings) -> web.Application:
             wrapup_s=settings.wrapup_s,
             queue_max_wait_s=settings.queue_max_wait_s,
             survey_wait_s=settings.conversation_survey_wait_s,
+            on_offer=services.screenpops.on_offer,
+            tell_agent=services.screenpops.tell,
         )
         await services.conversations.start()
+        app[CONVERSATIONS] = services.conversations
         yield
         conversations_now, services.conversations = services.conversations, None
         await conversations_now.close()
 
     app.cleanup_ctx.append(conversations)
 
-    async def recordings(_: web.Application) -> AsyncIterator[None]:
+    async def recordings(app: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.timeline is not None
         assert services.ari is not None and services.calls is not None
         if recording_keys is None:
@@ -279,6 +312,7 @@ def init_app(settings: Settings) -> web.Application:
             queues=routing.queues,
         )
         services.calls.recorder = services.recordings
+        app[RECORDER] = services.recordings
         speech = services.calls.speech or SpeechService.from_config(settings.vosk_models, settings.speech_engines)
         async with (
             recording_setup.housekeeping(services.recordings, settings),  # spool sweep + retention purge
@@ -289,22 +323,23 @@ def init_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(recordings)
 
-    async def wallboard(_: web.Application) -> AsyncIterator[None]:
+    async def wallboard(app: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.redis is not None and services.board is not None
         board = Wallboard(services.pool, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
         services.wallboard = WallboardMonitor(
             board, Reports(services.pool, kpi_config), services.redis, settings.namespace
         )
         await services.wallboard.start()
+        app[WALLBOARD] = services.wallboard
         yield
         await services.wallboard.close()
 
     app.cleanup_ctx.append(wallboard)
     registry.register(KpiCollector(lambda: services.wallboard))  # the KPIs on /metrics
-    crm_rest.add_routes(app)  # customers, identities, merges, timeline, cases, webhooks, /api/openapi.json
-    # (and /api/recordings…: recordings.rest declares them on the same API when imported)
-    api.add_routes(app)
-    add_flow_routes(app)
+    add_api(app, hilo_api())
+    health.add_routes(app)  # /healthz, /metrics
+    console_api.add_routes(app)  # /api/agents…, the agent console, the wallboard and reports pages
+    flows_rest.add_flow_routes(app)
     console_chat.add_routes(app)  # the console's chat pane: /console/api/chats…
     webchat.add_routes(app, lambda: services.webchat)  # the web chat widget and its visitors' socket
     bridges_http.add_routes(app, lambda: services.messaging)  # /webhooks/twilio/…, /webhooks/whatsapp

@@ -1,4 +1,6 @@
-"""The live resources of one Hilo server, shared by the HTTP handlers (filled in by `server.app`)."""
+"""The live resources of one Hilo server, as the composition root (server/app.py) opens them: its own
+registry for their life cycle, and what the stack tests reach into. Handlers never read it: each gets what
+it needs through a typed key (hilo/web/keys.py, and each feature's key beside its class)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from asterisk.ari import AriClient
 from bridges.conversations import Conversations
 from bridges.http import Messaging
 from bridges.webchat import WebChat
+from console.screenpop import ScreenPops
 from crm_bridge.timeline import Timeline
 from crm_bridge.webhooks import DeliveryWorker
 from flows.runtime import FlowRuntime
@@ -46,6 +49,7 @@ class Services:
     messaging: Messaging | None = None  # SMS/WhatsApp webhooks, the inbox processor and the outbox
     conversations: Conversations | None = None  # the inbox's handler: flows, agents, threads over text
     webchat: WebChat | None = None  # the web chat visitors' side (bridges/webchat.py)
+    screenpops: ScreenPops | None = None  # the agent's console: pops before ringing, chat events
 
 
 SERVICES = web.AppKey("services", Services)

@@ -13,10 +13,14 @@ from typing import Any
 
 from aiohttp import web
 
-from hilo.web.sessions import COOKIE, Principal, SessionStore
-from server.services import SERVICES
+from hilo.web.sessions import COOKIE, SESSIONS, Principal, SessionStore
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The role sets routes admit (`requires(*STAFF)`, `roles=STAFF` on a declared route).
+ADMIN = ("admin",)
+STAFF = ("admin", "supervisor")
+EVERYONE = ("agent", "supervisor", "admin")
 
 
 class TokenAuth:
@@ -43,10 +47,7 @@ def unauthorized(reason: str) -> web.Response:
 
 
 def session_store(request: web.Request) -> SessionStore | None:
-    services = request.app.get(SERVICES)
-    if services is None or services.redis is None:
-        return None
-    return SessionStore(services.redis, services.settings.namespace)
+    return request.app.get(SESSIONS)  # None until Redis is open
 
 
 def same_origin(request: web.Request) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from hilo.web.auth import requires
@@ -51,6 +51,21 @@ class ApiError(Exception):
         body = self.body.model_dump(exclude_none=True)
         body.setdefault("field", None)
         return web.json_response(body, status=self.status)
+
+
+def error_response(status: int, error: str, reason: str, field: str | None = None) -> web.Response:
+    """The JSON error body of the hand-written handlers (the console's pages, flows), as `ApiError` writes
+    it for declared routes, but without a `field` when none is at fault."""
+    body: dict[str, Any] = {"error": error, "reason": reason}
+    if field:
+        body["field"] = field
+    return web.json_response(body, status=status)
+
+
+class Input(BaseModel):
+    """Inputs name every field they accept: a misspelt field is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def bad_request(reason: str, field: str | None) -> ApiError:
@@ -101,14 +116,14 @@ def validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
     return bad_request(first["msg"], field_name)
 
 
-class Api:
-    def __init__(self, title: str, version: str, description: str = "") -> None:
-        self.title = title
-        self.version = version
-        self.description = description
+class Routes:
+    """One feature's route table: each `rest.py` declares its operations on its own `ROUTES = Routes()`,
+    and the composition root gathers the tables into the one `Api` (`Api.include`). Nothing is
+    registered by importing a module."""
+
+    def __init__(self) -> None:
         self.operations: list[Operation] = []
         self.webhooks: dict[str, tuple[WebhookBuilder, list[type[BaseModel]]]] = {}
-        self._document: dict[str, Any] | None = None
 
     # Declaring ------------------------------------------------------------------------------------
 
@@ -177,7 +192,6 @@ class Api:
         """An outbound request Hilo makes (OpenAPI's top-level `webhooks`): `build` gets a function giving
         the schema reference of each of `models` and returns the path item."""
         self.webhooks[name] = (build, models)
-        self._document = None
 
     def _add(self, op: Operation) -> None:
         if not op.ok:
@@ -190,7 +204,25 @@ class Api:
         if any(o.method == op.method and o.path == op.path for o in self.operations):
             raise ValueError(f"{op.method} {op.path} declared twice")
         self.operations.append(op)
+
+
+class Api(Routes):
+    """The one API: every feature's route table, served and described in one OpenAPI 3.1 document."""
+
+    def __init__(self, title: str, version: str, description: str = "") -> None:
+        super().__init__()
+        self.title = title
+        self.version = version
+        self.description = description
+        self._document: dict[str, Any] | None = None
+
+    def include(self, *tables: Routes) -> Api:
+        for table in tables:
+            for op in table.operations:
+                self._add(op)
+            self.webhooks.update(table.webhooks)
         self._document = None
+        return self
 
     # Serving --------------------------------------------------------------------------------------
 

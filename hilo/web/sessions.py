@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from aiohttp import web
 
 COOKIE = "hilo_session"
 SESSION_TTL_S = 12 * 3600  # one long shift; then the agent signs in again
@@ -110,3 +111,6 @@ class SessionStore:
 
     async def clear_failures(self, username: str) -> None:
         await self.redis.delete(self._failures_key(username))
+
+
+SESSIONS = web.AppKey("sessions", SessionStore)

@@ -40,6 +40,8 @@ def another_node(running: Conversations, **limits: Any) -> Conversations:
         live_flows=running.live_flows,
         pick_flow=running.pick_flow,
         default_region=running.default_region,
+        on_offer=running.on_offer,
+        tell_agent=running.tell_agent,
         **limits,
     )
 

@@ -127,7 +127,7 @@ async def test_handlers_cannot_deadlock_a_small_pool(stack: Stack, checks_flow: 
     holding one connection while its flow waited for a second would wait forever here."""
     live = stack.services
     assert live.routing is not None and live.timeline is not None and live.flows is not None
-    assert live.messaging is not None and live.redis is not None
+    assert live.messaging is not None and live.redis is not None and live.screenpops is not None
     flows = live.flows
     pool = await create_pool(stack.settings.database_url.get_secret_value(), min_size=1, max_size=2)
     conversations = Conversations(
@@ -138,6 +138,8 @@ async def test_handlers_cannot_deadlock_a_small_pool(stack: Stack, checks_flow: 
         engine=live.routing,
         outbox=live.messaging.outbox,
         live_flows=lambda: flows.current,
+        on_offer=live.screenpops.on_offer,
+        tell_agent=live.screenpops.tell,
     )
     visitors = ["v1-" + secrets.token_hex(20) for _ in range(6)]
     ids = iter(range(10**12 + secrets.randbelow(10**9), 10**13))  # beyond any stored message's id

@@ -18,7 +18,7 @@ import pytest
 
 from crm_bridge import identity
 from crm_bridge.timeline import Interaction, Timeline
-from flows.engine import FlowContext, Services, run_flow
+from flows.engine import FlowContext, FlowServices, run_flow
 from flows.schema import Flow
 from flows.text_session import TextSession
 from reports.config import load_kpi_config
@@ -101,7 +101,7 @@ async def survey_by_keypad(stack: Stack, interaction: Interaction, keys: list[st
     """The customer answers the `survey` node (None: no answer), saved on the interaction as on a call."""
     assert stack.services.timeline is not None
     save = answers_of(stack.pool, stack.services.timeline.publish, interaction.id)
-    await run_flow(SURVEY_FLOW, TextSession(keys), FlowContext(services=Services(save_survey_answer=save)))
+    await run_flow(SURVEY_FLOW, TextSession(keys), FlowContext(services=FlowServices(save_survey_answer=save)))
 
 
 async def scripted_day(stack: Stack) -> Script:

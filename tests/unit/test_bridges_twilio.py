@@ -14,8 +14,7 @@ from bridges.channels import ChannelConfig, Channels
 from bridges.fakes.server import Failure
 from bridges.fakes.twilio import FakeTwilio, new_sid
 from bridges.http import Messaging, parse_proxies
-from bridges.inbox import BadPayload
-from bridges.messages import Choice, OutboundMessage
+from bridges.messages import BadPayload, Choice, OutboundMessage
 from tests.unit.sending import refused
 
 ACCOUNT = "AC" + "1" * 32

@@ -13,8 +13,7 @@ from bridges import whatsapp
 from bridges.channels import ChannelConfig, Channels
 from bridges.fakes.server import Failure
 from bridges.fakes.whatsapp import FakeWhatsApp, meta_json, new_wamid
-from bridges.inbox import BadPayload
-from bridges.messages import Choice, OutboundMessage
+from bridges.messages import BadPayload, Choice, OutboundMessage
 from tests.unit.sending import refused
 
 SECRET = "app-secret-0123456789"

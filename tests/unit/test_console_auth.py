@@ -9,29 +9,23 @@ import fakeredis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from prometheus_client import CollectorRegistry
 
-from hilo.settings import Settings
 from hilo.web.auth import AUTH_KEY, TokenAuth, authenticate, same_origin
-from hilo.web.sessions import COOKIE, Principal, SessionStore
-from server.services import SERVICES, Services
+from hilo.web.sessions import COOKIE, SESSIONS, Principal, SessionStore
 
 
 @pytest.fixture
 async def app() -> AsyncIterator[web.Application]:
     app = web.Application()
-    services = Services(settings=Settings(namespace="unit"), registry=CollectorRegistry())
-    services.redis = fakeredis.FakeAsyncRedis()
-    app[SERVICES] = services
+    redis = fakeredis.FakeAsyncRedis()
+    app[SESSIONS] = SessionStore(redis, "unit")
     app[AUTH_KEY] = TokenAuth({"admin-token-123": "admin"})
     yield app
-    await services.redis.aclose()
+    await redis.aclose()
 
 
 async def new_session(app: web.Application) -> str:
-    redis = app[SERVICES].redis
-    assert redis is not None
-    token, _ = await SessionStore(redis, "unit").create("bob", "agent", "bob")
+    token, _ = await app[SESSIONS].create("bob", "agent", "bob")
     return token
 
 

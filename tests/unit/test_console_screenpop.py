@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from console.screenpop import MASK, FlowFacts, assemble, flow_facts, ivr_path, shown_variables, verified_by
-from flows.engine import FlowContext, Services, run_flow
+from flows.engine import FlowContext, FlowServices, run_flow
 from flows.schema import Flow
 from flows.text_session import TextSession
 
@@ -82,7 +82,7 @@ async def run_billing(
         FlowContext(
             caller_number="+34911222333",
             record=record,
-            services=Services(lookup_customer=lookup, verify_customer=verify),
+            services=FlowServices(lookup_customer=lookup, verify_customer=verify),
         ),
     )
     # as ivr/inbound.py keeps them on the interaction

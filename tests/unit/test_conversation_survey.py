@@ -9,7 +9,7 @@ from typing import Any
 
 from bridges.conversation_flow import TurnResult, run_turn, scale_choices
 from bridges.messages import Choice
-from flows.engine import Services
+from flows.engine import FlowServices
 from flows.schema import Flow
 
 FEEDBACK = Flow.model_validate(
@@ -44,7 +44,7 @@ async def turn(before: TurnResult | None, answer: str | None, channel: str = "wh
         new_inputs=0 if before is None else 1,
         journal=[] if before is None else before.journal,
         already_sent=0 if before is None else before.outputs,
-        services=Services(),
+        services=FlowServices(),
         channel=channel,
         caller_number="+34600111222",
         customer=None,

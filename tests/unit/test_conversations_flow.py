@@ -8,7 +8,7 @@ from typing import Any
 
 from bridges.conversation_flow import TurnResult, mask_secret, menu_choices, run_turn
 from bridges.messages import Choice, numbered
-from flows.engine import HttpRequest, Services
+from flows.engine import FlowServices, HttpRequest
 from flows.hours import Calendars
 from flows.schema import Flow, Menu
 
@@ -105,8 +105,8 @@ class Outside:
         self.verifications.append((customer_id, field, given))
         return given == "4321"
 
-    def services(self) -> Services:
-        return Services(
+    def services(self) -> FlowServices:
+        return FlowServices(
             lookup_customer=self.lookup,
             http=self.http,
             calendars=Calendars(),

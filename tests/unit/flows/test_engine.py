@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from flows.engine import FlowContext, HttpCallFailed, HttpRequest, Outcome, Services, run_flow
+from flows.engine import FlowContext, FlowServices, HttpCallFailed, HttpRequest, Outcome, run_flow
 from flows.hours import Calendars
 from flows.schema import Condition, Flow
 from flows.text_session import TextSession
@@ -159,7 +159,7 @@ async def test_lookup_by_caller_and_by_variable() -> None:
             "miss": {"kind": "hangup", "text": "unknown {{ holder.known }} {{ customer.name }}"},
         }
     )
-    outcome, session, _ = await run(f, services=Services(lookup_customer=lookup))
+    outcome, session, _ = await run(f, services=FlowServices(lookup_customer=lookup))
     assert calls == [("phone", "+34911222333"), ("account", "777")]
     assert session.output == ["unknown False Grace"]
     assert outcome.variables["customer"] == {"id": "42", "name": "Grace", "known": True, "verified": False}
@@ -190,11 +190,11 @@ async def test_http_maps_answer_and_errors() -> None:
             "err": {"kind": "hangup", "text": "error"},
         }
 
-    outcome, session, _ = await run(flow(nodes("https://crm.example/orders")), services=Services(http=http))
+    outcome, session, _ = await run(flow(nodes("https://crm.example/orders")), services=FlowServices(http=http))
     assert session.output == ["shipped"] and outcome.variables["nope"] is None
     assert requests[0].json == {"phone": "+34911222333", "n": [1, "2"]}
     assert requests[0].headers == {"X-Caller": "+34911222333"}
-    _, session, _ = await run(flow(nodes("https://crm.example/fail")), services=Services(http=http))
+    _, session, _ = await run(flow(nodes("https://crm.example/fail")), services=FlowServices(http=http))
     assert session.output == ["error"]
 
 
@@ -232,7 +232,7 @@ async def test_hours_by_calendar_and_clock(moment: str, is_open: bool, holiday: 
             "out": {"kind": "callback", "prompt": "We will call you back."},
         }
     )
-    outcome, _, events = await run(f, services=Services(calendars=HOURS, clock=clock(moment)))
+    outcome, _, events = await run(f, services=FlowServices(calendars=HOURS, clock=clock(moment)))
     if is_open:
         assert (outcome.action, outcome.priority, outcome.skills) == ("queue", 3, ["es"])
     else:
@@ -243,7 +243,7 @@ async def test_hours_by_calendar_and_clock(moment: str, is_open: bool, holiday: 
 
 async def test_hours_with_an_unknown_calendar_is_a_flow_error() -> None:
     f = flow({"a": {"kind": "hours", "calendar": "night", "open": "b", "closed": "b"}, "b": BYE})
-    outcome, _, events = await run(f)  # the default Services have no calendars
+    outcome, _, events = await run(f)  # the default FlowServices have no calendars
     assert outcome.action == "error" and "calendar 'night' is not in hours.yaml (known: none)" in (outcome.reason or "")
     assert events[-1][0] == "ivr.flow_error"
 
@@ -254,14 +254,14 @@ async def test_now_variables_follow_the_flow_time_zone() -> None:
     }
     nodes["b"] = BYE
     madrid = Flow.model_validate({"flow": "t", "start": "a", "timezone": "Europe/Madrid", "nodes": nodes})
-    _, session, _ = await run(madrid, services=Services(clock=clock("2026-11-23T23:05:00+00:00")))
+    _, session, _ = await run(madrid, services=FlowServices(clock=clock("2026-11-23T23:05:00+00:00")))
     assert session.output == ["tue 2026-11-24 00:05 0"]
-    _, session, _ = await run(flow(nodes), services=Services(clock=clock("2026-11-23T23:05:00+00:00")))
+    _, session, _ = await run(flow(nodes), services=FlowServices(clock=clock("2026-11-23T23:05:00+00:00")))
     assert session.output == ["mon 2026-11-23 23:05 23"]  # no timezone: UTC
 
 
 async def test_a_clock_without_time_zone_is_a_flow_error() -> None:
-    outcome, _, _ = await run(flow({"a": BYE}), services=Services(clock=lambda: dt.datetime(2026, 1, 1)))
+    outcome, _, _ = await run(flow({"a": BYE}), services=FlowServices(clock=lambda: dt.datetime(2026, 1, 1)))
     assert outcome.action == "error" and "without a time zone" in (outcome.reason or "")
 
 
@@ -295,7 +295,7 @@ async def test_comparisons(condition: dict[str, Any], matches: bool) -> None:
             "no": {"kind": "hangup", "text": "no"},
         }
     )
-    services = Services(clock=clock("2026-11-23T14:05:30+00:00"))
+    services = FlowServices(clock=clock("2026-11-23T14:05:30+00:00"))
     outcome, _, _ = await run(f, customer={"id": "c", "name": "Ana"}, services=services)
     assert outcome.node == ("yes" if matches else "no")
 
@@ -362,7 +362,7 @@ async def test_verify_succeeds_on_the_second_attempt() -> None:
         events.append((type_, data))
 
     session = TextSession(["1111#", "4321#"], on_input=shown.append)
-    services = Services(lookup_customer=store.lookup, verify_customer=store.verify)
+    services = FlowServices(lookup_customer=store.lookup, verify_customer=store.verify)
     outcome = await run_flow(
         flow(PIN_FLOW), session, FlowContext(caller_number="+34911222333", services=services, record=record)
     )
@@ -382,7 +382,7 @@ async def test_verify_succeeds_on_the_second_attempt() -> None:
 async def test_verify_locks_out_after_the_attempts() -> None:
     store = FakeStore()
     inputs: list[str | None] = ["1111", None, "12", "4321"]  # wrong, silence, too short: three attempts used
-    services = Services(lookup_customer=store.lookup, verify_customer=store.verify)
+    services = FlowServices(lookup_customer=store.lookup, verify_customer=store.verify)
     outcome, session, events = await run(flow(PIN_FLOW), inputs, services=services)
     assert outcome.node == "locked" and session.output[-1] == "locked False"
     assert session.output.count("Wrong.") == 2  # not after the last attempt
@@ -394,7 +394,7 @@ async def test_verify_locks_out_after_the_attempts() -> None:
 
 async def test_verify_default_service_never_verifies_and_not_found_skips_it() -> None:
     store = FakeStore()
-    outcome, _, _ = await run(flow(PIN_FLOW), ["4321"], services=Services(lookup_customer=store.lookup))
+    outcome, _, _ = await run(flow(PIN_FLOW), ["4321"], services=FlowServices(lookup_customer=store.lookup))
     assert outcome.node == "locked"
     outcome, session, _ = await run(flow(PIN_FLOW), ["4321"])
     assert outcome.node == "nobody" and session.output == ["who?"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from flows.engine import FlowContext, Services, run_flow
+from flows.engine import FlowContext, FlowServices, run_flow
 from flows.schema import Flow
 from flows.survey import score_of
 from flows.text_session import TextSession
@@ -47,7 +47,7 @@ async def test_answers_are_saved_on_their_scales() -> None:
     # csat: 9 is off the 1-5 scale, asked again -> 4; nps: 10 (two keys); ces: nothing -> skipped
     session = TextSession(["9", "4", "10", None])
     outcome = await run_flow(
-        survey_flow(), session, FlowContext(services=Services(save_survey_answer=save), record=record)
+        survey_flow(), session, FlowContext(services=FlowServices(save_survey_answer=save), record=record)
     )
     assert outcome.action == "hangup"
     assert saved == [("csat", 4, "post-call"), ("nps", 10, "post-call")]
