@@ -356,7 +356,7 @@ class Conversations:
         """The message answered a secret prompt: its stored text becomes the mask, in the transaction that
         records the answer. Until this commits (the moment between the webhook's commit and the turn's, a
         few milliseconds normally; longer if the conversation layer is down or the message keeps failing,
-        see README) the text is in `messages` in clear, readable only by the database's users."""
+        see docs/messaging.md) the text is in `messages` in clear, readable only by the database's users."""
         await conn.execute(
             "UPDATE messages SET text = $2, choice_id = NULL, redacted_at = now() WHERE id = $1",
             message.id,

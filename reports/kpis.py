@@ -1,5 +1,5 @@
 """The KPI formulas, on plain data: one `Contact` per interaction, read from its timeline events
-(reports/facts.py), and `compute` turning a group of contacts into figures. README ("KPIs") states every
+(reports/facts.py), and `compute` turning a group of contacts into figures. docs/reports.md ("Formulas") states every
 formula in words; the unit tests check them by hand.
 
 Rates are ratios between 0 and 1 (service level 0.8 is 80%), NPS is -100..100, times are seconds; a
@@ -163,7 +163,7 @@ def followups(contacts: Iterable[Contact], window: timedelta, now: datetime) -> 
 
 
 class Kpis(BaseModel):
-    """The figures of a group of contacts (README, "KPIs", says how each is computed)."""
+    """The figures of a group of contacts (docs/reports.md, "Formulas", says how each is computed)."""
 
     contacts: int = Field(default=0, description="interactions started")
     ended: int = Field(default=0, description="of them, ended")

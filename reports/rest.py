@@ -106,7 +106,7 @@ async def _rows(request: web.Request, query: KpiQuery) -> tuple[datetime, dateti
     errors={503: "reports are not running on this server"},
 )
 async def kpi_report(request: web.Request, query: KpiQuery) -> KpiReport:
-    """Computed from the timeline at the time of asking; README ("KPIs") gives every formula."""
+    """Computed from the timeline at the time of asking; docs/reports.md ("Formulas") gives every formula."""
     start, end, zone, rows = await _rows(request, query)
     return KpiReport(
         start=start.astimezone(zone).isoformat(),

@@ -158,7 +158,7 @@ if ! grep -q '^HILO_RECORDING_KEYS=' "$ENV_FILE"; then
         "k$(date -u +%Y%m%d)" >>"$ENV_FILE"
 fi
 # Messaging (bridges/): development credentials for Twilio and the WhatsApp Cloud API, generated once like
-# the other secrets (real ones replace them; see README "Messaging").
+# the other secrets (real ones replace them; see docs/messaging.md).
 if ! grep -q '^HILO_TWILIO_ACCOUNT_SID=' "$ENV_FILE"; then
     printf 'HILO_TWILIO_ACCOUNT_SID=AC%s\n' "$(python3 -c 'import secrets; print(secrets.token_hex(16))')" >>"$ENV_FILE"
 fi
