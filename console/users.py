@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from hilo.passwords import check_strength, hash_password_async, verify_password_async
+from hilo.web.auth import EVERYONE
 
-ROLES = ("agent", "supervisor", "admin")
+ROLES = EVERYONE  # every role a console user may have
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _TEAM = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # as dialplans.models.Name
 

@@ -19,12 +19,11 @@ from aiohttp import WSMsgType, web
 
 from console.desk import PAGE_HEADERS, STATIC_DIR
 from console.ws import HEARTBEAT_S, SESSION_ENDED, SOCKETS
-from hilo.web.auth import authenticate, same_origin, session_store, unauthorized
+from hilo.web.auth import STAFF, authenticate, same_origin, session_store, unauthorized
 from hilo.web.sessions import Principal
 from reports.monitor import WALLBOARD
 from reports.wallboard_view import FilterError, parse_filter, supervised_teams
 
-SUPERVISING = ("supervisor", "admin")
 Send = Callable[[str], Awaitable[None]]
 
 
@@ -40,7 +39,7 @@ async def wallboard_ws(request: web.Request) -> web.StreamResponse:
     who = await authenticate(request)
     if who is None:
         return unauthorized("sign in first (console session cookie or bearer token)")
-    if who.role not in SUPERVISING:
+    if who.role not in STAFF:
         return web.json_response({"error": "forbidden", "reason": "the wallboard is for supervisors"}, status=403)
     if not same_origin(request):
         return web.json_response({"error": "forbidden", "reason": "cross-origin WebSocket refused"}, status=403)
