@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import shutil
+import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.stack)
+
+
+# Stack tests share one Asterisk, one `hilo-test` Stasis app and one test database, and empty its tables
+# between tests: two sessions at once on one machine would end each other's calls and rows. A session that
+# runs stack tests holds this lock from collection to exit (the kernel drops it if the process dies), and a
+# second one waits its turn, saying so, for a bounded time.
+STACK_LOCK = Path(tempfile.gettempdir()) / "hilo-stack-tests.lock"
+STACK_LOCK_WAIT_S = 45 * 60
+_held: list[int] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if _held or not any(item.get_closest_marker("stack") for item in session.items):
+        return
+    fd = os.open(STACK_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    start, told = time.monotonic(), -30.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            waited = time.monotonic() - start
+            if waited > STACK_LOCK_WAIT_S:
+                os.close(fd)
+                pytest.exit(f"another stack-test session has held {STACK_LOCK} for {STACK_LOCK_WAIT_S} s", 1)
+            if waited - told >= 30:
+                print(f"waiting {waited:.0f} s for another stack-test session ({STACK_LOCK})", file=sys.stderr)
+                told = waited
+            time.sleep(1)  # noqa: ASYNC251 (collection runs before any event loop)
+    _held.append(fd)
 
 
 def read_env() -> dict[str, str]:
