@@ -71,7 +71,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             if waited - told >= 30:
                 print(f"waiting {waited:.0f} s for another stack-test session ({STACK_LOCK})", file=sys.stderr)
                 told = waited
-            time.sleep(1)  # noqa: ASYNC251 (collection runs before any event loop)
+            time.sleep(1)
     _held.append(fd)
 
 
