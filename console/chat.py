@@ -19,6 +19,7 @@ from bridges.conversations import Conversations
 from bridges.messages import OutsideWindow
 from bridges.outbox import window_state
 from console.screenpop import offered_to
+from hilo.audit import actor
 from hilo.web.auth import principal, requires
 from hilo.web.sessions import Principal
 from server.services import SERVICES
@@ -131,7 +132,7 @@ def _act(action: str) -> Any:
             return _error(400, "bad_request", "interaction id must be a UUID", "interaction_id")
         conversations = _conversations(request)
         agent = _acting_agent(who)
-        by = who.username or f"api-token:{who.role}"
+        by = actor(who)
         try:
             if action == "accept":
                 if not who.agent_id:

@@ -18,6 +18,7 @@ from console.config import ConsoleConfig, load_console_config
 from console.screenpop import ScreenPops, offered_to
 from console.wrapup import WrapupConflict, WrapupError, parse_wrapup, save_wrapup
 from console.ws import SOCKETS, close_sockets, console_ws
+from hilo.audit import actor
 from hilo.passwords import MAX_LENGTH, verify_password_async
 from hilo.web.auth import principal, requires, session_store
 from hilo.web.sessions import COOKIE, SESSION_TTL_S, Principal, SessionStore
@@ -269,7 +270,7 @@ async def wrap_up(request: web.Request) -> web.Response:
             interaction_id,
             wrapup,
             agent_id=had_it,
-            username=who.username or f"api-token:{who.role}",
+            by=actor(who),
         )
     except LookupError:
         return _error(404, "not_found", "no such interaction")

@@ -49,6 +49,7 @@ from crm_bridge.schemas import (
     WebhookPath,
 )
 from crm_bridge.timeline import shareable
+from hilo.audit import actor
 from hilo.web.auth import principal
 from hilo.web.openapi import Api, ApiError, Reply, bad_request, conflict, not_found
 from routing.live import MANUAL_STATES
@@ -83,9 +84,8 @@ def _pool(request: web.Request) -> asyncpg.Pool:
 
 
 def _actor(request: web.Request) -> str:
-    """Who did it, for audit rows: the signed-in console user, else the API token's role."""
-    who = principal(request)
-    return f"api:{who.username or who.role}"
+    """Who did it, for audit rows: the actor of hilo/audit.py (`user:maria@api`, `token:admin@api`)."""
+    return actor(principal(request))
 
 
 def _merged(exc: identity.MergedCustomer) -> ApiError:
