@@ -71,6 +71,7 @@ from crm_bridge.timeline import Interaction, Publish, event_json
 from flows.engine import FlowServices, Outcome
 from flows.runtime import LiveFlows
 from flows.schema import Queue as QueueNode
+from hilo import audit
 from reports.survey import SURVEY_ANSWER
 from routing.engine import NotQueued, RoutingEngine
 from routing.model import Assignment, RoutingError
@@ -449,7 +450,9 @@ class Conversations:
         if current == target:
             return
         try:
-            await identity.merge(self.pool, target, current, "conversation", f"verified in {conversation.channel} flow")
+            await identity.merge(
+                self.pool, target, current, audit.system("conversation"), f"verified in {conversation.channel} flow"
+            )
         except (identity.MergeRefused, identity.CustomerNotFound, identity.MergedCustomer) as exc:
             log.warning("conversation %s: verified customer not linked: %s", conversation.id, exc)
             return
@@ -826,8 +829,9 @@ class Conversations:
         return taken
 
     async def reply(self, interaction_id: uuid.UUID, agent_id: str | None, text: str, *, by: str) -> dict[str, Any]:
-        """An agent's reply (agent_id None: a supervisor or admin, who may reply on any): handed to the
-        outbox. OutsideWindow (WhatsApp's 24-hour window closed) is raised for the caller to show."""
+        """An agent's reply (agent_id None: a supervisor or admin, who may reply on any; `by`: who, an actor
+        of hilo/audit.py): handed to the outbox. OutsideWindow (WhatsApp's 24-hour window closed) is raised for
+        the caller to show."""
         text = text.strip()
         if not text:
             raise ConversationError(400, "text is empty", "text")

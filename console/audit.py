@@ -1,7 +1,8 @@
 """The audit of actions on live work (table supervisor_actions, migration 014): supervisors listening,
 whispering, barging, moving waiting interactions, setting agents' states; agents holding their calls. Written
 for every attempt, refused by the call or Asterisk too (`ok` false, with the reason), so the record shows
-what was tried as well as what was done."""
+what was tried as well as what was done. `actor` is in the one form of hilo/audit.py (`user:maria@console`,
+`token:admin@api`); `actor_role` is the role they acted with."""
 
 from __future__ import annotations
 
@@ -10,13 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from hilo.audit import actor
 from hilo.web.sessions import Principal
-
-API_TOKEN_ACTOR = "api-token"  # noqa: S105 (a label, not a secret: the configured bearer token has no user name)
-
-
-def actor_of(who: Principal) -> str:
-    return who.username or API_TOKEN_ACTOR
 
 
 async def audit(
@@ -32,7 +28,7 @@ async def audit(
     row_id: int = await pool.fetchval(
         "INSERT INTO supervisor_actions (actor, actor_role, action, target_kind, target_id, ok, detail)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        actor_of(who),
+        actor(who),
         who.role,
         action,
         target_kind,

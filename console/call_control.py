@@ -15,8 +15,9 @@ from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
 from asterisk.ari import AriError
-from console.audit import actor_of, audit, recent
+from console.audit import audit, recent
 from crm_bridge.timeline import TIMELINE, Interaction
+from hilo.audit import FORM_DESCRIPTION, actor
 from hilo.web.auth import EVERYONE, STAFF, principal
 from hilo.web.keys import POOL
 from hilo.web.openapi import ApiError, Input, Reply, Routes, conflict, not_found
@@ -63,7 +64,7 @@ async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> Hold
     if who.role == "agent" and call.agent_id != who.agent_id:
         raise ApiError(403, "forbidden", "an agent holds only their own calls")
     try:
-        changed = await (calls.live.hold if hold else calls.live.unhold)(iid, actor_of(who))
+        changed = await (calls.live.hold if hold else calls.live.unhold)(iid, actor(who))
     except (NotLive, AriError) as exc:
         await _audit(request, action, "interaction", iid, False, reason=str(exc)[:300])
         raise conflict(f"the call could not be changed: {exc}", "interaction_id") from exc
@@ -154,7 +155,7 @@ async def start_supervision(request: web.Request, path: InteractionPath, body: S
     calls, who, iid = calls_here(request), principal(request), str(path.interaction_id)
     mode: Mode = body.mode
     try:
-        sup = await calls.supervisions.start(iid, mode, body.phone, actor_of(who))
+        sup = await calls.supervisions.start(iid, mode, body.phone, actor(who))
     except NotLive as exc:
         await _audit(request, mode, "interaction", iid, False, phone=body.phone, reason="not_here")
         raise conflict(str(exc), "interaction_id") from exc
@@ -278,7 +279,7 @@ async def move_interaction(request: web.Request, path: InteractionPath, body: Mo
     agent = offer.get("agent") if isinstance(offer, dict) else None
     await _audit(request, "move", "interaction", iid, True, status=result.get("status"), **target)
     interaction = Interaction(path.interaction_id, row["customer_id"], row["channel"], dict(row["context"] or {}))
-    moved = {**target, "from": result.get("from"), "by": actor_of(principal(request))}
+    moved = {**target, "from": result.get("from"), "by": actor(principal(request))}
     await timeline.record(interaction, "routing.moved", {k: v for k, v in moved.items() if v is not None})
     return MoveOut(interaction_id=path.interaction_id, status=str(result.get("status")), queue=body.queue, agent=agent)
 
@@ -295,7 +296,7 @@ class AuditQuery(Input):
 class AuditEntry(BaseModel):
     id: int
     at: str = Field(json_schema_extra={"format": "date-time"})
-    actor: str
+    actor: str = Field(description=FORM_DESCRIPTION)
     actor_role: str
     action: str
     target_kind: str

@@ -19,6 +19,7 @@ from bridges.conversations import CONVERSATIONS, Conversations
 from bridges.messages import OutsideWindow
 from bridges.outbox import window_state
 from console.screenpop import offered_to
+from hilo.audit import actor
 from hilo.web.auth import EVERYONE, principal, requires
 from hilo.web.keys import POOL
 from hilo.web.openapi import error_response
@@ -121,7 +122,7 @@ def _act(action: str) -> Any:
             return error_response(400, "bad_request", "interaction id must be a UUID", "interaction_id")
         conversations = _conversations(request)
         agent = _acting_agent(who)
-        by = who.username or f"api-token:{who.role}"
+        by = actor(who)
         try:
             if action == "accept":
                 if not who.agent_id:

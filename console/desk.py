@@ -19,6 +19,7 @@ from console.screenpop import SCREENPOPS, offered_to
 from console.wrapup import WrapupConflict, WrapupError, parse_wrapup, save_wrapup
 from console.ws import SOCKETS, close_sockets, console_ws
 from crm_bridge.timeline import TIMELINE
+from hilo.audit import actor
 from hilo.passwords import MAX_LENGTH, verify_password_async
 from hilo.web.auth import EVERYONE, principal, requires, session_store
 from hilo.web.keys import POOL, REDIS, SETTINGS
@@ -252,7 +253,7 @@ async def wrap_up(request: web.Request) -> web.Response:
             interaction_id,
             wrapup,
             agent_id=had_it,
-            username=who.username or f"api-token:{who.role}",
+            by=actor(who),
         )
     except LookupError:
         return error_response(404, "not_found", "no such interaction")

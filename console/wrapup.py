@@ -69,9 +69,10 @@ async def save_wrapup(
     wrapup: Wrapup,
     *,
     agent_id: str | None,
-    username: str,
+    by: str,
 ) -> WrapupResult:
-    """Raises LookupError for an unknown interaction, WrapupConflict for a different second wrap-up."""
+    """`by`: who wraps it up, an actor of hilo/audit.py (kept in `interaction_wrapups.username` and as the
+    events' `by`). Raises LookupError for an unknown interaction, WrapupConflict for a different second wrap-up."""
     async with pool.acquire() as conn, conn.transaction():
         interaction = await conn.fetchrow(
             "SELECT customer_id, channel FROM interactions WHERE id = $1 FOR SHARE", interaction_id
@@ -83,7 +84,7 @@ async def save_wrapup(
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (interaction_id) DO NOTHING RETURNING true",
             interaction_id,
             agent_id,
-            username,
+            by,
             wrapup.disposition,
             wrapup.note,
         )
@@ -109,7 +110,7 @@ async def save_wrapup(
                     interaction_id,
                     type_,
                     interaction["channel"],
-                    {"agent": agent_id, "by": username, **data},
+                    {"agent": agent_id, "by": by, **data},
                 )
             )
     events = [event_json(r) for r in rows if r is not None]

@@ -47,6 +47,7 @@ from crm_bridge.schemas import (
     WebhookPath,
 )
 from crm_bridge.timeline import TIMELINE, shareable
+from hilo.audit import actor
 from hilo.web.auth import ADMIN, STAFF, principal
 from hilo.web.keys import POOL, SETTINGS
 from hilo.web.openapi import ApiError, Reply, Routes, bad_request, conflict, not_found
@@ -59,9 +60,8 @@ def _pool(request: web.Request) -> asyncpg.Pool:
 
 
 def _actor(request: web.Request) -> str:
-    """Who did it, for audit rows: the signed-in console user, else the API token's role."""
-    who = principal(request)
-    return f"api:{who.username or who.role}"
+    """Who did it, for audit rows: the actor of hilo/audit.py (`user:maria@api`, `token:admin@api`)."""
+    return actor(principal(request))
 
 
 def _merged(exc: identity.MergedCustomer) -> ApiError:

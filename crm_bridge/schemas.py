@@ -18,6 +18,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from hilo.audit import FORM_DESCRIPTION
+
 IdentityKind = Literal["phone", "whatsapp", "whatsapp_bsuid", "email", "webchat", "external"]
 ContactChannel = Literal["voice", "sms", "whatsapp", "webchat", "email"]
 CaseStatus = Literal["open", "pending", "closed"]
@@ -173,11 +175,11 @@ class MergeOut(BaseModel):
     interaction_ids: list[uuid.UUID]
     case_ids: list[uuid.UUID]
     timeline_event_ids: list[int]
-    merged_by: str
+    merged_by: str = Field(description=FORM_DESCRIPTION)
     reason: str
     merged_at: Timestamp
     undone_at: Timestamp | None
-    undone_by: str | None
+    undone_by: str | None = Field(description=FORM_DESCRIPTION)
 
 
 # Timeline -------------------------------------------------------------------------------------------

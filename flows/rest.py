@@ -16,7 +16,8 @@ from flows.bundle import BundleError, FlowBundle, check_bundle
 from flows.loader import FlowProblem
 from flows.runtime import FLOWS, checks_for
 from flows.versions import UnknownVersion
-from hilo.web.auth import ADMIN, requires
+from hilo.audit import FORM_DESCRIPTION, actor
+from hilo.web.auth import ADMIN, principal, requires
 from hilo.web.keys import SETTINGS
 from hilo.web.openapi import Routes, error_response
 
@@ -28,9 +29,8 @@ def _problems(problems: list[FlowProblem]) -> list[dict[str, Any]]:
 
 
 def _who(request: web.Request) -> str:
-    principal = request.get("principal")
-    name = getattr(principal, "name", None) or getattr(principal, "username", None)
-    return f"{name} (api)" if name else "admin token (api)"
+    """Who applies, as an actor (hilo/audit.py): the signed-in admin or the API token, and through which door."""
+    return actor(principal(request))
 
 
 async def _change(request: web.Request) -> tuple[dict[str, str | None], str] | web.Response:
@@ -223,7 +223,7 @@ class ProblemsOut(BaseModel):
 class VersionOut(BaseModel):
     version: int
     digest: str
-    applied_by: str
+    applied_by: str = Field(description=FORM_DESCRIPTION)
     applied_at: str
     comment: str
     rollback_of: int | None

@@ -26,6 +26,7 @@ from flows.loader import FlowProblem
 from flows.schema import Flow, templates_of
 from flows.validate import Checks
 from flows.versions import FLOWS_CHANNEL, FlowVersions
+from hilo import audit
 from hilo.yamlconf import ConfigError
 from speech.tts import voice_for
 
@@ -138,7 +139,9 @@ class FlowRuntime:
             checked, problems = check_bundle(bundle, checks_for(self.dialplans_dir, self.sounds_root))
             if checked is None:
                 _raise_problems(problems, f"the flows in {self.dialplans_dir} have problems")
-            await self.versions.apply(bundle, applied_by="hilo serve", comment="first start: dialplans/ working copy")
+            await self.versions.apply(
+                bundle, applied_by=audit.system("serve"), comment="first start: dialplans/ working copy"
+            )
         loaded = await self._load_live()
         if isinstance(loaded, list):
             _raise_problems(loaded, "the live flow version has problems")

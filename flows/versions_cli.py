@@ -4,9 +4,7 @@ bring an earlier version back. Running servers pick a change up for their next c
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 from typing import Any
 
@@ -15,6 +13,7 @@ from flows.bundle import BundleError, FlowBundle
 from flows.paths import shown_path
 from flows.runtime import checks_for
 from flows.versions import FlowVersions, UnknownVersion
+from hilo import audit
 from hilo.db import create_pool
 from hilo.settings import Settings
 
@@ -22,23 +21,27 @@ from hilo.settings import Settings
 def add_version_commands(sub: Any) -> None:
     apply = sub.add_parser("apply", help="validate dialplans/ (flows, numbers, hours) and make it live")
     apply.add_argument("--comment", default="", help="why: kept in the history")
-    apply.add_argument("--by", default=None, help="who applies (default: the login name)")
+    apply.add_argument("--by", type=_by, help="who applies, kept as login:<by>@cli (default: your login name)")
     history = sub.add_parser("history", help="the applied versions, newest first")
     history.add_argument("--limit", type=int, default=20)
     history.add_argument("--json", action="store_true")
     rollback = sub.add_parser("rollback", help="make an earlier version live again (as a new version)")
     rollback.add_argument("version", type=int)
     rollback.add_argument("--comment", default="")
-    rollback.add_argument("--by", default=None)
+    rollback.add_argument("--by", type=_by, help="who rolls back, kept as login:<by>@cli (default: your login name)")
+
+
+def _by(name: str) -> str:
+    """--by NAME as an actor (hilo/audit.py): `login:<NAME>@cli`."""
+    try:
+        return audit.cli(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _who(given: str | None) -> str:
-    if given:
-        return given
-    try:
-        return f"{getpass.getuser()} (cli)"
-    except (KeyError, OSError):
-        return os.environ.get("USER") or "cli"
+    """Who applies, as an actor: the --by one, else `login:<login name>@cli`."""
+    return given or audit.cli()
 
 
 def _report(result: ApplyResult) -> int:

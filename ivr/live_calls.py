@@ -55,7 +55,7 @@ class LiveCalls:
         return call
 
     async def hold(self, interaction_id: str, by: str) -> bool:
-        """Put the caller on hold; False if they already are."""
+        """Put the caller on hold; False if they already are. `by`: who, an actor (hilo/audit.py)."""
         call = self.get(interaction_id)
         async with call.lock:
             if call.held:

@@ -27,6 +27,7 @@ from typing import Literal
 
 from asterisk.ari import AriClient, AriError
 from asterisk.stasis import ChannelState, StasisRouter
+from hilo import audit
 from ivr.live_calls import LiveCall, LiveCalls
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class SupervisionError(Exception):
 class Supervision:
     id: str
     interaction_id: str
-    supervisor: str
+    supervisor: str  # who, as an actor (hilo/audit.py)
     phone: str
     mode: Mode
     phone_leg: ChannelState
@@ -70,6 +71,15 @@ class Supervision:
             "mode": self.mode,
             "active": not self.ended.is_set(),
         }
+
+
+def _caller_number(supervisor: str) -> str:
+    """What the supervisor's phone shows: their name from the actor (hilo/audit.py), never ':' or '@'."""
+    try:
+        name = audit.parse(supervisor).name
+    except ValueError:
+        name = supervisor
+    return "".join(c for c in name if c.isalnum() or c in "._-")[:40] or "supervisor"
 
 
 class Supervisions:
@@ -99,7 +109,7 @@ class Supervisions:
                 phone,
                 app=self.ari.app,
                 app_args=f"supervisor,{interaction_id}",
-                caller_id=f'"Supervising" <{supervisor[:40]}>',
+                caller_id=f'"Supervising" <{_caller_number(supervisor)}>',
                 timeout_s=self.ring_timeout_s,
                 channel_id=leg_id,
             )

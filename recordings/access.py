@@ -10,7 +10,9 @@ recording, so what a list shows and what can be opened never differ.
 Playback in a browser cannot send a bearer token with an <audio> element, so the API hands out a URL that
 carries its own proof: the recording id, what it is for (playback or download), who asked, and an expiry,
 signed with HMAC-SHA256 under a key derived from the recording key ring. Who asked is checked again when
-the URL is played, so a link outlives neither its holder's access nor their account."""
+the URL is played, so a link outlives neither its holder's access nor their account. Who asked is the actor
+of hilo/audit.py (`user:maria@console`, `token:admin@api`), as in the recording audit; a URL signed before
+that form (`console:maria`, `api:admin`) still plays until it expires, audited as migration 021 maps it."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
+from hilo import audit
 from hilo.web.sessions import Principal
 
 if TYPE_CHECKING:
@@ -78,16 +81,37 @@ async def scope_of(db: Db, who: Principal) -> Scope:
     return NOTHING
 
 
-async def scope_of_actor(db: Db, actor: str) -> Scope:
-    """The scope of whoever a signed URL was issued to (see `actor_of`), as they are now: a console user
-    removed or changed since is judged by what they are now (nothing, if removed)."""
+def signed_actor(actor: str) -> audit.Actor | None:
+    """Who a signed URL was issued to: an actor of hilo/audit.py, or one of the forms URLs were signed with
+    before it (`console:<user>`: a console user, door not recorded; `api:<role>`: the API token), read as
+    migration 021 maps them. None if it is neither."""
+    try:
+        return audit.parse(actor)
+    except ValueError:
+        pass
     kind, _, name = actor.partition(":")
-    if kind == "api":
-        return await scope_of(db, Principal(name))
-    if kind == "console":
-        row = await db.fetchrow("SELECT role, agent_id FROM console_users WHERE username = $1", name)
+    try:
+        if kind == "console":
+            return audit.Actor("user", name, "unknown")
+        if kind == "api":
+            return audit.Actor("token", name, "api")
+    except ValueError:
+        return None
+    return None
+
+
+async def scope_of_actor(db: Db, actor: str) -> Scope:
+    """The scope of whoever a signed URL was issued to (see `signed_actor`), as they are now: a console user
+    removed or changed since is judged by what they are now (nothing, if removed)."""
+    who = signed_actor(actor)
+    if who is None:
+        return NOTHING
+    if who.kind == "token":
+        return await scope_of(db, Principal(who.name))
+    if who.kind == "user":
+        row = await db.fetchrow("SELECT role, agent_id FROM console_users WHERE username = $1", who.name)
         if row is not None:
-            return await scope_of(db, Principal(row["role"], row["agent_id"], name))
+            return await scope_of(db, Principal(row["role"], row["agent_id"], who.name))
     return NOTHING
 
 
@@ -99,11 +123,6 @@ async def in_scope(db: Db, scope: Scope, recording_id: uuid.UUID) -> bool:
         *args,
     )
     return bool(found)
-
-
-def actor_of(who: Principal) -> str:
-    """How audit rows name a person or tool: console:<user> for a signed-in user, api:<role> for a token."""
-    return f"console:{who.username}" if who.username else f"api:{who.role}"
 
 
 def _message(recording_id: uuid.UUID, mode: str, expires: int, actor: str) -> bytes:

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from crm_bridge.timeline import Timeline
+from hilo import audit
 from hilo.db import create_pool
 from hilo.notifier import Notifier
 from hilo.settings import Settings
@@ -51,7 +52,9 @@ async def run_recordings_command(args: argparse.Namespace, settings: Settings) -
     try:
         timeline = Timeline(pool, Notifier(redis, settings.namespace).publish)
         backend = FilesystemBackend(settings.recordings_dir / "store")
-        report = await purge(pool, backend, timeline, dry_run=args.dry_run, progress=progress)
+        report = await purge(
+            pool, backend, timeline, dry_run=args.dry_run, progress=progress, actor=audit.system("retention", "cli")
+        )
     except asyncpg.UndefinedTableError:
         print("the database has no recordings table yet: run `hilo db migrate`", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from typing import Any
 from asterisk.ari import AriError
 from asterisk.stasis import StasisRouter
 from crm_bridge.timeline import Interaction
+from hilo import audit
 from recordings.calls import CallRecorder, NotLive
 from recordings.catalog import Recording
 from recordings.policy import CONSENT_KEY
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 # owner waits for and cancels: a recording still being stored is never left behind unseen.
 Spawn = Callable[[str, Coroutine[Any, Any, None]], None]
 
-ACTOR = "system:flow"
+ACTOR = audit.system("flow")  # who pauses, resumes or discards a recording from a call's flow
 SNOOP_WAIT_S = 5.0
 
 

@@ -16,11 +16,12 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
+from hilo import audit
 from hilo.web.auth import ADMIN, EVERYONE, principal
 from hilo.web.keys import POOL, SETTINGS
 from hilo.web.openapi import ApiError, Reply, Routes, conflict, not_found
 from recordings import catalog, search, transcripts
-from recordings.access import Scope, UrlSigner, actor_of, in_scope, scope_of, scope_of_actor
+from recordings.access import Scope, UrlSigner, in_scope, scope_of, scope_of_actor, signed_actor
 from recordings.calls import RECORDER, CallRecorder, NotLive
 from recordings.catalog import Recording
 from recordings.crypto import DecryptionError
@@ -135,7 +136,7 @@ class HoldIn(BaseModel):
 
 class AuditEntry(BaseModel):
     action: str
-    actor: str
+    actor: str = Field(description=audit.FORM_DESCRIPTION)
     detail: dict[str, Any]
     at: datetime
 
@@ -169,7 +170,7 @@ async def _visible(request: web.Request, recording_id: uuid.UUID) -> Recording:
     who = principal(request)
     scope = await scope_of(pool, who)
     if not await in_scope(pool, scope, rec.id):
-        await catalog.audit(pool, rec.id, "denied", actor_of(who), {"request": f"{request.method} {request.path}"})
+        await catalog.audit(pool, rec.id, "denied", audit.actor(who), {"request": f"{request.method} {request.path}"})
         raise forbidden(scope.refusal())
     return rec
 
@@ -222,7 +223,7 @@ async def get_recording(request: web.Request, path: RecordingPath) -> RecordingO
 async def _toggle(request: web.Request, recording_id: uuid.UUID, *, pause: bool) -> RecordingOut:
     await _visible(request, recording_id)
     recorder = _recorder(request)
-    actor = actor_of(principal(request))
+    actor = audit.actor(principal(request))
     try:
         rec, _ = await (recorder.pause if pause else recorder.resume)(recording_id, actor)
     except NotLive as exc:
@@ -285,7 +286,7 @@ async def recording_url(request: web.Request, path: RecordingPath, query: UrlQue
     ttl = request.app[SETTINGS].recording_url_ttl_s
     expires = int(time.time()) + ttl
     mode: Literal["playback", "download"] = "download" if query.download else "playback"
-    actor = actor_of(principal(request))
+    actor = audit.actor(principal(request))
     url = UrlSigner(recorder.store.ring.url_keys()).url(rec.id, mode, expires, actor)
     await catalog.audit(_pool(request), rec.id, "url", actor, {"mode": mode, "expires": expires})
     return Reply(201, UrlOut(url=url, mode=mode, expires_at=datetime.fromtimestamp(expires, UTC)))
@@ -317,13 +318,15 @@ async def recording_audio(request: web.Request, path: RecordingPath, query: Audi
     rec = await catalog.get(pool, path.recording_id)
     if problem is not None:
         if rec is not None:
-            await catalog.audit(pool, rec.id, "denied", "unverified", {"reason": problem, "mode": query.mode})
+            await catalog.audit(pool, rec.id, "denied", audit.UNVERIFIED, {"reason": problem, "mode": query.mode})
         raise forbidden(problem)
     if rec is None:
         raise not_found(f"no recording {path.recording_id}", "recording_id")
+    issued_to = signed_actor(query.actor)  # a URL signed before the one actor form is read as 021 maps it
+    audited = str(issued_to or audit.Actor("unknown", query.actor[:60], "api"))
     scope = await scope_of_actor(pool, query.actor)
     if not await in_scope(pool, scope, rec.id):
-        await catalog.audit(pool, rec.id, "denied", query.actor, {"reason": scope.refusal(), "mode": query.mode})
+        await catalog.audit(pool, rec.id, "denied", audited, {"reason": scope.refusal(), "mode": query.mode})
         raise forbidden(scope.refusal())
     _usable(rec)
     assert rec.storage_key is not None
@@ -334,7 +337,7 @@ async def recording_audio(request: web.Request, path: RecordingPath, query: Audi
         await segments.aclose()
         raise ApiError(500, "undecryptable", f"the recording cannot be read: {exc}") from exc
     detail = {"ip": request.remote, "user_agent": request.headers.get("User-Agent", "")[:200]}
-    await catalog.audit(pool, rec.id, query.mode, query.actor, detail)
+    await catalog.audit(pool, rec.id, query.mode, audited, detail)
     disposition = "attachment" if query.mode == "download" else "inline"
     response = web.StreamResponse(
         headers={
@@ -367,7 +370,7 @@ async def recording_audio(request: web.Request, path: RecordingPath, query: Audi
     errors={404: "no such recording", 410: "already deleted by retention"},
 )
 async def hold_recording(request: web.Request, path: RecordingPath, body: HoldIn) -> RecordingOut:
-    actor = actor_of(principal(request))
+    actor = audit.actor(principal(request))
     async with _pool(request).acquire() as conn, conn.transaction():
         rec = await catalog.get(conn, path.recording_id, for_update=True)
         if rec is None:

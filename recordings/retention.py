@@ -1,10 +1,11 @@
 """Retention: a recording is deleted once its `delete_after` (start + the queue's retention days) has passed,
 unless it is under legal hold. The encrypted file is removed from the store, the row keeps the metadata
 with `deleted_at` (what was recorded and when stays known; the audio does not), and the deletion goes on
-the audit trail and on the customer's timeline (`recording.deleted`). Its words go too, in the same
-transaction: the transcript (migration 013's trigger) and the text of its `recording.transcribed` timeline
-event, redacted to null with `redacted`, `redacted_at` and `redaction_reason: retention` (migration 016, the
-one rewrite the append-only timeline allows). A held recording keeps everything.
+the audit trail (as `system:retention@system`, or `system:retention@cli` from `hilo recordings purge`) and on
+the customer's timeline (`recording.deleted`). Its words go too, in the same transaction: the transcript
+(migration 013's trigger) and the text of its `recording.transcribed` timeline event, redacted to null with
+`redacted`, `redacted_at` and `redaction_reason: retention` (migration 016, the one rewrite the append-only
+timeline allows). A held recording keeps everything.
 
 One recording at a time, each in its own transaction with the row locked (`SKIP LOCKED`): several nodes
 purging at once share the work, and a hold placed while the purge runs is respected or waits for it."""
@@ -21,12 +22,13 @@ from datetime import UTC, datetime
 import asyncpg
 
 from crm_bridge.timeline import Interaction, Timeline
+from hilo import audit
 from recordings import catalog
 from recordings.storage import BlobBackend
 
 log = logging.getLogger(__name__)
 
-ACTOR = "system:retention"
+ACTOR = audit.system("retention")  # the server's own schedule; `hilo recordings purge` passes its own
 _DUE = (
     "SELECT id FROM recordings WHERE deleted_at IS NULL AND NOT legal_hold AND delete_after <= $1"
     " AND state IN ('stored', 'failed') ORDER BY delete_after, id"
@@ -54,6 +56,7 @@ async def purge(
     now: datetime | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    actor: str = ACTOR,
 ) -> PurgeReport:
     moment = now or datetime.now(UTC)
     report = PurgeReport()
@@ -65,7 +68,7 @@ async def purge(
         return report
     for done, recording_id in enumerate(due, start=1):
         try:
-            deleted = await _delete_one(pool, store, recording_id, moment)
+            deleted = await _delete_one(pool, store, recording_id, moment, actor)
         except Exception as exc:
             log.exception("retention: recording %s could not be deleted", recording_id)
             report.errors.append(f"{recording_id}: {type(exc).__name__}: {exc}")
@@ -84,7 +87,7 @@ async def purge(
 
 
 async def _delete_one(
-    pool: asyncpg.Pool, store: BlobBackend, recording_id: uuid.UUID, moment: datetime
+    pool: asyncpg.Pool, store: BlobBackend, recording_id: uuid.UUID, moment: datetime, actor: str
 ) -> catalog.Recording | None:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -105,7 +108,7 @@ async def _delete_one(
             conn,
             recording_id,
             "deleted",
-            ACTOR,
+            actor,
             {
                 "reason": "retention",
                 "delete_after": rec.delete_after.isoformat(),

@@ -361,7 +361,7 @@ for spec in "${CONSOLE_USERS[@]}"; do
 done
 # `make run` deploys the repo's dialplans/: a new flow version only when the files changed.
 step "Making dialplans/ the live flow version (hilo flows apply)"
-hilo_cmd flows apply --by "make run" --comment "dialplans/ working copy" >>"$LOGS/hilo-setup.log" 2>&1 || {
+hilo_cmd flows apply --by make-run --comment "dialplans/ working copy" >>"$LOGS/hilo-setup.log" 2>&1 || {
     tail -n 40 "$LOGS/hilo-setup.log" >&2
     die "hilo flows apply failed: fix the problems listed above (hilo flows validate)"
 }

@@ -4,7 +4,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const { api, reasonOf, item, when } = window.hilo;
+  const { api, reasonOf, item, when, actorShown } = window.hilo;
 
   let me = null; // what /console/api/me said
   let current = null; // the interaction the pop shows
@@ -154,7 +154,7 @@
     fill(
       $("pop-messages"),
       (pop.messages || []).map((m) =>
-        item("li", `${when(m.at)} · ${m.channel} · ${m.direction === "in" ? "customer" : m.by}: ${m.text || ""}`,
+        item("li", `${when(m.at)} · ${m.channel} · ${m.direction === "in" ? "customer" : actorShown(m.by)}: ${m.text || ""}`,
           m.direction === "in" ? "in" : "out"),
       ),
       "no messages",

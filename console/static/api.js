@@ -116,5 +116,19 @@
     };
   }
 
-  window.hilo = { api, reasonOf, signedInAs, item, when, liveFeed };
+  // Who did it, for people to read: an actor (kind:name@door, hilo/audit.py) shown by its name, the API
+  // token as "API (role)"; anything else (the bot) as it is.
+  function actorShown(actor) {
+    const found = /^(user|token|login|system|unknown):([^@:]+)@[a-z]+$/.exec(actor || "");
+    if (!found) return actor || "";
+    let name = found[2];
+    try {
+      name = decodeURIComponent(name);
+    } catch (_) {
+      // shown encoded
+    }
+    return found[1] === "token" ? `API (${name})` : name;
+  }
+
+  window.hilo = { api, reasonOf, signedInAs, item, when, liveFeed, actorShown };
 })();

@@ -5,7 +5,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const { api, reasonOf, item, when } = window.hilo;
+  const { api, reasonOf, item, when, actorShown } = window.hilo;
   let selected = null; // interaction id of the conversation shown
 
   function windowText(window) {
@@ -34,7 +34,7 @@
   function line(event) {
     const data = event.data || {};
     const incoming = event.type === "message.received";
-    const who = incoming ? "customer" : data.by || "bot";
+    const who = incoming ? "customer" : actorShown(data.by) || "bot";
     let text = `${when(event.at)} · ${who}: ${data.text || (data.choice_id ? "[" + data.choice_id + "]" : "")}`;
     if (event.type === "message.failed") text = `${when(event.at)} · not sent: ${data.reason}`;
     const delivery = event.delivery;

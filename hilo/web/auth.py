@@ -3,10 +3,12 @@
 Two kinds of credentials: the configured API bearer tokens (tools, scripts; role from configuration) and
 console sessions (people signed in at /console/: role and agent id from their user, see
 hilo/web/sessions.py), presented as the `hilo_session` cookie or as a bearer token. The handler finds who
-is asking with `principal(request)`."""
+is asking with `principal(request)`, and names them in audit rows with `hilo.audit.actor(principal)`: the
+principal knows the door it came through (the cookie: `console`; a bearer token: `api`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -75,7 +77,8 @@ async def authenticate(request: web.Request) -> Principal | None:
         return None
     if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
         return None
-    return await sessions.lookup(cookie)
+    who = await sessions.lookup(cookie)
+    return dataclasses.replace(who, door="console") if who is not None else None
 
 
 def principal(request: web.Request) -> Principal:

@@ -17,6 +17,8 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from hilo.audit import Door
+
 COOKIE = "hilo_session"
 SESSION_TTL_S = 12 * 3600  # one long shift; then the agent signs in again
 MAX_FAILURES = 5  # failed sign-ins per username ...
@@ -25,12 +27,14 @@ FAILURE_WINDOW_S = 15 * 60  # ... within this window, before further attempts ar
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is making a request: from an API token (username None) or a console session."""
+    """Who is making a request: from an API token (username None) or a console session; and the door it
+    came through (hilo/audit.py): `console` for the session cookie, `api` for a bearer token."""
 
     role: str
     agent_id: str | None = None
     username: str | None = None
     session: str | None = None  # the session's hash (never the token itself)
+    door: Door = "api"
 
 
 def token_hash(token: str) -> str:

@@ -181,7 +181,7 @@ async def restore_working_copy_flows(services: Services) -> None:
     """Tests may apply flow versions: the next test starts again on the dialplans/ working copy."""
     assert services.flows is not None
     await services.flows.versions.apply(
-        FlowBundle.from_dir(services.settings.dialplans_dir), applied_by="tests", comment="working copy"
+        FlowBundle.from_dir(services.settings.dialplans_dir), applied_by="system:tests@system", comment="working copy"
     )
     assert not isinstance(await services.flows.reload(), list)
 

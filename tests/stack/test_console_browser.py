@@ -94,7 +94,11 @@ async def test_the_agent_sees_the_pop_in_the_browser_and_wraps_up(stack: Stack, 
         await page.screenshot(path=str(SCREENSHOTS / "console-pop.png"), full_page=True)
 
         await stack.hilo_events.expect(
-            "agent.disposition", within=5, interaction_id=interaction, data__disposition="resolved", data__by="bob"
+            "agent.disposition",
+            within=5,
+            interaction_id=interaction,
+            data__disposition="resolved",
+            data__by="user:bob@console",
         )
         await stack.observer.hangup(call.caller_leg)
         await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
@@ -109,8 +113,11 @@ async def test_the_agent_sees_the_pop_in_the_browser_and_wraps_up(stack: Stack, 
         ended = [e["data"] for e in events if e["type"] == "agent.call_ended"]
         assert ended == [{"agent": "bob", "hangup_by": "caller"}]
         assert wrapup == [
-            ("agent.disposition", {"agent": "bob", "by": "bob", "disposition": "resolved"}),
-            ("agent.note", {"agent": "bob", "by": "bob", "note": "Asked about her invoice; explained the charges."}),
+            ("agent.disposition", {"agent": "bob", "by": "user:bob@console", "disposition": "resolved"}),
+            (
+                "agent.note",
+                {"agent": "bob", "by": "user:bob@console", "note": "Asked about her invoice; explained the charges."},
+            ),
         ]
         assert errors == [], errors
     finally:

@@ -180,7 +180,7 @@ async def test_whatsapp_customer_is_served_by_the_flow_then_an_agent(stack: Stac
         assert chat["window"]["open"] is True and chat["window"]["closes_at"]
         lines = [(e["type"], e["data"].get("by"), e["data"].get("text")) for e in chat["thread"]]
         assert lines[0] == ("message.received", None, "Hola")
-        assert ("message.sent", "bob", "Hi, this is Bob.") in lines
+        assert ("message.sent", "user:bob@api", "Hi, this is Bob.") in lines
         assert lines.index(("message.received", None, "are you there?")) > lines.index(("message.sent", "bot", HOLD))
 
         # 24 hours after the customer's last message only a template may go: the console says so.
@@ -375,7 +375,7 @@ async def test_web_chat_over_a_real_websocket_with_an_agent_who_hands_back(stack
     resp = await stack.client.get(f"/console/api/chats/{interaction}", headers=bearer(alice))
     earlier = await resp.json()
     assert resp.status == 200, earlier
-    assert ("message.sent", "alice") in [(e["type"], e["data"].get("by")) for e in earlier["thread"]]
+    assert ("message.sent", "user:alice@api") in [(e["type"], e["data"].get("by")) for e in earlier["thread"]]
     resp = await stack.client.post(
         f"/console/api/interactions/{interaction}/wrapup", json={"disposition": "resolved"}, headers=bearer(alice)
     )
@@ -446,7 +446,7 @@ async def checks_flow(stack: Stack) -> None:
 
     assert stack.services.flows is not None
     bundle = FlowBundle.from_dir(stack.settings.dialplans_dir).changed({"flows/chatcheck.yaml": CHECKS_FLOW})
-    await stack.services.flows.versions.apply(bundle, applied_by="tests", comment="chat checks")
+    await stack.services.flows.versions.apply(bundle, applied_by="system:tests@system", comment="chat checks")
     assert not isinstance(await stack.services.flows.reload(), list)
 
 

@@ -157,7 +157,7 @@ async def test_merge_and_unmerge_through_the_api(stack: Stack) -> None:
         stack, "POST", f"/api/customers/{ana['id']}/merge", status=201, json={"from": twin["id"], "reason": "same"}
     )
     assert (merge["survivor_id"], merge["merged_id"], merge["reason"]) == (ana["id"], twin["id"], "same")
-    assert merge["merged_by"] == "api:admin" and merge["undone_at"] is None
+    assert merge["merged_by"] == "token:admin@api" and merge["undone_at"] is None
     assert await call(stack, "GET", f"/api/merges/{merge['id']}", status=200) == merge
     merged = await call(stack, "GET", f"/api/customers/{twin['id']}", status=200)
     assert merged["merged_into"] == ana["id"] and merged["identities"] == []
@@ -187,7 +187,7 @@ async def test_merge_and_unmerge_through_the_api(stack: Stack) -> None:
     assert unknown["field"] == "from"
 
     undone = await call(stack, "POST", f"/api/merges/{merge['id']}/unmerge", status=200)
-    assert undone["undone_by"] == "api:admin" and undone["undone_at"] is not None
+    assert undone["undone_by"] == "token:admin@api" and undone["undone_at"] is not None
     restored = await call(stack, "GET", f"/api/customers/{twin['id']}", status=200)
     assert restored["merged_into"] is None and [i["value"] for i in restored["identities"]] == ["ana.g@example.org"]
     twice = await call(stack, "POST", f"/api/merges/{merge['id']}/unmerge", status=409)
@@ -353,7 +353,7 @@ async def test_roles(stack: Stack) -> None:
         headers=SUPERVISOR,
         json={"from": bea["id"], "reason": "dup"},
     )
-    assert merge["merged_by"] == "api:supervisor"
+    assert merge["merged_by"] == "token:supervisor@api"
 
 
 async def test_openapi_document_is_served_without_a_token(stack: Stack) -> None:

@@ -117,7 +117,7 @@ async def test_merge_keeps_every_identity_and_event_and_writes_the_audit_row(sta
     twin_events = [e["id"] for e in await tl.customer_timeline(twin)]
     before = await split(stack.pool, ana, twin)
 
-    merge_id = await identity.merge(stack.pool, ana, twin, by="agent:bob", reason="same person, confirmed on call")
+    merge_id = await identity.merge(stack.pool, ana, twin, by="user:bob@api", reason="same person, confirmed on call")
 
     after = await split(stack.pool, ana, twin)
     # every identity, interaction and case of the twin is now Ana's; none was lost or duplicated
@@ -153,7 +153,7 @@ async def test_merge_keeps_every_identity_and_event_and_writes_the_audit_row(sta
     assert (record.survivor_id, record.merged_id, record.merged_by, record.reason) == (
         ana,
         twin,
-        "agent:bob",
+        "user:bob@api",
         "same person, confirmed on call",
     )
     assert record.identity_ids == [i for i, _, _ in before[twin]["identities"]]
@@ -169,13 +169,13 @@ async def test_unmerge_restores_exactly_the_previous_split(stack: Stack) -> None
         stack, [("email", "twin@example.com"), ("webchat", "tok-1")], ["ivr.greeting", "ivr.input"], cases=2
     )
     before = await split(stack.pool, ana, twin)
-    merge_id = await identity.merge(stack.pool, ana, twin, by="agent:alice", reason="looked alike")
+    merge_id = await identity.merge(stack.pool, ana, twin, by="user:alice@api", reason="looked alike")
     # life goes on for the survivor between the merge and its undo: that stays the survivor's
     later_identity = await identity.link_identity(stack.pool, ana, "email", "ana.later@example.com")
     later_call, _ = await customer_with_history(stack, [("phone", "+34 600 10 20 31")], ["ivr.menu"])
     assert later_call == ana
 
-    record = await identity.unmerge(stack.pool, merge_id, by="supervisor:carol")
+    record = await identity.unmerge(stack.pool, merge_id, by="user:carol@api")
 
     after = await split(stack.pool, ana, twin)
     assert after[twin] == before[twin]
@@ -190,12 +190,12 @@ async def test_unmerge_restores_exactly_the_previous_split(stack: Stack) -> None
     assert not {e["id"] for e in await tl.customer_timeline(ana)} & set(before[twin]["events"])
     found = await identity.resolve(stack.pool, "email", "TWIN@example.com")
     assert found is not None and found.customer_id == twin
-    assert record.undone_by == "supervisor:carol" and record.undone_at is not None
+    assert record.undone_by == "user:carol@api" and record.undone_at is not None
 
     with pytest.raises(UnmergeRefused, match="already undone"):
-        await identity.unmerge(stack.pool, merge_id, by="supervisor:carol")
+        await identity.unmerge(stack.pool, merge_id, by="user:carol@api")
     # undone, the two can be merged again, and the audit keeps both merges
-    await identity.merge(stack.pool, ana, twin, by="agent:alice", reason="confirmed this time")
+    await identity.merge(stack.pool, ana, twin, by="user:alice@api", reason="confirmed this time")
     assert await stack.pool.fetchval("SELECT count(*) FROM customer_merges WHERE merged_id = $1", twin) == 2
 
 
@@ -205,8 +205,8 @@ async def test_chained_merges_show_every_timeline_and_undo_in_reverse_order(stac
     last, _ = await customer_with_history(stack, [("phone", "+34 600 10 20 43")], ["ivr.greeting"])
     before = await split(stack.pool, first, middle, last)
     tl = timeline(stack)
-    m1 = await identity.merge(stack.pool, middle, first, by="agent:bob", reason="dup")
-    m2 = await identity.merge(stack.pool, last, middle, by="agent:bob", reason="dup")
+    m1 = await identity.merge(stack.pool, middle, first, by="user:bob@api", reason="dup")
+    m2 = await identity.merge(stack.pool, last, middle, by="user:bob@api", reason="dup")
 
     everything = sorted(e for c in before.values() for e in c["events"])
     assert sorted(e["id"] for e in await tl.customer_timeline(last)) == everything
@@ -214,9 +214,9 @@ async def test_chained_merges_show_every_timeline_and_undo_in_reverse_order(stac
     assert found is not None and found.customer_id == last
 
     with pytest.raises(UnmergeRefused, match=f"merge {m2}"):
-        await identity.unmerge(stack.pool, m1, by="agent:bob")
-    await identity.unmerge(stack.pool, m2, by="agent:bob")
-    await identity.unmerge(stack.pool, m1, by="agent:bob")
+        await identity.unmerge(stack.pool, m1, by="user:bob@api")
+    await identity.unmerge(stack.pool, m2, by="user:bob@api")
+    await identity.unmerge(stack.pool, m1, by="user:bob@api")
     assert await split(stack.pool, first, middle, last) == before
 
 
@@ -225,16 +225,16 @@ async def test_self_merge_and_double_merge_are_refused(stack: Stack) -> None:
     b, _ = await customer_with_history(stack, [("phone", "+34 600 10 20 52")], [])
     c, _ = await customer_with_history(stack, [("phone", "+34 600 10 20 53")], [])
     with pytest.raises(MergeRefused, match="into itself"):
-        await identity.merge(stack.pool, a, a, by="agent:bob", reason="oops")
-    await identity.merge(stack.pool, a, b, by="agent:bob", reason="dup")
+        await identity.merge(stack.pool, a, a, by="user:bob@api", reason="oops")
+    await identity.merge(stack.pool, a, b, by="user:bob@api", reason="dup")
     with pytest.raises(MergeRefused, match=f"{b} is already merged into {a}"):
-        await identity.merge(stack.pool, c, b, by="agent:bob", reason="dup")
+        await identity.merge(stack.pool, c, b, by="user:bob@api", reason="dup")
     with pytest.raises(MergeRefused, match=f"{b} is merged into {a}: merge into that customer instead"):
-        await identity.merge(stack.pool, b, c, by="agent:bob", reason="dup")
+        await identity.merge(stack.pool, b, c, by="user:bob@api", reason="dup")
     with pytest.raises(identity.CustomerNotFound):
-        await identity.merge(stack.pool, a, uuid.uuid4(), by="agent:bob", reason="dup")
+        await identity.merge(stack.pool, a, uuid.uuid4(), by="user:bob@api", reason="dup")
     with pytest.raises(identity.MergeNotFound):
-        await identity.unmerge(stack.pool, uuid.uuid4(), by="agent:bob")
+        await identity.unmerge(stack.pool, uuid.uuid4(), by="user:bob@api")
     assert await stack.pool.fetchval("SELECT count(*) FROM customer_merges") == 1
 
 
@@ -242,7 +242,10 @@ async def test_concurrent_opposite_merges_cannot_interleave(stack: Stack) -> Non
     a, _ = await customer_with_history(stack, [("phone", "+34 600 10 20 61")], ["ivr.greeting"])
     b, _ = await customer_with_history(stack, [("phone", "+34 600 10 20 62")], ["ivr.greeting"])
     results = await asyncio.gather(
-        *(identity.merge(stack.pool, *((a, b) if i % 2 else (b, a)), by="agent:bob", reason="race") for i in range(10)),
+        *(
+            identity.merge(stack.pool, *((a, b) if i % 2 else (b, a)), by="user:bob@api", reason="race")
+            for i in range(10)
+        ),
         return_exceptions=True,
     )
     done = [r for r in results if isinstance(r, uuid.UUID)]
@@ -270,7 +273,7 @@ async def test_link_identity_refuses_an_identity_of_another_customer(stack: Stac
         await identity.link_identity(stack.pool, bob, "phone", "0034600102071", "ES")
     with pytest.raises(identity.InvalidIdentity, match="invalid email identity"):
         await identity.link_identity(stack.pool, bob, "email", "not-an-address")
-    await identity.merge(stack.pool, ana, bob, by="agent:bob", reason="dup")
+    await identity.merge(stack.pool, ana, bob, by="user:bob@api", reason="dup")
     with pytest.raises(MergedCustomer, match=f"merged into {ana}"):
         await identity.link_identity(stack.pool, bob, "webchat", "tok-2")
     assert await stack.pool.fetchval("SELECT count(*) FROM identities WHERE value = 'ana@example.org'") == 1

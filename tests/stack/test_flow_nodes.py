@@ -106,7 +106,10 @@ async def _use_kinds_line(stack: Stack, shop_url: str) -> None:
     kinds = KINDS_FLOW.replace("{{ shop_url }}", shop_url)
     bundle = base.changed({"flows/kinds.yaml": kinds, "flows/kinds_end.yaml": KINDS_END_FLOW, "numbers.yaml": numbers})
     result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)

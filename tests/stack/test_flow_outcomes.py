@@ -55,7 +55,10 @@ async def outcomes_line(stack: Stack) -> AsyncIterator[None]:
     numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": outcomes\n'
     bundle = base.changed({"flows/outcomes.yaml": OUTCOMES_FLOW, "numbers.yaml": numbers})
     result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)

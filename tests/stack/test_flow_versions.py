@@ -59,7 +59,7 @@ async def test_apply_while_a_call_runs_then_roll_back(stack: Stack) -> None:
 
     applied = await _apply(stack, {"flows/demo.yaml": SWAPPED}, comment="key 2 to sales")
     v2 = applied["version"]
-    assert v2 == v1 + 1 and applied["applied_by"] == "admin token (api)"
+    assert v2 == v1 + 1 and applied["applied_by"] == "token:admin@api"
     after_apply = stack.hilo_events.mark()
 
     # A presses 2 only now, with version 2 live: it still follows the version it began with.
@@ -174,6 +174,8 @@ async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack,
     )
     assert done.returncode == 0, done.stderr
     assert "is live" in done.stdout
+    newest = await stack.pool.fetchval("SELECT applied_by FROM flow_versions ORDER BY version DESC LIMIT 1")
+    assert newest == "login:ana@cli"  # who, and the door: the command line
 
     # NOTIFY, well inside the 5 s poll
     await stack.hilo_events.expect("flows.live", within=3, data__version=lambda v: v != before)
@@ -186,4 +188,4 @@ async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack,
     assert bad.returncode == 1
     assert "dialplans/numbers.yaml:3:1: number '200' goes to unknown flow 'nowhere'" in bad.stderr
     history = await asyncio.to_thread(subprocess.run, [*cli, "history"], env=env, capture_output=True, text=True)
-    assert history.returncode == 0 and "ana" in history.stdout and "cli" in history.stdout
+    assert history.returncode == 0 and "login:ana@cli" in history.stdout and "cli" in history.stdout

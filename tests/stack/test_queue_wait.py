@@ -87,7 +87,10 @@ async def _wait_line(stack: Stack, *, max_wait: int = 60, on_timeout: str = "mes
     flow = WAIT_FLOW.format(max_wait=max_wait, on_timeout=on_timeout)
     bundle = base.changed({"flows/waitline.yaml": flow, "numbers.yaml": numbers})
     result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)

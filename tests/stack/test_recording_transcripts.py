@@ -47,7 +47,10 @@ async def apply_flow(stack: Stack, number: str, flow_id: str, text: str) -> None
     numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{number}": {flow_id}\n'
     bundle = base.changed({f"flows/{flow_id}.yaml": text, "numbers.yaml": numbers})
     result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)
@@ -254,7 +257,7 @@ async def test_a_refusal_throws_away_the_flow_recording_already_running(stack: S
     assert row is not None and row["state"] == "deleted" and row["storage_key"] is None and row["deleted_at"]
     assert await stack.observer.stored_recording(row["asterisk_name"]) is None, "Asterisk kept the audio"
     trail = await catalog.audit_trail(stack.pool, uuid.UUID(recording_id))
-    assert [(e["action"], e["actor"]) for e in trail] == [("deleted", "system:flow")]
+    assert [(e["action"], e["actor"]) for e in trail] == [("deleted", "system:flow@system")]
 
 
 CARD_FLOW = """

@@ -193,17 +193,19 @@ async def test_a_bridged_call_is_recorded_paused_for_pci_and_stored_encrypted(
     assert (await stack.client.post(f"/api/recordings/{recording_id}/url", headers=bearer(alice))).status == 403
     listed = await (await stack.client.get("/api/recordings", headers=bearer(alice))).json()
     assert listed["recordings"] == []
-    assert (await stack.client.get(url.replace("actor=console", "actor=api"))).status == 403
+    assert (await stack.client.get(url.replace("actor=user%3A", "actor=token%3A"))).status == 403
     signer = UrlSigner(recorder(stack).store.ring.url_keys())
-    expired = signer.url(rec.id, "download", int(time.time()) - 1, "console:bob")
+    expired = signer.url(rec.id, "download", int(time.time()) - 1, "user:bob@api")
     assert (await stack.client.get(expired)).status == 403
     resp = await stack.client.get(f"/api/recordings/{recording_id}/audit", headers=bearer(stack.token))
     trail = [(e["action"], e["actor"]) for e in (await resp.json())["entries"]]
     bob_actor = next(actor for action, actor in trail if action == "pause")
-    assert bob_actor.startswith("console:bob-")
+    assert bob_actor.startswith("user:bob-") and bob_actor.endswith("@api")
     assert ("url", bob_actor) in trail and ("playback", bob_actor) in trail and ("resume", bob_actor) in trail
     denied = [actor for action, actor in trail if action == "denied"]
-    assert len(denied) == 5 and denied.count("unverified") == 2  # alice thrice; the changed and the expired link
+    assert (
+        len(denied) == 5 and denied.count("unknown:unverified@api") == 2
+    )  # alice thrice; the changed and the expired link
     assert (await stack.client.get(f"/api/recordings/{recording_id}/audit", headers=bearer(bob))).status == 403
 
 
@@ -228,7 +230,10 @@ async def test_a_caller_who_declines_is_not_recorded(stack: Stack) -> None:
     numbers = base.files["numbers.yaml"].rstrip() + '\n  "151": consent\n'
     bundle = base.changed({"flows/consent.yaml": CONSENT_FLOW, "numbers.yaml": numbers})
     result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)
@@ -301,6 +306,6 @@ async def test_retention_deletes_expired_recordings_but_not_held_ones(
     assert rows[expired.id]["state"] == "deleted" and rows[expired.id]["deleted_at"] is not None
     assert rows[held.id]["state"] == rows[young.id]["state"] == "stored"
     audit: list[dict[str, Any]] = await catalog.audit_trail(stack.pool, expired.id)
-    assert [(e["action"], e["actor"]) for e in audit] == [("deleted", "system:retention")]
+    assert [(e["action"], e["actor"]) for e in audit] == [("deleted", "system:retention@cli")]  # the command
     resp = await stack.client.post(f"/api/recordings/{expired.id}/url", headers=bearer(stack.token))
     assert resp.status == 410

@@ -336,17 +336,17 @@ async def test_a_wrapup_lands_on_the_timeline_once(stack: Stack) -> None:
     published = await stack.hilo_events.expect(
         "agent.disposition", within=5, interaction_id=str(interaction.id), data__disposition="resolved"
     )
-    assert published["data"] == {"agent": "bob", "by": "bob", "disposition": "resolved"}
+    assert published["data"] == {"agent": "bob", "by": "user:bob@api", "disposition": "resolved"}
     rows = await stack.pool.fetch(
         "SELECT type, data FROM timeline_events WHERE interaction_id = $1 AND type LIKE 'agent.%' ORDER BY id",
         interaction.id,
     )
     assert [(r["type"], r["data"]) for r in rows] == [
-        ("agent.disposition", {"agent": "bob", "by": "bob", "disposition": "resolved"}),
-        ("agent.note", {"agent": "bob", "by": "bob", "note": "Reset the router; works now."}),
+        ("agent.disposition", {"agent": "bob", "by": "user:bob@api", "disposition": "resolved"}),
+        ("agent.note", {"agent": "bob", "by": "user:bob@api", "note": "Reset the router; works now."}),
     ]
     read = await (await stack.client.get(f"/console/api/interactions/{interaction.id}", headers=bearer(bob))).json()
-    assert read["wrapup"]["disposition"] == "resolved" and read["wrapup"]["username"] == "bob"
+    assert read["wrapup"]["disposition"] == "resolved" and read["wrapup"]["username"] == "user:bob@api"
 
 
 async def test_bad_wrapups_are_named_and_only_the_agent_who_took_it_wraps_up(stack: Stack) -> None:
@@ -375,7 +375,7 @@ async def test_bad_wrapups_are_named_and_only_the_agent_who_took_it_wraps_up(sta
     resp = await stack.client.post(url, json={"disposition": "escalated", "note": ""}, headers=bearer(sue))
     assert resp.status == 201
     event = await stack.hilo_events.expect("agent.disposition", within=5, interaction_id=str(taken.id))
-    assert event["data"] == {"agent": "bob", "by": "sue", "disposition": "escalated"}
+    assert event["data"] == {"agent": "bob", "by": "user:sue@api", "disposition": "escalated"}
     notes = await stack.pool.fetchval(
         "SELECT count(*) FROM timeline_events WHERE interaction_id = $1 AND type = 'agent.note'", taken.id
     )

@@ -58,7 +58,10 @@ async def _use_speech_line(stack: Stack, prompt: str) -> None:
     numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": speech_menu\n'
     bundle = base.changed({"flows/speech_menu.yaml": SPEECH_FLOW.format(prompt=prompt), "numbers.yaml": numbers})
     result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)
@@ -241,7 +244,10 @@ async def test_an_account_number_said_on_a_call_fills_the_gather(stack: Stack) -
     numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{DIGITS_NUMBER}": speech_digits\n'
     bundle = base.changed({"flows/speech_digits.yaml": DIGITS_FLOW, "numbers.yaml": numbers})
     applied = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not applied.problems, applied.problems
     assert not isinstance(await stack.services.flows.reload(), list)

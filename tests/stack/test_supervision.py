@@ -101,7 +101,7 @@ async def test_whisper_reaches_the_agent_only_listen_nobody_barge_both(stack: St
     )
     actions = (await resp.json())["actions"]
     assert [(a["actor"], a["actor_role"], a["action"], a["ok"]) for a in actions] == [
-        ("sup-whisper", "supervisor", "listen", True)
+        ("user:sup-whisper@api", "supervisor", "listen", True)
     ]
     assert actions[0]["detail"]["phone"] == SUPERVISOR_PHONE
     resp = await stack.client.get(
@@ -125,7 +125,7 @@ async def test_supervision_of_a_call_that_is_not_live_is_refused_and_audited(sta
     assert (resp.status, (await resp.json())["field"]) == (400, "phone")
     rows = await stack.pool.fetch("SELECT actor, action, ok, detail FROM supervisor_actions ORDER BY id")
     assert [(r["actor"], r["action"], r["ok"], r["detail"]["reason"]) for r in rows] == [
-        ("sup-refused", "whisper", False, "not_here")
+        ("user:sup-refused@api", "whisper", False, "not_here")
     ]
 
 
@@ -137,7 +137,7 @@ async def test_hold_and_unhold_from_the_api_are_on_the_timeline_and_audited(stac
 
     resp = await stack.client.post(f"/api/calls/{interaction}/hold", headers=bearer(bob))
     assert (resp.status, await resp.json()) == (200, {"interaction_id": interaction, "held": True, "changed": True})
-    await stack.hilo_events.expect("call.held", within=5, interaction_id=interaction, data__by="bob-hold")
+    await stack.hilo_events.expect("call.held", within=5, interaction_id=interaction, data__by="user:bob-hold@api")
     await stack.ari_events.expect("ChannelLeftBridge", within=5, channel__id=call.ivr_leg)
     _, agent_ear = await both_legs(stack, call, agent_leg, tmp_path)
     assert agent_ear.amplitude(CALLER_HZ) < NOT_HEARD, "on hold: the agent no longer hears the caller"
@@ -159,10 +159,10 @@ async def test_hold_and_unhold_from_the_api_are_on_the_timeline_and_audited(stac
         "SELECT actor, action, ok, detail ->> 'changed' AS changed FROM supervisor_actions ORDER BY id"
     )
     assert [(r["actor"], r["action"], r["changed"]) for r in rows] == [
-        ("bob-hold", "hold", "true"),
-        ("bob-hold", "hold", "false"),
-        ("bob-hold", "unhold", "true"),
-        ("bob-hold", "hold", "true"),
+        ("user:bob-hold@api", "hold", "true"),
+        ("user:bob-hold@api", "hold", "false"),
+        ("user:bob-hold@api", "unhold", "true"),
+        ("user:bob-hold@api", "hold", "true"),
     ]
     gone = await stack.client.post(f"/api/calls/{interaction}/unhold", headers=bearer(bob))
     assert gone.status == 409
@@ -179,6 +179,6 @@ async def test_a_supervisor_setting_an_agents_state_is_audited(stack: Stack) -> 
     resp = await stack.client.get("/api/audit/supervisor-actions", headers=bearer(supervisor))
     actions = [(a["actor"], a["action"], a["target_id"], a["ok"], a["detail"]) for a in (await resp.json())["actions"]]
     assert actions == [
-        ("sup-states", "agent-state", "nobody", False, {"state": "away"}),
-        ("sup-states", "agent-state", "alice", True, {"state": "away"}),
+        ("user:sup-states@api", "agent-state", "nobody", False, {"state": "away"}),
+        ("user:sup-states@api", "agent-state", "alice", True, {"state": "away"}),
     ]

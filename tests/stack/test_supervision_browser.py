@@ -40,9 +40,9 @@ async def test_listen_whisper_stop_from_the_wallboard(stack: Stack, browser: Bro
     await end_call(stack, call, interaction)
     rows = await stack.pool.fetch("SELECT actor, action, target_kind, ok FROM supervisor_actions ORDER BY id")
     assert [(r["actor"], r["action"], r["target_kind"], r["ok"]) for r in rows] == [
-        ("wall-sup", "listen", "interaction", True),
-        ("wall-sup", "whisper", "supervision", True),
-        ("wall-sup", "supervision-end", "supervision", True),
+        ("user:wall-sup@console", "listen", "interaction", True),
+        ("user:wall-sup@console", "whisper", "supervision", True),
+        ("user:wall-sup@console", "supervision-end", "supervision", True),
     ]
 
 
@@ -69,7 +69,7 @@ async def test_moving_a_waiting_caller_from_the_wallboard(stack: Stack, browser:
     finally:
         await page.close()
     moved = await stack.hilo_events.expect("routing.moved", within=5, interaction_id=interaction)
-    assert moved["data"] == {"queue": "sales", "from": "support", "by": "wall-mover"}
+    assert moved["data"] == {"queue": "sales", "from": "support", "by": "user:wall-mover@console"}
     # alice serves sales: the caller is offered to her and answered
     await stack.hilo_events.expect("agent.answered", within=20, interaction_id=interaction, data__agent="alice")
     await end_call(stack, call, interaction)
@@ -79,7 +79,7 @@ async def test_moving_a_waiting_caller_from_the_wallboard(stack: Stack, browser:
     assert routed == "sales"
     audit = await stack.pool.fetch("SELECT actor, action, detail FROM supervisor_actions")
     assert [(a["actor"], a["action"], a["detail"]["queue"], a["detail"]["status"]) for a in audit] == [
-        ("wall-mover", "move", "sales", "offered")
+        ("user:wall-mover@console", "move", "sales", "offered")
     ]
 
 
@@ -94,12 +94,19 @@ async def test_the_agent_holds_the_caller_from_the_console(stack: Stack, browser
         await expect(page.locator("#pop-card")).to_have_attribute("data-interaction", interaction, timeout=30_000)
         await page.click("#hold")
         await expect(page.locator("#hold-status")).to_have_text("The caller is on hold.", timeout=5_000)
-        await stack.hilo_events.expect("call.held", within=5, interaction_id=interaction, data__by="bob-page")
+        await stack.hilo_events.expect(
+            "call.held", within=5, interaction_id=interaction, data__by="user:bob-page@console"
+        )
         await page.click("#unhold")
         await expect(page.locator("#hold-status")).to_have_text("The caller is back.", timeout=5_000)
-        await stack.hilo_events.expect("call.unheld", within=5, interaction_id=interaction, data__by="bob-page")
+        await stack.hilo_events.expect(
+            "call.unheld", within=5, interaction_id=interaction, data__by="user:bob-page@console"
+        )
     finally:
         await page.close()
     await end_call(stack, call, interaction)
     rows = await stack.pool.fetch("SELECT actor, actor_role, action FROM supervisor_actions ORDER BY id")
-    assert [tuple(r) for r in rows] == [("bob-page", "agent", "hold"), ("bob-page", "agent", "unhold")]
+    assert [tuple(r) for r in rows] == [
+        ("user:bob-page@console", "agent", "hold"),
+        ("user:bob-page@console", "agent", "unhold"),
+    ]

@@ -245,7 +245,10 @@ async def _xfer_line(stack: Stack, target: str) -> None:
     numbers = base.files["numbers.yaml"].rstrip() + '\n  "180": xfer\n'
     bundle = base.changed({"flows/xfer.yaml": XFER_FLOW.format(target=target), "numbers.yaml": numbers})
     result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
+        stack.services.flows.versions,
+        bundle,
+        checks_for(stack.settings.dialplans_dir),
+        applied_by="system:tests@system",
     )
     assert not result.problems, result.problems
     assert not isinstance(await stack.services.flows.reload(), list)

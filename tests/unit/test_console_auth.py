@@ -4,12 +4,14 @@ changes only from the page's own origin)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import fakeredis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from hilo.audit import actor
 from hilo.web.auth import AUTH_KEY, TokenAuth, authenticate, same_origin
 from hilo.web.sessions import COOKIE, SESSIONS, Principal, SessionStore
 
@@ -41,8 +43,18 @@ async def test_a_session_token_works_as_bearer_or_cookie(app: web.Application) -
     token = await new_session(app)
     by_header = await authenticate(request(app, Authorization=f"Bearer {token}"))
     by_cookie = await authenticate(request(app, Cookie=f"{COOKIE}={token}"))
-    assert by_header is not None and by_header == by_cookie
+    assert by_header is not None and by_cookie is not None
     assert (by_header.role, by_header.agent_id, by_header.username) == ("agent", "bob", "bob")
+    # the same person, through another door: the cookie is the console's, a bearer token the API's
+    assert (by_header.door, by_cookie.door) == ("api", "console")
+    assert replace(by_cookie, door="api") == by_header
+    assert (actor(by_header), actor(by_cookie)) == ("user:bob@api", "user:bob@console")
+
+
+async def test_the_api_token_is_named_by_its_role_through_the_api(app: web.Application) -> None:
+    who = await authenticate(request(app, Authorization="Bearer admin-token-123"))
+    assert who is not None and actor(who) == "token:admin@api"
+    assert "admin-token-123" not in actor(who)
 
 
 async def test_nothing_or_a_wrong_token_is_nobody(app: web.Application) -> None:

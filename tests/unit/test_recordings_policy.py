@@ -14,7 +14,7 @@ import pytest
 
 from dialplans.models import Queue, QueueRecording, load_routing
 from hilo.web.sessions import Principal
-from recordings.access import NOTHING, Scope, UrlSigner, actor_of, scope_of, scope_of_actor
+from recordings.access import NOTHING, Scope, UrlSigner, scope_of, scope_of_actor, signed_actor
 from recordings.crypto import KeyRing
 from recordings.policy import RecordingPolicy, consent_refused
 
@@ -118,9 +118,20 @@ async def test_who_gets_which_scope() -> None:
     assert await scope_of(users, Principal("supervisor", None, "nat")) == NOTHING  # no teams: no recordings
     assert await scope_of(users, Principal("supervisor")) == NOTHING  # no user to read teams of
     assert await scope_of(users, Principal("viewer", "bob")) == NOTHING
-    assert actor_of(Principal("agent", "bob", "bob")) == "console:bob" and actor_of(Principal("admin")) == "api:admin"
-    assert await scope_of_actor(users, "api:admin") == Scope(everything=True)
+    assert await scope_of_actor(users, "token:admin@api") == Scope(everything=True)
+    assert await scope_of_actor(users, "api:admin") == Scope(everything=True)  # a URL signed before the one form
     assert await scope_of_actor(users, "unverified") == NOTHING
+    assert await scope_of_actor(users, "unknown:unverified@api") == NOTHING
+    assert await scope_of_actor(users, "system:retention@system") == NOTHING
+
+
+def test_a_signed_urls_actor_old_or_new_is_read_as_one_form() -> None:
+    assert str(signed_actor("user:bob@console")) == "user:bob@console"
+    assert str(signed_actor("token:admin@api")) == "token:admin@api"
+    # signed before the one form (migration 021 maps the audit rows the same way)
+    assert str(signed_actor("console:bob")) == "user:bob@unknown"
+    assert str(signed_actor("api:admin")) == "token:admin@api"
+    assert signed_actor("unverified") is None and signed_actor("console:") is None and signed_actor("") is None
 
 
 def test_signed_urls_expire_and_cannot_be_altered() -> None:
@@ -128,20 +139,22 @@ def test_signed_urls_expire_and_cannot_be_altered() -> None:
     signer = UrlSigner(ring.url_keys())
     rid = uuid.uuid4()
     expires = int(time.time()) + 60
-    sig = signer.sign(rid, "playback", expires, "console:bob")
-    assert signer.check(rid, "playback", expires, "console:bob", sig, time.time()) is None
-    assert signer.check(rid, "playback", expires, "console:bob", sig, expires + 1) == "the link has expired"
+    sig = signer.sign(rid, "playback", expires, "user:bob@console")
+    assert signer.check(rid, "playback", expires, "user:bob@console", sig, time.time()) is None
+    assert signer.check(rid, "playback", expires, "user:bob@console", sig, expires + 1) == "the link has expired"
     for changed in [
-        (uuid.uuid4(), "playback", expires, "console:bob"),
-        (rid, "download", expires, "console:bob"),
-        (rid, "playback", expires + 60, "console:bob"),
-        (rid, "playback", expires, "console:alice"),
+        (uuid.uuid4(), "playback", expires, "user:bob@console"),
+        (rid, "download", expires, "user:bob@console"),
+        (rid, "playback", expires + 60, "user:bob@console"),
+        (rid, "playback", expires, "user:alice@console"),
     ]:
         assert signer.check(*changed, sig, time.time()) == "the link's signature does not match"
-    url = signer.url(rid, "download", expires, "console:bob")
-    assert url.startswith(f"/api/recordings/{rid}/audio?mode=download&expires={expires}&actor=console%3Abob&sig=")
+    url = signer.url(rid, "download", expires, "user:bob@console")
+    assert url.startswith(
+        f"/api/recordings/{rid}/audio?mode=download&expires={expires}&actor=user%3Abob%40console&sig="
+    )
     # After a key rotation, links signed a moment before still work until they expire.
     rotated = KeyRing.parse(
         f"k2:{base64.b64encode(os.urandom(32)).decode()},k1:{base64.b64encode(ring.keys['k1']).decode()}", "k2"
     )
-    assert UrlSigner(rotated.url_keys()).check(rid, "playback", expires, "console:bob", sig, time.time()) is None
+    assert UrlSigner(rotated.url_keys()).check(rid, "playback", expires, "user:bob@console", sig, time.time()) is None
