@@ -261,8 +261,9 @@ main() {
     case $cmd in
     build | rebuild | refresh)
         need_root
-        need_podman
         umask 022
+        mkdir -p "$LOGS"
+        need_podman
         for suite in "${BASE_SUITES[@]}"; do
             ensure_base "$suite" "$([[ $cmd == refresh ]] && echo 1 || echo 0)"
         done
