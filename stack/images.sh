@@ -17,7 +17,7 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BASE_REPO=localhost/hilo-base
-# suite -> what the images built on it need from it
+# the Debian suites of the base images (localhost/hilo-base:SUITE)
 BASE_SUITES=(bookworm sid)
 # image, build context (relative to the repository), Dockerfile (relative to the context), base suite
 SERVICE_IMAGES=(
@@ -124,10 +124,13 @@ ensure_base() {
     fi
     [[ -s $tarball ]] || debootstrap_base "$suite"
     step "Importing $image from ${tarball}"
+    local previous
+    previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     zstd -dc "$tarball" |
         podman import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' \
             --message "Debian $suite (debootstrap --variant=minbase), stack/images.sh" - "$image" >/dev/null ||
         die "podman import of $tarball failed"
+    [[ -z $previous ]] || podman rmi "$previous" >/dev/null 2>&1 || true
     ok "$image ($(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=iec))"
 }
 
@@ -214,7 +217,7 @@ pip_cert() {
 }
 
 build_service() {
-    local image=$1 context=$2 dockerfile=$3 suite=$4 no_cache=${5:-0} log cert name
+    local image=$1 context=$2 dockerfile=$3 suite=$4 no_cache=${5:-0} log cert name previous
     name=${image#localhost/}
     name=${name%%:*}
     log="$LOGS/images-$name.log"
@@ -227,8 +230,13 @@ build_service() {
     step "Building $image (context ${context}, FROM $BASE_REPO:$suite)"
     info "output in $log"
     : >"$log"
+    previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     run_logged "$log" "podman build $name" podman "${args[@]}" "$ROOT/$context" ||
         die "building $image failed (log: $log)"
+    # the image this one replaces, unless a container or another tag still uses it
+    if [[ -n $previous && $previous != "$(podman image inspect --format '{{.Id}}' "$image")" ]]; then
+        podman rmi "$previous" >/dev/null 2>&1 || true
+    fi
     ok "$image ($(podman image inspect --format '{{.Size}}' "$image" | numfmt --to=iec))"
 }
 
