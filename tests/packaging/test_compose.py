@@ -169,17 +169,25 @@ def compose_stack() -> Iterator[Compose]:
         assert up.returncode == 0, f"podman-compose up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
         yield stack
     finally:
+        tear_down(stack)
+
+
+def tear_down(stack: Compose) -> None:
+    """`podman-compose down -v`, then whatever it leaves behind (its network) or a failed `up` left; each step
+    bounded, and a step that times out does not stop the next."""
+    label = f"label=io.podman.compose.project={stack.project}"
+    with contextlib.suppress(subprocess.TimeoutExpired):
         stack.run("down", "-v", timeout=DOWN_WITHIN_S)
-        # what podman-compose down leaves behind (its network), or what a failed up left
-        leftovers = [stack.container(s) for s in stack.containers()]
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        leftovers = sh(["podman", "ps", "-a", "-q", "--filter", label], timeout=30).stdout.split()
         if leftovers:
             sh(["podman", "rm", "-f", "-v", *leftovers], timeout=60)
-        volumes = sh(
-            ["podman", "volume", "ls", "-q", "--filter", f"label=io.podman.compose.project={project}"], timeout=30
-        ).stdout.split()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        volumes = sh(["podman", "volume", "ls", "-q", "--filter", label], timeout=30).stdout.split()
         if volumes:
             sh(["podman", "volume", "rm", "-f", *volumes], timeout=60)
-        sh(["podman", "network", "rm", "-f", f"{project}_default"], timeout=60)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        sh(["podman", "network", "rm", "-f", f"{stack.project}_default"], timeout=60)
 
 
 def wait_healthy(stack: Compose) -> dict[str, Any]:
