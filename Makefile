@@ -40,3 +40,7 @@ clean: down     ## stop, then delete .run (data, logs, venv, chroot)
 	@pg=$$(readlink .run/pg 2>/dev/null || true); \
 	  case "$$pg" in /var/lib/hilo/pg-*) rm -rf --one-file-system "$$pg" ;; esac
 	rm -rf --one-file-system .run
+
+.PHONY: images
+images:         ## container images of docker-compose.yml, built with podman on a local Debian base, no registry (root; stack/images.sh)
+	bash stack/images.sh

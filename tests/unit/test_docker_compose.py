@@ -1,44 +1,239 @@
-"""No Docker engine runs here: check that docker-compose.yml parses and points at files that exist."""
+"""docker-compose.yml and the images it runs, checked without a container engine: the file parses and points
+at files that exist, every image is built on a local Debian base (no registry), stack/images.sh builds each,
+the Hilo image gets every package of pyproject.toml with its data files. (tests/packaging/test_compose.py
+runs the stack for real where podman can.)"""
+
+from __future__ import annotations
 
 import re
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from asterisk.render_config import MARKER
+from tests.packaging.layout import ROOT, covered_by_package_data, data_files, package_dir, packages, pyproject
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def instructions(dockerfile: Path) -> list[Instruction]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    found: list[Instruction] = []
+    pending = ""
+    for raw in dockerfile.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, args = line.partition(" ")
+        found.append(Instruction(keyword.upper(), args.strip()))
+    assert not pending, f"{dockerfile}: ends with a continuation line"
+    return found
+
+
+def copy_sources(instruction: Instruction) -> list[str]:
+    words = shlex.split(instruction.args)
+    words = [w for w in words if not w.startswith("--")]
+    return words[:-1]
+
+
+def build_of(name: str, service: dict[str, Any]) -> tuple[Path, Path, dict[str, str]]:
+    build = service.get("build")
+    assert build is not None, f"service {name} has no build section: its image could not be made here"
+    if isinstance(build, str):
+        build = {"context": build}
+    context = ROOT / build["context"]
+    dockerfile = context / build.get("dockerfile", "Dockerfile")
+    return context, dockerfile, dict(build.get("args") or {})
 
 
 def test_compose_parses_and_references_existing_files() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
+    data = compose()
+    services = data["services"]
     assert {"asterisk", "postgres", "redis", "hilo"} <= set(services)
     for name, service in services.items():
-        build = service.get("build")
-        if build is None:
-            continue
-        context = ROOT / (build if isinstance(build, str) else build["context"])
-        dockerfile = context / ("Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile"))
+        context, dockerfile, _ = build_of(name, service)
         assert dockerfile.is_file(), f"service {name}: {dockerfile} missing"
-        for line in dockerfile.read_text().splitlines():
-            if line.startswith("COPY "):
-                for source in line.split()[1:-1]:
-                    assert (context / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+        for instruction in instructions(dockerfile):
+            if instruction.keyword in ("COPY", "ADD") and "--from" not in instruction.args:
+                for source in copy_sources(instruction):
+                    assert (context / source).exists(), f"{dockerfile}: {instruction.keyword} {source} does not exist"
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith((".", "/")):
                 assert (ROOT / source).exists(), f"service {name}: volume {source} missing"
             else:
-                assert source in compose["volumes"], f"service {name}: named volume {source} not declared"
+                assert source in data["volumes"], f"service {name}: named volume {source} not declared"
+
+
+LOCAL_BASE = re.compile(r"^\$\{HILO_BASE_(BOOKWORM|SID):-localhost/hilo-base:(bookworm|sid)\}$")
+
+
+def test_every_image_is_built_on_a_local_base() -> None:
+    """No registry is needed: each service's image is a local one built FROM the base stack/images.sh makes
+    (an ARG BASE that compose sets, overridable with HILO_BASE_BOOKWORM / HILO_BASE_SID)."""
+    for name, service in compose()["services"].items():
+        assert str(service.get("image", "")).startswith("localhost/"), f"service {name}: not a local image"
+        _, dockerfile, args = build_of(name, service)
+        match = LOCAL_BASE.match(args.get("BASE", ""))
+        assert match, f"service {name}: build arg BASE must default to a localhost/hilo-base image: {args}"
+        assert match.group(1).lower() == match.group(2), f"service {name}: {args['BASE']}"
+        steps = instructions(dockerfile)
+        arg = next((s for s in steps if s.keyword == "ARG" and s.args.startswith("BASE=")), None)
+        assert arg is not None and arg.args == f"BASE=localhost/hilo-base:{match.group(2)}", (
+            f"{dockerfile}: ARG BASE=localhost/hilo-base:{match.group(2)} before the first FROM"
+        )
+        stages = set()
+        for step in steps:
+            if step.keyword == "FROM":
+                words = step.args.split()
+                assert words[0] == "${BASE}" or words[0] in stages, f"{dockerfile}: FROM {words[0]} needs a registry"
+                if len(words) == 3 and words[1].upper() == "AS":
+                    stages.add(words[2])
+
+
+def images_script_specs() -> dict[str, tuple[str, str, str]]:
+    """stack/images.sh's SERVICE_IMAGES: image -> (context, dockerfile, base suite)."""
+    text = (ROOT / "stack" / "images.sh").read_text()
+    block = re.search(r"^SERVICE_IMAGES=\((.*?)^\)", text, re.S | re.M)
+    assert block, "stack/images.sh has no SERVICE_IMAGES"
+    specs = {}
+    for line in block.group(1).splitlines():
+        words = shlex.split(line)
+        if words:
+            image, context, dockerfile, suite = words[0].split()
+            specs[image] = (context, dockerfile, suite)
+    return specs
+
+
+def test_images_script_builds_every_compose_image() -> None:
+    specs = images_script_specs()
+    built = set()
+    for name, service in compose()["services"].items():
+        context, dockerfile, args = build_of(name, service)
+        image = service["image"]
+        assert image in specs, f"service {name}: stack/images.sh does not build {image}"
+        want_context, want_dockerfile, suite = specs[image]
+        assert (ROOT / want_context).resolve() == context.resolve(), f"{image}: contexts differ"
+        assert (ROOT / want_context / want_dockerfile).resolve() == dockerfile.resolve(), f"{image}: Dockerfiles differ"
+        assert args["BASE"].endswith(f"localhost/hilo-base:{suite}}}"), f"{image}: stack/images.sh builds it on {suite}"
+        built.add(image)
+    assert built == set(specs), f"stack/images.sh builds images compose does not use: {set(specs) - built}"
+
+
+def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    """.dockerignore as (exclude?, regex) rules, Docker's syntax: `*` within a path segment, `**` across
+    segments, `!` re-includes; a rule that matches a folder matches everything under it."""
+    rules = []
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        exclude = not line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif pattern[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            else:
+                regex, i = regex + re.escape(pattern[i]), i + 1
+        rules.append((exclude, re.compile(regex + "(?:/.*)?")))
+    return rules
+
+
+def dockerignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    ignored = False
+    for exclude, regex in rules:
+        if regex.fullmatch(path):
+            ignored = exclude
+    return ignored
+
+
+def test_dockerignore_rules_follow_docker_syntax() -> None:
+    rules = [(True, r) for _, r in dockerignore_rules()]
+    assert dockerignored(".run/env", rules)
+    assert dockerignored("console/__pycache__/api.cpython-311.pyc", rules)
+    assert not dockerignored("console/static/agent.js", rules)
+
+
+def test_hilo_image_gets_every_package_and_data_file() -> None:
+    """The Hilo image installs the whole build context (no package named in the Dockerfile) after the locked
+    dependencies, and .dockerignore keeps no file of any package, nor what the build reads, out of it."""
+    service = compose()["services"]["hilo"]
+    context, dockerfile, _ = build_of("hilo", service)
+    assert context.resolve() == ROOT
+    steps = instructions(dockerfile)
+    copies = [s for s in steps if s.keyword == "COPY"]
+    whole = [copy_sources(c) for c in copies if copy_sources(c) == ["."]]
+    assert whole, f"{dockerfile} must COPY the whole context (`COPY . <dir>`), not chosen packages"
+    destination = shlex.split(next(c for c in copies if copy_sources(c) == ["."]).args)[-1]
+    runs = " ".join(s.args for s in steps if s.keyword == "RUN")
+    assert re.search(r"pip install --require-hashes -r \S*requirements\.lock", runs), "locked dependencies"
+    assert re.search(rf"pip install --no-deps( --no-build-isolation)? {re.escape(destination)}", runs), (
+        f"{dockerfile} must pip install the copied context {destination} without dependencies"
+    )
+    for name, service_ in compose()["services"].items():
+        if service_["image"] == service["image"]:
+            assert build_of(name, service_)[1] == dockerfile, f"service {name}: same image, other Dockerfile"
+
+    rules = dockerignore_rules()
+    readme = pyproject()["project"].get("readme")
+    needed = ["pyproject.toml", "requirements.lock", *([readme] if isinstance(readme, str) else [])]
+    for path in needed:
+        assert not dockerignored(path, rules), f".dockerignore leaves out {path}, which the build reads"
+    for package in packages():
+        init = package_dir(package).relative_to(ROOT) / "__init__.py"
+        assert not dockerignored(init.as_posix(), rules), f".dockerignore leaves out the package {package}"
+    for item in data_files():
+        assert not dockerignored(item.path, rules), f".dockerignore leaves out {item.path} ({item.package})"
+
+
+def test_package_data_covers_every_tracked_data_file() -> None:
+    """Every file git tracks in a package folder that is not Python is in the wheel (so in the image):
+    [tool.setuptools.package-data] takes it."""
+    items = data_files()
+    assert any(i.path.endswith(".sql") for i in items), "the migrations are package data"
+    missing = [i.path for i in items if not covered_by_package_data(i)]
+    assert not missing, f"not in [tool.setuptools.package-data] of pyproject.toml: {missing}"
 
 
 def test_compose_gives_every_template_marker_a_value() -> None:
-    compose = (ROOT / "docker-compose.yml").read_text()
-    data = yaml.safe_load(compose)
-    env = dict(data["services"]["asterisk-config"]["environment"])
+    data = compose()
+    config = data["services"]["asterisk-config"]
+    env = dict(config["environment"])
     markers = {m for f in (ROOT / "asterisk" / "etc").glob("*.conf") for m in MARKER.findall(f.read_text())}
     assert markers, "templates have markers"
     missing = {m for m in markers if f"HILO_{m}" not in env}
     assert not missing, f"asterisk-config lacks values for {sorted(missing)}"
-    assert re.search(r"--src\W+/app/asterisk/etc", compose)
+    # the templates it renders are the installed package's (package data), into the volume Asterisk reads
+    command = " ".join(config["command"])
+    out = re.search(r"python -m asterisk\.render_config --out (\S+)", command)
+    assert out, command
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in config["volumes"]}
+    assert out.group(1) in mounts.values()
+    asterisk_mounts = {v.split(":")[0]: v.split(":")[1] for v in data["services"]["asterisk"]["volumes"]}
+    volume = next(k for k, v in mounts.items() if v == out.group(1))
+    start = (ROOT / build_of("asterisk", data["services"]["asterisk"])[0] / "start.sh").read_text()
+    assert f"src={asterisk_mounts[volume]}" in start, "Asterisk starts on the rendered files"
