@@ -20,16 +20,6 @@ BOOT_TIMEOUT=60
 
 # ------------------------------------------------------------------ the image
 
-_build_dir=''
-_cleanup_build() {
-    [[ -n $_build_dir && -d $_build_dir ]] || return 0
-    local m
-    for m in dev/pts dev proc sys; do
-        is_mounted "$_build_dir/$m" && umount -l "$_build_dir/$m" 2>/dev/null
-    done
-    rm -rf --one-file-system "$_build_dir"
-}
-
 build_image() {
     need_root
     ensure_packages debootstrap zstd
@@ -39,28 +29,28 @@ build_image() {
     step "Building the Asterisk chroot image (Debian sid, once per machine)"
     info "from the apt mirror of this machine; output in $log"
     : >"$log"
-    _build_dir=$(mktemp -d "$CACHE_DIR/build.XXXXXX")
-    trap _cleanup_build EXIT
-    chmod 755 "$_build_dir"
-    run_logged "$log" "debootstrap sid" debootstrap --variant=minbase sid "$_build_dir" "$mirror"
+    BUILD_DIR=$(mktemp -d "$CACHE_DIR/build.XXXXXX")
+    trap cleanup_build_dir EXIT
+    chmod 755 "$BUILD_DIR"
+    run_logged "$log" "debootstrap sid" debootstrap --variant=minbase sid "$BUILD_DIR" "$mirror"
     # No service may start inside the chroot while packages install.
-    printf '#!/bin/sh\nexit 101\n' >"$_build_dir/usr/sbin/policy-rc.d"
-    chmod 755 "$_build_dir/usr/sbin/policy-rc.d"
+    printf '#!/bin/sh\nexit 101\n' >"$BUILD_DIR/usr/sbin/policy-rc.d"
+    chmod 755 "$BUILD_DIR/usr/sbin/policy-rc.d"
     # Create the asterisk user first so the package keeps our fixed uid/gid.
-    chroot "$_build_dir" groupadd --gid "$AST_UID" asterisk
-    chroot "$_build_dir" useradd --uid "$AST_UID" --gid "$AST_UID" --home-dir /var/lib/asterisk \
+    chroot "$BUILD_DIR" groupadd --gid "$AST_UID" asterisk
+    chroot "$BUILD_DIR" useradd --uid "$AST_UID" --gid "$AST_UID" --home-dir /var/lib/asterisk \
         --no-create-home --shell /usr/sbin/nologin --comment 'Asterisk PBX daemon' asterisk
     run_logged "$log" "apt-get install ${AST_PACKAGES[*]}" \
-        chroot "$_build_dir" env DEBIAN_FRONTEND=noninteractive \
+        chroot "$BUILD_DIR" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends "${AST_PACKAGES[@]}"
-    chroot "$_build_dir" apt-get clean
-    rm -rf "$_build_dir"/var/lib/apt/lists/* "$_build_dir/usr/sbin/policy-rc.d"
-    printf 'nameserver 127.0.0.1\n' >"$_build_dir/etc/resolv.conf"
-    [[ -x $_build_dir/usr/sbin/asterisk ]] || die "asterisk is missing from the built chroot"
+    chroot "$BUILD_DIR" apt-get clean
+    rm -rf "$BUILD_DIR"/var/lib/apt/lists/* "$BUILD_DIR/usr/sbin/policy-rc.d"
+    printf 'nameserver 127.0.0.1\n' >"$BUILD_DIR/etc/resolv.conf"
+    [[ -x $BUILD_DIR/usr/sbin/asterisk ]] || die "asterisk is missing from the built chroot"
     run_logged "$log" "compressing the image" \
-        tar --numeric-owner -C "$_build_dir" -I 'zstd -T0 -3' -cpf "$AST_TARBALL.tmp" .
+        tar --numeric-owner -C "$BUILD_DIR" -I 'zstd -T0 -3' -cpf "$AST_TARBALL.tmp" .
     mv -f "$AST_TARBALL.tmp" "$AST_TARBALL"
-    _cleanup_build
+    cleanup_build_dir
     trap - EXIT
     ok "image: $AST_TARBALL ($(du -h "$AST_TARBALL" | cut -f1))"
 }

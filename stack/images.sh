@@ -35,17 +35,6 @@ need_podman() {
 
 # ------------------------------------------------------------------- base images
 
-_build_dir=''
-_cleanup_build() {
-    [[ -n $_build_dir && -d $_build_dir ]] || return 0
-    local m
-    for m in dev/pts dev proc sys; do
-        is_mounted "$_build_dir/$m" && umount -l "$_build_dir/$m" 2>/dev/null
-    done
-    rm -rf --one-file-system "$_build_dir"
-    _build_dir=''
-}
-
 # debootstrap_base SUITE: a minimal Debian SUITE as a tarball in the cache.
 debootstrap_base() {
     local suite=$1 tarball mirror security log="$LOGS/images-debootstrap-$1.log"
@@ -56,10 +45,10 @@ debootstrap_base() {
     step "Building the base image tarball: Debian $suite (debootstrap, once per machine)"
     info "from this machine's apt mirror; output in $log"
     : >"$log"
-    _build_dir=$(mktemp -d "$CACHE_DIR/base-$suite.XXXXXX")
-    trap _cleanup_build EXIT
-    chmod 755 "$_build_dir"
-    run_logged "$log" "debootstrap $suite" debootstrap --variant=minbase "$suite" "$_build_dir" "$mirror"
+    BUILD_DIR=$(mktemp -d "$CACHE_DIR/base-$suite.XXXXXX")
+    trap cleanup_build_dir EXIT
+    chmod 755 "$BUILD_DIR"
+    run_logged "$log" "debootstrap $suite" debootstrap --variant=minbase "$suite" "$BUILD_DIR" "$mirror"
     {
         printf 'deb %s %s main\n' "$mirror" "$suite"
         if [[ $suite != sid ]]; then
@@ -67,12 +56,12 @@ debootstrap_base() {
             security=$(debian_security_mirror)
             [[ -z $security ]] || printf 'deb %s %s-security main\n' "$security" "$suite"
         fi
-    } >"$_build_dir/etc/apt/sources.list"
+    } >"$BUILD_DIR/etc/apt/sources.list"
     # What a container base image does differently from a system: no service starts while packages
     # install, no recommended packages, no package cache nor lists kept in the layers.
-    printf '#!/bin/sh\nexit 101\n' >"$_build_dir/usr/sbin/policy-rc.d"
-    chmod 755 "$_build_dir/usr/sbin/policy-rc.d"
-    cat >"$_build_dir/etc/apt/apt.conf.d/90hilo-container" <<'EOF'
+    printf '#!/bin/sh\nexit 101\n' >"$BUILD_DIR/usr/sbin/policy-rc.d"
+    chmod 755 "$BUILD_DIR/usr/sbin/policy-rc.d"
+    cat >"$BUILD_DIR/etc/apt/apt.conf.d/90hilo-container" <<'EOF'
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Acquire::Languages "none";
@@ -81,23 +70,23 @@ EOF
     # A mirror that is a dated snapshot serves Release files whose Valid-Until has passed (sid's are valid
     # for a week): apt in the image would then refuse it, as debootstrap did not.
     local release until
-    release=$(find "$_build_dir/var/lib/apt/lists" -name '*_InRelease' -o -name '*_Release' | head -n 1)
+    release=$(find "$BUILD_DIR/var/lib/apt/lists" -name '*_InRelease' -o -name '*_Release' | head -n 1)
     until=$(sed -n 's/^Valid-Until: //p' "$release" 2>/dev/null | head -n 1)
     if [[ -n $until ]] && (($(date -d "$until" +%s) < $(date +%s))); then
         warn "the mirror's $suite Release expired on $until (a dated snapshot?): apt in the image will not check Valid-Until"
         printf '// %s\n// %s\nAcquire::Check-Valid-Until "false";\n' \
             "stack/images.sh: this machine's Debian mirror serves a $suite Release whose Valid-Until ($until)" \
-            "had passed when the image was built." >"$_build_dir/etc/apt/apt.conf.d/90hilo-mirror-snapshot"
+            "had passed when the image was built." >"$BUILD_DIR/etc/apt/apt.conf.d/90hilo-mirror-snapshot"
     fi
-    chroot "$_build_dir" apt-get clean
-    rm -rf "$_build_dir"/var/lib/apt/lists/* "$_build_dir"/var/log/*.log "$_build_dir"/var/cache/debconf/*-old
+    chroot "$BUILD_DIR" apt-get clean
+    rm -rf "$BUILD_DIR"/var/lib/apt/lists/* "$BUILD_DIR"/var/log/*.log "$BUILD_DIR"/var/cache/debconf/*-old
     # podman provides these at run time
-    : >"$_build_dir/etc/resolv.conf"
-    : >"$_build_dir/etc/hostname"
+    : >"$BUILD_DIR/etc/resolv.conf"
+    : >"$BUILD_DIR/etc/hostname"
     run_logged "$log" "compressing the tarball" \
-        tar --numeric-owner -C "$_build_dir" -I 'zstd -T0 -3' -cpf "$tarball.tmp" .
+        tar --numeric-owner -C "$BUILD_DIR" -I 'zstd -T0 -3' -cpf "$tarball.tmp" .
     mv -f "$tarball.tmp" "$tarball"
-    _cleanup_build
+    cleanup_build_dir
     trap - EXIT
     ok "base tarball: $tarball ($(du -h "$tarball" | cut -f1))"
 }

@@ -229,3 +229,18 @@ ast_pid() { pid_of "$AST_RUNDIR/asterisk.pid" asterisk; }
 ast_rx() { chroot "$AST_ROOT" /usr/sbin/asterisk -rx "$1"; }
 
 is_mounted() { awk -v m="$1" '$2 == m {found = 1} END {exit !found}' /proc/mounts; }
+
+# ------------------------------------------------------------ chroot builds
+
+# A root file system being built by debootstrap (stack/asterisk.sh, stack/images.sh): on exit, whatever
+# happened, unmount what the build mounted in it and delete it.
+BUILD_DIR=''
+cleanup_build_dir() {
+    [[ -n $BUILD_DIR && -d $BUILD_DIR ]] || return 0
+    local m
+    for m in dev/pts dev proc sys; do
+        is_mounted "$BUILD_DIR/$m" && umount -l "$BUILD_DIR/$m" 2>/dev/null
+    done
+    rm -rf --one-file-system "$BUILD_DIR"
+    BUILD_DIR=''
+}
