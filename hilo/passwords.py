@@ -1,10 +1,17 @@
-"""Password hashing for console users: scrypt from the standard library.
+"""Password hashing for console users, and for customers' secrets (PIN, date of birth): scrypt from the
+standard library.
 
 Why scrypt and not argon2: both are memory-hard (a GPU or ASIC guessing passwords pays for memory, not
 just compute); scrypt ships with Python through OpenSSL, so it adds no native dependency to build or audit,
 and its parameters are stored with every hash, so they can be raised later without breaking old hashes
-(`needs_rehash` says when). N=2**15, r=8, p=1 costs 32 MiB and about 60 ms per hash here: slow for a
-guesser, fine for one sign-in. Hashing runs in a worker thread so a sign-in never stalls the event loop."""
+(`needs_rehash` says when; a console user's hash is upgraded at their next sign-in, a customer's secret at
+its next successful verification). New hashes use N=2**17, r=8, p=1 (OWASP's minimum): 128 MiB and a few
+hundred ms per hash, slow for a guesser, fine for one sign-in. Older N=2**15 hashes still verify.
+
+Hashing runs on its own small pool of HASH_THREADS threads, never the default executor (recordings and
+retention use that), so at most HASH_THREADS hashes are computed at once whatever arrives: a flood of
+sign-ins waits for them instead of taking the node's CPU and memory (and the sign-in limits in
+hilo/web/signin.py refuse most of it before it gets here)."""
 
 from __future__ import annotations
 
@@ -13,17 +20,26 @@ import base64
 import functools
 import hashlib
 import hmac
+import os
 import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 SCHEME = "scrypt"
 MIN_LENGTH = 10
 MAX_LENGTH = 1024  # a bound on work per sign-in, far above any real password
+# Hashes computed at once by this process (each takes 128 MiB at the default cost).
+HASH_THREADS = max(2, min(4, (os.cpu_count() or 2) // 2))
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class Cost:
-    n: int = 2**15
+    n: int = 2**17
     r: int = 8
     p: int = 1
 
@@ -98,14 +114,37 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
+def _against_dummy(password: str) -> bool:
+    """The work of a real check, for a user or secret that is not there (never matches)."""
+    verify_password(password, _dummy_hash())
+    return False
+
+
+# -- off the event loop, on the hashing threads ------------------------------------------------------
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _hashing_threads() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="hilo-scrypt")
+        return _executor
+
+
+async def _hashing(fn: Callable[..., _T], *args: object) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(_hashing_threads(), functools.partial(fn, *args))
+
+
 async def verify_password_async(password: str, stored: str | None) -> bool:
     if stored is None:
         # An unknown user costs the same time as a wrong password: the answer time does not tell which
         # user names exist.
-        await asyncio.to_thread(verify_password, password, _dummy_hash())
-        return False
-    return await asyncio.to_thread(verify_password, password, stored)
+        return await _hashing(_against_dummy, password)
+    return await _hashing(verify_password, password, stored)
 
 
 async def hash_password_async(password: str) -> str:
-    return await asyncio.to_thread(hash_password, password)
+    return await _hashing(hash_password, password)

@@ -36,9 +36,11 @@ from hilo.notifier import Notifier
 from hilo.settings import Settings
 from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
+from hilo.web.forwarded import Proxies, add_transport_security
 from hilo.web.keys import POOL, REDIS, REGISTRY, SETTINGS
 from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
+from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.waiting import warm_up
 from recordings import rest as recordings_rest
@@ -83,6 +85,7 @@ def init_app(settings: Settings) -> web.Application:
     crm = connectors.from_settings(settings)  # so does a HILO_CRM_* setting that cannot work
     recording_keys = recording_setup.key_ring(settings)  # and a HILO_RECORDING_KEYS entry that cannot be used
     messaging_config = bridges_http.load_messaging_config(settings)  # and a broken channels.yaml
+    proxies = Proxies.parse(settings.trusted_proxies)  # and HILO_TRUSTED_PROXIES
     # and a broken kpis.yaml; a queue's service-level threshold is its routing.yaml SLA
     kpi_config = load_kpi_config(settings.dialplans_dir, {q.id: q.sla.within_s for q in routing.queues})
     registry = CollectorRegistry()
@@ -92,6 +95,7 @@ def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[AUTH_KEY] = TokenAuth({settings.api_token.get_secret_value(): "admin"})
+    add_transport_security(app, proxies, settings.hsts_max_age_s)  # X-Forwarded-* from trusted proxies; HSTS
     metrics = CallMetrics(
         started=Counter("hilo_calls_started", "Inbound calls answered", registry=registry),
         ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
@@ -110,6 +114,7 @@ def init_app(settings: Settings) -> web.Application:
         await services.redis.ping()
         app[REDIS] = services.redis
         app[SESSIONS] = SessionStore(services.redis, settings.namespace)
+        app[SIGNIN] = SignInLimiter(services.redis, settings.namespace, signin_limits(settings))
         assert services.pool is not None
         # routing.yaml seeds the routing configuration in PostgreSQL; the live state is in Redis (rebuilt
         # from PostgreSQL if Redis has none). An offer nobody settles outlives any ring timeout.

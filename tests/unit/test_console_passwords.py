@@ -1,10 +1,16 @@
-"""Console password hashing: scrypt with its parameters in the stored hash, constant-time checks."""
+"""Password hashing: scrypt with its parameters in the stored hash, constant-time checks, and the bounded
+pool of hashing threads."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
+from hilo import passwords
 from hilo.passwords import (
+    HASH_THREADS,
     Cost,
     WeakPassword,
     check_strength,
@@ -29,12 +35,20 @@ def test_the_same_password_hashes_differently_each_time() -> None:
     assert hash_password("same password!", FAST) != hash_password("same password!", FAST)
 
 
-def test_the_default_cost_is_memory_hard() -> None:
+def test_the_default_cost_is_owasps_minimum() -> None:
     stored = hash_password("a long enough password")
     cost = Cost()
-    assert stored.startswith(f"scrypt${cost.n}${cost.r}${cost.p}$")
-    assert cost.n * cost.r * 128 >= 32 * 1024 * 1024  # 32 MiB per guess
+    assert (cost.n, cost.r, cost.p) == (2**17, 8, 1)
+    assert stored.startswith("scrypt$131072$8$1$")
+    assert cost.n * cost.r * 128 >= 128 * 1024 * 1024  # 128 MiB per guess
     assert verify_password("a long enough password", stored)
+
+
+def test_hashes_of_the_older_cost_still_verify_and_ask_to_be_redone() -> None:
+    older = hash_password("a password from 2024", Cost(n=2**15, r=8, p=1))
+    assert older.startswith("scrypt$32768$8$1$")
+    assert verify_password("a password from 2024", older)
+    assert needs_rehash(older)
 
 
 @pytest.mark.parametrize(
@@ -78,3 +92,32 @@ async def test_an_unknown_user_is_checked_against_a_dummy_hash() -> None:
     assert await verify_password_async("whatever password", None) is False
     stored = hash_password("the real password", FAST)
     assert await verify_password_async("the real password", stored) is True
+
+
+# -- hashing never takes more than its threads --------------------------------------------------------
+
+
+async def test_hashing_runs_on_its_own_bounded_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    lock, full, release = threading.Lock(), threading.Event(), threading.Event()
+    active, peak, names = 0, 0, set()
+
+    def check(password: str, stored: str) -> bool:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+            names.add(threading.current_thread().name)
+            if active == HASH_THREADS:
+                full.set()
+        release.wait(10)
+        with lock:
+            active -= 1
+        return False
+
+    monkeypatch.setattr(passwords, "verify_password", check)
+    tasks = [asyncio.create_task(verify_password_async("guess", "scrypt$...")) for _ in range(4 * HASH_THREADS)]
+    assert await asyncio.to_thread(full.wait, 10)
+    release.set()
+    assert await asyncio.gather(*tasks) == [False] * len(tasks)
+    assert peak == HASH_THREADS  # the rest waited for a thread: never more hashes at once
+    assert all(name.startswith("hilo-scrypt") for name in names)  # not the default executor
