@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     signin_rate_window_s: int = Field(default=60, ge=1, le=3600)
     signin_failures_per_user: int = Field(default=30, ge=5)
     signin_concurrent_checks: int = Field(default=8, ge=1, le=256)
+    # Customers' PIN / date-of-birth hashes are keyed with this pepper (crm_bridge/verification.py; at least
+    # 16 characters; empty: none). To rotate it, put the old value in secret_pepper_previous (comma-separated):
+    # those hashes still verify and are re-hashed with the new pepper at their next successful verification.
+    secret_pepper: SecretStr = SecretStr("")
+    secret_pepper_previous: SecretStr = SecretStr("")
 
     # Where TTS prompts are written so that Asterisk can play them as `sound:hilo/<name>`.
     sounds_dir: Path = REPO_ROOT / ".run" / "sounds" / "hilo"
