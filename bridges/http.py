@@ -16,7 +16,6 @@ HILO_TRUSTED_PROXIES (anyone else could write those headers)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,22 +30,10 @@ from bridges.messages import BadPayload, InboundHandler
 from bridges.outbox import Outbox, RateLimit
 from hilo.db import create_pool
 from hilo.settings import Settings
+from hilo.web.forwarded import Network, within
+from hilo.web.forwarded import parse_proxies as parse_proxies  # HILO_TRUSTED_PROXIES, read with channels.yaml
 
 log = logging.getLogger(__name__)
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_proxies(text: str) -> list[Network]:
-    """HILO_TRUSTED_PROXIES: comma-separated addresses or networks (ValueError names the bad one)."""
-    networks = []
-    for item in (p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"HILO_TRUSTED_PROXIES: {item!r} is not an address or network") from exc
-    return networks
 
 
 @dataclass
@@ -90,13 +77,7 @@ class Messaging:
         return f"{scheme}://{host}{request.raw_path}"
 
     def _from_trusted_proxy(self, request: web.Request) -> bool:
-        if not self.trusted_proxies or request.remote is None:
-            return False
-        try:
-            address = ipaddress.ip_address(request.remote)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted_proxies)
+        return within(request.remote, self.trusted_proxies)
 
 
 def load_messaging_config(settings: Settings) -> tuple[Channels, list[Network]]:

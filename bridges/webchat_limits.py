@@ -16,7 +16,6 @@ it when the peer is one of HILO_TRUSTED_PROXIES."""
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from hilo.settings import Settings
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from hilo.web.forwarded import Network as Network  # the type of HILO_TRUSTED_PROXIES entries
+from hilo.web.forwarded import Proxies
 
 
 @dataclass(frozen=True)
@@ -60,22 +59,7 @@ class Refusal:
 def client_address(request: web.Request, trusted_proxies: list[Network]) -> str:
     """The visitor's address: the peer, unless the peer is a trusted proxy; then the last address the proxies
     added to X-Forwarded-For that is not itself a trusted proxy (earlier entries are the client's own word)."""
-    peer = request.remote or "unknown"
-    if not trusted_proxies or not _within(peer, trusted_proxies):
-        return peer
-    forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
-    for address in reversed(forwarded):
-        if not _within(address, trusted_proxies):
-            return address
-    return peer
-
-
-def _within(address: str, networks: list[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+    return Proxies(tuple(trusted_proxies)).client_address(request)
 
 
 class ChatLimiter:

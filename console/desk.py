@@ -20,11 +20,13 @@ from console.wrapup import WrapupConflict, WrapupError, parse_wrapup, save_wrapu
 from console.ws import SOCKETS, close_sockets, console_ws
 from crm_bridge.timeline import TIMELINE
 from hilo.audit import actor
-from hilo.passwords import MAX_LENGTH, verify_password_async
-from hilo.web.auth import EVERYONE, principal, requires, session_store
+from hilo.passwords import MAX_LENGTH, hash_password_async, needs_rehash, verify_password_async
+from hilo.web.auth import EVERYONE, principal, requires, same_origin, session_store
+from hilo.web.forwarded import client_address, is_https
 from hilo.web.keys import POOL, REDIS, SETTINGS
 from hilo.web.openapi import error_response
 from hilo.web.sessions import COOKIE, SESSION_TTL_S, Principal, SessionStore
+from hilo.web.signin import SIGNIN
 from routing.live import BOARD, MANUAL_STATES
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,20 @@ async def to_page(request: web.Request) -> web.StreamResponse:
 # -- signing in and out -----------------------------------------------------------------------------
 
 
+def _too_many(wait_s: int, reason: str) -> web.Response:
+    response = error_response(429, "too_many_attempts", reason)
+    response.headers["Retry-After"] = str(wait_s)
+    return response
+
+
 async def login(request: web.Request) -> web.Response:
+    """Sign in. Only from this site's own page (login CSRF: another site's form could otherwise sign the
+    victim's browser into the attacker's account), only a JSON body (which a cross-site form cannot send
+    without a CORS preflight), and within the limits of hilo/web/signin.py, settled before any hashing."""
+    if not same_origin(request):
+        return error_response(403, "forbidden", "sign in from this site's own page", "origin")
+    if request.content_type != "application/json":
+        return error_response(415, "unsupported_media_type", "the body must be application/json", "body")
     body = await _json_body(request)
     if not isinstance(body, dict):
         return _bad('body must be JSON like {"username": "...", "password": "..."}', "body")
@@ -95,18 +110,30 @@ async def login(request: web.Request) -> web.Response:
         username = users.normalize_username(raw_name)
     except users.UserError as exc:
         return _bad(str(exc), "username")
-    sessions = _sessions(request)
-    wait_s = await sessions.locked_for(username)
-    if wait_s:
-        response = error_response(429, "too_many_attempts", f"too many failed sign-ins: try again in {wait_s} s")
-        response.headers["Retry-After"] = str(wait_s)
-        return response
-    user = await users.get_user(request.app[POOL], username)
-    if not await verify_password_async(password, user.password_hash if user else None) or user is None:
-        await sessions.record_failure(username)
+    limiter = request.app[SIGNIN]
+    attempt = await limiter.begin(username, client_address(request))  # counted before it is checked
+    if attempt.retry_after:
+        log.info("console sign-in for user %r refused: %s", username, attempt.reason)
+        return _too_many(attempt.retry_after, attempt.reason)
+    if not limiter.reserve():  # this node is checking as many as it may at once
+        await limiter.not_judged(attempt)
+        return _too_many(1, "too many sign-ins at once: try again in 1 s")
+    pool = request.app[POOL]
+    try:
+        user = await users.get_user(pool, username)
+        matched = await verify_password_async(password, user.password_hash if user else None)
+    except Exception:
+        await limiter.not_judged(attempt)
+        raise
+    finally:
+        limiter.release()
+    if not matched or user is None:
         log.info("console sign-in refused for user %r", username)
         return error_response(401, "unauthorized", "wrong username or password")
-    await sessions.clear_failures(username)
+    await limiter.succeeded(attempt)
+    if needs_rehash(user.password_hash):  # made at an older cost: upgraded now that the password is known
+        await users.replace_password_hash(pool, username, user.password_hash, await hash_password_async(password))
+    sessions = _sessions(request)
     token, who = await sessions.create(user.username, user.role, user.agent_id)
     log.info("console user %r signed in (%s)", user.username, user.role)
     response = web.json_response(
@@ -125,7 +152,8 @@ async def login(request: web.Request) -> web.Response:
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,  # behind TLS the cookie never travels in clear
+        # HTTPS, to Hilo or through a trusted proxy (HILO_TRUSTED_PROXIES): the cookie never travels in clear
+        secure=is_https(request),
     )
     return response
 

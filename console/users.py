@@ -48,6 +48,17 @@ async def get_user(pool: asyncpg.Pool, username: str) -> ConsoleUser | None:
     return _user(row) if row else None
 
 
+async def replace_password_hash(pool: asyncpg.Pool, username: str, old_hash: str, new_hash: str) -> bool:
+    """A new hash of the same password (a higher cost), unless the password was changed meanwhile."""
+    done = await pool.fetchval(
+        "UPDATE console_users SET password_hash = $3 WHERE username = $1 AND password_hash = $2 RETURNING true",
+        username,
+        old_hash,
+        new_hash,
+    )
+    return bool(done)
+
+
 async def check_teams(pool: asyncpg.Pool, role: str, teams: list[str]) -> tuple[str, ...]:
     """The teams, sorted and once each; a clear error for a non-supervisor with teams or a team no agent is in."""
     if teams and role != "supervisor":

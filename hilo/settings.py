@@ -31,6 +31,24 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     api_token: SecretStr = SecretStr("")
+    # Behind a TLS proxy (hilo/web/forwarded.py): its X-Forwarded-For/-Proto/-Host are believed only when the
+    # request comes from trusted_proxies (addresses or networks, "10.0.0.1,10.1.0.0/16"). A request that is
+    # HTTPS (to Hilo itself or through such a proxy) gets the session cookie `Secure` and answers carry
+    # Strict-Transport-Security with this max-age (0: no HSTS).
+    trusted_proxies: str = ""
+    hsts_max_age_s: int = Field(default=31536000, ge=0)
+    # Console sign-in (hilo/web/signin.py): attempts, right or wrong, per client address in a window of
+    # signin_rate_window_s; wrong ones per user name from all addresses (per address it is 5) in 15 minutes;
+    # password checks at once on this node. Over any of them: 429 with Retry-After, before a hash is computed.
+    signin_attempts_per_address: int = Field(default=20, ge=1)
+    signin_rate_window_s: int = Field(default=60, ge=1, le=3600)
+    signin_failures_per_user: int = Field(default=30, ge=5)
+    signin_concurrent_checks: int = Field(default=8, ge=1, le=256)
+    # Customers' PIN / date-of-birth hashes are keyed with this pepper (crm_bridge/verification.py; at least
+    # 16 characters; empty: none). To rotate it, put the old value in secret_pepper_previous (comma-separated):
+    # those hashes still verify and are re-hashed with the new pepper at their next successful verification.
+    secret_pepper: SecretStr = SecretStr("")
+    secret_pepper_previous: SecretStr = SecretStr("")
 
     # Where TTS prompts are written so that Asterisk can play them as `sound:hilo/<name>`.
     sounds_dir: Path = REPO_ROOT / ".run" / "sounds" / "hilo"
@@ -101,9 +119,8 @@ class Settings(BaseSettings):
 
     # Messaging (bridges/, channels in dialplans/channels.yaml). public_base_url: the https origin the
     # providers call (their webhooks are signed over it); without it the request's own scheme and host,
-    # from X-Forwarded-Proto/-Host only when the request comes from trusted_proxies ("10.0.0.1,10.1.0.0/16").
+    # from X-Forwarded-Proto/-Host only when the request comes from trusted_proxies (above).
     public_base_url: str = ""
-    trusted_proxies: str = ""
     twilio_account_sid: str = ""  # the account of channels.yaml entries that name none
     twilio_auth_token: SecretStr = SecretStr("")  # signs Twilio's webhooks; the REST API password
     twilio_api_base: str = "https://api.twilio.com"

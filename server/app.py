@@ -23,7 +23,7 @@ from console import api as console_api
 from console import call_control, transfers
 from console import chat as console_chat
 from console.screenpop import SCREENPOPS, ScreenPops
-from crm_bridge import connectors
+from crm_bridge import connectors, verification
 from crm_bridge import rest as crm_rest
 from crm_bridge.timeline import TIMELINE, Timeline
 from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
@@ -33,12 +33,15 @@ from flows.hours import Calendars
 from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
 from hilo.db import create_pool
 from hilo.notifier import Notifier
+from hilo.passwords import Peppers
 from hilo.settings import Settings
 from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
+from hilo.web.forwarded import Proxies, add_transport_security
 from hilo.web.keys import POOL, REDIS, REGISTRY, SETTINGS
 from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
+from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.waiting import warm_up
 from recordings import rest as recordings_rest
@@ -83,6 +86,10 @@ def init_app(settings: Settings) -> web.Application:
     crm = connectors.from_settings(settings)  # so does a HILO_CRM_* setting that cannot work
     recording_keys = recording_setup.key_ring(settings)  # and a HILO_RECORDING_KEYS entry that cannot be used
     messaging_config = bridges_http.load_messaging_config(settings)  # and a broken channels.yaml
+    proxies = Proxies.parse(settings.trusted_proxies)  # and HILO_TRUSTED_PROXIES
+    peppers = Peppers.parse(  # and a pepper too short to be one
+        settings.secret_pepper.get_secret_value(), settings.secret_pepper_previous.get_secret_value()
+    )
     # and a broken kpis.yaml; a queue's service-level threshold is its routing.yaml SLA
     kpi_config = load_kpi_config(settings.dialplans_dir, {q.id: q.sla.within_s for q in routing.queues})
     registry = CollectorRegistry()
@@ -92,6 +99,12 @@ def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[AUTH_KEY] = TokenAuth({settings.api_token.get_secret_value(): "admin"})
+    add_transport_security(app, proxies, settings.hsts_max_age_s)  # X-Forwarded-* from trusted proxies; HSTS
+    verification.use_peppers(peppers)  # customers' PIN / date-of-birth hashes
+    if peppers.current is None:
+        log.warning("HILO_SECRET_PEPPER is not set: customers' PIN and date-of-birth hashes have no pepper")
+    else:
+        log.info("customers' secrets are hashed with pepper %s", peppers.current.id)  # an id, not the pepper
     metrics = CallMetrics(
         started=Counter("hilo_calls_started", "Inbound calls answered", registry=registry),
         ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
@@ -110,6 +123,7 @@ def init_app(settings: Settings) -> web.Application:
         await services.redis.ping()
         app[REDIS] = services.redis
         app[SESSIONS] = SessionStore(services.redis, settings.namespace)
+        app[SIGNIN] = SignInLimiter(services.redis, settings.namespace, signin_limits(settings))
         assert services.pool is not None
         # routing.yaml seeds the routing configuration in PostgreSQL; the live state is in Redis (rebuilt
         # from PostgreSQL if Redis has none). An offer nobody settles outlives any ring timeout.

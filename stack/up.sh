@@ -157,6 +157,10 @@ if ! grep -q '^HILO_RECORDING_KEYS=' "$ENV_FILE"; then
         "$(python3 -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')" \
         "k$(date -u +%Y%m%d)" >>"$ENV_FILE"
 fi
+# The pepper of customers' PIN / date-of-birth hashes (crm_bridge/verification.py), kept out of the database.
+# Generated once like the other secrets; to rotate it see docs/security.md (the old value goes to
+# HILO_SECRET_PEPPER_PREVIOUS, or secrets hashed with it no longer verify).
+ensure_env_secret HILO_SECRET_PEPPER
 # Messaging (bridges/): development credentials for Twilio and the WhatsApp Cloud API, generated once like
 # the other secrets (real ones replace them; see docs/messaging.md).
 if ! grep -q '^HILO_TWILIO_ACCOUNT_SID=' "$ENV_FILE"; then

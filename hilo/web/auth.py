@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hilo.web.forwarded import proxies
 from hilo.web.sessions import COOKIE, SESSIONS, Principal, SessionStore
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,11 +55,12 @@ def session_store(request: web.Request) -> SessionStore | None:
 
 def same_origin(request: web.Request) -> bool:
     # SameSite=Strict already keeps the cookie off cross-site requests; a browser's Origin header that
-    # names another host is refused as well, for older browsers and odd proxies.
+    # names another host is refused as well, for older browsers and odd proxies. The host is the one the
+    # browser asked for: a trusted proxy's X-Forwarded-Host, else Host (hilo/web/forwarded.py).
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    return origin.split("://", 1)[-1] == request.host
+    return origin.split("://", 1)[-1] == proxies(request).host(request)
 
 
 async def authenticate(request: web.Request) -> Principal | None:

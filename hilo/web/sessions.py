@@ -1,11 +1,10 @@
-"""Console sign-in sessions in Redis, and the limit on failed sign-ins.
+"""Console sign-in sessions in Redis (the limits on signing in are in hilo/web/signin.py).
 
 A session token is 32 random bytes given to the browser once (cookie, and in the sign-in answer for tools).
 Redis keeps only its SHA-256, so a copy of Redis does not hold usable tokens; the key expires on its own
 after the session's lifetime. Keys (prefix = namespace):
   <ns>:console:session:<sha256>         hash: username, role, agent_id   (TTL = session lifetime)
-  <ns>:console:user-sessions:<username> set of that user's session hashes (to end them all at once)
-  <ns>:console:login-failures:<username> counter of failed sign-ins in the current window (TTL = window)"""
+  <ns>:console:user-sessions:<username> set of that user's session hashes (to end them all at once)"""
 
 from __future__ import annotations
 
@@ -21,8 +20,6 @@ from hilo.audit import Door
 
 COOKIE = "hilo_session"
 SESSION_TTL_S = 12 * 3600  # one long shift; then the agent signs in again
-MAX_FAILURES = 5  # failed sign-ins per username ...
-FAILURE_WINDOW_S = 15 * 60  # ... within this window, before further attempts are refused
 
 
 @dataclass(frozen=True)
@@ -94,27 +91,6 @@ class SessionStore:
             await self.redis.delete(*(self._key(d) for d in digests))
         await self.redis.delete(self._user_key(username))
         return len(digests)
-
-    # -- failed sign-ins -------------------------------------------------------------------------
-    def _failures_key(self, username: str) -> str:
-        return f"{self.prefix}:login-failures:{username}"
-
-    async def locked_for(self, username: str) -> int:
-        """Seconds until `username` may try again, or 0 if it may now."""
-        failures = await self.redis.get(self._failures_key(username))
-        if failures is None or int(failures) < MAX_FAILURES:
-            return 0
-        return max(int(await self.redis.ttl(self._failures_key(username))), 1)
-
-    async def record_failure(self, username: str) -> None:
-        key = self._failures_key(username)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(key, 0, ex=FAILURE_WINDOW_S, nx=True)  # the window starts at the first failure
-            pipe.incr(key)
-            await pipe.execute()
-
-    async def clear_failures(self, username: str) -> None:
-        await self.redis.delete(self._failures_key(username))
 
 
 SESSIONS = web.AppKey("sessions", SessionStore)

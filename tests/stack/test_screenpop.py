@@ -21,7 +21,9 @@ from console.screenpop import ScreenPops
 from console.users import add_user
 from crm_bridge import customers
 from crm_bridge.timeline import Interaction
-from hilo.web.sessions import COOKIE, MAX_FAILURES
+from hilo.passwords import Cost, hash_password, needs_rehash
+from hilo.web.sessions import COOKIE
+from hilo.web.signin import MAX_FAILURES
 from tests.stack.conftest import Stack
 from tests.stack.expect import EventStream
 from tests.stack.test_calls import KNOWN_CALLER, place
@@ -289,6 +291,35 @@ async def test_failed_sign_ins_are_limited_per_user(stack: Stack) -> None:
     assert resp.status == 401 and (await resp.json())["reason"] == "wrong username or password"
     resp = await stack.client.post("/console/api/login", json={"username": "bad name!", "password": "x"})
     assert resp.status == 400 and (await resp.json())["field"] == "username"
+
+
+async def test_a_parallel_burst_of_wrong_passwords_is_checked_no_more_than_the_limit(stack: Stack) -> None:
+    """The lockout is taken before the password is checked (a Lua script on the real Redis)."""
+    password, other = new_password(), new_password()
+    await add_user(stack.pool, "bob", password, "agent", "bob")
+    await add_user(stack.pool, "sue", other, "supervisor", None)
+
+    async def attempt(username: str, guess: str) -> int:
+        resp = await stack.client.post("/console/api/login", json={"username": username, "password": guess})
+        return resp.status
+
+    statuses = await asyncio.gather(*(attempt("bob", f"wrong password {n}") for n in range(12)))
+    assert sorted(statuses) == [401] * MAX_FAILURES + [429] * (12 - MAX_FAILURES)
+    assert await attempt("bob", password) == 429  # locked for this address: the right password too
+    assert await attempt("sue", other) == 200  # and nobody else
+    forget_cookies(stack)
+
+
+async def test_a_password_hash_of_an_older_cost_is_upgraded_at_sign_in(stack: Stack) -> None:
+    password = new_password()
+    await add_user(stack.pool, "bob", password, "agent", "bob")
+    older = hash_password(password, Cost(n=2**15, r=8, p=1))
+    await stack.pool.execute("UPDATE console_users SET password_hash = $1 WHERE username = 'bob'", older)
+    resp = await stack.client.post("/console/api/login", json={"username": "bob", "password": password})
+    assert resp.status == 200
+    forget_cookies(stack)
+    stored = await stack.pool.fetchval("SELECT password_hash FROM console_users WHERE username = 'bob'")
+    assert stored != older and not needs_rehash(stored)
 
 
 async def test_an_agent_sets_only_their_own_state(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""Console sessions and the sign-in limit, on an in-memory Redis."""
+"""Console sessions, on an in-memory Redis (the sign-in limits: test_console_signin.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from hilo.web.sessions import FAILURE_WINDOW_S, MAX_FAILURES, SessionStore, token_hash
+from hilo.web.sessions import SessionStore, token_hash
 
 
 @pytest.fixture
@@ -59,24 +59,3 @@ async def test_sign_out_ends_one_session_and_end_all_ends_every_one(redis: aiore
     assert await store.end_all("bob") == 1
     assert await store.lookup(second) is None
     assert await store.lookup(other) is not None
-
-
-async def test_failed_sign_ins_lock_the_username_for_the_window(redis: aioredis.Redis) -> None:
-    store = SessionStore(redis, "ns")
-    for _ in range(MAX_FAILURES - 1):
-        await store.record_failure("bob")
-    assert await store.locked_for("bob") == 0
-    await store.record_failure("bob")
-    wait = await store.locked_for("bob")
-    assert 0 < wait <= FAILURE_WINDOW_S
-    assert await store.locked_for("alice") == 0  # per username
-    await store.clear_failures("bob")
-    assert await store.locked_for("bob") == 0
-
-
-async def test_the_failure_window_starts_at_the_first_failure(redis: aioredis.Redis) -> None:
-    store = SessionStore(redis, "ns")
-    await store.record_failure("bob")
-    await redis.expire("ns:console:login-failures:bob", 5)
-    await store.record_failure("bob")  # does not stretch the window
-    assert await redis.ttl("ns:console:login-failures:bob") <= 5
