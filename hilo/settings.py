@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     api_token: SecretStr = SecretStr("")
+    # The Prometheus scrape token (server/health.py): `/metrics` without it has the aggregates only (per
+    # queue, channel, the whole centre); with `Authorization: Bearer <metrics_token>` the per-agent series
+    # too. Empty: per-agent series are never published.
+    metrics_token: SecretStr = SecretStr("")
 
     # Where TTS prompts are written so that Asterisk can play them as `sound:hilo/<name>`.
     sounds_dir: Path = REPO_ROOT / ".run" / "sounds" / "hilo"

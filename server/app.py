@@ -74,6 +74,7 @@ def hilo_api() -> Api:
         reports_rest.ROUTES,
         console_api.ROUTES,  # /api/agents (handled by console/api.py)
         flows_rest.ROUTES,  # /api/flows… (handled by flows/rest.py)
+        health.ROUTES,  # /api/health: /healthz with its details, for staff
     )
 
 
@@ -337,7 +338,7 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(wallboard)
     registry.register(KpiCollector(lambda: services.wallboard))  # the KPIs on /metrics
     add_api(app, hilo_api())
-    health.add_routes(app)  # /healthz, /metrics
+    health.add_routes(app)  # /healthz, /metrics (anonymous: minimal and aggregates only)
     console_api.add_routes(app)  # /api/agents…, the agent console, the wallboard and reports pages
     flows_rest.add_flow_routes(app)
     console_chat.add_routes(app)  # the console's chat pane: /console/api/chats…

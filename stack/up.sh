@@ -149,6 +149,8 @@ CONSOLE_USERS=("alice agent alice - HILO_CONSOLE_ALICE_PASSWORD" "bob agent bob 
 for spec in "${CONSOLE_USERS[@]}"; do
     ensure_env_secret "${spec##* }"
 done
+# The Prometheus scrape token: /metrics has the per-agent series only for a scraper presenting it.
+ensure_env_secret HILO_METRICS_TOKEN
 # The AES-256 key call recordings are encrypted with, under a key id so keys can rotate: a new key is added
 # to HILO_RECORDING_KEYS ("id:base64,id:base64") and named in HILO_RECORDING_KEY_ID; old ones stay to read
 # older files. Generated once, like the other secrets.
