@@ -141,8 +141,8 @@ configure() {
         >"$AST_ROOT/etc/resolv.conf"
     chroot "$AST_ROOT" chown -R asterisk:asterisk /etc/asterisk /var/lib/asterisk /var/log/asterisk \
         /var/spool/asterisk /var/cache/asterisk /run/asterisk
-    # The rendered files hold the ARI/AMI secrets.
-    chmod -R o-rwx "$AST_ROOT/etc/asterisk"
+    # The rendered files hold the ARI/AMI secrets; the logs and CDRs callers' numbers.
+    chmod -R o-rwx "$AST_ROOT/etc/asterisk" "$AST_ROOT/var/log/asterisk"
     mkdir -p "$LOGS"
     ln -sfn "$AST_ROOT/var/log/asterisk/messages" "$LOGS/asterisk-messages.log"
 }

@@ -29,6 +29,7 @@ done
 need_root
 umask 022
 mkdir -p "$RUN" "$LOGS"
+private_logs  # 0750, files 0640; again at the end for the logs the services created meanwhile
 T0=$SECONDS
 
 PG_PORT_START=55432
@@ -376,7 +377,7 @@ if ((START_SERVER)); then
         tcp_listening "$HILO_HTTP_PORT" &&
             die "port $HILO_HTTP_PORT (Hilo HTTP) is taken by another process:"$'\n'"$(who_listens "$HILO_HTTP_PORT")"
         step "Starting the Hilo server (hilo serve)"
-        printf '\n===== %s hilo serve =====\n' "$(date '+%F %T')" >>"$LOGS/hilo.log"
+        (umask 027 && printf '\n===== %s hilo serve =====\n' "$(date '+%F %T')" >>"$LOGS/hilo.log")
         (cd "$ROOT" && exec setsid nohup "$VENV/bin/hilo" serve >>"$LOGS/hilo.log" 2>&1 </dev/null) &
         echo $! >"$RUN/hilo.pid"
     fi
@@ -400,6 +401,8 @@ if ((START_SERVER)); then
 else
     note "--no-server: the Hilo server is not started"
 fi
+
+private_logs
 
 # -------------------------------------------------------------- i. summary
 row() { printf '    %-22s %s\n' "$1" "$2"; }
