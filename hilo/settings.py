@@ -117,10 +117,12 @@ class Settings(BaseSettings):
     whatsapp_api_base: str = "https://graph.facebook.com"
     whatsapp_api_version: str = "v21.0"
     # Outbox: a send is tried messaging_max_attempts times, waiting backoff_s * 2**(attempt-1) (jittered,
-    # capped) or the provider's Retry-After; each provider sends at most rate_per_s (bursts of burst).
+    # capped) or the provider's Retry-After (at most retry_after_max_s: `inf` or a day is not taken as
+    # given); each provider sends at most rate_per_s (bursts of burst).
     messaging_max_attempts: int = Field(default=10, ge=1, le=100)
     messaging_backoff_s: float = Field(default=1.0, gt=0)
     messaging_backoff_max_s: float = Field(default=300.0, gt=0)
+    messaging_retry_after_max_s: float = Field(default=300.0, gt=0, le=86_400)
     messaging_send_timeout_s: float = Field(default=15.0, gt=0, le=120)
     # the conversation layer's time for one inbound message; a node stopped mid-way holds it 5 s longer
     messaging_handler_timeout_s: float = Field(default=30.0, gt=0)
