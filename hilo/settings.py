@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     webchat_connects_per_visitor: int = Field(default=20, ge=0)
     webchat_messages_per_address: int = Field(default=120, ge=0)
     webchat_messages_per_visitor: int = Field(default=30, ge=0)
+    # How many web chat sockets may be open at once on one node: per client address (IPv6: per /64), per
+    # visitor, and in all; 0 turns one off.
+    webchat_sockets_per_address: int = Field(default=20, ge=0)
+    webchat_sockets_per_visitor: int = Field(default=5, ge=0)
+    webchat_sockets_total: int = Field(default=5000, ge=0)
 
 
 def load_settings(**overrides: object) -> Settings:

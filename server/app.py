@@ -107,7 +107,8 @@ def init_app(settings: Settings) -> web.Application:
         await services.pool.close()
 
     async def redis(app: web.Application) -> AsyncIterator[None]:
-        services.redis = aioredis.from_url(settings.redis_url.get_secret_value())
+        # named, so CLIENT LIST tells this deployment's connections (sessions, pub/sub feeds) from others'
+        services.redis = aioredis.from_url(settings.redis_url.get_secret_value(), client_name=settings.namespace)
         await services.redis.ping()
         app[REDIS] = services.redis
         app[SESSIONS] = SessionStore(services.redis, settings.namespace)
@@ -272,6 +273,7 @@ def init_app(settings: Settings) -> web.Application:
             limits=webchat_limits(settings),
             trusted_proxies=messaging_now.trusted_proxies,
         )
+        services.webchat.start()  # one Redis subscription for every visitor socket on this node
         assert services.screenpops is not None
         services.conversations = Conversations(
             pool=services.pool,
@@ -294,6 +296,7 @@ def init_app(settings: Settings) -> web.Application:
         yield
         conversations_now, services.conversations = services.conversations, None
         await conversations_now.close()
+        await services.webchat.close()
 
     app.cleanup_ctx.append(conversations)
 
