@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     # Where TTS prompts are written so that Asterisk can play them as `sound:hilo/<name>`.
     sounds_dir: Path = REPO_ROOT / ".run" / "sounds" / "hilo"
     tts_cache_dir: Path = REPO_ROOT / ".run" / "tts-cache"
+    # A prompt rendered from a caller's data (speech/tts.py: "Welcome back, Ana") is deleted once unused this long.
+    tts_personal_ttl_s: float = Field(default=3600.0, ge=60, le=86_400)
     dialplans_dir: Path = REPO_ROOT / "dialplans"
     default_region: str = "ES"  # ISO region of numbers dialled without a country code
 

@@ -136,7 +136,8 @@ def init_app(settings: Settings) -> web.Application:
         notifier = Notifier(services.redis, settings.namespace)
         services.timeline = Timeline(services.pool, notifier.publish)
         app[TIMELINE] = services.timeline
-        prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
+        # kept prompts for good; personal ones (rendered from a caller's data) deleted once unused a while
+        prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir, personal_ttl_s=settings.tts_personal_ttl_s)
         services.ami = AmiClient(
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
         )
@@ -146,14 +147,14 @@ def init_app(settings: Settings) -> web.Application:
         async def prepare_version(flows: LiveFlows) -> None:
             # Before a version goes live, so no caller waits for synthesis of a static prompt.
             for text, voice, language in flows.static_prompts():
-                await prompts.render(text, voice, language)
+                await prompts.render(text, voice, language, keep=True)
             # Asterisk's numbers follow in the background (AMI may still be logging in).
             task = asyncio.create_task(numbers_dialplan.sync(flows.numbers, source=f"flow version {flows.version}"))
             syncing.add(task)
             task.add_done_callback(syncing.discard)
 
         for text in [TECHNICAL_PROBLEM_PROMPT, *(q.no_agent_prompt for q in routing.queues)]:
-            await prompts.render(text, voice_for("en", None), "en")
+            await prompts.render(text, voice_for("en", None), "en", keep=True)
         services.flows = FlowRuntime(
             services.pool,
             settings.dialplans_dir,

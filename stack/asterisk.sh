@@ -127,7 +127,10 @@ configure() {
     # The generated dialplan of dialplans/numbers.yaml (included by extensions.conf).
     (cd "$ROOT" && "$VENV/bin/hilo" dialplan render --output "$AST_ROOT/etc/asterisk/hilo-numbers.conf") ||
         die "rendering the numbers dialplan (hilo dialplan render) failed"
-    install -d -m 755 "$AST_ROOT/usr/share/asterisk/sounds/hilo" "$AST_RUNDIR"
+    install -d -m 755 "$AST_RUNDIR"
+    # Hilo's prompts (some say a caller's name): for root and Asterisk's group only; setgid, so every file
+    # Hilo writes there gets Asterisk's group, and Hilo makes them 0640 (speech/tts.py).
+    install -d -m 2750 -g "$AST_UID" "$AST_ROOT/usr/share/asterisk/sounds/hilo"
     # ARI recordings (voicemail, call recordings) land here; Asterisk does not create the folder itself.
     install -d -m 750 "$AST_ROOT/var/spool/asterisk/recording"
     # Debian's sample users.conf is deprecated (a warning at every load) and unused.
