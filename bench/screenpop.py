@@ -462,7 +462,7 @@ async def bench(args: argparse.Namespace, command: str) -> int:
     try:
         pg_version, passwords = await prepare_database(dsn, settings)
         print(f"starting hilo serve (namespace {NAMESPACE}, database {args.database})", file=sys.stderr)
-        async with hilo_server(dsn) as (base, health), contextlib.AsyncExitStack() as stack:
+        async with hilo_server(dsn) as (base, _), contextlib.AsyncExitStack() as stack:
             redis = aioredis.from_url(settings.redis_url.get_secret_value())
             stack.push_async_callback(redis.aclose)
             http = await stack.enter_async_context(aiohttp.ClientSession())
@@ -482,7 +482,10 @@ async def bench(args: argparse.Namespace, command: str) -> int:
             await asyncio.wait_for(asyncio.gather(events_ready.wait(), raw_ready.wait()), 5)
             sockets = [await console(http, base, agent, passwords[agent], box) for _, agent, _ in LANES[: args.lanes]]
             redis_version = (await redis.info("server"))["redis_version"]
-            versions = f"Asterisk {health['ari'].get('asterisk', '?')}; PostgreSQL {pg_version}; Redis {redis_version}"
+            token = settings.api_token.get_secret_value()
+            async with http.get(f"{base}/api/health", headers={"Authorization": f"Bearer {token}"}) as resp:
+                asterisk = (await resp.json())["ari"].get("asterisk") or "?"  # /healthz names no version
+            versions = f"Asterisk {asterisk}; PostgreSQL {pg_version}; Redis {redis_version}"
             bench_ = Bench(ari, redis, http, base, settings.api_token.get_secret_value(), box, run, args, raw_channel)
             run.load = (os.getloadavg()[0], 0.0)
             t0 = time.monotonic()

@@ -121,6 +121,7 @@ def create_messaging(
         max_attempts=settings.messaging_max_attempts,
         backoff_s=settings.messaging_backoff_s,
         backoff_max_s=settings.messaging_backoff_max_s,
+        retry_after_max_s=settings.messaging_retry_after_max_s,
     )
     return Messaging(
         channels=channels,

@@ -8,6 +8,8 @@ retries and per-provider rate limits and records delivery statuses."""
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -94,6 +96,26 @@ class Inbox(Protocol):
 @dataclass(frozen=True)
 class SendResult:
     provider_message_id: str  # what the provider's later status callbacks name
+
+
+def retry_after_seconds(header: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """A provider's `Retry-After`, in seconds from now: delta-seconds (decimals accepted) or an HTTP-date.
+    None when absent or unreadable (NaN included); never negative; possibly `inf` (a provider saying
+    "never"): the outbox caps every wait (HILO_MESSAGING_RETRY_AFTER_MAX_S), so none is taken as given."""
+    text = (header or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    return None if math.isnan(seconds) else max(0.0, seconds)
 
 
 class SendFailed(Exception):

@@ -9,6 +9,12 @@ exponential backoff, or after the provider's Retry-After (which also holds that 
 Not retryable, or `max_attempts` used: failed, with the provider's code and reason. A send cut short by a
 timeout may have reached the provider: it is sent again (at-least-once; providers have no idempotency key).
 
+A claimed message never waits past its lease: a Retry-After is capped (`retry_after_max_s`; `inf`, a
+negative or unreadable one are never taken as given), and a message whose token would come later than the
+lease allows (`token_wait_s`) is given back, due when the token is, without counting an attempt. Otherwise
+its lease could run out while it waits, another worker would claim it too, and the customer would get it
+twice.
+
 Enqueueing is idempotent by `OutboundMessage.idempotency_key` (unique in the table): the conversation layer
 keys each reply by its reply row and enqueues it in the same transaction as that row, so a reply reaches
 the outbox once whatever crashes when.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -99,24 +106,34 @@ class TokenBucket:
         self.tokens = float(self.burst)
         self.updated = time.monotonic()
         self.held_until = 0.0
-        self._lock = asyncio.Lock()
 
     def hold(self, seconds: float) -> None:
-        self.held_until = max(self.held_until, time.monotonic() + seconds)
+        if math.isfinite(seconds) and seconds > 0:  # the caller caps it; a non-finite hold is never taken
+            self.held_until = max(self.held_until, time.monotonic() + seconds)
 
-    async def take(self) -> None:
-        async with self._lock:  # waiters are served in turn
-            while True:
-                now = time.monotonic()
-                if now < self.held_until:
-                    await asyncio.sleep(self.held_until - now)
-                    continue
-                self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+    def _try(self) -> float:
+        """Take a token now (0.0), or say how many seconds until one can be taken."""
+        now = time.monotonic()
+        if now < self.held_until:
+            return self.held_until - now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+    async def take(self, within: float = math.inf) -> float | None:
+        """Take a token, waiting at most `within` seconds: None once taken; otherwise no token is taken and
+        the answer is how long until one could be (a hold longer than the caller can wait)."""
+        deadline = time.monotonic() + within
+        while True:
+            wait = self._try()  # no await between looking and taking: nobody takes the same token
+            if wait == 0.0:
+                return None
+            if time.monotonic() + wait > deadline:
+                return wait
+            await asyncio.sleep(wait)
 
 
 # Storage ---------------------------------------------------------------------------------------------
@@ -187,9 +204,6 @@ class _Claimed:
     lease: uuid.UUID
 
 
-
-
-
 @dataclass(frozen=True)
 class RateLimit:
     per_s: float
@@ -214,6 +228,7 @@ class Outbox(ClaimLoop[_Claimed]):
         max_attempts: int = 10,
         backoff_s: float = 1.0,
         backoff_max_s: float = 300.0,
+        retry_after_max_s: float = 300.0,
     ) -> None:
         super().__init__(dsn, NOTIFY_CHANNEL, concurrency=concurrency, poll_s=poll_s)
         self.pool = pool
@@ -221,12 +236,26 @@ class Outbox(ClaimLoop[_Claimed]):
         self.rates = rates or {}
         self.buckets: dict[str, TokenBucket] = {}
         self.send_timeout_s = send_timeout_s
-        self.lease_s = send_timeout_s * 2 + 60  # the send, plus a wait for a token
+        self.lease_s = send_timeout_s * 2 + 60  # a wait for a token (token_wait_s), the send, a margin
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.retry_after_max_s = retry_after_max_s
         for sender in senders or []:
             self.register(sender)
+
+    @property
+    def token_wait_s(self) -> float:
+        """How long a claimed message may wait for its provider's token: what its lease leaves once the send
+        (and as long again, for the writes after it) are set aside. Longer, and it is given back."""
+        return max(0.0, self.lease_s - 2 * self.send_timeout_s)
+
+    def retry_after(self, seconds: float | None) -> float | None:
+        """A provider's Retry-After as the outbox takes it: at most `retry_after_max_s`, never negative;
+        None (not given, or NaN) means the usual backoff."""
+        if seconds is None or math.isnan(seconds):
+            return None
+        return min(max(0.0, seconds), self.retry_after_max_s)
 
     def register(self, sender: ProviderSender) -> None:
         """Send `sender.provider`'s messages with it (e.g. the web chat sender of the conversation layer)."""
@@ -363,8 +392,11 @@ class Outbox(ClaimLoop[_Claimed]):
     async def _work(self, item: _Claimed) -> None:
         provider = item.message.provider
         bucket = self.buckets[provider]
+        wait = await bucket.take(within=self.token_wait_s)
+        if wait is not None:  # held (a 429) longer than the lease allows: given back, not kept waiting
+            await self._postpone(item, wait)
+            return
         try:
-            await bucket.take()
             result = await asyncio.wait_for(self.senders[provider].send(item.message, item.id), self.send_timeout_s)
         except SendFailed as exc:
             await self._failed(item, exc)
@@ -393,18 +425,29 @@ class Outbox(ClaimLoop[_Claimed]):
                 return
             await conn.execute(_APPLY_EARLIER_STATUSES, item.message.provider, result.provider_message_id, item.id)
 
+    async def _postpone(self, item: _Claimed, wait_s: float) -> None:
+        """Give a claimed message back, due in `wait_s`, without counting an attempt: it was not tried."""
+        await self.pool.execute(
+            "UPDATE outbound_messages SET next_attempt_at = now() + make_interval(secs => $3),"
+            " attempts = greatest(0, attempts - 1), lease = NULL, leased_until = NULL, updated_at = now()"
+            " WHERE id = $1 AND lease = $2",
+            item.id,
+            item.lease,
+            min(wait_s, self.retry_after_max_s),
+        )
+        log.info("outbox: message %s waits %.1fs for the %s rate limit", item.id, wait_s, item.message.provider)
+
     async def _failed(self, item: _Claimed, exc: SendFailed) -> None:
         reason = str(exc)[:500]
         outside = exc.code in OUTSIDE_WINDOW_CODES
         if outside:
             reason = f"outside the WhatsApp 24-hour window: only a template can be sent ({reason})"
-        if exc.retry_after is not None:
-            self.buckets[item.message.provider].hold(exc.retry_after)
+        retry_after = self.retry_after(exc.retry_after)
+        if retry_after is not None:
+            self.buckets[item.message.provider].hold(retry_after)
         if exc.retryable and not outside and item.attempts < self.max_attempts:
             delay = (
-                exc.retry_after
-                if exc.retry_after is not None
-                else backoff(self.backoff_s, self.backoff_max_s, item.attempts)
+                retry_after if retry_after is not None else backoff(self.backoff_s, self.backoff_max_s, item.attempts)
             )
             await self.pool.execute(
                 "UPDATE outbound_messages SET next_attempt_at = now() + make_interval(secs => $5), last_error = $3,"

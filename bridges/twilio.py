@@ -28,6 +28,7 @@ from bridges.messages import (
     SendResult,
     StatusUpdate,
     numbered,
+    retry_after_seconds,
 )
 from hilo.logs import mask_pii
 
@@ -222,13 +223,6 @@ def failure(status: int, body: object, retry_after: str | None) -> SendFailed:
         code = str(body["code"]) if body.get("code") is not None else None
         message = body.get("message")
     reason = f"Twilio HTTP {status}" + (f" error {code}" if code else "") + (f": {message}" if message else "")
-    after = _seconds(retry_after)
+    after = retry_after_seconds(retry_after)
     retryable = status == 429 or status >= 500 or code == "20429"
     return SendFailed(reason, retryable=retryable, retry_after=after if retryable else None, code=code)
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    try:
-        return max(0.0, float(retry_after)) if retry_after else None
-    except ValueError:
-        return None

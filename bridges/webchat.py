@@ -14,15 +14,21 @@ Socket protocol (JSON text frames):
   server  -> {"type": "message", "id": <outbox id>, "text": "...", "choices": [{"id", "title"}], "at": "..."}
   visitor -> {"type": "delivered", "ids": [<outbox id>, ...]}   the reply is on screen: not sent again
   server  -> {"type": "error", "id": "<client id>"|null, "field": "...", "reason": "..."}
-  server  -> {"type": "error", "id": ..., "field": "rate", "reason": "too many ...", "retry_after": <s>}
-             over a rate limit (bridges/webchat_limits.py): a refused connection is then closed (code 4429),
+  server  -> {"type": "error", "id": ..., "field": "rate"|"sockets", "reason": "too many ...", "retry_after": <s>}
+             over a limit (bridges/webchat_limits.py): a refused connection is then closed (code 4429),
              a refused message is not stored (send it again later, with the same id)
+  server closes with 1013 (try again later): this node lost its live feed; reconnect and read the mailbox
 
 A message is acknowledged only after the inbox committed it; the client id makes a resend after a lost
 ack a duplicate with no second effect. Replies go through the outbox like any channel: the sender keeps
 each in the visitor's Redis mailbox (until the visitor says it is delivered) and publishes it on the
 visitor's pub/sub channel, which the node holding the visitor's socket relays, whichever node sent it; a
-visitor who is away gets the mailbox on reconnect."""
+visitor who is away gets the mailbox on reconnect.
+
+Each node has one Redis subscription for all its visitors (`VisitorFeed`: a pattern over every visitor's
+channel, fanned out to the sockets open here), so a socket costs the node a queue, never a Redis connection.
+If that subscription breaks (Redis restarted, a network blip), every socket here is closed with 1013 and
+the feed subscribes again: the widgets reconnect and read their mailboxes, so no reply is lost meanwhile."""
 
 from __future__ import annotations
 
@@ -34,15 +40,23 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from bridges.messages import Inbox, OutboundMessage, Provider, SendFailed, SendResult, numbered
-from bridges.webchat_limits import ChatLimiter, ChatLimits, Network, Refusal, client_address
+from bridges.webchat_limits import (
+    ChatLimiter,
+    ChatLimits,
+    Network,
+    OpenSockets,
+    Refusal,
+    SocketSlot,
+    client_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +67,8 @@ MAILBOX_TTL_S = 7 * 24 * 3600  # replies wait this long for a visitor to come ba
 TEXT_MAX = 4096
 HEARTBEAT_S = 20.0
 RATE_LIMITED_CLOSE = 4429  # the socket's close code after a refused connection (4000-4999: the application's)
+FEED_WAIT_S = 5.0  # a new socket waits this long for the node's live feed, else it is closed with 1013
+SOCKET_BACKLOG = 200  # replies waiting for one slow socket; beyond, it is closed (it reconnects, reads its mailbox)
 UNCOUNTED = ("ping", "delivered")  # frames the widget sends on its own: not counted against a visitor
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -84,6 +100,103 @@ def mailbox_key(namespace: str, visitor: str) -> str:
 
 def visitor_channel(namespace: str, visitor: str) -> str:
     return f"{namespace}:webchat:visitor:{visitor}"
+
+
+def _glob_escaped(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+class _Local:
+    """One socket's side of the feed: the replies for it, in order; None means "closed, reconnect"."""
+
+    def __init__(self, visitor: str) -> None:
+        self.visitor = visitor
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def push(self, body: str | None) -> None:
+        if body is not None and self.queue.qsize() >= SOCKET_BACKLOG:
+            body = None  # a socket this far behind is closed rather than buffered without end
+        self.queue.put_nowait(body)
+
+
+class VisitorFeed:
+    """The node's one Redis subscription to every visitor's channel, handing each reply to the sockets open
+    here for that visitor. It resubscribes after an error, waiting `retry_s` doubling up to `retry_max_s`,
+    and closes every local socket when it loses the subscription (see the module's docstring)."""
+
+    def __init__(
+        self, redis: aioredis.Redis, namespace: str, *, retry_s: float = 0.5, retry_max_s: float = 10.0
+    ) -> None:
+        self.redis = redis
+        self.prefix = visitor_channel(namespace, "")
+        self.pattern = _glob_escaped(self.prefix) + "*"
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.ready = asyncio.Event()  # subscribed: what is published now reaches the sockets here
+        self.subscriptions = 0  # how many times it subscribed (1 + reconnections)
+        self._local: dict[str, set[_Local]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="webchat-feed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._drop_all()
+
+    def attach(self, visitor: str) -> _Local:
+        local = _Local(visitor)
+        self._local.setdefault(visitor, set()).add(local)
+        return local
+
+    def detach(self, local: _Local) -> None:
+        sockets = self._local.get(local.visitor)
+        if sockets is not None:
+            sockets.discard(local)
+            if not sockets:
+                del self._local[local.visitor]
+
+    def _drop_all(self) -> None:
+        for sockets in self._local.values():
+            for local in sockets:
+                local.push(None)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "pmessage":
+            return
+        visitor = _text(message["channel"]).removeprefix(self.prefix)
+        body = _text(message["data"])
+        for local in self._local.get(visitor, ()):
+            local.push(body)
+
+    async def _run(self) -> None:
+        pause = self.retry_s
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.psubscribe(self.pattern)
+                self.subscriptions += 1
+                self.ready.set()
+                pause = self.retry_s
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+                log.warning("web chat: the live feed ended; subscribing again")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("web chat: the live feed failed (%s: %s); subscribing again", type(exc).__name__, exc)
+            finally:
+                self.ready.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            self._drop_all()  # their widgets reconnect and read their mailboxes: nothing is lost meanwhile
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.retry_max_s)
 
 
 class WebChatSender:
@@ -133,7 +246,16 @@ class WebChat:
         self.redis = redis
         self.namespace = namespace
         self.limiter = ChatLimiter(redis, namespace, limits) if limits is not None else None
+        self.sockets = OpenSockets(limits) if limits is not None else None
         self.trusted_proxies = trusted_proxies or []
+        self.feed = VisitorFeed(redis, namespace)
+
+    def start(self) -> None:
+        """Subscribe the node's live feed (what relays replies to the sockets open here)."""
+        self.feed.start()
+
+    async def close(self) -> None:
+        await self.feed.close()
 
     async def mailbox(self, visitor: str) -> list[str]:
         raw = await self.redis.hgetall(mailbox_key(self.namespace, visitor))
@@ -203,6 +325,25 @@ async def visitor_ws(request: web.Request, chat: WebChat) -> web.StreamResponse:
         await ws.close(code=RATE_LIMITED_CLOSE, message=b"rate limited")
         return ws
 
+    slot = chat.sockets.admit(address) if chat.sockets is not None else None
+    if isinstance(slot, Refusal):
+        return await refuse_connection(slot)
+    try:
+        return await _visitor_session(ws, chat, site, address, slot, send, refuse_connection)
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+async def _visitor_session(
+    ws: web.WebSocketResponse,
+    chat: WebChat,
+    site: str,
+    address: str,
+    slot: SocketSlot | None,
+    send: Callable[[dict[str, Any] | str], Awaitable[None]],
+    refuse_connection: Callable[[Refusal], Awaitable[web.WebSocketResponse]],
+) -> web.WebSocketResponse:
     limiter = chat.limiter
     if limiter is not None and (refusal := await limiter.connection(address)) is not None:
         return await refuse_connection(refusal)
@@ -215,16 +356,22 @@ async def visitor_ws(request: web.Request, chat: WebChat) -> web.StreamResponse:
     if not isinstance(token, str) or not _TOKEN.match(token):
         token = new_token()
     visitor = visitor_id(token)
+    if slot is not None and (refusal := slot.join(visitor)) is not None:
+        return await refuse_connection(refusal)
     if limiter is not None and (refusal := await limiter.connection(address, visitor)) is not None:
         return await refuse_connection(refusal)
-    pubsub = chat.redis.pubsub()
+    try:
+        await asyncio.wait_for(chat.feed.ready.wait(), FEED_WAIT_S)
+    except TimeoutError:
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"live feed unavailable")
+        return ws
+    local = chat.feed.attach(visitor)  # before the mailbox: nothing falls between
     relay: asyncio.Task[None] | None = None
     try:
-        await pubsub.subscribe(visitor_channel(chat.namespace, visitor))  # before the mailbox: nothing falls between
         await send({"type": "welcome", "token": token})
         for pending in await chat.mailbox(visitor):
             await send(pending)
-        relay = asyncio.create_task(_relay(pubsub, send))
+        relay = asyncio.create_task(_relay(local, ws, send))
         async for frame in ws:
             if frame.type != WSMsgType.TEXT:
                 continue
@@ -255,12 +402,11 @@ async def visitor_ws(request: web.Request, chat: WebChat) -> web.StreamResponse:
             else:
                 await send(_error(None, "type", "one of message, delivered, ping"))
     finally:
+        chat.feed.detach(local)
         if relay is not None:
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await relay
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
     return ws
 
 
@@ -278,10 +424,11 @@ async def _first_frame(ws: web.WebSocketResponse) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("type") == "hello" else None
 
 
-async def _relay(pubsub: Any, send: Any) -> None:
-    async for message in pubsub.listen():
-        if message["type"] == "message":
-            await send(_text(message["data"]))
+async def _relay(local: _Local, ws: web.WebSocketResponse, send: Callable[[str], Awaitable[None]]) -> None:
+    """The feed's replies for this socket, in order, until the feed says the socket must reconnect."""
+    while (body := await local.queue.get()) is not None:
+        await send(body)
+    await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"live feed lost: reconnect")
 
 
 async def widget_page(request: web.Request) -> web.StreamResponse:

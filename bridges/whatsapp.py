@@ -27,6 +27,7 @@ from bridges.messages import (
     SendResult,
     StatusUpdate,
     numbered,
+    retry_after_seconds,
 )
 from hilo.logs import mask_pii
 
@@ -294,10 +295,7 @@ def failure(status: int, answer: object, retry_after: str | None, recipient: str
         + (f": {message}" if message else "")
     )
     retryable = status == 429 or status >= 500 or code in RETRYABLE_CODES
-    try:
-        after = max(0.0, float(retry_after)) if retry_after and retryable else None
-    except ValueError:
-        after = None
+    after = retry_after_seconds(retry_after) if retryable else None
     return SendFailed(
         mask_pii(reason.replace(recipient, "<recipient>")),
         retryable=retryable,

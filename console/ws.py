@@ -4,7 +4,9 @@ channel; a supervisor (or admin) receives every agent's pops.
 Both ends watch the link: the server pings (aiohttp heartbeat) and drops a client that stops answering;
 it also sends a `heartbeat` message every HEARTBEAT_S, so the page notices a dead server and reconnects.
 A console that (re)connects first gets the latest pop of its agent, if recent. When the session ends
-(sign-out elsewhere, expiry, password changed) the socket is closed with code 4001."""
+(sign-out elsewhere, expiry, password changed) the socket is closed with code 4001. When the socket's
+Redis subscription dies (a Redis restart, a network blip) the socket is closed with 1013 (try again later):
+the page reconnects and subscribes again, rather than staying up, heartbeating, and receiving nothing."""
 
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
         if replay is not None:
             await send(replay)
         tasks = [
-            asyncio.create_task(_relay(pubsub, send)),
+            asyncio.create_task(_relay(pubsub, send, ws)),
             asyncio.create_task(_heartbeats(request, who, ws, send)),
         ]
         async for message in ws:  # the page only pings; anything else is ignored
@@ -97,11 +99,16 @@ async def _subscribe(pubsub: Any, redis: aioredis.Redis, namespace: str, who: Pr
     return None
 
 
-async def _relay(pubsub: Any, send: Any) -> None:
-    async for message in pubsub.listen():
-        if message["type"] in ("message", "pmessage"):
-            data = message["data"]
-            await send(data.decode() if isinstance(data, bytes) else data)
+async def _relay(pubsub: Any, send: Any, ws: web.WebSocketResponse) -> None:
+    try:
+        async for message in pubsub.listen():
+            if message["type"] in ("message", "pmessage"):
+                data = message["data"]
+                await send(data.decode() if isinstance(data, bytes) else data)
+        log.warning("console feed: the Redis subscription ended; the page is told to reconnect")
+    except Exception as exc:
+        log.warning("console feed: the Redis subscription failed (%s); the page is told to reconnect", exc)
+    await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"live feed lost: reconnect")
 
 
 async def _heartbeats(request: web.Request, who: Principal, ws: web.WebSocketResponse, send: Any) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import aiohttp
@@ -175,7 +177,24 @@ HttpCall = Callable[[HttpRequest], Awaitable[Any]]
 
 
 class HttpCallFailed(Exception):
-    pass
+    """An `http` node's call that failed; its text goes on the timeline (`ivr.http`), so it never holds the
+    URL, its query or the headers: template-filled parts may be secrets (a card number gathered as secret)."""
+
+
+def _call_failure(exc: Exception) -> HttpCallFailed:
+    """What may be said about a failed call: the status with its standard phrase (never the server's own,
+    which could echo the request), or the kind of failure and the host."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        try:
+            phrase = " " + HTTPStatus(exc.status).phrase
+        except ValueError:
+            phrase = ""
+        return HttpCallFailed(f"HTTP {exc.status}{phrase}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return HttpCallFailed(f"{type(exc).__name__}: cannot connect to {exc.host}")
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return HttpCallFailed("the answer is not JSON")
+    return HttpCallFailed(type(exc).__name__)  # InvalidURL, timeouts, a connection cut: their text names the URL
 
 
 async def aiohttp_call(request: HttpRequest) -> Any:
@@ -194,7 +213,7 @@ async def aiohttp_call(request: HttpRequest) -> Any:
         ):
             return await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise HttpCallFailed(str(exc) or type(exc).__name__) from exc
+        raise _call_failure(exc) from None  # not chained: a traceback would print the URL anyway
 
 
 async def _no_lookup(kind: str, value: str) -> dict[str, Any] | None:
@@ -409,6 +428,14 @@ class _Run:
 
     def text(self, template: str) -> str:
         return render(template, self.vars)
+
+    def without_secrets(self, text: str) -> str:
+        """`text` with the value of every secret variable masked (for a transport's own error texts)."""
+        for name in self.secrets:
+            value = self.vars.get(name)
+            if value is not None and len(str(value)) >= 2:
+                text = text.replace(str(value), _mask(value))
+        return text
 
     def outcome(self, action: Action, node: str, **kwargs: Any) -> Outcome:
         return Outcome(
@@ -774,7 +801,8 @@ class _Run:
         try:
             answer = await asyncio.wait_for(self.ctx.services.http(request), node.timeout_s + 1)
         except (HttpCallFailed, TimeoutError) as exc:
-            await self.record("ivr.http", {"node": node_id, "method": node.method, "ok": False, "error": str(exc)})
+            error = self.without_secrets(str(exc) or type(exc).__name__)
+            await self.record("ivr.http", {"node": node_id, "method": node.method, "ok": False, "error": error})
             return node.on_error
         missing = []
         for name, path in node.map.items():

@@ -44,7 +44,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from flows.loader import FlowProblem, Loc, Positions, _duplicate_keys, _yaml_problem
+from flows.loader import FlowProblem, Loc, NoAliasLoader, Positions, _duplicate_keys, _yaml_problem
 from flows.schema import TimeZoneName
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -280,9 +280,9 @@ def now_variables(now: dt.datetime, timezone: str | None) -> dict[str, Any]:
     }
 
 
-class _NoDatesLoader(yaml.SafeLoader):
+class _NoDatesLoader(NoAliasLoader):
     """Dates stay text for pydantic to read: a bad one (2026-13-01) is then a problem at its own line,
-    where PyYAML's own date reading would fail for the whole file."""
+    where PyYAML's own date reading would fail for the whole file. No aliases either (see NoAliasLoader)."""
 
 
 _NoDatesLoader.yaml_implicit_resolvers = {
@@ -296,7 +296,7 @@ def load_calendars(text: str, filename: str) -> tuple[Calendars | None, list[Flo
     there is any problem. An empty text means no calendars."""
     path = Path(filename)
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        tree = yaml.compose(text, Loader=NoAliasLoader)
         data = yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a SafeLoader without date reading
     except yaml.YAMLError as exc:
         return None, [_yaml_problem(path, exc)]

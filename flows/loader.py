@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -25,6 +26,22 @@ class FlowProblem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses YAML anchors and aliases (`&name`, `*name`, `<<: *name`), naming where.
+    A flow has no use for them, and an alias is a shared reference that anything walking the data (the
+    schema's checks, `json.dumps` of an http node's body, pydantic) expands: ten aliases per level over nine
+    levels is about 600 bytes that take minutes and gigabytes ("billion laughs"). Refused while composing,
+    before any of it is built."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        anchor, mark = getattr(event, "anchor", None), getattr(event, "start_mark", None)
+        if anchor is not None:
+            what = "aliases (*" if isinstance(event, yaml.AliasEvent) else "anchors (&"
+            raise yaml.composer.ComposerError(None, None, f"YAML {what}{anchor}) are not allowed here", mark)
+        return super().compose_node(parent, index)
 
 
 def _start(node: yaml.Node) -> tuple[int, int]:
@@ -177,8 +194,8 @@ def _yaml_problem(path: Path, exc: yaml.YAMLError) -> FlowProblem:
 def load_flow_text(text: str, path: Path) -> LoadedFlow:
     """Parse and validate one flow file's text. `flow` is None when the file has schema or YAML problems."""
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        tree = yaml.compose(text, Loader=NoAliasLoader)
+        data = yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
     except yaml.YAMLError as exc:
         return LoadedFlow(path, None, Positions(None), [_yaml_problem(path, exc)])
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:

@@ -49,10 +49,16 @@ class Settings(BaseSettings):
     # those hashes still verify and are re-hashed with the new pepper at their next successful verification.
     secret_pepper: SecretStr = SecretStr("")
     secret_pepper_previous: SecretStr = SecretStr("")
+    # The Prometheus scrape token (server/health.py): `/metrics` without it has the aggregates only (per
+    # queue, channel, the whole centre); with `Authorization: Bearer <metrics_token>` the per-agent series
+    # too. Empty: per-agent series are never published.
+    metrics_token: SecretStr = SecretStr("")
 
     # Where TTS prompts are written so that Asterisk can play them as `sound:hilo/<name>`.
     sounds_dir: Path = REPO_ROOT / ".run" / "sounds" / "hilo"
     tts_cache_dir: Path = REPO_ROOT / ".run" / "tts-cache"
+    # A prompt rendered from a caller's data (speech/tts.py: "Welcome back, Ana") is deleted once unused this long.
+    tts_personal_ttl_s: float = Field(default=3600.0, ge=60, le=86_400)
     dialplans_dir: Path = REPO_ROOT / "dialplans"
     default_region: str = "ES"  # ISO region of numbers dialled without a country code
 
@@ -130,10 +136,12 @@ class Settings(BaseSettings):
     whatsapp_api_base: str = "https://graph.facebook.com"
     whatsapp_api_version: str = "v21.0"
     # Outbox: a send is tried messaging_max_attempts times, waiting backoff_s * 2**(attempt-1) (jittered,
-    # capped) or the provider's Retry-After; each provider sends at most rate_per_s (bursts of burst).
+    # capped) or the provider's Retry-After (at most retry_after_max_s: `inf` or a day is not taken as
+    # given); each provider sends at most rate_per_s (bursts of burst).
     messaging_max_attempts: int = Field(default=10, ge=1, le=100)
     messaging_backoff_s: float = Field(default=1.0, gt=0)
     messaging_backoff_max_s: float = Field(default=300.0, gt=0)
+    messaging_retry_after_max_s: float = Field(default=300.0, gt=0, le=86_400)
     messaging_send_timeout_s: float = Field(default=15.0, gt=0, le=120)
     # the conversation layer's time for one inbound message; a node stopped mid-way holds it 5 s longer
     messaging_handler_timeout_s: float = Field(default=30.0, gt=0)
@@ -150,6 +158,11 @@ class Settings(BaseSettings):
     webchat_connects_per_visitor: int = Field(default=20, ge=0)
     webchat_messages_per_address: int = Field(default=120, ge=0)
     webchat_messages_per_visitor: int = Field(default=30, ge=0)
+    # How many web chat sockets may be open at once on one node: per client address (IPv6: per /64), per
+    # visitor, and in all; 0 turns one off.
+    webchat_sockets_per_address: int = Field(default=20, ge=0)
+    webchat_sockets_per_visitor: int = Field(default=5, ge=0)
+    webchat_sockets_total: int = Field(default=5000, ge=0)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -66,7 +66,7 @@ async def warm_up(prompts: PromptCache, voice: str, language: str) -> None:
     """Render the fixed parts and the small numbers ahead, so the first announcement needs no synthesis."""
     try:
         for text in [*FIXED_PARTS, *(str(n) for n in WARM_NUMBERS)]:
-            await prompts.render(text, voice, language)
+            await prompts.render(text, voice, language, keep=True)
     except Exception:  # a caller's announcement renders what it needs itself (and says why if it cannot)
         log.exception("could not render the queue announcements ahead")
 
@@ -123,6 +123,7 @@ class QueueWait:
                     next_announce = loop.time() + self.announce.every_s if self.announce else float("inf")
                 elif now >= next_offer and self.callback is not None:
                     session = self.session
+                    # rendered from the flow's variables: kept only if the flow's text has no template
                     prompt = await session.prompts.render(self.callback.prompt, session.voice, session.language)
                     await self._interlude([prompt], offered)
                     next_offer = loop.time() + self.callback.every_s
@@ -173,7 +174,8 @@ class QueueWait:
             return []
         texts = announcement_parts(estimate, self.announce)
         log.info("call %s: announcing %s", self.channel.id, " ".join(texts))
-        return [await self.session.prompts.render(t, self.session.voice, self.session.language) for t in texts]
+        session = self.session  # fixed parts and numbers: the same for every caller
+        return [await session.prompts.render(t, session.voice, session.language, keep=True) for t in texts]
 
     async def _interlude(self, media: list[str], offered: asyncio.Event) -> None:
         """Music off, the prompt (stopped at once by an offer or a key), music on again (also while an

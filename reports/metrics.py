@@ -1,14 +1,17 @@
 """The KPIs as Prometheus metrics, in Hilo's registry: the wallboard's live figures per queue, and today's
 KPIs (since midnight in the configured zone) overall and per queue, channel and agent — the same numbers
 as the reporting API, read from the monitor's last computation (at most a few seconds old) so a scrape
-never queries the database."""
+never queries the database.
+
+Per-agent series (`by="agent"`) are employee performance data: `AggregatesOnly` is the registry without
+them, what an unauthenticated scrape gets (server/health.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from reports.monitor import WallboardMonitor
@@ -79,3 +82,20 @@ class KpiCollector(Collector):
                 "hilo_queue_alert", "1 while the queue is in alert of this kind", labels=["queue", "kind"]
             ),
         ]
+
+
+def names_an_agent(labels: dict[str, str]) -> bool:
+    """A series about one agent: today's KPIs grouped by agent."""
+    return labels.get("by") == "agent" or "agent" in labels
+
+
+class AggregatesOnly:
+    """A registry seen without any series that names an agent (for `generate_latest`)."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            family.samples = [s for s in family.samples if not names_an_agent(s.labels)]
+            yield family

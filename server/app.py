@@ -77,6 +77,7 @@ def hilo_api() -> Api:
         reports_rest.ROUTES,
         console_api.ROUTES,  # /api/agents (handled by console/api.py)
         flows_rest.ROUTES,  # /api/flows… (handled by flows/rest.py)
+        health.ROUTES,  # /api/health: /healthz with its details, for staff
     )
 
 
@@ -119,7 +120,8 @@ def init_app(settings: Settings) -> web.Application:
         await services.pool.close()
 
     async def redis(app: web.Application) -> AsyncIterator[None]:
-        services.redis = aioredis.from_url(settings.redis_url.get_secret_value())
+        # named, so CLIENT LIST tells this deployment's connections (sessions, pub/sub feeds) from others'
+        services.redis = aioredis.from_url(settings.redis_url.get_secret_value(), client_name=settings.namespace)
         await services.redis.ping()
         app[REDIS] = services.redis
         app[SESSIONS] = SessionStore(services.redis, settings.namespace)
@@ -148,7 +150,8 @@ def init_app(settings: Settings) -> web.Application:
         notifier = Notifier(services.redis, settings.namespace)
         services.timeline = Timeline(services.pool, notifier.publish)
         app[TIMELINE] = services.timeline
-        prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
+        # kept prompts for good; personal ones (rendered from a caller's data) deleted once unused a while
+        prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir, personal_ttl_s=settings.tts_personal_ttl_s)
         services.ami = AmiClient(
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
         )
@@ -158,14 +161,14 @@ def init_app(settings: Settings) -> web.Application:
         async def prepare_version(flows: LiveFlows) -> None:
             # Before a version goes live, so no caller waits for synthesis of a static prompt.
             for text, voice, language in flows.static_prompts():
-                await prompts.render(text, voice, language)
+                await prompts.render(text, voice, language, keep=True)
             # Asterisk's numbers follow in the background (AMI may still be logging in).
             task = asyncio.create_task(numbers_dialplan.sync(flows.numbers, source=f"flow version {flows.version}"))
             syncing.add(task)
             task.add_done_callback(syncing.discard)
 
         for text in [TECHNICAL_PROBLEM_PROMPT, *(q.no_agent_prompt for q in routing.queues)]:
-            await prompts.render(text, voice_for("en", None), "en")
+            await prompts.render(text, voice_for("en", None), "en", keep=True)
         services.flows = FlowRuntime(
             services.pool,
             settings.dialplans_dir,
@@ -285,6 +288,7 @@ def init_app(settings: Settings) -> web.Application:
             limits=webchat_limits(settings),
             trusted_proxies=messaging_now.trusted_proxies,
         )
+        services.webchat.start()  # one Redis subscription for every visitor socket on this node
         assert services.screenpops is not None
         services.conversations = Conversations(
             pool=services.pool,
@@ -307,6 +311,7 @@ def init_app(settings: Settings) -> web.Application:
         yield
         conversations_now, services.conversations = services.conversations, None
         await conversations_now.close()
+        await services.webchat.close()
 
     app.cleanup_ctx.append(conversations)
 
@@ -351,7 +356,7 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(wallboard)
     registry.register(KpiCollector(lambda: services.wallboard))  # the KPIs on /metrics
     add_api(app, hilo_api())
-    health.add_routes(app)  # /healthz, /metrics
+    health.add_routes(app)  # /healthz, /metrics (anonymous: minimal and aggregates only)
     console_api.add_routes(app)  # /api/agents…, the agent console, the wallboard and reports pages
     flows_rest.add_flow_routes(app)
     console_chat.add_routes(app)  # the console's chat pane: /console/api/chats…

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from urllib.parse import urlsplit
 
 from asterisk.dialplan_cli import add_dialplan_commands, run_dialplan_command
 from console.users_cli import add_users_commands, run_users_command
@@ -22,15 +23,19 @@ def _secrets(settings: Settings) -> list[str]:
         settings.ari_password,
         settings.ami_password,
         settings.api_token,
+        settings.metrics_token,
         settings.database_url,
+        settings.redis_url,
         settings.crm_auth,
         settings.twilio_auth_token,
         settings.whatsapp_app_secret,
         settings.whatsapp_verify_token,
         settings.whatsapp_access_token,
     ]
+    # the connection URLs' passwords alone too (a driver's message may name one without its URL)
+    passwords = [urlsplit(u.get_secret_value()).password or "" for u in (settings.database_url, settings.redis_url)]
     keys = settings.recording_keys.get_secret_value()  # the whole list, and each key in it
-    return [v.get_secret_value() for v in values] + [keys, *(k.partition(":")[2] for k in keys.split(","))]
+    return [v.get_secret_value() for v in values] + passwords + [keys, *(k.partition(":")[2] for k in keys.split(","))]
 
 
 async def _migrate(settings: Settings) -> int:

@@ -69,7 +69,7 @@ async def _spoken(settings: Settings, text: str) -> str:
     """What the simulated caller says, synthesized into Asterisk's sounds like a prompt (US English)."""
     cache = PromptCache(settings.tts_cache_dir, settings.sounds_dir)
     try:
-        media = await cache.render(text, voice_for("en", None), "en")
+        media = await cache.render(text, voice_for("en", None), "en", keep=True)
     finally:
         cache.close()
     return media.removeprefix("sound:")

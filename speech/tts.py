@@ -3,18 +3,34 @@
 
 Synthesis is blocking and pyttsx3 engines are not thread-safe, so all renders go through one worker
 thread, one at a time. Prompts known in advance are rendered when Hilo starts, so no caller
-ever waits for a static prompt."""
+ever waits for a static prompt.
+
+Two kinds of prompt. *Kept* ones (`keep=True`: a flow's texts without a template, queue announcements,
+apologies) are the same for every caller: cached for good in `cache_dir` and published under their hash.
+*Personal* ones, any other text (a flow text rendered from variables: "Welcome back, Ana García", a
+balance read by an http node), may carry a customer's data: never cached, published as `p-<keyed hash>`
+(the key is this process's own, so a name cannot be checked against a guessed text) and deleted once
+unused for `personal_ttl_s`; every use makes one fresh again. Published files are as closed as the sounds
+folder: 0640 with its group (Asterisk's) when it lets other users nothing, 0644 only when it is open to
+them anyway."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import shutil
+import stat
 import subprocess
 import tempfile
+import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -62,26 +78,49 @@ def _synthesize(text: str, voice: str, out_wav: Path) -> None:
             raise TtsError(f"sox failed: {done.stderr.strip()}")
 
 
+PERSONAL_PREFIX = "p-"  # published personal prompts: p-<keyed hash>.wav
+
+
+@dataclass
+class _Pending:
+    """The renders of one prompt under way: the lock they take turns on, and how many want it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class PromptCache:
     """Renders prompts into `cache_dir` and publishes them into Asterisk's `sounds_dir` (subfolder `hilo`)."""
 
-    def __init__(self, cache_dir: Path, sounds_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, sounds_dir: Path, *, personal_ttl_s: float = 3600.0) -> None:
         self.cache_dir = cache_dir
         self.sounds_dir = sounds_dir
+        self.personal_ttl_s = personal_ttl_s
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _Pending] = {}  # only prompts being rendered now
+        self._kept: set[str] = set()  # keys rendered with keep=True
+        self._salt = secrets.token_bytes(32)
+        self._sweeper: asyncio.Task[None] | None = None
 
     def media_uri(self, key: str) -> str:
         return f"sound:{self.sounds_dir.name}/{key}"
 
-    async def render(self, text: str, voice: str, language: str) -> str:
-        """Return the ARI media URI of the prompt, synthesizing it only the first time."""
+    async def render(self, text: str, voice: str, language: str, *, keep: bool = False) -> str:
+        """Return the ARI media URI of the prompt, synthesizing it only when it is not published. `keep`: the
+        text is the same for every caller (see the module's docstring); otherwise it is personal unless the
+        same text was rendered with keep before."""
+        self._start_sweeping()
         key = prompt_key(text, voice, language)
+        if keep or key in self._kept:
+            self._kept.add(key)
+            return await self._render_kept(key, text, voice, language)
+        return await self._render_personal(text, voice, language)
+
+    async def _render_kept(self, key: str, text: str, voice: str, language: str) -> str:
         published = self.sounds_dir / f"{key}.wav"
         if published.exists():
             return self.media_uri(key)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self._turn(key):
             if not published.exists():
                 cached = self.cache_dir / f"{key}.wav"
                 if not cached.exists():
@@ -94,11 +133,90 @@ class PromptCache:
                 self.sounds_dir.mkdir(parents=True, exist_ok=True)
                 tmp = published.with_suffix(".tmp")
                 shutil.copyfile(cached, tmp)
-                os.chmod(tmp, 0o644)  # Asterisk runs as its own user and must read it
+                self._readable_by_asterisk(tmp)
                 os.replace(tmp, published)
         return self.media_uri(key)
 
+    async def _render_personal(self, text: str, voice: str, language: str) -> str:
+        digest = hmac.new(self._salt, f"{language}\0{voice}\0{text}".encode(), hashlib.sha256).hexdigest()
+        name = PERSONAL_PREFIX + digest[:32]
+        published = self.sounds_dir / f"{name}.wav"
+        async with self._turn(name):
+            try:
+                os.utime(published)  # used again: fresh for another personal_ttl_s
+            except FileNotFoundError:
+                self.sounds_dir.mkdir(parents=True, exist_ok=True)
+                partial = published.with_suffix(".partial.wav")
+                try:
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(self._executor, _synthesize, text, voice, partial)
+                    self._readable_by_asterisk(partial)
+                    os.replace(partial, published)
+                finally:
+                    partial.unlink(missing_ok=True)
+                log.info("rendered a personal prompt (%s, %d chars)", language, len(text))
+        return self.media_uri(name)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, key: str) -> AsyncIterator[None]:
+        """One render of `key` at a time; the entry goes when nobody waits for it (`_locks` stays small)."""
+        pending = self._locks.setdefault(key, _Pending())
+        pending.users += 1
+        try:
+            async with pending.lock:
+                yield
+        finally:
+            pending.users -= 1
+            if pending.users == 0:
+                del self._locks[key]
+
+    def _readable_by_asterisk(self, path: Path) -> None:
+        """As closed as the sounds folder allows: Asterisk runs as its own user and must read the file."""
+        folder = self.sounds_dir.stat()
+        if folder.st_mode & stat.S_IRWXO:
+            os.chmod(path, 0o644)  # the folder is open to everyone: Asterisk may be anyone
+            return
+        if path.stat().st_gid != folder.st_gid:
+            os.chown(path, -1, folder.st_gid)  # the folder's group is Asterisk's
+        os.chmod(path, 0o640)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete the personal prompts unused for `personal_ttl_s` (any process's: they share the folder);
+        returns how many."""
+        cutoff = (now if now is not None else time.time()) - self.personal_ttl_s
+        removed = 0
+        try:
+            entries = list(os.scandir(self.sounds_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not entry.name.startswith(PERSONAL_PREFIX) or not entry.name.endswith(".wav"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    def _start_sweeping(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_periodically(), name="tts-sweep")
+
+    async def _sweep_periodically(self) -> None:
+        every = max(10.0, self.personal_ttl_s / 4)
+        while True:
+            try:
+                removed = self.sweep()  # in the loop: no render can freshen a file between look and delete
+                if removed:
+                    log.info("deleted %d personal prompts unused for %.0f s", removed, self.personal_ttl_s)
+            except OSError as exc:
+                log.warning("cannot sweep personal prompts in %s: %s", self.sounds_dir, exc)
+            await asyncio.sleep(every)
+
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

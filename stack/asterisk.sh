@@ -117,7 +117,10 @@ configure() {
     # The generated dialplan of dialplans/numbers.yaml (included by extensions.conf).
     (cd "$ROOT" && "$VENV/bin/hilo" dialplan render --output "$AST_ROOT/etc/asterisk/hilo-numbers.conf") ||
         die "rendering the numbers dialplan (hilo dialplan render) failed"
-    install -d -m 755 "$AST_ROOT/usr/share/asterisk/sounds/hilo" "$AST_RUNDIR"
+    install -d -m 755 "$AST_RUNDIR"
+    # Hilo's prompts (some say a caller's name): for root and Asterisk's group only; setgid, so every file
+    # Hilo writes there gets Asterisk's group, and Hilo makes them 0640 (speech/tts.py).
+    install -d -m 2750 -g "$AST_UID" "$AST_ROOT/usr/share/asterisk/sounds/hilo"
     # ARI recordings (voicemail, call recordings) land here; Asterisk does not create the folder itself.
     install -d -m 750 "$AST_ROOT/var/spool/asterisk/recording"
     # Debian's sample users.conf is deprecated (a warning at every load) and unused.
@@ -131,8 +134,8 @@ configure() {
         >"$AST_ROOT/etc/resolv.conf"
     chroot "$AST_ROOT" chown -R asterisk:asterisk /etc/asterisk /var/lib/asterisk /var/log/asterisk \
         /var/spool/asterisk /var/cache/asterisk /run/asterisk
-    # The rendered files hold the ARI/AMI secrets.
-    chmod -R o-rwx "$AST_ROOT/etc/asterisk"
+    # The rendered files hold the ARI/AMI secrets; the logs and CDRs callers' numbers.
+    chmod -R o-rwx "$AST_ROOT/etc/asterisk" "$AST_ROOT/var/log/asterisk"
     mkdir -p "$LOGS"
     ln -sfn "$AST_ROOT/var/log/asterisk/messages" "$LOGS/asterisk-messages.log"
 }

@@ -205,6 +205,14 @@ load_env() {
     set +a
 }
 
+# private_logs: the log folder and the files in it readable by root (and its group) only, whatever the umask
+# they were created with: logs hold callers' data (masked numbers, but still).
+private_logs() {
+    mkdir -p "$LOGS"
+    chmod 750 "$LOGS"
+    find "$LOGS" -maxdepth 1 -type f -perm /027 -exec chmod g-w,o-rwx {} +
+}
+
 # ensure_env_secret KEY: give KEY a new random secret in .run/env unless it has one (the file is mode 600).
 ensure_env_secret() {
     [[ -w $ENV_FILE ]] || die "$ENV_FILE is missing: run stack/up.sh first"

@@ -29,6 +29,7 @@ done
 need_root
 umask 022
 mkdir -p "$RUN" "$LOGS"
+private_logs  # 0750, files 0640; again at the end for the logs the services created meanwhile
 T0=$SECONDS
 
 PG_PORT_START=55432
@@ -149,6 +150,8 @@ CONSOLE_USERS=("alice agent alice - HILO_CONSOLE_ALICE_PASSWORD" "bob agent bob 
 for spec in "${CONSOLE_USERS[@]}"; do
     ensure_env_secret "${spec##* }"
 done
+# The Prometheus scrape token: /metrics has the per-agent series only for a scraper presenting it.
+ensure_env_secret HILO_METRICS_TOKEN
 # The AES-256 key call recordings are encrypted with, under a key id so keys can rotate: a new key is added
 # to HILO_RECORDING_KEYS ("id:base64,id:base64") and named in HILO_RECORDING_KEY_ID; old ones stay to read
 # older files. Generated once, like the other secrets.
@@ -378,7 +381,7 @@ if ((START_SERVER)); then
         tcp_listening "$HILO_HTTP_PORT" &&
             die "port $HILO_HTTP_PORT (Hilo HTTP) is taken by another process:"$'\n'"$(who_listens "$HILO_HTTP_PORT")"
         step "Starting the Hilo server (hilo serve)"
-        printf '\n===== %s hilo serve =====\n' "$(date '+%F %T')" >>"$LOGS/hilo.log"
+        (umask 027 && printf '\n===== %s hilo serve =====\n' "$(date '+%F %T')" >>"$LOGS/hilo.log")
         (cd "$ROOT" && exec setsid nohup "$VENV/bin/hilo" serve >>"$LOGS/hilo.log" 2>&1 </dev/null) &
         echo $! >"$RUN/hilo.pid"
     fi
@@ -402,6 +405,8 @@ if ((START_SERVER)); then
 else
     note "--no-server: the Hilo server is not started"
 fi
+
+private_logs
 
 # -------------------------------------------------------------- i. summary
 row() { printf '    %-22s %s\n' "$1" "$2"; }

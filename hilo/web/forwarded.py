@@ -123,3 +123,17 @@ def add_transport_security(app: web.Application, trusted: Proxies, hsts_max_age_
             response.headers.setdefault("Strict-Transport-Security", value)
 
     app.on_response_prepare.append(strict_transport)
+
+
+def address_bucket(address: str) -> str:
+    """What a per-address limit counts (sign-in, web chat): the address itself, or for IPv6 its /64 (one
+    subscriber usually has a whole /64: counting each /128 would be no limit at all)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64] or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)

@@ -356,7 +356,7 @@ class Api(Routes):
         return result
 
 
-_STATUS_TEXT = {200: "OK", 201: "created", 202: "accepted", 204: "done, no content"}
+_STATUS_TEXT = {200: "OK", 201: "created", 202: "accepted", 204: "done, no content", 503: "unavailable"}
 
 
 async def _read_input(request: web.Request, where: str, model: type[BaseModel]) -> BaseModel:

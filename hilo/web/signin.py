@@ -23,7 +23,6 @@ an attempt that was not judged (the node was busy) gives its slots back. Keys (p
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +30,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from hilo.settings import Settings
+from hilo.web.forwarded import address_bucket
 
 MAX_FAILURES = 5  # failed sign-ins of a user name from one address ...
 FAILURE_WINDOW_S = 15 * 60  # ... within this window, before that address is refused for that name
@@ -94,18 +94,6 @@ end
 return 0
 """
 
-
-def address_bucket(address: str) -> str:
-    """What an address is counted as: itself, or for IPv6 its /64 (one host usually has a whole /64)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address[:64] or "unknown"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return str(ip)
 
 
 @dataclass(frozen=True)

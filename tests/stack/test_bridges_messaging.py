@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -523,3 +524,52 @@ async def test_two_nodes_share_the_work_once_each_in_order_per_conversation(env:
     assert sorted(handled) == sorted(sid for sids in sent.values() for sid in sids)  # each once
     for customer, sids in sent.items():
         assert [m.provider_message_id for m in env.handled if m.sender == customer] == sids
+
+
+def sms(text: str, conversation: str, recipient: str = CUSTOMER) -> OutboundMessage:
+    return OutboundMessage(
+        channel="sms",
+        provider="twilio",
+        sender=SMS_NUMBER,
+        recipient=recipient,
+        text=text,
+        conversation_id=conversation,
+    )
+
+
+async def test_a_retry_after_of_inf_or_a_billion_seconds_holds_the_provider_no_longer_than_the_cap(env: Env) -> None:
+    messaging = await env.start(messaging_retry_after_max_s=1.0)
+    env.twilio.fail_next(Failure(status=429, message="Too many requests", retry_after=math.inf))  # "inf"
+    env.twilio.fail_next(Failure(status=429, message="Too many requests", retry_after=1e9))  # "1e+09"
+    ids = [await messaging.outbox.enqueue(sms(f"m{i}", f"conv-{i}", f"+3460044400{i}")) for i in range(3)]
+
+    async def drained() -> bool:
+        states = await env.rows("SELECT state FROM outbound_messages WHERE id = ANY($1::bigint[])", ids)
+        return {r["state"] for r in states} == {"accepted"}
+
+    await eventually(drained, within=10, what="every message sent once the capped holds are over")
+    assert sorted(m["form"]["Body"] for m in env.twilio.messages) == ["m0", "m1", "m2"]
+    assert len(env.twilio.received) == 3 + 2
+
+
+async def test_a_wait_longer_than_the_lease_does_not_send_a_message_twice(env: Env) -> None:
+    messaging = await env.start(messaging_retry_after_max_s=30.0)
+    messaging.outbox.lease_s = 3.0  # sends time out after 1 s here: a claimed message may wait 1 s for a token
+    env.twilio.fail_next(Failure(status=429, message="Too many requests", retry_after=4))  # longer than the lease
+    first = await messaging.outbox.enqueue(sms("first", "conv-a"))
+    await eventually(lambda: _attempted(env, first), within=5, what="the first send refused with Retry-After")
+    # Claimed while the provider is held: given back until the hold is over, not kept past its lease (where
+    # the loop would claim it again and both would send it).
+    second = await messaging.outbox.enqueue(sms("second", "conv-b", "+34600333444"))
+    await eventually(lambda: _state_is(env, second, "accepted"), within=15, what="the second message sent")
+    await eventually(lambda: _state_is(env, first, "accepted"), within=5, what="the first message sent")
+    assert sorted(m["form"]["Body"] for m in env.twilio.messages) == ["first", "second"]  # each once
+    assert len(env.twilio.received) == 1 + 2
+    [row] = await env.rows("SELECT attempts FROM outbound_messages WHERE id = $1", second)
+    assert row["attempts"] == 1  # given back while held: not an attempt
+
+
+async def _attempted(env: Env, outbox_id: int) -> bool:
+    return bool(
+        await env.stack.pool.fetchval("SELECT last_error IS NOT NULL FROM outbound_messages WHERE id = $1", outbox_id)
+    )

@@ -16,7 +16,8 @@ import pytest
 from bridges.conversations import Conversations
 from bridges.fakes.whatsapp import FakeWhatsApp
 from bridges.messages import InboundMessage, OutboundMessage
-from bridges.webchat_limits import ChatLimiter, ChatLimits
+from bridges.webchat import WebChatSender, mailbox_key, visitor_id
+from bridges.webchat_limits import ChatLimiter, ChatLimits, OpenSockets
 from hilo.db import create_pool
 from tests.stack.conftest import Stack, quote_ident
 from tests.stack.test_conversations import (  # noqa: F401 (fixtures)
@@ -220,3 +221,55 @@ async def test_the_web_chat_socket_limits_connections_and_messages(
         keys = [k async for k in stack.services.redis.scan_iter(match=f"{namespace}:*")]
         if keys:
             await stack.services.redis.delete(*keys)
+
+
+async def pubsub_connections(stack: Stack) -> int:
+    """The test server's Redis pub/sub connections (its connections are named after its namespace)."""
+    assert stack.services.redis is not None
+    clients = await stack.services.redis.client_list(_type="pubsub")
+    return sum(1 for client in clients if client.get("name") == stack.settings.namespace)
+
+
+async def test_a_flood_of_web_chat_sockets_is_capped_and_costs_no_redis_connection(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat_side, redis = stack.services.webchat, stack.services.redis
+    assert chat_side is not None and redis is not None
+    monkeypatch.setattr(chat_side, "sockets", OpenSockets(ChatLimits(sockets_per_address=4)))
+    monkeypatch.setattr(chat_side, "limiter", None)  # the rate limits are the test above's
+    namespace = stack.settings.namespace
+    before = await pubsub_connections(stack)
+    tokens: list[str] = []
+    try:
+        async with contextlib.AsyncExitStack() as open_sockets:
+            visitors = []
+            for _ in range(4):
+                chat, _ = await open_sockets.enter_async_context(socket(stack))
+                tokens.append(str((await chat.frames.expect("welcome", within=5))["token"]))
+                visitors.append(chat)
+            for _ in range(3):  # more from the same address: each refused and closed at once
+                async with socket(stack) as (refused, ws):
+                    frame = await refused.frames.expect("error", within=5, id=None, field="sockets")
+                    assert frame["reason"].startswith("too many open chats from your address: at most 4 at once")
+                    await refused.task
+                    assert ws.close_code == 4429
+            assert await pubsub_connections(stack) == before  # four visitors: no Redis connection of their own
+            sender = WebChatSender(redis, namespace)
+            for i, token in enumerate(tokens):
+                reply = OutboundMessage(
+                    channel="webchat",
+                    provider="webchat",
+                    sender="web",
+                    recipient=visitor_id(token),
+                    text=f"reply {i}",
+                    conversation_id=f"flood-{i}",
+                )
+                await sender.send(reply, 900_000 + i)
+            for i, chat in enumerate(visitors):  # each gets its own reply through the node's one subscription
+                got = await chat.frames.expect("message", within=5, id=900_000 + i)
+                assert got["text"] == f"reply {i}"
+                assert not [f for f in chat.frames.events if f["type"] == "message" and f["id"] != 900_000 + i]
+    finally:
+        if tokens:
+            await redis.delete(*(mailbox_key(namespace, visitor_id(t)) for t in tokens))
+    assert chat_side.sockets is not None and chat_side.sockets.total == 0  # every place given back

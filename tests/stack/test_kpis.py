@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import SecretStr
 
 from crm_bridge import identity
 from crm_bridge.timeline import Interaction, Timeline
@@ -359,7 +360,9 @@ async def test_survey_answers_through_the_api_once_each(stack: Stack, kpi_monito
     assert count == 1
 
 
-async def test_todays_figures_are_on_metrics_as_in_the_report(stack: Stack, kpi_monitor: WallboardMonitor) -> None:
+async def test_todays_figures_are_on_metrics_as_in_the_report(
+    stack: Stack, kpi_monitor: WallboardMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert stack.services.timeline is not None
     who = await identity.identify_or_create(stack.pool, "phone", "+34 600 70 00 08", "ES")
     now = datetime.now(UTC)
@@ -372,12 +375,15 @@ async def test_todays_figures_are_on_metrics_as_in_the_report(stack: Stack, kpi_
     await stack.services.timeline.end_interaction(one, "completed", "caller", ended_at=start + timedelta(seconds=77))
     await kpi_monitor.refresh_today()
 
-    resp = await stack.client.get("/metrics")
+    resp = await stack.client.get("/metrics")  # anonymous: the aggregates only
     text = await resp.text()
     assert 'hilo_kpi_service_level_ratio{by="none",key="all"} 1.0' in text
     assert 'hilo_kpi_asa_seconds{by="queue",key="support"} 12.0' in text
-    assert 'hilo_kpi_aht_seconds{by="agent",key="bob"} 60.0' in text
     assert 'hilo_kpi_contacts{by="channel",key="voice"} 1.0' in text
+    assert 'by="agent"' not in text
+    monkeypatch.setattr(stack.settings, "metrics_token", SecretStr("scrape-token-of-this-test"))
+    resp = await stack.client.get("/metrics", headers={"Authorization": "Bearer scrape-token-of-this-test"})
+    assert 'hilo_kpi_aht_seconds{by="agent",key="bob"} 60.0' in await resp.text()
 
     today = datetime.now(MADRID).date()
     api = await stack.client.get(

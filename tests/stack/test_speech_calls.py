@@ -71,7 +71,7 @@ async def _utterance(stack: Stack, text: str) -> str:
     """What the caller says, as Asterisk media: spoken by Hilo's TTS into its sounds folder."""
     cache = PromptCache(stack.settings.tts_cache_dir, stack.settings.sounds_dir)
     try:
-        return await cache.render(text, voice_for("en", None), "en")
+        return await cache.render(text, voice_for("en", None), "en", keep=True)
     finally:
         cache.close()
 

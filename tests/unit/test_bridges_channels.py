@@ -4,6 +4,8 @@ customer addresses."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import math
 import time
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import pytest
 
 from bridges.channels import load_channels
 from bridges.inbox import normalise_address
-from bridges.outbox import TokenBucket
+from bridges.messages import retry_after_seconds
+from bridges.outbox import Outbox, TokenBucket
 from hilo.settings import REPO_ROOT
 from hilo.yamlconf import ConfigError
 
@@ -75,3 +78,50 @@ async def test_token_bucket_limits_the_rate_and_holds_after_429() -> None:
     start = time.monotonic()
     await asyncio.wait_for(bucket.take(), 2)
     assert time.monotonic() - start >= 0.28
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 1.5 ", 1.5),
+        ("0", 0.0),
+        ("-5", 0.0),
+        ("inf", math.inf),
+        ("1e9", 1e9),
+        ("nan", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("Wed, 21 Oct 2026 07:28:30 GMT", 30.0),  # an HTTP-date, 30 s after NOW
+        ("Wed, 21 Oct 2026 07:27:00 GMT", 0.0),  # one in the past
+    ],
+)
+def test_retry_after_is_read_defensively(header: str | None, seconds: float | None) -> None:
+    now = dt.datetime(2026, 10, 21, 7, 28, tzinfo=dt.UTC)
+    assert retry_after_seconds(header, now=now) == seconds
+
+
+def test_the_outbox_caps_a_providers_retry_after() -> None:
+    outbox = Outbox(None, retry_after_max_s=300)  # type: ignore[arg-type]
+    assert [outbox.retry_after(s) for s in (None, math.nan, -1.0, 12.0, 1e9, math.inf)] == [
+        None,
+        None,
+        0.0,
+        12.0,
+        300.0,
+        300.0,
+    ]
+    # what a claimed message may wait for a token: its lease less the send and as long again
+    assert outbox.token_wait_s == outbox.lease_s - 2 * outbox.send_timeout_s > 0
+
+
+async def test_a_hold_longer_than_the_caller_can_wait_takes_no_token() -> None:
+    bucket = TokenBucket(rate_per_s=1000, burst=1)
+    bucket.hold(30)
+    wait = await asyncio.wait_for(bucket.take(within=0.05), 1)  # answered at once, not after 30 s
+    assert wait is not None and 29 < wait <= 30
+    bucket.hold(math.inf)  # never taken as given
+    assert bucket.held_until < time.monotonic() + 31
+    bucket.held_until = 0.0
+    assert await bucket.take(within=0.05) is None and bucket.tokens < 1

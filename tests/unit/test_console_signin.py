@@ -26,10 +26,10 @@ from console import desk
 from console import users as console_users
 from console.users import ConsoleUser
 from hilo.passwords import Cost, hash_password, needs_rehash, verify_password, verify_password_async
-from hilo.web.forwarded import Proxies, add_transport_security
+from hilo.web.forwarded import Proxies, add_transport_security, address_bucket
 from hilo.web.keys import POOL
 from hilo.web.sessions import COOKIE, SESSIONS, SessionStore
-from hilo.web.signin import FAILURE_WINDOW_S, MAX_FAILURES, SIGNIN, SignInLimiter, SignInLimits, address_bucket
+from hilo.web.signin import FAILURE_WINDOW_S, MAX_FAILURES, SIGNIN, SignInLimiter, SignInLimits
 
 FAST = Cost(n=2**10, r=8, p=1)  # tests need not pay the real cost
 ATTACKER = "203.0.113.66"

@@ -4,6 +4,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
 from flows.engine import FlowContext, FlowServices, HttpCallFailed, HttpRequest, Outcome, run_flow
@@ -432,3 +434,51 @@ async def test_templates_are_sandboxed_and_strict() -> None:
         assert outcome.action == "error", text
         assert session.output == []
         assert events[-1][0] == "ivr.flow_error"
+
+
+CARD = "4111111111111111"
+
+
+def card_flow(url: str) -> Flow:
+    return flow(
+        {
+            "a": {"kind": "gather", "into": "card", "secret": True, "max_digits": 16, "next": "pay", "no_input": "b"},
+            "pay": {"kind": "http", "method": "POST", "url": url, "next": "b", "on_error": "b"},
+            "b": BYE,
+        }
+    )
+
+
+async def test_a_failed_http_call_never_puts_the_url_or_a_secret_on_the_timeline() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"error": "declined"}, status=402, reason=f"Declined {request.query_string}")
+
+    async def failure(url: str) -> str:
+        _, _, events = await run(card_flow(url), [CARD])
+        for _, data in events:
+            assert CARD not in repr(data) and "static-api-key" not in repr(data) and "charge" not in repr(data)
+        [(_, failed)] = [e for e in events if e[0] == "ivr.http"]
+        assert failed["ok"] is False
+        return str(failed["error"])
+
+    app = web.Application()
+    app.router.add_post("/charge", refuse)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = f"http://127.0.0.1:{server.port}/charge?card={{{{ card }}}}&key=static-api-key-123"
+        assert await failure(url) == "HTTP 402 Payment Required"  # not the server's reason, which echoes
+    # A host that does not answer, and a URL aiohttp refuses: the kind of failure, never the URL.
+    assert await failure("http://127.0.0.1:1/charge?card={{ card }}") == (
+        "ClientConnectorError: cannot connect to 127.0.0.1"
+    )
+    assert (await failure("http://pay.example:99999/charge?card={{ card }}")).lower().startswith("invalidurl")
+
+
+async def test_a_transports_own_error_text_has_the_secrets_masked() -> None:
+    async def chatty(request: HttpRequest) -> Any:
+        raise HttpCallFailed(f"upstream refused {request.url}")
+
+    _, _, events = await run(
+        card_flow("https://pay.example/charge?card={{ card }}"), [CARD], services=FlowServices(http=chatty)
+    )
+    [(_, failed)] = [e for e in events if e[0] == "ivr.http"]
+    assert CARD not in failed["error"] and "card=" + "*" * 16 in failed["error"]

@@ -1,8 +1,10 @@
+import time
 from pathlib import Path
 
 import pytest
 
-from flows.loader import FlowProblem
+from flows.hours import load_calendars
+from flows.loader import FlowProblem, load_flow_text
 from flows.validate import Checks, known_calendars, known_queues, validate_paths
 
 DIALPLANS = Path(__file__).resolve().parents[3] / "dialplans"
@@ -305,3 +307,43 @@ def test_lookup_with_verify(tmp_path: Path) -> None:
     assert (
         problems(tmp_path, sizes)[0] == "7:7: nodes.a.verify: Value error, min_digits (9) is more than max_digits (8)"
     )
+
+
+def laughs(levels: int) -> str:
+    """An http node whose `json` is ten aliases of ten aliases of ... (`levels` deep): a few hundred bytes."""
+    lines = ["    json:", '      a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for n in range(1, levels + 1):
+        refs = ", ".join([f"*a{n - 1}"] * 10)
+        lines.append(f"      a{n}: &a{n} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_are_refused_before_anything_expands_them(tmp_path: Path) -> None:
+    text = HEAD + (
+        "  a:\n"  # 4
+        "    kind: http\n"  # 5
+        "    url: https://crm.example/x\n"  # 6
+        "    next: b\n"  # 7
+        "    on_error: b\n"  # 8
+        + laughs(5)  # 9: json, 10: the first anchor; 100,000 strings once expanded (9 levels: a billion)
+        + "  b: {kind: hangup}\n"
+    )
+    assert len(text) < 1000
+    started = time.monotonic()
+    found = problems(tmp_path, text)
+    assert time.monotonic() - started < 2
+    assert found == ["10:11: invalid YAML: YAML anchors (&a0) are not allowed here"], found
+
+
+def test_a_merge_key_alias_is_refused_at_its_line(tmp_path: Path) -> None:
+    loaded = load_flow_text(HEAD + "  a: {kind: hangup}\n  b:\n    <<: *base\n", tmp_path / "t.yaml")
+    assert [str(p) for p in loaded.problems] == [
+        f"{tmp_path / 't.yaml'}:6:9: invalid YAML: YAML aliases (*base) are not allowed here"
+    ]
+
+
+def test_hours_files_refuse_aliases_too() -> None:
+    text = "calendars:\n  support: &s\n    timezone: Europe/Madrid\n  other: *s\n"
+    calendars, found = load_calendars(text, "hours.yaml")
+    assert calendars is None
+    assert [str(p) for p in found] == ["hours.yaml:2:12: invalid YAML: YAML anchors (&s) are not allowed here"]
