@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +20,10 @@ class _Strict(BaseModel):
 
 # Ids end up inside Redis key names and the routing scripts' encodings, which use ':' ',' '=' '|' ';'.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+# A PJSIP endpoint's name: it goes into dial strings (`PJSIP/<name>`) and Asterisk's configuration, so nothing
+# that could name a trunk URI (`carrier/sip:...@host`), a second channel (`&`), an option (`,`) or a comment.
+PHONE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PhoneName = Annotated[str, StringConstraints(pattern=PHONE_NAME.pattern)]
 Level = Annotated[int, Field(ge=1, le=10)]
 # skill -> level: what an agent has (1 beginner .. 10 expert), or the lowest level a queue requires.
 Skills = dict[Name, Level]
@@ -138,6 +144,56 @@ class RoutingConfig(_Strict):
         return self
 
 
+class Phone(_Strict):
+    """A phone Hilo provisions as a PJSIP endpoint (rendered by `hilo phones render`, asterisk/phones.py), with
+    its own digest credentials (the password in the environment, `HILO_PHONE_SECRET_<ENDPOINT>`)."""
+
+    endpoint: PhoneName
+    # The caller id it shows on calls it places: `"<caller_name>" <caller_number>`.
+    caller_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 ()._,'-]{1,64}$")]
+    caller_number: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,32}$")]
+    # Where Asterisk reaches a phone at a fixed address (the demo's SIPp phones): nothing may REGISTER for it.
+    # None: the phone REGISTERs with its credentials (one contact; a new registration replaces the old one).
+    contact: (
+        Annotated[str, StringConstraints(pattern=r"^sips?:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")]
+        | None
+    ) = None
+    # Networks the phone may send from (e.g. the office LAN); empty: anywhere, its credentials decide.
+    permit: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(default_factory=list)
+
+    @property
+    def secret_key(self) -> str:
+        """The environment variable that holds its password."""
+        return phone_secret_key(self.endpoint)
+
+
+def phone_secret_key(endpoint: str) -> str:
+    return "HILO_PHONE_SECRET_" + re.sub(r"[^A-Z0-9]", "_", endpoint.upper())
+
+
+class Phones(_Strict):
+    phones: list[Phone]
+
+    @model_validator(mode="after")
+    def one_each(self) -> Phones:
+        for what, values in (
+            ("endpoint", [p.endpoint for p in self.phones]),
+            ("secret variable (endpoint names that differ only in - . _ or case)", [p.secret_key for p in self.phones]),
+        ):
+            seen: set[str] = set()
+            for value in values:
+                if value in seen:
+                    raise ValueError(f"two phones have the same {what}: {value}")
+                seen.add(value)
+        return self
+
+    def endpoints(self) -> frozenset[str]:
+        return frozenset(p.endpoint for p in self.phones)
+
+    def get(self, endpoint: str) -> Phone | None:
+        return next((p for p in self.phones if p.endpoint == endpoint), None)
+
+
 class Numbers(_Strict):
     numbers: dict[str, str] = Field(min_length=1)  # dialled number -> flow id
 
@@ -178,6 +234,14 @@ def load_routing(folder: Path) -> RoutingConfig:
 
 def load_demo_customers(folder: Path) -> DemoCustomers:
     return load_model(folder / "demo-customers.yaml", DemoCustomers)
+
+
+PHONES_FILE = "phones.yaml"
+
+
+def load_phones(folder: Path) -> Phones:
+    """The phones Hilo provisions (phones.yaml): the only endpoints an agent may have."""
+    return load_model(folder / PHONES_FILE, Phones)
 
 
 def load_numbers(folder: Path) -> Numbers:

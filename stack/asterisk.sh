@@ -127,6 +127,10 @@ configure() {
     # The generated dialplan of dialplans/numbers.yaml (included by extensions.conf).
     (cd "$ROOT" && "$VENV/bin/hilo" dialplan render --output "$AST_ROOT/etc/asterisk/hilo-numbers.conf") ||
         die "rendering the numbers dialplan (hilo dialplan render) failed"
+    # The phones of dialplans/phones.yaml with their digest credentials (passwords from .run/env; the file
+    # holds only their hashes, mode 640).
+    (cd "$ROOT" && "$VENV/bin/hilo" phones render --output "$AST_ROOT/etc/asterisk/hilo-phones.conf") ||
+        die "rendering the phones (hilo phones render) failed"
     install -d -m 755 "$AST_ROOT/usr/share/asterisk/sounds/hilo" "$AST_RUNDIR"
     # ARI recordings (voicemail, call recordings) land here; Asterisk does not create the folder itself.
     install -d -m 750 "$AST_ROOT/var/spool/asterisk/recording"
