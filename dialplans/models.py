@@ -115,7 +115,7 @@ def _voice_only() -> dict[Channel, int]:
 class Agent(_Strict):
     id: Name
     name: str
-    sip_endpoint: str
+    sip_endpoint: PhoneName  # one of the phones of phones.yaml (checked where the folder or server is known)
     queues: list[Name] = Field(min_length=1)
     skills: Skills = Field(default_factory=dict)
     teams: list[Name] = Field(default_factory=list)
@@ -212,9 +212,18 @@ class DemoCustomers(_Strict):
 
 
 def load_routing(folder: Path) -> RoutingConfig:
-    """routing.yaml, with the `hours` calendars its queues name checked against hours.yaml beside it."""
+    """routing.yaml, with the `hours` calendars its queues name checked against hours.yaml beside it, and the
+    agents' phones against phones.yaml beside it (when the folder has one: the server's always does)."""
     path = folder / "routing.yaml"
     config = load_model(path, RoutingConfig)
+    if (folder / PHONES_FILE).exists():
+        provisioned = load_phones(folder).endpoints()
+        for i, agent in enumerate(config.agents):
+            if agent.sip_endpoint not in provisioned:
+                line = line_of(yaml.compose(path.read_text()), ("agents", i, "sip_endpoint")) or 1
+                raise ConfigError(
+                    f"{path}:{line}: agents.{i}.sip_endpoint: {unprovisioned(agent.sip_endpoint, provisioned)}"
+                )
     named = [(i, q.hours) for i, q in enumerate(config.queues) if q.hours is not None]
     if named:
         from flows.hours import load_calendars_file  # the flows package imports this module
@@ -242,6 +251,12 @@ PHONES_FILE = "phones.yaml"
 def load_phones(folder: Path) -> Phones:
     """The phones Hilo provisions (phones.yaml): the only endpoints an agent may have."""
     return load_model(folder / PHONES_FILE, Phones)
+
+
+def unprovisioned(endpoint: str, provisioned: frozenset[str]) -> str:
+    return (
+        f"phone {endpoint!r} is not one Hilo provisions (phones.yaml has: {', '.join(sorted(provisioned)) or 'none'})"
+    )
 
 
 def load_numbers(folder: Path) -> Numbers:

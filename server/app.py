@@ -29,7 +29,7 @@ from crm_bridge import connectors
 from crm_bridge import rest as crm_rest
 from crm_bridge.timeline import TIMELINE, Timeline
 from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
-from dialplans.models import load_routing
+from dialplans.models import load_phones, load_routing
 from flows import rest as flows_rest
 from flows.hours import Calendars
 from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
@@ -83,6 +83,7 @@ def hilo_api() -> Api:
 def init_app(settings: Settings) -> web.Application:
     routing = load_routing(settings.dialplans_dir)
     checks_for(settings.dialplans_dir)  # a broken routing.yaml stops the start here, before any connection
+    load_phones(settings.dialplans_dir)  # so does a broken or missing phones.yaml (agents' phones are checked)
     crm = connectors.from_settings(settings)  # so does a HILO_CRM_* setting that cannot work
     recording_keys = recording_setup.key_ring(settings)  # and a HILO_RECORDING_KEYS entry that cannot be used
     messaging_config = bridges_http.load_messaging_config(settings)  # and a broken channels.yaml

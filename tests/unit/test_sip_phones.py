@@ -1,16 +1,22 @@
 """The phones Hilo provisions (dialplans/phones.yaml): rendered for Asterisk with each phone's own digest
-credentials (hashes only), refused without a usable password."""
+credentials (hashes only), refused without a usable password; an agent's SIP endpoint is a plain endpoint name
+and one of those phones, checked with file:line:field in routing.yaml; a name that is not never reaches a dial
+string."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from asterisk.phones import PhoneError, digest_hash, render_phones
-from dialplans.models import Phones, load_phones
+from asterisk.stasis import ChannelState
+from dialplans.models import Agent, Phones, load_phones, load_routing
+from hilo.yamlconf import ConfigError
+from ivr.agent_leg import ring_agent
 
 DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
 SECRETS = {
@@ -73,3 +79,45 @@ def test_two_phones_may_not_share_a_password_variable() -> None:
     same = [{"endpoint": e, "caller_name": "x", "caller_number": "1"} for e in ("desk-7", "desk_7")]
     with pytest.raises(ValidationError, match="same secret variable"):
         Phones.model_validate({"phones": same})
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["carrier-sim/sip:+447700900123@127.0.0.2:5060", "agent-alice&Local/1@x", "a,b", "", "x" * 65]
+)
+def test_an_agents_endpoint_is_a_plain_endpoint_name(endpoint: str) -> None:
+    with pytest.raises(ValidationError, match="sip_endpoint"):
+        Agent(id="carol", name="Carol", sip_endpoint=endpoint, queues=["sales"])
+
+
+def test_routing_yaml_agents_must_have_a_provisioned_phone(tmp_path: Path) -> None:
+    assert {a.sip_endpoint for a in load_routing(DIALPLANS).agents} <= load_phones(DIALPLANS).endpoints()
+    folder = tmp_path / "dialplans"
+    shutil.copytree(DIALPLANS, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    text = (folder / "routing.yaml").read_text().replace("sip_endpoint: agent-bob", "sip_endpoint: agent-carol")
+    (folder / "routing.yaml").write_text(text)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "agent-carol" in t)
+    with pytest.raises(ConfigError) as err:
+        load_routing(folder)
+    assert f"routing.yaml:{line}: agents.1.sip_endpoint: phone 'agent-carol' is not one Hilo provisions" in str(
+        err.value
+    )
+
+
+async def test_a_stored_endpoint_that_is_not_a_phone_name_is_never_dialled() -> None:
+    class NoAri:
+        app = "hilo-test"
+
+        async def originate(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError(f"dialled {args}")
+
+    offer = await ring_agent(
+        NoAri(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        ChannelState("caller"),
+        agent_id="carol",
+        endpoint="carrier-sim/sip:+447700900123@127.0.0.2:5060",
+        interaction_id="x",
+        caller_id="+34911222333",
+        ring_timeout_s=5,
+    )
+    assert offer is None
