@@ -123,9 +123,42 @@ class Agent(_Strict):
     capacity: dict[Channel, Annotated[int, Field(ge=0, le=50)]] = Field(default_factory=_voice_only)
 
 
+# E.164 prefixes: "+34", "+44 20" (spaces allowed for reading, ignored)
+E164Prefix = Annotated[str, StringConstraints(pattern=r"^\+[0-9][0-9 ]{0,18}$")]
+Region = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+# What kind of line a number may be (phonenumbers' number types). Premium-rate, shared-cost, personal,
+# pager, voicemail and unknown numbers are never dialled, whatever the configuration says.
+DialableType = Literal["fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "voip", "uan"]
+
+
+def _personal_lines() -> list[DialableType]:
+    return ["fixed_line", "mobile", "fixed_line_or_mobile"]
+
+
+class OutboundLimit(_Strict):
+    max: int = Field(default=3, ge=1, le=1000)
+    within_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+
+
+class Outbound(_Strict):
+    """Where Hilo may dial on its own (routing/outbound.py): a booked callback (to the number the caller
+    called from, which anyone can fake) and a flow's transfer to a phone number. A number must be valid, of a
+    `countries` region (None: the server's HILO_DEFAULT_REGION only), of one of `number_types`, outside the
+    premium and shared-cost ranges Hilo always refuses and outside `block`, and, when `allow` is given, start
+    with one of its prefixes. Callbacks are also limited per number (`per_number`) and in all per hour."""
+
+    countries: list[Region] | None = None
+    number_types: list[DialableType] = Field(default_factory=_personal_lines, min_length=1)
+    allow: list[E164Prefix] = Field(default_factory=list)
+    block: list[E164Prefix] = Field(default_factory=list)
+    per_number: OutboundLimit = Field(default_factory=OutboundLimit)
+    per_hour: int = Field(default=60, ge=1, le=100_000)  # callbacks booked in one clock hour, all numbers
+
+
 class RoutingConfig(_Strict):
     queues: list[Queue]
     agents: list[Agent]
+    outbound: Outbound = Field(default_factory=Outbound)
 
     @model_validator(mode="after")
     def agents_serve_known_queues(self) -> RoutingConfig:

@@ -315,6 +315,8 @@ def init_app(settings: Settings) -> web.Application:
             on_offer=services.screenpops.on_offer,
             tell_agent=services.screenpops.tell,
         )
+        assert services.calls is not None  # one outbound policy (routing.yaml's) for callbacks booked by voice or text
+        services.conversations.outbound = services.calls.outbound
         await services.conversations.start()
         app[CONVERSATIONS] = services.conversations
         yield
