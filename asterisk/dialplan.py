@@ -74,9 +74,10 @@ def config_path(asterisk_root: Path) -> Path:
     return asterisk_root / CONFIG_DIR / FILE_NAME
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write `path` through a temporary file in the same folder and a rename, so Asterisk never reads half a
-    file. The file belongs to the owner of its folder (the asterisk user) when we can arrange that."""
+    file. The file belongs to the owner of its folder (the asterisk user) when we can arrange that; `mode`
+    0o640 or tighter for a file that holds credentials."""
     folder = path.parent
     if not folder.is_dir():
         raise DialplanError(f"{folder} does not exist: is this Asterisk's configuration folder?")
@@ -86,7 +87,7 @@ def write_atomically(path: Path, text: str) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # no secret in it; Asterisk runs as another user
+        os.chmod(tmp, mode)  # Asterisk runs as another user: the owner below, or others when 0o644
         if os.geteuid() == 0:
             owner = folder.stat()
             os.chown(tmp, owner.st_uid, owner.st_gid)

@@ -68,6 +68,7 @@ from bridges.messages import (
 from crm_bridge import customers, identity, verification
 from crm_bridge.customers import Identification
 from crm_bridge.timeline import Interaction, Publish, event_json
+from dialplans.models import Outbound
 from flows.engine import FlowServices, Outcome
 from flows.runtime import LiveFlows
 from flows.schema import Queue as QueueNode
@@ -75,6 +76,7 @@ from hilo import audit
 from reports.survey import SURVEY_ANSWER
 from routing.engine import NotQueued, RoutingEngine
 from routing.model import Assignment, RoutingError
+from routing.outbound import OutboundGuard, OutboundPolicy
 
 if TYPE_CHECKING:
     from hilo.db import Conn
@@ -87,6 +89,7 @@ FAILED_TEXT = "Sorry, something went wrong on our side. Please write again later
 NO_AGENT_TEXT = "Sorry, no agent is available right now. Please write again later."
 MESSAGE_PROMPT = "Please write your message here and we will get back to you."
 MESSAGE_TAKEN = "Thank you, we have your message."
+CALLBACK_REFUSED_TEXT = "We cannot call this number back. Please call us, or write here and an agent will answer."
 WEBCHAT_NO_CALLBACK = "We cannot call you back from a web chat. Please call us, or write here and an agent will answer."
 TEXT_LIMIT = 4096  # one message shown or sent; longer agent replies are refused
 OFFER_TIMEOUT_S = 60.0  # an agent accepts an offered conversation within this, else it goes back to the queue
@@ -174,6 +177,8 @@ class Conversations:
         self.outside = outside  # the flows' HTTP and clock; tests give their own, None = the real ones
         self.on_offer = on_offer
         self.tell_agent = tell_agent
+        # Where Hilo may call back (routing/outbound.py): the defaults here, routing.yaml's from server.app.
+        self.outbound = OutboundGuard(OutboundPolicy(Outbound(), default_region), redis, namespace)
         self._task: asyncio.Task[None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -521,6 +526,12 @@ class Conversations:
         if number is None:
             await store.add_reply(conn, conversation, Reply(WEBCHAT_NO_CALLBACK))
             work.events.append(await store.event(conn, conversation, "callback.refused", {"reason": "no phone number"}))
+            work.events += await self._end(conn, conversation, "callback-unavailable", "system")
+            return
+        refusal = await self.outbound.callback_refusal(number)
+        if refusal is not None:  # a premium, foreign or too often booked number: never booked, never dialled
+            await store.add_reply(conn, conversation, Reply(CALLBACK_REFUSED_TEXT))
+            work.events.append(await store.event(conn, conversation, "callback.refused", {"reason": refusal}))
             work.events += await self._end(conn, conversation, "callback-unavailable", "system")
             return
         booked = await conn.fetchval(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +20,10 @@ class _Strict(BaseModel):
 
 # Ids end up inside Redis key names and the routing scripts' encodings, which use ':' ',' '=' '|' ';'.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+# A PJSIP endpoint's name: it goes into dial strings (`PJSIP/<name>`) and Asterisk's configuration, so nothing
+# that could name a trunk URI (`carrier/sip:...@host`), a second channel (`&`), an option (`,`) or a comment.
+PHONE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PhoneName = Annotated[str, StringConstraints(pattern=PHONE_NAME.pattern)]
 Level = Annotated[int, Field(ge=1, le=10)]
 # skill -> level: what an agent has (1 beginner .. 10 expert), or the lowest level a queue requires.
 Skills = dict[Name, Level]
@@ -109,7 +115,7 @@ def _voice_only() -> dict[Channel, int]:
 class Agent(_Strict):
     id: Name
     name: str
-    sip_endpoint: str
+    sip_endpoint: PhoneName  # one of the phones of phones.yaml (checked where the folder or server is known)
     queues: list[Name] = Field(min_length=1)
     skills: Skills = Field(default_factory=dict)
     teams: list[Name] = Field(default_factory=list)
@@ -117,9 +123,42 @@ class Agent(_Strict):
     capacity: dict[Channel, Annotated[int, Field(ge=0, le=50)]] = Field(default_factory=_voice_only)
 
 
+# E.164 prefixes: "+34", "+44 20" (spaces allowed for reading, ignored)
+E164Prefix = Annotated[str, StringConstraints(pattern=r"^\+[0-9][0-9 ]{0,18}$")]
+Region = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+# What kind of line a number may be (phonenumbers' number types). Premium-rate, shared-cost, personal,
+# pager, voicemail and unknown numbers are never dialled, whatever the configuration says.
+DialableType = Literal["fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "voip", "uan"]
+
+
+def _personal_lines() -> list[DialableType]:
+    return ["fixed_line", "mobile", "fixed_line_or_mobile"]
+
+
+class OutboundLimit(_Strict):
+    max: int = Field(default=3, ge=1, le=1000)
+    within_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+
+
+class Outbound(_Strict):
+    """Where Hilo may dial on its own (routing/outbound.py): a booked callback (to the number the caller
+    called from, which anyone can fake) and a flow's transfer to a phone number. A number must be valid, of a
+    `countries` region (None: the server's HILO_DEFAULT_REGION only), of one of `number_types`, outside the
+    premium and shared-cost ranges Hilo always refuses and outside `block`, and, when `allow` is given, start
+    with one of its prefixes. Callbacks are also limited per number (`per_number`) and in all per hour."""
+
+    countries: list[Region] | None = None
+    number_types: list[DialableType] = Field(default_factory=_personal_lines, min_length=1)
+    allow: list[E164Prefix] = Field(default_factory=list)
+    block: list[E164Prefix] = Field(default_factory=list)
+    per_number: OutboundLimit = Field(default_factory=OutboundLimit)
+    per_hour: int = Field(default=60, ge=1, le=100_000)  # callbacks booked in one clock hour, all numbers
+
+
 class RoutingConfig(_Strict):
     queues: list[Queue]
     agents: list[Agent]
+    outbound: Outbound = Field(default_factory=Outbound)
 
     @model_validator(mode="after")
     def agents_serve_known_queues(self) -> RoutingConfig:
@@ -136,6 +175,56 @@ class RoutingConfig(_Strict):
                 if step.overflow is not None and step.overflow not in known:
                     raise ValueError(f"queue {q.id} overflows into unknown queue {step.overflow!r}")
         return self
+
+
+class Phone(_Strict):
+    """A phone Hilo provisions as a PJSIP endpoint (rendered by `hilo phones render`, asterisk/phones.py), with
+    its own digest credentials (the password in the environment, `HILO_PHONE_SECRET_<ENDPOINT>`)."""
+
+    endpoint: PhoneName
+    # The caller id it shows on calls it places: `"<caller_name>" <caller_number>`.
+    caller_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 ()._,'-]{1,64}$")]
+    caller_number: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,32}$")]
+    # Where Asterisk reaches a phone at a fixed address (the demo's SIPp phones): nothing may REGISTER for it.
+    # None: the phone REGISTERs with its credentials (one contact; a new registration replaces the old one).
+    contact: (
+        Annotated[str, StringConstraints(pattern=r"^sips?:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")]
+        | None
+    ) = None
+    # Networks the phone may send from (e.g. the office LAN); empty: anywhere, its credentials decide.
+    permit: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(default_factory=list)
+
+    @property
+    def secret_key(self) -> str:
+        """The environment variable that holds its password."""
+        return phone_secret_key(self.endpoint)
+
+
+def phone_secret_key(endpoint: str) -> str:
+    return "HILO_PHONE_SECRET_" + re.sub(r"[^A-Z0-9]", "_", endpoint.upper())
+
+
+class Phones(_Strict):
+    phones: list[Phone]
+
+    @model_validator(mode="after")
+    def one_each(self) -> Phones:
+        for what, values in (
+            ("endpoint", [p.endpoint for p in self.phones]),
+            ("secret variable (endpoint names that differ only in - . _ or case)", [p.secret_key for p in self.phones]),
+        ):
+            seen: set[str] = set()
+            for value in values:
+                if value in seen:
+                    raise ValueError(f"two phones have the same {what}: {value}")
+                seen.add(value)
+        return self
+
+    def endpoints(self) -> frozenset[str]:
+        return frozenset(p.endpoint for p in self.phones)
+
+    def get(self, endpoint: str) -> Phone | None:
+        return next((p for p in self.phones if p.endpoint == endpoint), None)
 
 
 class Numbers(_Strict):
@@ -156,9 +245,18 @@ class DemoCustomers(_Strict):
 
 
 def load_routing(folder: Path) -> RoutingConfig:
-    """routing.yaml, with the `hours` calendars its queues name checked against hours.yaml beside it."""
+    """routing.yaml, with the `hours` calendars its queues name checked against hours.yaml beside it, and the
+    agents' phones against phones.yaml beside it (when the folder has one: the server's always does)."""
     path = folder / "routing.yaml"
     config = load_model(path, RoutingConfig)
+    if (folder / PHONES_FILE).exists():
+        provisioned = load_phones(folder).endpoints()
+        for i, agent in enumerate(config.agents):
+            if agent.sip_endpoint not in provisioned:
+                line = line_of(yaml.compose(path.read_text()), ("agents", i, "sip_endpoint")) or 1
+                raise ConfigError(
+                    f"{path}:{line}: agents.{i}.sip_endpoint: {unprovisioned(agent.sip_endpoint, provisioned)}"
+                )
     named = [(i, q.hours) for i, q in enumerate(config.queues) if q.hours is not None]
     if named:
         from flows.hours import load_calendars_file  # the flows package imports this module
@@ -178,6 +276,20 @@ def load_routing(folder: Path) -> RoutingConfig:
 
 def load_demo_customers(folder: Path) -> DemoCustomers:
     return load_model(folder / "demo-customers.yaml", DemoCustomers)
+
+
+PHONES_FILE = "phones.yaml"
+
+
+def load_phones(folder: Path) -> Phones:
+    """The phones Hilo provisions (phones.yaml): the only endpoints an agent may have."""
+    return load_model(folder / PHONES_FILE, Phones)
+
+
+def unprovisioned(endpoint: str, provisioned: frozenset[str]) -> str:
+    return (
+        f"phone {endpoint!r} is not one Hilo provisions (phones.yaml has: {', '.join(sorted(provisioned)) or 'none'})"
+    )
 
 
 def load_numbers(folder: Path) -> Numbers:

@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
     asterisk_root: Path | None = None
+    # The SIP guard (asterisk/sip_guard.py): a source whose SIP requests Asterisk refused sip_block_after times
+    # within sip_block_window_s (unknown name, wrong password, ...) is refused by Asterisk for sip_block_s;
+    # at most sip_block_max sources at once. Never blocked: sip_never_block (addresses or networks, comma
+    # separated) and the trunks' addresses in pjsip.conf. Blocking needs asterisk_root (Asterisk's config).
+    sip_guard: bool = True
+    sip_block_after: int = Field(default=5, ge=1, le=1000)
+    sip_block_window_s: int = Field(default=60, ge=1, le=86_400)
+    sip_block_s: int = Field(default=900, ge=1, le=30 * 86_400)
+    sip_block_max: int = Field(default=1000, ge=1, le=100_000)
+    sip_never_block: str = "127.0.0.1/32,::1/128"
 
     # Speech input (speech/). vosk_models: a vosk model folder per language, as JSON
     # (HILO_VOSK_MODELS='{"es": "/opt/vosk/vosk-model-small-es-0.42"}'); English works without one

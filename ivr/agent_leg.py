@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from asterisk.ari import AriClient, AriError
 from asterisk.stasis import ChannelState, StasisRouter
+from dialplans.models import PHONE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,12 @@ async def ring_agent(
     ring_timeout_s: int,
 ) -> Offer | None:
     """Ring the agent's PJSIP endpoint. Returns the answered leg, or None if it was not answered in time
-    (busy, unreachable, no answer). If the caller hangs up meanwhile, the agent's phone stops ringing."""
+    (busy, unreachable, no answer). If the caller hangs up meanwhile, the agent's phone stops ringing. An
+    endpoint that is not a plain PJSIP endpoint name (a row written before names were checked: a trunk URI such
+    as `carrier/sip:+44...@host` would dial out) is never dialled."""
+    if not PHONE_NAME.fullmatch(endpoint):
+        log.error("agent %s: SIP endpoint %r is not a phone's name: not dialled", agent_id, endpoint[:80])
+        return None
     channel_id = f"{ari.app}-agent-{uuid.uuid4()}"
     leg = stasis.watch(channel_id)
     try:

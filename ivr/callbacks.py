@@ -12,7 +12,8 @@ The row's states: pending -> dialing -> done | failed. A customer who does not a
 durable truth: after a restart, bookings left `dialing` longer than any ring could take are put back to
 pending. Timeline events on the booking interaction: `callback.dialing` (an attempt begins),
 `callback.connected` (the customer answered and is bridged with the agent), `callback.no_answer` (tried
-again later), `callback.failed` (given up)."""
+again later), `callback.failed` (given up), `callback.refused` (the outbound policy refuses the number: never
+offered to an agent, never dialled)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from crm_bridge.timeline import Interaction, Timeline
 from ivr.agent_leg import bridge_and_wait, ring_agent
 from routing.engine import NotQueued, RoutingEngine
 from routing.model import Assignment, RoutingError
+from routing.outbound import OutboundGuard
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ class CallbackDialer:
         self.max_attempts = 3
         self.retry_s = 300.0
         self.poll_s = 1.0
+        # The outbound policy (routing/outbound.py; set by InboundCalls): a booking whose number it refuses now
+        # (booked before the policy, or the policy changed) is never offered to an agent nor dialled.
+        self.outbound: OutboundGuard | None = None
         self._active: set[int] = set()  # callback ids this node is dialling now
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -129,6 +134,10 @@ class CallbackDialer:
             if row["id"] in self._active:
                 continue
             iid = str(row["interaction_id"])
+            refusal = self.outbound.refusal(str(row["number"])) if self.outbound is not None else None
+            if refusal is not None:
+                await self._refuse(row, refusal)
+                continue
             try:
                 if row["next_attempt_at"] is not None:
                     with contextlib.suppress(NotQueued):  # another node put it back a moment ago
@@ -303,6 +312,20 @@ class CallbackDialer:
             "callback.no_answer",
             {"callback_id": row["id"], "attempt": attempts, "retry_at": retry_at.isoformat()},
         )
+
+    async def _refuse(self, row: asyncpg.Record, reason: str) -> None:
+        """A booking the outbound policy refuses: failed, out of routing, `callback.refused`; never dialled."""
+        done = await self.pool.fetchval(
+            "UPDATE callbacks SET state = 'failed', agent_id = NULL, next_attempt_at = NULL, last_result = 'refused',"
+            " updated_at = now() WHERE id = $1 AND state = 'pending' RETURNING true",
+            row["id"],
+        )
+        if not done:
+            return
+        log.warning("callback %s refused by the outbound policy: %s", row["id"], reason)
+        with contextlib.suppress(RoutingError):
+            await self.engine.remove(str(row["interaction_id"]), FAILED_REASON)
+        await self.timeline.record(_interaction(row), "callback.refused", {"callback_id": row["id"], "reason": reason})
 
     async def _give_up(self, row: asyncpg.Record, reason: str, *, attempts: int | None = None) -> None:
         done = await self.pool.fetchval(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -44,6 +45,7 @@ from recordings.flow import FlowRecording
 from reports.survey import answers_of
 from routing.engine import RoutingEngine
 from routing.model import Assignment, RoutingError
+from routing.outbound import OutboundGuard, OutboundPolicy
 from speech.listener import SpeechService
 from speech.tts import PromptCache, voice_for
 
@@ -57,6 +59,7 @@ TECHNICAL_PROBLEM_PROMPT = (
 APOLOGY_OUTCOMES = frozenset({"failed", "no-flow"})
 HANDED_OFF_OUTCOMES = frozenset({"transferred"})  # the channel lives on in the dialplan: not ours to hang up
 TRANSFER_CONTEXT = "hilo-transfer"  # asterisk/etc/extensions.conf
+_PHONE_NUMBER = re.compile(r"^\+?[0-9]+$")  # a transfer target the dialplan sends out through the trunk
 TRANSFER_RETURN_ARG = "transfer-failed"  # Stasis argument of a transferred call sent back by hilo-transfer-failed
 VOICEMAIL_MAX_S = 120
 VOICEMAIL_MAX_SILENCE_S = 5
@@ -120,6 +123,8 @@ class InboundCalls:
         self.on_offer = on_offer
         self.on_new_caller = on_new_caller  # settable: None asks no outside CRM
         self.recorder = recorder  # settable: None records nothing (recordings/calls.py)
+        # Where Hilo may dial on its own (routing.yaml `outbound:`): callbacks and flows' transfers to numbers.
+        self.outbound = OutboundGuard(OutboundPolicy(routing.outbound, default_region), engine.redis, engine.namespace)
         self.stasis = StasisRouter(self._on_new_call)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.live = LiveCalls(ari, timeline)  # calls with an agent now: hold, and the supervisors' way in
@@ -136,6 +141,7 @@ class InboundCalls:
             ring_timeout_s=ring_timeout_s,
             wrapup_s=wrapup_s,
         )
+        self.callbacks.outbound = self.outbound
         # Agents handing their calls on, blind or after consulting (ivr/transfers.py).
         self.transfers = Transfers(
             ari=ari,
@@ -418,6 +424,14 @@ class InboundCalls:
             if keeps_place:
                 await self._leave_queue(iid, "callback-refused")
             return "callback-unavailable", "system"
+        # Caller ids are easy to fake: a premium, foreign or too often booked number is never booked (so never
+        # dialled); the reason is on the timeline.
+        refusal = await self.outbound.callback_refusal(number)
+        if refusal is not None:
+            await self.timeline.record(interaction, "callback.refused", {"reason": refusal})
+            if keeps_place:
+                await self._leave_queue(iid, "callback-refused")
+            return "callback-unavailable", "system"
         booked = await self.pool.fetchval(
             "INSERT INTO callbacks (interaction_id, customer_id, number, queue, context, max_attempts)"
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (interaction_id) DO NOTHING RETURNING id",
@@ -450,7 +464,13 @@ class InboundCalls:
         variable, so whoever takes the call can fetch everything the caller already said. With `on_failure`,
         a target that does not answer sends the call back here (hilo-transfer-failed in extensions.conf) and
         that node is returned, for the flow to go on; a transfer that was answered ends the call's part here
-        when the channel ends."""
+        when the channel ends. A phone number the outbound policy refuses is not dialled (`ivr.transfer_refused`
+        with the reason): the flow goes on at `on_failure`, or the call ends."""
+        if _PHONE_NUMBER.fullmatch(target):
+            refusal = self.outbound.refusal(target)
+            if refusal is not None:
+                await self.timeline.record(interaction, "ivr.transfer_refused", {"to": target, "reason": refusal})
+                return on_failure if on_failure is not None else ("transfer-refused", "system")
         interaction.context["transfer"] = {"to": target}
         await self.timeline.update(interaction, state="transferred")
         await self.timeline.record(interaction, "ivr.transfer", {"to": target})

@@ -15,9 +15,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from dialplans.models import CHANNELS, Agent, Name, Queue
+from dialplans.models import CHANNELS, Agent, Name, Queue, load_phones, unprovisioned
 from hilo.web.auth import ADMIN, STAFF
+from hilo.web.keys import SETTINGS
 from hilo.web.openapi import ApiError, Reply, Routes, bad_request, conflict, not_found
+from hilo.yamlconf import ConfigError
 from routing.engine import ROUTING, InUse, RoutingEngine
 from routing.model import RoutingError, ms_to_datetime
 
@@ -305,12 +307,23 @@ async def get_routing_agent(request: web.Request, path: RoutingAgentPath) -> Rou
     tag="routing",
     roles=ADMIN,
     ok={200: RoutingAgentOut, 201: RoutingAgentOut},
-    errors={400: "the agent is not valid (field named)", 409: "its SIP endpoint belongs to another agent"},
+    errors={
+        400: "the agent is not valid (field named), e.g. its SIP endpoint is not a phone Hilo provisions",
+        409: "its SIP endpoint belongs to another agent",
+        503: "the provisioned phones (dialplans/phones.yaml) cannot be read",
+    },
 )
 async def put_routing_agent(request: web.Request, path: RoutingAgentPath, body: Agent) -> Reply:
-    """The live state stays: an agent on a call keeps it while its queues or skills change."""
+    """The live state stays: an agent on a call keeps it while its queues or skills change. `sip_endpoint`
+    must be one of the phones of dialplans/phones.yaml: it is what Asterisk dials to offer the agent a call."""
     if body.id != path.agent_id:
         raise bad_request(f"the body's id {body.id!r} is not the path's {path.agent_id!r}", "id")
+    try:
+        provisioned = load_phones(request.app[SETTINGS].dialplans_dir).endpoints()
+    except (ConfigError, OSError) as exc:  # the file Asterisk's phones are rendered from
+        raise ApiError(503, "unavailable", f"the provisioned phones cannot be read: {exc}") from exc
+    if body.sip_endpoint not in provisioned:
+        raise bad_request(unprovisioned(body.sip_endpoint, provisioned), "sip_endpoint")
     engine = _engine(request)
     try:
         created = await engine.put_agent(body)

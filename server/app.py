@@ -11,9 +11,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from asterisk import rest as asterisk_rest
 from asterisk.ami import AmiClient
 from asterisk.ari import AriClient
 from asterisk.dialplan import NumbersDialplanSync
+from asterisk.sip_guard import SIP_GUARD, AclFile, SipGuard, guard_config, pjsip_reload
 from bridges import http as bridges_http
 from bridges import webchat
 from bridges.conversations import CONVERSATIONS, Conversations, flow_by_channel
@@ -27,7 +29,7 @@ from crm_bridge import connectors, verification
 from crm_bridge import rest as crm_rest
 from crm_bridge.timeline import TIMELINE, Timeline
 from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
-from dialplans.models import load_routing
+from dialplans.models import load_phones, load_routing
 from flows import rest as flows_rest
 from flows.hours import Calendars
 from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
@@ -78,18 +80,27 @@ def hilo_api() -> Api:
         console_api.ROUTES,  # /api/agents (handled by console/api.py)
         flows_rest.ROUTES,  # /api/flows… (handled by flows/rest.py)
         health.ROUTES,  # /api/health: /healthz with its details, for staff
+        asterisk_rest.ROUTES,  # /api/sip/blocks: the SIP guard's block list
     )
 
 
 def init_app(settings: Settings) -> web.Application:
     routing = load_routing(settings.dialplans_dir)
     checks_for(settings.dialplans_dir)  # a broken routing.yaml stops the start here, before any connection
+    load_phones(settings.dialplans_dir)  # so does a broken or missing phones.yaml (agents' phones are checked)
     crm = connectors.from_settings(settings)  # so does a HILO_CRM_* setting that cannot work
     recording_keys = recording_setup.key_ring(settings)  # and a HILO_RECORDING_KEYS entry that cannot be used
     messaging_config = bridges_http.load_messaging_config(settings)  # and a broken channels.yaml
     proxies = Proxies.parse(settings.trusted_proxies)  # and HILO_TRUSTED_PROXIES
     peppers = Peppers.parse(  # and a pepper too short to be one
         settings.secret_pepper.get_secret_value(), settings.secret_pepper_previous.get_secret_value()
+    )
+    sip_guard_config = guard_config(  # and a HILO_SIP_NEVER_BLOCK entry that is not an address
+        block_after=settings.sip_block_after,
+        window_s=settings.sip_block_window_s,
+        block_s=settings.sip_block_s,
+        max_blocked=settings.sip_block_max,
+        never_block=settings.sip_never_block,
     )
     # and a broken kpis.yaml; a queue's service-level threshold is its routing.yaml SLA
     kpi_config = load_kpi_config(settings.dialplans_dir, {q.id: q.sla.within_s for q in routing.queues})
@@ -156,6 +167,18 @@ def init_app(settings: Settings) -> web.Application:
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
         )
         numbers_dialplan = NumbersDialplanSync(services.ami, settings.asterisk_root)
+        if settings.sip_guard:  # Asterisk's security events counted; sources that keep failing refused
+            ami = services.ami
+            services.sip_guard = SipGuard(
+                services.redis,
+                settings.namespace,
+                sip_guard_config,
+                acl=AclFile(settings.asterisk_root, settings.namespace),
+                reload=lambda: pjsip_reload(ami),
+                registry=registry,
+            )
+            services.ami.handlers.append(services.sip_guard.on_ami_event)
+            app[SIP_GUARD] = services.sip_guard
         syncing: set[asyncio.Task[bool]] = set()
 
         async def prepare_version(flows: LiveFlows) -> None:
@@ -225,8 +248,12 @@ def init_app(settings: Settings) -> web.Application:
         )
         await services.ari.start()
         await services.ami.start()
+        if services.sip_guard is not None:
+            await services.sip_guard.start()
         yield
         warming.cancel()
+        if services.sip_guard is not None:
+            await services.sip_guard.close()
         await services.calls.close()
         speech.close()
         if enrichment is not None:
@@ -306,6 +333,8 @@ def init_app(settings: Settings) -> web.Application:
             on_offer=services.screenpops.on_offer,
             tell_agent=services.screenpops.tell,
         )
+        assert services.calls is not None  # one outbound policy (routing.yaml's) for callbacks booked by voice or text
+        services.conversations.outbound = services.calls.outbound
         await services.conversations.start()
         app[CONVERSATIONS] = services.conversations
         yield

@@ -8,6 +8,7 @@ import sys
 from urllib.parse import urlsplit
 
 from asterisk.dialplan_cli import add_dialplan_commands, run_dialplan_command
+from asterisk.phones_cli import add_phones_commands, run_phones_command
 from console.users_cli import add_users_commands, run_users_command
 from crm_bridge.import_cli import add_customers_commands, run_customers_command
 from flows.cli import add_flows_commands, run_flows_command
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     add_flows_commands(sub)
     add_customers_commands(sub)
     add_dialplan_commands(sub)
+    add_phones_commands(sub)
     add_users_commands(sub)
     add_speech_commands(sub)
     add_recordings_commands(sub)
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_customers_command(args, settings))
     if args.command == "dialplan":
         return asyncio.run(run_dialplan_command(args, settings))
+    if args.command == "phones":
+        return run_phones_command(args, settings)
     if args.command == "speech":
         return run_speech_command(args, settings)
     if args.command == "users":

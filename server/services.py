@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from asterisk.ami import AmiClient
 from asterisk.ari import AriClient
+from asterisk.sip_guard import SipGuard
 from bridges.conversations import Conversations
 from bridges.http import Messaging
 from bridges.webchat import WebChat
@@ -50,6 +51,7 @@ class Services:
     conversations: Conversations | None = None  # the inbox's handler: flows, agents, threads over text
     webchat: WebChat | None = None  # the web chat visitors' side (bridges/webchat.py)
     screenpops: ScreenPops | None = None  # the agent's console: pops before ringing, chat events
+    sip_guard: SipGuard | None = None  # counts refused SIP requests, blocks sources that keep failing
 
 
 SERVICES = web.AppKey("services", Services)

@@ -117,6 +117,10 @@ configure() {
     # The generated dialplan of dialplans/numbers.yaml (included by extensions.conf).
     (cd "$ROOT" && "$VENV/bin/hilo" dialplan render --output "$AST_ROOT/etc/asterisk/hilo-numbers.conf") ||
         die "rendering the numbers dialplan (hilo dialplan render) failed"
+    # The phones of dialplans/phones.yaml with their digest credentials (passwords from .run/env; the file
+    # holds only their hashes, mode 640).
+    (cd "$ROOT" && "$VENV/bin/hilo" phones render --output "$AST_ROOT/etc/asterisk/hilo-phones.conf") ||
+        die "rendering the phones (hilo phones render) failed"
     install -d -m 755 "$AST_RUNDIR"
     # Hilo's prompts (some say a caller's name): for root and Asterisk's group only; setgid, so every file
     # Hilo writes there gets Asterisk's group, and Hilo makes them 0640 (speech/tts.py).

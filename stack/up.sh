@@ -36,7 +36,8 @@ PG_PORT_START=55432
 REDIS_PORT_START=56379
 # SIPp phones that answer every call: the demo agents, and the demo supervisor's phone (listen/whisper/barge).
 # name, SIP port, media port, scenario (asterisk/sipp/): the demo agents, the demo supervisor's phone, and
-# a phone that rings and is never answered (for ring-no-answer tests).
+# a phone that rings and is never answered (for ring-no-answer tests). Their endpoints in dialplans/phones.yaml
+# have these static contacts; the phones only answer calls, so they never need their credentials.
 SIPP_AGENTS=("agent-alice 5071 6000 agent_uas" "agent-bob 5072 6010 agent_uas" "supervisor-demo 5073 6020 agent_uas"
     "agent-noanswer 5074 6030 agent_no_answer_uas")
 
@@ -170,6 +171,13 @@ if ! grep -q '^HILO_TWILIO_ACCOUNT_SID=' "$ENV_FILE"; then
     printf 'HILO_TWILIO_ACCOUNT_SID=AC%s\n' "$(python3 -c 'import secrets; print(secrets.token_hex(16))')" >>"$ENV_FILE"
 fi
 for key in HILO_TWILIO_AUTH_TOKEN HILO_WHATSAPP_APP_SECRET HILO_WHATSAPP_VERIFY_TOKEN HILO_WHATSAPP_ACCESS_TOKEN; do
+    ensure_env_secret "$key"
+done
+# Each phone of dialplans/phones.yaml has its own SIP password (HILO_PHONE_SECRET_<ENDPOINT>), generated once;
+# stack/asterisk.sh renders their digest hashes into Asterisk's hilo-phones.conf, `hilo phones show <endpoint>`
+# prints what to type into a phone.
+phone_keys=$(cd "$ROOT" && "$VENV/bin/hilo" phones secret-keys) || die "hilo phones secret-keys failed: see dialplans/phones.yaml"
+for key in $phone_keys; do
     ensure_env_secret "$key"
 done
 load_env
@@ -426,6 +434,7 @@ for agent in "${SIPP_AGENTS[@]}"; do
     read -r name port _ <<<"$agent"
     row "SIPp $name" "127.0.0.1:$port udp  (PJSIP/$name)"
 done
+row "SIP credentials" "hilo phones show <endpoint>  (each phone's own; passwords in ${ENV_FILE#"$ROOT"/})"
 row "Asterisk chroot" "${AST_ROOT}"
 row "Logs" "$LOGS/"
 echo

@@ -269,13 +269,21 @@ async def test_queues_and_agents_through_the_admin_api(stack: Stack) -> None:
     carol = {
         "id": "carol",
         "name": "Carol",
-        "sip_endpoint": "agent-carol",
+        "sip_endpoint": "agent-noanswer",  # a phone of dialplans/phones.yaml no demo agent has
         "queues": ["billing"],
         "skills": {"billing": 3},
         "teams": ["back-office"],
         "capacity": {"voice": 1, "webchat": 2},
     }
     try:
+        # An endpoint is what Asterisk dials to offer the agent a call: only a phone Hilo provisions, by its
+        # plain name. A trunk URI would send every call offered to carol out to any number.
+        for endpoint in ("carrier-sim/sip:+447700900123@127.0.0.2:5060", "agent-alice&Local/1@x", "agent-carol"):
+            resp = await stack.client.put(
+                "/api/routing/agents/carol", json={**carol, "sip_endpoint": endpoint}, headers=auth
+            )
+            assert resp.status == 400 and (await resp.json())["field"] == "sip_endpoint", (endpoint, await resp.text())
+        assert await stack.pool.fetchval("SELECT count(*) FROM agents WHERE id = 'carol'") == 0
         resp = await stack.client.put("/api/routing/agents/carol", json=carol, headers=auth)
         assert resp.status == 201, await resp.text()
         body = await resp.json()

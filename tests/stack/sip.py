@@ -1,0 +1,145 @@
+"""A few SIP requests over UDP from a chosen loopback address, as someone on the network would send them: a
+REGISTER for a phone (with no, a wrong or the right password, answering Asterisk's digest challenge), an
+INVITE naming a trunk. Enough SIP to see what Asterisk answers; nothing of a phone's call handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass, field
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]+))')
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]  # lower-case name -> the first value
+
+
+@dataclass
+class SipPeer:
+    """A UDP socket on `address` that sends requests to Asterisk and collects whatever comes back (answers to
+    its requests, and any request Asterisk sends it, e.g. an INVITE for a phone it registered as)."""
+
+    address: str
+    server: tuple[str, int]
+    transport: asyncio.DatagramTransport | None = None
+    responses: asyncio.Queue[Response] = field(default_factory=asyncio.Queue)
+    requests: list[str] = field(default_factory=list)  # request lines received, e.g. "INVITE sip:..."
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    async def open(self) -> SipPeer:
+        peer = self
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                peer._received(data.decode(errors="replace"))
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Protocol, local_addr=(self.address, 0))
+        self.transport = transport
+        return self
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _received(self, text: str) -> None:
+        head, _, _ = text.partition("\r\n\r\n")
+        lines = head.split("\r\n")
+        if lines[0].startswith("SIP/2.0 "):
+            _, code, *reason = lines[0].split(" ", 2)
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    headers.setdefault(name.strip().lower(), value.strip())
+            if not code.startswith("1"):  # provisional answers say nothing final
+                self.responses.put_nowait(Response(int(code), reason[0] if reason else "", headers))
+        else:
+            self.requests.append(lines[0])
+
+    async def _send(self, text: str, within: float) -> Response | None:
+        """Send one request; its final answer, or None when nothing came back within `within` seconds."""
+        assert self.transport is not None
+        while not self.responses.empty():
+            self.responses.get_nowait()
+        self.transport.sendto(text.encode(), self.server)
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(self.responses.get(), within)
+        return None
+
+    def _request(self, method: str, uri: str, user: str, call_id: str, cseq: int, extra: list[str]) -> str:
+        host = f"{self.server[0]}:{self.server[1]}"
+        me = f"{self.address}:{self.port}"
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {me};rport;branch=z9hG4bK{uuid.uuid4().hex}",
+            "Max-Forwards: 70",
+            f"From: <sip:{user}@{host}>;tag={call_id[:8]}",
+            f"To: <sip:{user if method == 'REGISTER' else '100'}@{host}>",
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{user}@{me}>",
+            *extra,
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        return "\r\n".join(lines)
+
+    async def register(self, user: str, password: str | None = None, within: float = 3.0) -> list[int | None]:
+        """REGISTER as `user` with this socket as the contact. Without a password: the one answer. With one:
+        the answer to the first request, then (on a 401 challenge) the answer to the request that carries the
+        digest computed with `password`. None where nothing came back."""
+        host = f"{self.server[0]}:{self.server[1]}"
+        call_id, uri = uuid.uuid4().hex, f"sip:{host}"
+        first = await self._send(self._request("REGISTER", uri, user, call_id, 1, ["Expires: 300"]), within)
+        answers: list[int | None] = [first.status if first else None]
+        if password is None or first is None or first.status != 401:
+            return answers
+        challenge = dict(
+            (k.lower(), a or b) for k, a, b in _CHALLENGE_PARAM.findall(first.headers.get("www-authenticate", ""))
+        )
+        authorization = digest_authorization("REGISTER", uri, user, password, challenge)
+        second = await self._send(
+            self._request("REGISTER", uri, user, call_id, 2, ["Expires: 300", f"Authorization: {authorization}"]),
+            within,
+        )
+        answers.append(second.status if second else None)
+        return answers
+
+    async def invite_as(self, user: str, number: str = "100", within: float = 3.0) -> int | None:
+        """An INVITE (no SDP) for `number` whose From names `user` (e.g. a trunk); Asterisk's final answer."""
+        host = f"{self.server[0]}:{self.server[1]}"
+        answer = await self._send(
+            self._request("INVITE", f"sip:{number}@{host}", user, uuid.uuid4().hex, 1, []), within
+        )
+        return answer.status if answer else None
+
+
+def digest_authorization(method: str, uri: str, user: str, password: str, challenge: dict[str, str]) -> str:
+    """The Authorization header answering an MD5 digest challenge (RFC 2617, qop=auth when offered)."""
+    realm, nonce = challenge["realm"], challenge["nonce"]
+    ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
+    ha2 = hashlib.md5(f"{method}:{uri}".encode(), usedforsecurity=False).hexdigest()
+    parts = [f'username="{user}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"', "algorithm=MD5"]
+    if "auth" in challenge.get("qop", "").split(","):
+        cnonce, nc = uuid.uuid4().hex[:16], "00000001"
+        response = hashlib.md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}".encode(), usedforsecurity=False).hexdigest()
+        parts += [f'cnonce="{cnonce}"', f"nc={nc}", "qop=auth"]
+    else:
+        response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode(), usedforsecurity=False).hexdigest()
+    parts.append(f'response="{response}"')
+    if "opaque" in challenge:
+        parts.append(f'opaque="{challenge["opaque"]}"')
+    return "Digest " + ", ".join(parts)
