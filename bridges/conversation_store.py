@@ -13,8 +13,8 @@ import asyncpg
 
 from bridges.conversation_flow import Reply
 from bridges.messages import Channel, Choice, OutboundMessage, Provider
-from crm_bridge import identity
-from crm_bridge.timeline import Interaction, event_json
+from crm_bridge import identity, timeline
+from crm_bridge.timeline import Interaction
 
 if TYPE_CHECKING:
     from hilo.db import Conn
@@ -112,16 +112,9 @@ async def new_interaction(
 ) -> uuid.UUID:
     """An interaction of the conversation (its context names the conversation, for the console)."""
     context = {"caller_number": phone, "dialed": our_address, "flow": flow, "conversation_id": str(conversation_id)}
-    interaction_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO interactions (customer_id, channel, direction, state, dialed, context, started_at)"
-        " VALUES ($1, $2, 'inbound', 'ivr', $3, $4, coalesce($5, now())) RETURNING id",
-        customer_id,
-        channel,
-        our_address,
-        context,
-        started_at,
+    return await timeline.open_interaction(
+        conn, customer_id, channel, "inbound", dialed=our_address, context=context, started_at=started_at
     )
-    return interaction_id
 
 
 async def load(conn: Conn, conversation_id: uuid.UUID) -> Conversation:
@@ -133,20 +126,9 @@ async def load(conn: Conn, conversation_id: uuid.UUID) -> Conversation:
 async def event(
     conn: Conn, conversation: Conversation, type_: str, data: dict[str, Any], *, at: dt.datetime | None = None
 ) -> dict[str, Any]:
-    """A timeline fact written in the caller's transaction (published by the caller after the commit)."""
-    row = await conn.fetchrow(
-        "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data, at)"
-        " VALUES ((SELECT customer_id FROM interactions WHERE id = $1), $1, $2, $3, $4,"
-        " coalesce($5, clock_timestamp()))"
-        " RETURNING *",
-        conversation.interaction_id,
-        type_,
-        conversation.channel,
-        data,
-        at,
-    )
-    assert row is not None
-    return event_json(row)
+    """A timeline fact written in the caller's transaction (published by the caller after the commit), on
+    the interaction's customer as it is now (a merge may have moved it since `conversation` was read)."""
+    return await timeline.append(conn, conversation.interaction_id, None, conversation.channel, type_, data, at=at)
 
 
 async def add_reply(conn: Conn, conversation: Conversation, reply: Reply) -> None:

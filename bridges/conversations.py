@@ -49,6 +49,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -65,7 +66,7 @@ from bridges.messages import (
     Outbox,
     OutsideWindow,
 )
-from crm_bridge import customers, identity, verification
+from crm_bridge import flow_services, identity
 from crm_bridge.customers import Identification
 from crm_bridge.timeline import Interaction, Publish, event_json
 from dialplans.models import Outbound
@@ -398,10 +399,11 @@ class Conversations:
             journal=journal,
             already_sent=conversation.outputs,
             services=FlowServices(
-                lookup_customer=lambda kind, value: self._lookup_customer(conn, kind, value),
+                # both on the connection of the transaction the turn runs in (never a second one from the pool)
+                lookup_customer=partial(flow_services.lookup_customer, conn, default_region=self.default_region),
                 http=outside.http,
                 calendars=live.calendars,
-                verify_customer=lambda customer, field_, given: self._verify_customer(conn, customer, field_, given),
+                verify_customer=partial(flow_services.verify_customer, conn),
                 clock=outside.clock,
             ),
             channel=conversation.channel,
@@ -977,27 +979,6 @@ class Conversations:
                 events = await self._survey_expired(conn, Conversation.of(locked)) if locked else []
             for event in events:
                 await self.publish(event)
-
-    # -- services the flow uses ---------------------------------------------------------------------
-
-    # Both on the connection of the transaction the turn runs in (never a second one from the pool).
-
-    async def _lookup_customer(self, conn: Conn, kind: str, value: str) -> dict[str, Any] | None:
-        if kind not in identity.KINDS:  # e.g. `identity: account`: an outside system's id
-            kind, value = "external", f"{kind}:{value}"
-        try:  # identity.resolve, on this connection
-            found = await customers.find_by_identity(conn, kind, identity.normalize(kind, value, self.default_region))
-        except identity.InvalidIdentity:
-            return None
-        if found is None:
-            return None
-        survivor = await identity.survivor_of(conn, found.customer_id)
-        return {"id": str(survivor.customer_id), "name": survivor.display_name}
-
-    async def _verify_customer(self, conn: Conn, customer_id: str, field: str, given: str) -> bool:
-        if field not in verification.FIELDS:
-            return False
-        return await verification.verify(conn, uuid.UUID(customer_id), field, given)
 
 
 CONVERSATIONS = web.AppKey("conversations", Conversations)

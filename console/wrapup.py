@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from console.config import ConsoleConfig
-from crm_bridge.timeline import Publish, event_json
+from crm_bridge.timeline import Publish, append
 
 
 class WrapupError(ValueError):
@@ -100,20 +100,17 @@ async def save_wrapup(
         facts = [("agent.disposition", {"disposition": wrapup.disposition})]
         if wrapup.note:
             facts.append(("agent.note", {"note": wrapup.note}))
-        rows = []
-        for type_, data in facts:
-            rows.append(
-                await conn.fetchrow(
-                    "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data)"
-                    " VALUES ($1, $2, $3, $4, $5) RETURNING *",
-                    interaction["customer_id"],
-                    interaction_id,
-                    type_,
-                    interaction["channel"],
-                    {"agent": agent_id, "by": by, **data},
-                )
+        events = [
+            await append(
+                conn,
+                interaction_id,
+                interaction["customer_id"],
+                interaction["channel"],
+                type_,
+                {"agent": agent_id, "by": by, **data},
             )
-    events = [event_json(r) for r in rows if r is not None]
+            for type_, data in facts
+        ]
     for event in events:  # durable first (committed above), then fanned out
         await publish(event)
     return WrapupResult(created=True, events=events)

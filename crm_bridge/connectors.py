@@ -35,7 +35,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from crm_bridge import identity
-from crm_bridge.timeline import Interaction, Timeline, event_json
+from crm_bridge.timeline import Interaction, Timeline, append
 
 log = logging.getLogger(__name__)
 
@@ -326,10 +326,6 @@ _ALREADY_ENRICHED = (
     "SELECT EXISTS (SELECT 1 FROM timeline_events WHERE customer_id = $1"
     " AND type = 'customer.enriched' AND data->>'source' = $2)"
 )
-_APPEND = (
-    "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data)"
-    " VALUES ($1, $2, $3, $4, $5) RETURNING *"
-)
 
 
 class EnrichmentStore:
@@ -386,25 +382,20 @@ class EnrichmentStore:
                 data["conflicts"] = conflicts
             if found.ignored:
                 data["ignored"] = found.ignored
-            rows = [
-                await conn.fetchrow(
-                    _APPEND, customer_id, interaction.id, "customer.enriched", interaction.channel, data
-                )
-            ]
+            events = [await append(conn, interaction.id, customer_id, interaction.channel, "customer.enriched", data)]
             for conflict in conflicts:
-                rows.append(
-                    await conn.fetchrow(
-                        _APPEND,
-                        customer_id,
+                events.append(
+                    await append(
+                        conn,
                         interaction.id,
-                        "customer.identity_conflict",
+                        customer_id,
                         interaction.channel,
+                        "customer.identity_conflict",
                         {"source": found.source, **conflict},
                     )
                 )
-        for stored in rows:  # durable first, then fanned out
-            assert stored is not None
-            await self.timeline.publish(event_json(stored))
+        for event in events:  # durable first, then fanned out
+            await self.timeline.publish(event)
         return Enriched(customer_id, found.source, fields, identities, conflicts)
 
 

@@ -28,6 +28,7 @@ import phonenumbers
 from crm_bridge import customers
 from crm_bridge.customers import Identification
 from crm_bridge.phones import InvalidPhoneNumber, to_e164
+from hilo.db import connection
 
 if TYPE_CHECKING:
     from hilo.db import Conn
@@ -252,11 +253,12 @@ async def survivor_of(conn: Conn, customer_id: uuid.UUID) -> Identification:
 
 
 async def resolve(
-    pool: asyncpg.Pool, kind: str, raw: str, default_region: str | None = None, *, system: str | None = None
+    db: asyncpg.Pool | Conn, kind: str, raw: str, default_region: str | None = None, *, system: str | None = None
 ) -> Identification | None:
-    """The live customer behind an identity (following merges), or None if nobody has it."""
+    """The live customer behind an identity (following merges), or None if nobody has it. `db` may be a
+    connection in the caller's transaction."""
     value = normalize(kind, raw, default_region, system=system)
-    async with pool.acquire() as conn:
+    async with connection(db) as conn:
         found = await customers.find_by_identity(conn, kind, value)
         if found is None:
             return None

@@ -1,5 +1,9 @@
-"""Interactions and the append-only timeline. `Timeline.record` is the one way a fact is written: stored
-in PostgreSQL first, then handed to the notifier, so nothing published can be missing from the store."""
+"""Interactions and the append-only timeline. A fact is stored in PostgreSQL first, then handed to the
+notifier, so nothing published can be missing from the store: `Timeline.record` does both.
+
+`open_interaction` and `append` are the only writes of a new interaction and of a timeline event. They take
+the pool or a connection, so a feature that writes a fact together with rows of its own does it in its own
+transaction, and publishes the event itself once that has committed."""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import asyncpg
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from hilo.db import Conn
 
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -52,55 +59,79 @@ def shareable(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "data": {**data, "withheld": keys}}
 
 
+class InteractionDetails(TypedDict, total=False):
+    """What a new interaction may also be given (each None by default)."""
+
+    dialed: str | None
+    channel_ref: str | None  # the Asterisk channel id of the customer's leg
+    context: dict[str, Any] | None
+    started_at: datetime | None  # for facts that happened earlier (a provider's own timestamp, a history import)
+
+
+async def open_interaction(
+    db: asyncpg.Pool | Conn, customer_id: uuid.UUID, channel: str, direction: str, **details: Unpack[InteractionDetails]
+) -> uuid.UUID:
+    """A new interaction (in the IVR state); its id."""
+    interaction_id: uuid.UUID = await db.fetchval(
+        "INSERT INTO interactions"
+        " (customer_id, channel, direction, state, dialed, channel_ref, context, started_at)"
+        " VALUES ($1, $2, $3, 'ivr', $4, $5, $6, coalesce($7, now())) RETURNING id",
+        customer_id,
+        channel,
+        direction,
+        details.get("dialed"),
+        details.get("channel_ref"),
+        details.get("context") or {},
+        details.get("started_at"),
+    )
+    return interaction_id
+
+
+# An event's customer and channel default to the interaction's (its customer as it is now, after any merge).
+_APPEND = """
+INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data, at)
+VALUES (coalesce($1, (SELECT customer_id FROM interactions WHERE id = $2)), $2, $3,
+        coalesce($4, (SELECT channel FROM interactions WHERE id = $2)), $5, coalesce($6, clock_timestamp()))
+RETURNING *"""
+
+
+async def append(
+    db: asyncpg.Pool | Conn,
+    interaction_id: uuid.UUID,
+    customer_id: uuid.UUID | None,
+    channel: str | None,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """Write one event on the timeline; the event as it is published (`event_json`). Publishing is the
+    caller's, once the event is committed. `customer_id` or `channel` None: the interaction's. `at` is for
+    facts that happened earlier; by default the fact happens now."""
+    row = await db.fetchrow(_APPEND, customer_id, interaction_id, type_, channel, data, at)
+    assert row is not None
+    return event_json(row)
+
+
 class Timeline:
     def __init__(self, pool: asyncpg.Pool, publish: Publish) -> None:
         self.pool = pool
         self.publish = publish
 
     async def start_interaction(
-        self,
-        customer_id: uuid.UUID,
-        channel: str,
-        direction: str,
-        *,
-        dialed: str | None = None,
-        channel_ref: str | None = None,
-        context: dict[str, Any] | None = None,
-        started_at: datetime | None = None,
+        self, customer_id: uuid.UUID, channel: str, direction: str, **details: Unpack[InteractionDetails]
     ) -> Interaction:
-        """`started_at` is for facts that happened earlier (a provider's own timestamp, a history import)."""
-        row = await self.pool.fetchrow(
-            "INSERT INTO interactions"
-            " (customer_id, channel, direction, state, dialed, channel_ref, context, started_at)"
-            " VALUES ($1, $2, $3, 'ivr', $4, $5, $6, coalesce($7, now())) RETURNING id",
-            customer_id,
-            channel,
-            direction,
-            dialed,
-            channel_ref,
-            context or {},
-            started_at,
-        )
-        assert row is not None
-        return Interaction(row["id"], customer_id, channel, dict(context or {}))
+        interaction_id = await open_interaction(self.pool, customer_id, channel, direction, **details)
+        return Interaction(interaction_id, customer_id, channel, dict(details.get("context") or {}))
 
     async def record(
         self, interaction: Interaction, type_: str, data: dict[str, Any] | None = None, *, at: datetime | None = None
     ) -> dict[str, Any]:
         """`at` is for facts that happened earlier (a provider's own timestamp, a history import); by
         default the fact happens now."""
-        row = await self.pool.fetchrow(
-            "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data, at)"
-            " VALUES ($1, $2, $3, $4, $5, coalesce($6, clock_timestamp())) RETURNING *",
-            interaction.customer_id,
-            interaction.id,
-            type_,
-            interaction.channel,
-            data or {},
-            at,
+        event = await append(
+            self.pool, interaction.id, interaction.customer_id, interaction.channel, type_, data or {}, at=at
         )
-        assert row is not None
-        event = event_json(row)
         await self.publish(event)
         return event
 

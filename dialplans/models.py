@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from hilo.yamlconf import ConfigError, load_model
-from hilo.yamlconf import _line_of as line_of
+from dialplans.hours import load_calendars_file
+from hilo.yamlconf import ConfigError, Positions, load_model
 
 
 class _Strict(BaseModel):
@@ -253,20 +253,17 @@ def load_routing(folder: Path) -> RoutingConfig:
         provisioned = load_phones(folder).endpoints()
         for i, agent in enumerate(config.agents):
             if agent.sip_endpoint not in provisioned:
-                line = line_of(yaml.compose(path.read_text()), ("agents", i, "sip_endpoint")) or 1
+                line = Positions(yaml.compose(path.read_text())).line_of(("agents", i, "sip_endpoint"))
                 raise ConfigError(
                     f"{path}:{line}: agents.{i}.sip_endpoint: {unprovisioned(agent.sip_endpoint, provisioned)}"
                 )
     named = [(i, q.hours) for i, q in enumerate(config.queues) if q.hours is not None]
     if named:
-        from flows.hours import load_calendars_file  # the flows package imports this module
-
         calendars, _ = load_calendars_file(folder / "hours.yaml")
         known = calendars.ids() if calendars is not None else frozenset()
         for i, calendar in named:
             if calendar not in known:
-                tree = yaml.compose(path.read_text())
-                line = line_of(tree, ("queues", i, "hours")) or 1
+                line = Positions(yaml.compose(path.read_text())).line_of(("queues", i, "hours"))
                 raise ConfigError(
                     f"{path}:{line}: queues.{i}.hours: unknown calendar {calendar!r}"
                     f" (hours.yaml has: {', '.join(sorted(known)) or 'none'})"

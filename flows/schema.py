@@ -16,10 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -33,6 +31,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from dialplans.hours import TimeZoneName
+
 
 def _str_if_int(value: object) -> object:
     # `1:` unquoted in YAML is the integer 1; a keypad key is text.
@@ -44,22 +44,6 @@ def _iso_if_date(value: object) -> object:
     return value.isoformat() if isinstance(value, dt.date) and not isinstance(value, dt.datetime) else value
 
 
-def _known_time_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        ok = False
-    else:
-        ok = name != "localtime"  # the host's zone, whatever it is: not a choice an admin can see
-    if not ok:
-        raise PydanticCustomError(
-            "time_zone_unknown",
-            "unknown time zone '{name}': use an IANA name such as Europe/Madrid, America/Bogota or UTC",
-            {"name": name[:64]},
-        )
-    return name
-
-
 NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=64)]
 FlowId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=64)]
 VarName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
@@ -69,7 +53,6 @@ Template = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Scalar = Annotated[str | int | float | bool | None, BeforeValidator(_iso_if_date)]
 # What `gte` and `lt` compare with: numbers, or text such as "09:00" (compared as text).
 Comparable = Annotated[StrictInt | StrictFloat | StrictStr, BeforeValidator(_iso_if_date)]
-TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_known_time_zone)]
 
 # The flow variable a `consent` node sets (recordings read it: a refusal stops the call's recording).
 CONSENT_VARIABLE = "record_consent"

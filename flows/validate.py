@@ -17,7 +17,7 @@ from jinja2 import TemplateSyntaxError, meta
 
 from dialplans.models import load_routing
 from flows.hours import load_calendars_file
-from flows.loader import FlowProblem, LoadedFlow, Loc, load_flow
+from flows.loader import FlowProblem, LoadedFlow, load_flow
 from flows.schema import (
     CONSENT_VARIABLE,
     INPUT_KINDS,
@@ -38,7 +38,7 @@ from flows.schema import (
     templates_of,
 )
 from flows.templates import BUILTIN_NAMES, environment
-from hilo.yamlconf import ConfigError
+from hilo.yamlconf import ConfigError, Loc
 from speech.matching import normalize
 
 SOUND_EXTENSIONS = ("", ".wav", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722", ".mp3")

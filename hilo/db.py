@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,17 @@ async def create_pool(dsn: str, **kwargs: Any) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, init=_init_connection, **kwargs)
     assert pool is not None
     return pool
+
+
+@contextlib.asynccontextmanager
+async def connection(db: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
+    """One connection for several queries: `db` itself when it is a connection (e.g. in the caller's
+    transaction), else one borrowed from the pool for the block."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
 def migration_files() -> list[tuple[str, str]]:

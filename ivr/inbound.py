@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -24,7 +25,7 @@ from prometheus_client import Counter, Gauge
 from asterisk.ari import AriClient, AriError
 from asterisk.events import ChannelDestroyed, Event, StasisStart
 from asterisk.stasis import ChannelState, StasisRouter
-from crm_bridge import customers, identity, verification
+from crm_bridge import customers, flow_services, identity
 from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import RoutingConfig
 from flows.engine import FlowContext, FlowServices, Outcome, run_flow
@@ -284,9 +285,9 @@ class InboundCalls:
             customer=customer,
             flows=live.flows,
             services=FlowServices(
-                lookup_customer=self._lookup_customer,
+                lookup_customer=partial(flow_services.lookup_customer, self.pool, default_region=self.default_region),
                 calendars=live.calendars,
-                verify_customer=self._verify_customer,
+                verify_customer=partial(flow_services.verify_customer, self.pool),
             ),
             record=record,
             # `record` and `consent` nodes (recordings/flow.py); none when nothing is recorded here
@@ -509,24 +510,6 @@ class InboundCalls:
             waiting.set_result("returned")
         elif isinstance(event, ChannelDestroyed):
             waiting.set_result("ended")
-
-    async def _lookup_customer(self, kind: str, value: str) -> dict[str, Any] | None:
-        # `identity: account` (any kind that is not a built-in one) names an outside system's ids,
-        # stored as the external identity `account:<value>`.
-        if kind not in identity.KINDS:
-            kind, value = "external", f"{kind}:{value}"
-        try:
-            found = await identity.resolve(self.pool, kind, value, self.default_region)
-        except identity.InvalidIdentity:
-            return None
-        if found is None:
-            return None
-        return {"id": str(found.customer_id), "name": found.display_name}
-
-    async def _verify_customer(self, customer_id: str, field: str, given: str) -> bool:
-        if field not in verification.FIELDS:
-            return False
-        return await verification.verify(self.pool, uuid.UUID(customer_id), field, given)
 
     async def _connect_to_agent(
         self,

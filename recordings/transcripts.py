@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from crm_bridge.timeline import Publish, event_json
+from crm_bridge.timeline import Publish, append
 from hilo.claim_loop import ClaimLoop
 from recordings import catalog
 from recordings.catalog import Recording
@@ -85,12 +85,6 @@ _LANGUAGES = """
 SELECT c.preferred_language, i.context->>'flow_language' AS flow_language
   FROM recordings r JOIN customers c ON c.id = r.customer_id JOIN interactions i ON i.id = r.interaction_id
  WHERE r.id = $1"""
-
-_TIMELINE_INSERT = (
-    "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data)"
-    " SELECT r.customer_id, r.interaction_id, $2, i.channel, $3 FROM recordings r"
-    " JOIN interactions i ON i.id = r.interaction_id WHERE r.id = $1 RETURNING *"
-)
 
 
 async def claim(pool: asyncpg.Pool, lease_s: float) -> Job | None:
@@ -219,7 +213,8 @@ class TranscriptWorker(ClaimLoop[Job]):
             )
             if not updated:  # our lease ran out and another worker took the job over: its result counts
                 return
-            event = await conn.fetchrow(_TIMELINE_INSERT, rec.id, "recording.transcribed", data)
+            # On the recording's customer (a merge moves the interaction, not its recordings).
+            event = await append(conn, rec.interaction_id, rec.customer_id, None, "recording.transcribed", data)
         log.info(
             "recording %s transcribed (%s, %s): %d words from %.1f s of audio in %.1f s",
             rec.id,
@@ -229,8 +224,7 @@ class TranscriptWorker(ClaimLoop[Job]):
             transcript.audio_s,
             transcript.decode_s,
         )
-        if event is not None:
-            await self.publish(event_json(event))
+        await self.publish(event)
 
     async def _give_up(
         self, job: Job, reason: str, *, final: bool, rec: Recording | None, language: str | None = None
@@ -262,7 +256,9 @@ class TranscriptWorker(ClaimLoop[Job]):
             )
             if updated and rec is not None and rec.state != "deleted":
                 data = {"recording_id": str(job.recording_id), "reason": reason[:200], "attempts": job.attempts}
-                event = await conn.fetchrow(_TIMELINE_INSERT, job.recording_id, "recording.transcription_failed", data)
+                event = await append(
+                    conn, rec.interaction_id, rec.customer_id, None, "recording.transcription_failed", data
+                )
         log.error("transcript of recording %s failed for good: %s", job.recording_id, reason)
         if event is not None:
-            await self.publish(event_json(event))
+            await self.publish(event)

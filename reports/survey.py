@@ -21,7 +21,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from crm_bridge.timeline import Publish, event_json
+from crm_bridge.timeline import Publish, append, event_json
 from flows.survey import SURVEY_SCALES
 
 log = logging.getLogger(__name__)
@@ -104,18 +104,9 @@ async def save_answer(
             if existing["data"].get("score") != answer.score:
                 raise AnswerConflict(event_json(existing))
             return Saved(False, event_json(existing))
-        row = await conn.fetchrow(
-            "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data, at)"
-            " VALUES ($1, $2, $3, $4, $5, coalesce($6, clock_timestamp())) RETURNING *",
-            interaction["customer_id"],
-            interaction_id,
-            SURVEY_ANSWER,
-            interaction["channel"],
-            data,
-            at,
+        event = await append(
+            conn, interaction_id, interaction["customer_id"], interaction["channel"], SURVEY_ANSWER, data, at=at
         )
-    assert row is not None
-    event = event_json(row)
     await publish(event)
     return Saved(True, event)
 
