@@ -16,7 +16,8 @@ agents under 200 events/s, each beside a baseline measured in the same run (the 
    (`Reports(from_timeline=True)`, the path before the summary), checked to give the very same rows.
 2. Wallboard. Makes a second database (`hilo_bench_wallboard`) with 1,000 agents (--agents), starts a `hilo
    serve` process of its own (namespace `hilo-bench-wb`, log in .run/logs/bench-kpis-hilo.log), signs in a
-   supervisor and opens the wallboard WebSocket as the page does. It then writes timeline events at
+   console admin (the whole, unfiltered picture: a supervisor's is cut to their teams) and opens the
+   wallboard WebSocket as the page does. It then writes timeline events at
    --rate per second (default 200: each interaction started, queued, answered, ended) as Hilo does (the
    row, then the event on `<namespace>:events`), and for every `interaction.started` measures the time from
    its publication to the first wallboard message counting it (`started_today`). Baseline: a bare Redis
@@ -336,7 +337,7 @@ async def prepare_wallboard_db(dsn: str, agents: int) -> tuple[str, str]:
             for n in range(agents)
         )  # fmt: skip
         password = uuid.uuid4().hex
-        await add_user(pool, "bench-supervisor", password, "supervisor", None)
+        await add_user(pool, "bench-admin", password, "admin", None)  # every team: the whole picture
         customer = await pool.fetchval("INSERT INTO customers (display_name) VALUES ('Bench') RETURNING id")
     finally:
         await pool.close()
@@ -354,7 +355,7 @@ async def wallboard_latency(dsn: str, agents: int, rate: float, seconds: float) 
     seen = asyncio.Event()
     async with hilo_server(dsn) as base, aiohttp.ClientSession() as http:
         async with http.post(
-            f"{base}/console/api/login", json={"username": "bench-supervisor", "password": password}
+            f"{base}/console/api/login", json={"username": "bench-admin", "password": password}
         ) as r:
             token = (await r.json())["token"]
         ws = await http.ws_connect(f"{base}/console/wallboard/ws", headers={"Authorization": f"Bearer {token}"})
@@ -502,7 +503,7 @@ The summary takes the grouping of every event out of each report (and the first-
 only the period's customers); what remains is Python's work per contact: reading each row into a contact,
 the follow-ups, the figures.
 
-**Wallboard.** A `hilo serve` of the bench's own with {args.agents:,} agents, one supervisor's wallboard
+**Wallboard.** A `hilo serve` of the bench's own with {args.agents:,} agents, one admin's (unfiltered) wallboard
 WebSocket open, and {wb.events:,} timeline events written at {args.rate:.0f}/s for {args.seconds:.0f} s
 (interactions started, queued, answered, ended, as Hilo writes them: the row, then the event on Redis). For
 each of the {len(wb.wallboard_s):,} `interaction.started` events measured ({max(missed, 0)} not seen within

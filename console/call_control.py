@@ -1,6 +1,8 @@
 """Acting on live work over the API: an agent (or a supervisor) puts a call on hold and back; a supervisor
 listens to, whispers into or barges into a call from their phone, and moves a waiting interaction to another
-queue or agent. Every attempt is audited (console/audit.py), done or refused.
+queue or agent. Each is limited to the asker's scope (routing/scope.py): an agent acts on their own calls, a
+supervisor on those of their teams' agents and what waits in their teams' queues, an admin on all. Every
+attempt is audited (hilo/actions.py), done or refused, out of scope too.
 
 Calls are acted on by the Hilo node handling them (ivr/live_calls.py): a request reaching another node gets
 409 `not_here`. Declared on this module's route table, served in the one API (hilo.web.api)."""
@@ -15,8 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
 from asterisk.ari import AriError
-from console.audit import audit, recent
 from crm_bridge.timeline import TIMELINE, Interaction
+from hilo.actions import audit, recent
 from hilo.audit import FORM_DESCRIPTION, actor
 from hilo.web.auth import EVERYONE, STAFF, principal
 from hilo.web.keys import POOL
@@ -26,6 +28,7 @@ from ivr.live_calls import NotLive
 from ivr.supervision import PHONE, Mode, Supervision, SupervisionError
 from routing.engine import ROUTING, NotQueued
 from routing.model import RoutingError
+from routing.scope import Scope, refuse, scope_of
 
 ROUTES = Routes()
 
@@ -41,6 +44,39 @@ def calls_here(request: web.Request) -> InboundCalls:
 async def _audit(request: web.Request, action: str, kind: str, target: str, ok: bool, **detail: Any) -> None:
     pool = request.app[POOL]
     await audit(pool, principal(request), action, kind, target, ok=ok, detail=detail)
+
+
+async def asker_scope(request: web.Request) -> Scope:
+    """Whose work the one asking may act on (routing/scope.py), read now."""
+    return await scope_of(request.app[POOL], principal(request))
+
+
+async def refused(
+    request: web.Request, scope: Scope, action: str, kind: str, target: str, what: str, field: str, /, **detail: Any
+) -> ApiError:
+    """The 403 for `what` out of the asker's scope, audited (ok false, with the reason)."""
+    return await refuse(
+        request.app[POOL],
+        principal(request),
+        scope,
+        action=action,
+        target_kind=kind,
+        target_id=target,
+        what=what,
+        field=field,
+        detail=detail,
+    )
+
+
+def live_agent(calls: InboundCalls, interaction_id: str) -> str | None:
+    """The agent on a call handled here; None when it is not (over, or on another node)."""
+    try:
+        return calls.live.get(interaction_id).agent_id
+    except NotLive:
+        return None
+
+
+OUT_OF_SCOPE = "outside your scope: an agent acts on their own calls, a supervisor on their teams' agents' (audited)"
 
 
 class InteractionPath(Input):
@@ -61,8 +97,11 @@ async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> Hold
     except NotLive as exc:
         await _audit(request, action, "interaction", iid, False, reason="not_here")
         raise conflict(str(exc), "interaction_id") from exc
-    if who.role == "agent" and call.agent_id != who.agent_id:
-        raise ApiError(403, "forbidden", "an agent holds only their own calls")
+    scope = await asker_scope(request)
+    if not scope.has_agent(call.agent_id):
+        raise await refused(
+            request, scope, action, "interaction", iid, "this call", "interaction_id", agent=call.agent_id
+        )
     try:
         changed = await (calls.live.hold if hold else calls.live.unhold)(iid, actor(who))
     except (NotLive, AriError) as exc:
@@ -79,7 +118,7 @@ async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> Hold
     tag="calls",
     roles=EVERYONE,
     ok={200: HoldOut},
-    errors={403: "an agent holds only their own calls", 409: "no such call with an agent on this server now"},
+    errors={403: OUT_OF_SCOPE, 409: "no such call with an agent on this server now"},
 )
 async def hold_call(request: web.Request, path: InteractionPath) -> HoldOut:
     """`call.held` on the timeline (hold time in the KPIs); holding a held call changes nothing."""
@@ -93,7 +132,7 @@ async def hold_call(request: web.Request, path: InteractionPath) -> HoldOut:
     tag="calls",
     roles=EVERYONE,
     ok={200: HoldOut},
-    errors={403: "an agent holds only their own calls", 409: "no such call with an agent on this server now"},
+    errors={403: OUT_OF_SCOPE, 409: "no such call with an agent on this server now"},
 )
 async def unhold_call(request: web.Request, path: InteractionPath) -> HoldOut:
     """`call.unheld` on the timeline."""
@@ -147,14 +186,24 @@ def _out(sup: Supervision) -> SupervisionOut:
     tag="calls",
     roles=STAFF,
     ok={201: SupervisionOut},
-    errors={409: "no such call with an agent on this server now", 502: "the phone did not answer"},
+    errors={
+        403: "the call's agent is outside your teams (audited)",
+        409: "no such call with an agent on this server now",
+        502: "the phone did not answer",
+    },
 )
 async def start_supervision(request: web.Request, path: InteractionPath, body: SupervisionIn) -> Reply:
     """Hilo rings `phone`; once answered it is connected in `mode` (answered when it is). It ends when the
-    supervisor hangs up, DELETEs it, or the call ends."""
+    supervisor hangs up, DELETEs it, or the call ends. Only on a call of an agent of your teams."""
     calls, who, iid = calls_here(request), principal(request), str(path.interaction_id)
     mode: Mode = body.mode
     try:
+        agent = calls.live.get(iid).agent_id
+        scope = await asker_scope(request)
+        if not scope.has_agent(agent):
+            raise await refused(
+                request, scope, mode, "interaction", iid, "this call", "interaction_id", agent=agent, phone=body.phone
+            )
         sup = await calls.supervisions.start(iid, mode, body.phone, actor(who))
     except NotLive as exc:
         await _audit(request, mode, "interaction", iid, False, phone=body.phone, reason="not_here")
@@ -169,14 +218,43 @@ async def start_supervision(request: web.Request, path: InteractionPath, body: S
 @ROUTES.route(
     "GET",
     "/api/supervisions",
-    summary="Supervisions in progress on this server",
+    summary="Supervisions in progress on this server (a supervisor's: on their teams' calls)",
     tag="calls",
     roles=STAFF,
     ok={200: SupervisionList},
 )
 async def list_supervisions(request: web.Request) -> SupervisionList:
-    active = calls_here(request).supervisions.active.values()
-    return SupervisionList(supervisions=[_out(s) for s in active if not s.ended.is_set()])
+    calls, scope = calls_here(request), await asker_scope(request)
+    active = [s for s in calls.supervisions.active.values() if not s.ended.is_set()]
+    return SupervisionList(
+        supervisions=[_out(s) for s in active if scope.has_agent(live_agent(calls, s.interaction_id))]
+    )
+
+
+async def _supervision(request: web.Request, action: str, sid: str) -> Supervision:
+    """A supervision in progress here that the asker may act on: 404 (audited) if there is none, 403 (audited)
+    if its call's agent is outside their scope."""
+    calls = calls_here(request)
+    try:
+        sup = calls.supervisions.get(sid)
+    except LookupError as exc:
+        await _audit(request, action, "supervision", sid, False, reason="unknown: none in progress on this server")
+        raise not_found(str(exc), "supervision_id") from exc
+    agent = live_agent(calls, sup.interaction_id)
+    scope = await asker_scope(request)
+    if agent is not None and not scope.has_agent(agent):
+        raise await refused(
+            request,
+            scope,
+            action,
+            "supervision",
+            sid,
+            "this supervision's call",
+            "supervision_id",
+            agent=agent,
+            interaction=sup.interaction_id,
+        )
+    return sup
 
 
 @ROUTES.route(
@@ -186,17 +264,23 @@ async def list_supervisions(request: web.Request) -> SupervisionList:
     tag="calls",
     roles=STAFF,
     ok={200: SupervisionOut},
-    errors={404: "no such supervision in progress here", 409: "the call is over"},
+    errors={
+        403: "its call's agent is outside your teams (audited)",
+        404: "no such supervision in progress here (audited)",
+        409: "the call is over",
+    },
 )
 async def change_supervision(request: web.Request, path: SupervisionPath, body: ModeIn) -> SupervisionOut:
     calls, sid = calls_here(request), str(path.supervision_id)
     mode: Mode = body.mode
+    await _supervision(request, mode, sid)
     try:
         sup = await calls.supervisions.change(sid, mode)
     except NotLive as exc:
         await _audit(request, mode, "supervision", sid, False, reason="call over")
         raise conflict(str(exc), "supervision_id") from exc
-    except LookupError as exc:
+    except LookupError as exc:  # it ended meanwhile
+        await _audit(request, mode, "supervision", sid, False, reason="unknown: none in progress on this server")
         raise not_found(str(exc), "supervision_id") from exc
     except (SupervisionError, AriError) as exc:
         await _audit(request, mode, "supervision", sid, False, reason=str(exc)[:300])
@@ -212,13 +296,18 @@ async def change_supervision(request: web.Request, path: SupervisionPath, body: 
     tag="calls",
     roles=STAFF,
     ok={200: SupervisionOut},
-    errors={404: "no such supervision in progress here"},
+    errors={
+        403: "its call's agent is outside your teams (audited)",
+        404: "no such supervision in progress here (audited)",
+    },
 )
 async def end_supervision(request: web.Request, path: SupervisionPath) -> SupervisionOut:
     sid = str(path.supervision_id)
+    await _supervision(request, "supervision-end", sid)
     try:
         sup = await calls_here(request).supervisions.end(sid)
-    except LookupError as exc:
+    except LookupError as exc:  # it ended meanwhile
+        await _audit(request, "supervision-end", "supervision", sid, False, reason="unknown: already ended")
         raise not_found(str(exc), "supervision_id") from exc
     await _audit(request, "supervision-end", "supervision", sid, True, interaction=sup.interaction_id)
     return _out(sup)
@@ -253,12 +342,14 @@ class MoveOut(BaseModel):
     roles=STAFF,
     ok={200: MoveOut},
     errors={
+        403: "it waits in a queue outside your teams, or the target queue or agent is (audited)",
         404: "routing holds no such interaction",
         409: "not waiting (offered, talking, ended), or the agent cannot take it now",
     },
 )
 async def move_interaction(request: web.Request, path: InteractionPath, body: MoveIn) -> MoveOut:
-    """One atomic routing decision (routing/decide.lua `move`); `routing.moved` on the timeline."""
+    """One atomic routing decision (routing/decide.lua `move`); `routing.moved` on the timeline. A supervisor
+    moves what waits in their teams' queues, to their teams' queues or agents."""
     iid = str(path.interaction_id)
     engine, timeline, pool = request.app.get(ROUTING), request.app.get(TIMELINE), request.app[POOL]
     if engine is None or timeline is None:
@@ -269,6 +360,16 @@ async def move_interaction(request: web.Request, path: InteractionPath, body: Mo
     )
     if row is None:
         raise not_found(f"no interaction {iid}", "interaction_id")
+    scope = await asker_scope(request)
+    if not scope.everything:
+        live = await engine.state.interaction(iid)  # empty when routing does not hold it: the move says so (409)
+        if live and not scope.has_work(live.get("agent"), live.get("queue")):
+            what = f"this interaction (in queue {live.get('queue')})"
+            raise await refused(request, scope, "move", "interaction", iid, what, "interaction_id", **target)
+        if body.agent is not None and not scope.has_agent(body.agent):
+            raise await refused(request, scope, "move", "interaction", iid, f"agent {body.agent}", "agent", **target)
+        if body.queue is not None and not scope.has_queue(body.queue):
+            raise await refused(request, scope, "move", "interaction", iid, f"queue {body.queue}", "queue", **target)
     try:
         result = await engine.move(iid, queue=body.queue, agent=body.agent)
     except RoutingError as exc:
@@ -312,7 +413,7 @@ class AuditList(BaseModel):
 @ROUTES.route(
     "GET",
     "/api/audit/supervisor-actions",
-    summary="Who did what to live work, when: supervision, hold, moves, agent states",
+    summary="Who did what to live work, when: supervision, hold, moves, transfers, agent states, refusals",
     tag="calls",
     roles=STAFF,
     ok={200: AuditList},

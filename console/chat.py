@@ -1,10 +1,12 @@
 """The console's chat pane over HTTP: an agent's text conversations (SMS, WhatsApp, web chat) beside calls.
 
-An agent sees and acts on the conversations routing offered to them or that they took; a supervisor or
-admin on any. Taking a conversation (`accept`) silences the flow; `reply` goes through the outbox;
-`handback` returns the conversation to the flow; `close` ends it (then the wrap-up, as for a call). A
-WhatsApp conversation says whether the 24-hour customer-service window is open and when it closes; a
-reply outside it is refused with the reason. Errors are `{"error", "field", "reason"}`."""
+An agent sees and acts on the conversations routing offered to them or that they took; a supervisor on
+those of their teams' agents (and, with no agent yet, those waiting in their teams' queues); an admin on any
+(routing/scope.py); anything else is refused with 403, audited (hilo/actions.py). Taking a conversation
+(`accept`) silences the flow; `reply` goes through the outbox; `handback` returns the conversation to the
+flow; `close` ends it (then the wrap-up, as for a call). A WhatsApp conversation says whether the 24-hour
+customer-service window is open and when it closes; a reply outside it is refused with the reason. Errors
+are `{"error", "field", "reason"}`."""
 
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from bridges.conversations import CONVERSATIONS, Conversations
 from bridges.messages import OutsideWindow
 from bridges.outbox import window_state
 from console.screenpop import offered_to
+from hilo.actions import audit
 from hilo.audit import actor
 from hilo.web.auth import EVERYONE, principal, requires
 from hilo.web.keys import POOL
 from hilo.web.openapi import error_response
 from hilo.web.sessions import Principal
+from routing.scope import Scope, refuse, scope_of
 
 
 def _conversations(request: web.Request) -> Conversations:
@@ -69,6 +73,40 @@ async def _deliveries(pool: asyncpg.Pool, thread: list[dict[str, Any]]) -> None:
             event["delivery"] = {"state": row["state"], "error_code": row["error_code"], "reason": row["last_error"]}
 
 
+async def _audit_refusal(
+    request: web.Request, action: str, interaction_id: uuid.UUID, reason: str, **detail: Any
+) -> None:
+    """An agent's refusal (not offered to them, not theirs), audited as every refusal."""
+    who, iid = principal(request), str(interaction_id)
+    await audit(request.app[POOL], who, action, "interaction", iid, ok=False, detail={"reason": reason, **detail})
+
+
+def _in_scope(scope: Scope, conversation: Conversation) -> bool:
+    return scope.has_work(conversation.agent_id, conversation.queue)
+
+
+async def _refused(
+    request: web.Request, scope: Scope, action: str, interaction_id: uuid.UUID, conversation: Conversation
+) -> web.Response:
+    """403 for a conversation out of the asker's scope, audited."""
+    refusal = await refuse(
+        request.app[POOL],
+        principal(request),
+        scope,
+        action=action,
+        target_kind="interaction",
+        target_id=str(interaction_id),
+        what="this conversation",
+        field="interaction_id",
+        detail={
+            **({"read": "chat"} if action == "read" else {}),
+            "agent": conversation.agent_id,
+            "queue": conversation.queue,
+        },
+    )
+    return refusal.response()
+
+
 async def _summary(request: web.Request, conversation: Conversation) -> dict[str, Any]:
     pool = request.app[POOL]
     name = await pool.fetchval("SELECT display_name FROM customers WHERE id = $1", conversation.customer_id)
@@ -78,7 +116,8 @@ async def _summary(request: web.Request, conversation: Conversation) -> dict[str
 @requires(*EVERYONE)
 async def list_chats(request: web.Request) -> web.Response:
     who = principal(request)
-    chats = await _conversations(request).for_agent(_acting_agent(who))
+    scope = await scope_of(request.app[POOL], who)
+    chats = [c for c in await _conversations(request).for_agent(_acting_agent(who)) if _in_scope(scope, c)]
     return web.json_response({"chats": [await _summary(request, c) for c in chats]})
 
 
@@ -96,7 +135,13 @@ async def read_chat(request: web.Request) -> web.Response:
     if who.role == "agent" and not (
         who.agent_id and (conversation.agent_id == who.agent_id or await offered_to(pool, interaction_id, who.agent_id))
     ):
-        return error_response(403, "forbidden", "this conversation was not offered to you")
+        reason = "this conversation was not offered to you"
+        await _audit_refusal(request, "read", interaction_id, reason, read="chat")
+        return error_response(403, "forbidden", reason)
+    if who.role != "agent":
+        scope = await scope_of(pool, who)
+        if not _in_scope(scope, conversation):
+            return await _refused(request, scope, "read", interaction_id, conversation)
     thread = await conversations.thread(interaction_id)
     await _deliveries(pool, thread)
     return web.json_response({**await _summary(request, conversation), "thread": thread})
@@ -123,10 +168,16 @@ def _act(action: str) -> Any:
         conversations = _conversations(request)
         agent = _acting_agent(who)
         by = actor(who)
+        if action != "accept" and who.role != "agent":  # an agent's own are checked by the conversation itself
+            scope = await scope_of(request.app[POOL], who)
+            conversation = await conversations.get(interaction_id)
+            if conversation is not None and not _in_scope(scope, conversation):
+                return await _refused(request, scope, f"chat-{action}", interaction_id, conversation)
         try:
             if action == "accept":
                 if not who.agent_id:
                     reason = "only an agent takes a conversation (this user has no agent id)"
+                    await _audit_refusal(request, "chat-accept", interaction_id, reason)
                     return error_response(403, "forbidden", reason)
                 done: Any = await conversations.accept(interaction_id, who.agent_id)
             elif action == "reply":
@@ -140,6 +191,8 @@ def _act(action: str) -> Any:
             else:
                 done = await conversations.close_conversation(interaction_id, agent, by=by)
         except ConversationError as exc:
+            if exc.status == 403:  # not theirs: audited as every refusal
+                await _audit_refusal(request, f"chat-{action}", interaction_id, exc.reason)
             kind = {400: "bad_request", 403: "forbidden", 404: "not_found"}.get(exc.status, "conflict")
             return error_response(exc.status, kind, exc.reason, exc.field)
         except OutsideWindow as exc:

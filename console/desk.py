@@ -2,7 +2,9 @@
 interaction (its screen-pop) and wrapping it up.
 
 Agents act only on their own agent and read only interactions offered to them (`routing.offered` on the
-timeline); supervisors and admins may read and wrap up any. Errors are `{"error", "field", "reason"}`."""
+timeline); supervisors read and wrap up those of their teams' agents (offered to or taken by one; with no
+agent, queued in their teams' queues), admins any (routing/scope.py; a refusal is audited, hilo/actions.py).
+Errors are `{"error", "field", "reason"}`."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from console.screenpop import SCREENPOPS, offered_to
 from console.wrapup import WrapupConflict, WrapupError, parse_wrapup, save_wrapup
 from console.ws import SOCKETS, close_sockets, console_ws
 from crm_bridge.timeline import TIMELINE
+from hilo.actions import audit
 from hilo.audit import actor
 from hilo.passwords import MAX_LENGTH, hash_password_async, needs_rehash, verify_password_async
 from hilo.web.auth import EVERYONE, principal, requires, same_origin, session_store
@@ -28,6 +31,7 @@ from hilo.web.openapi import error_response
 from hilo.web.sessions import COOKIE, SESSION_TTL_S, Principal, SessionStore
 from hilo.web.signin import SIGNIN
 from routing.live import BOARD, MANUAL_STATES
+from routing.scope import interaction_work, refuse, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +240,31 @@ def _is_agent(who: Principal) -> bool:
     return who.role == "agent"
 
 
+async def _out_of_scope(
+    request: web.Request, who: Principal, interaction_id: uuid.UUID, action: str, **detail: Any
+) -> web.Response | None:
+    """For a supervisor (or any non-agent): 403, audited, if the interaction is not their teams' work."""
+    pool = request.app[POOL]
+    scope = await scope_of(pool, who)
+    if scope.everything:
+        return None
+    work = await interaction_work(pool, interaction_id)
+    if work is None or scope.has_work(work.agents, work.queue):
+        return None  # (no such interaction: 404 below)
+    refusal = await refuse(
+        pool,
+        who,
+        scope,
+        action=action,
+        target_kind="interaction",
+        target_id=str(interaction_id),
+        what="this interaction",
+        field="interaction_id",
+        detail={"agents": list(work.agents), "queue": work.queue, **detail},
+    )
+    return refusal.response()
+
+
 @requires(*EVERYONE)
 async def read_interaction(request: web.Request) -> web.Response:
     who = principal(request)
@@ -244,7 +273,13 @@ async def read_interaction(request: web.Request) -> web.Response:
         return _bad("interaction id must be a UUID", "interaction_id")
     pool = request.app[POOL]
     if _is_agent(who) and not (who.agent_id and await offered_to(pool, interaction_id, who.agent_id)):
-        return error_response(403, "forbidden", "this interaction was not offered to you")
+        reason = "this interaction was not offered to you"
+        await audit(
+            pool, who, "read", "interaction", str(interaction_id), ok=False, detail={"reason": reason, "read": "pop"}
+        )
+        return error_response(403, "forbidden", reason)
+    if not _is_agent(who) and (refused := await _out_of_scope(request, who, interaction_id, "read", read="pop")):
+        return refused
     pop = await request.app[SCREENPOPS].build(interaction_id, who.agent_id)
     if pop is None:
         return error_response(404, "not_found", "no such interaction")
@@ -273,7 +308,10 @@ async def wrap_up(request: web.Request) -> web.Response:
     had_it = row["agent_id"]  # set when an agent answered
     if _is_agent(who) and (who.agent_id is None or had_it != who.agent_id):
         reason = "only the agent who took this interaction (or a supervisor) wraps it up"
+        await audit(pool, who, "wrapup", "interaction", str(interaction_id), ok=False, detail={"reason": reason})
         return error_response(403, "forbidden", reason)
+    if not _is_agent(who) and (refused := await _out_of_scope(request, who, interaction_id, "wrapup")):
+        return refused
     try:
         result = await save_wrapup(
             pool,

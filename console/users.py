@@ -1,5 +1,5 @@
 """Console users in PostgreSQL: who may sign in, with which role, taking which agent's calls, and (for a
-supervisor) supervising which teams (agents' `teams` in routing.yaml; see recordings/access.py)."""
+supervisor) supervising which teams (agents' `teams` in routing.yaml; what that opens to them: routing/scope.py)."""
 
 from __future__ import annotations
 

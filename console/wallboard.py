@@ -5,8 +5,9 @@ only; sign-in is the console's (/console/).
 The socket gets the wallboard picture (reports/monitor.py) at once and again whenever it changes, and a
 `heartbeat` every HEARTBEAT_S; like the agent's socket it is closed with 4001 when the session ends. Its
 query string is the page's filter (`channel`, `queue`, `team`, `slot`, `group`: reports/wallboard_view.py),
-applied on the server; a supervisor with teams (console_users.teams, read when the socket opens) only
-receives those teams' agents, their queues and what waits in them."""
+applied on the server, cut to the subscriber's scope (routing/scope.py, read when the socket opens): a
+supervisor only receives their teams' agents, their queues and what waits in them, and one without teams
+none of it."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from aiohttp import WSMsgType, web
 
 from console.desk import PAGE_HEADERS, STATIC_DIR
 from console.ws import HEARTBEAT_S, SESSION_ENDED, SOCKETS
+from hilo.actions import audit
 from hilo.web.auth import STAFF, authenticate, same_origin, session_store, unauthorized
 from hilo.web.sessions import Principal
 from reports.monitor import WALLBOARD
-from reports.wallboard_view import FilterError, parse_filter, supervised_teams
+from reports.wallboard_view import FilterError, parse_filter
+from routing.scope import scope_of
 
 Send = Callable[[str], Awaitable[None]]
 
@@ -47,10 +50,14 @@ async def wallboard_ws(request: web.Request) -> web.StreamResponse:
     if monitor is None:
         return web.json_response({"error": "unavailable", "reason": "the wallboard is not running"}, status=503)
     try:
-        scope = await supervised_teams(monitor.wallboard.pool, who.role, who.username)
-        subscription = parse_filter(request.query).limited_to(scope)
+        scope = await scope_of(monitor.wallboard.pool, who)
+        subscription = parse_filter(request.query).limited_to(scope.teams_shown)
     except FilterError as exc:
         status = 403 if exc.field == "team" else 400
+        if status == 403:  # a team outside theirs: a refusal of the scope, audited as every one
+            asked = request.query.get("team", "")[:200]
+            detail = {"reason": exc.reason, "read": "wallboard"}
+            await audit(monitor.wallboard.pool, who, "read", "team", asked, ok=False, detail=detail)
         return web.json_response({"error": "invalid", "field": exc.field, "reason": exc.reason}, status=status)
 
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)

@@ -1,5 +1,6 @@
 """`GET /console/ws`: the console's live feed. A signed-in agent receives the screen-pops of their own agent
-channel; a supervisor (or admin) receives every agent's pops.
+channel; a supervisor those of the agents of their teams (their scope, routing/scope.py, read when the socket
+opens: the page reconnects to follow a change of team), none without teams; an admin every agent's.
 
 Both ends watch the link: the server pings (aiohttp heartbeat) and drops a client that stops answering;
 it also sends a `heartbeat` message every HEARTBEAT_S, so the page notices a dead server and reconnects.
@@ -21,8 +22,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from console.screenpop import agent_channel, all_agents_pattern, last_pop_key
 from hilo.web.auth import authenticate, same_origin, session_store, unauthorized
-from hilo.web.keys import REDIS, SETTINGS
+from hilo.web.keys import POOL, REDIS, SETTINGS
 from hilo.web.sessions import Principal
+from routing.scope import Scope, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
     if who.role == "agent" and not who.agent_id:
         return web.json_response({"error": "forbidden", "reason": "this user has no agent"}, status=403)
     redis, namespace = request.app[REDIS], request.app[SETTINGS].namespace
+    scope = await scope_of(request.app[POOL], who)
 
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
     await ws.prepare(request)
@@ -55,7 +58,7 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
     pubsub = redis.pubsub()
     tasks: list[asyncio.Task[None]] = []
     try:
-        replay = await _subscribe(pubsub, redis, namespace, who)
+        subscribed, replay = await _subscribe(pubsub, redis, namespace, who, scope)
         await send(
             json.dumps(
                 {
@@ -69,10 +72,9 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
         )
         if replay is not None:
             await send(replay)
-        tasks = [
-            asyncio.create_task(_relay(pubsub, send, ws)),
-            asyncio.create_task(_heartbeats(request, who, ws, send)),
-        ]
+        tasks = [asyncio.create_task(_heartbeats(request, who, ws, send))]
+        if subscribed:  # a supervisor of no agent has nothing to relay (and no subscription that could end)
+            tasks.append(asyncio.create_task(_relay(pubsub, send, ws)))
         async for message in ws:  # the page only pings; anything else is ignored
             if message.type == WSMsgType.TEXT and message.data == "ping":
                 await send(json.dumps({"type": "pong"}))
@@ -88,15 +90,23 @@ async def console_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _subscribe(pubsub: Any, redis: aioredis.Redis, namespace: str, who: Principal) -> str | None:
-    """Subscribe first, then read the latest pop: a pop published in between arrives twice (the page
+async def _subscribe(
+    pubsub: Any, redis: aioredis.Redis, namespace: str, who: Principal, scope: Scope
+) -> tuple[bool, str | None]:
+    """Subscribe to the channels of the agents in scope: whether to anything, and for an agent their latest
+    pop. Subscribe first, then read the latest pop: a pop published in between arrives twice (the page
     shows each interaction once) rather than not at all."""
     if who.role == "agent" and who.agent_id:
         await pubsub.subscribe(agent_channel(namespace, who.agent_id))
         raw = await redis.get(last_pop_key(namespace, who.agent_id))
-        return raw.decode() if isinstance(raw, bytes) else raw
-    await pubsub.psubscribe(all_agents_pattern(namespace))
-    return None
+        return True, raw.decode() if isinstance(raw, bytes) else raw
+    if scope.everything:
+        await pubsub.psubscribe(all_agents_pattern(namespace))
+        return True, None
+    channels = [agent_channel(namespace, agent) for agent in sorted(scope.agents)]
+    if channels:
+        await pubsub.subscribe(*channels)
+    return bool(channels), None
 
 
 async def _relay(pubsub: Any, send: Any, ws: web.WebSocketResponse) -> None:

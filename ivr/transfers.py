@@ -14,10 +14,12 @@
   answering, or hanging up while consulting, brings the caller back to the transferring agent; the
   transferring agent hanging up while consulting completes the transfer.
 
-Every transfer records `routing.transferred` {kind: blind|attended, from_agent, to_agent|to_queue} on the
-timeline; the collected context (context.ivr, verification, the agent's note in context.transfers) stays
-with the interaction, so the receiving agent's screen-pop shows it. Transfers act on calls bridged on this
-node (like hold); a request reaching another node is refused (409)."""
+Every transfer records `routing.transferred` {kind: blind|attended, from_agent, to_agent|to_queue, by} on the
+timeline: `from_agent` is the agent whose call it was, `by` who handed it on (an actor of hilo/audit.py: the
+agent themselves, or a supervisor or admin acting on their call; `routing.consulting` and a cancelled
+transfer's `routing.transfer_failed` say `by` too); the collected context (context.ivr, verification, the
+agent's note in context.transfers) stays with the interaction, so the receiving agent's screen-pop shows it.
+Transfers act on calls bridged on this node (like hold); a request reaching another node is refused (409)."""
 
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ class Consult:
     leg: ChannelState
     note: str | None
     watcher: asyncio.Task[None] | None = None
+    by: str | None = None  # who started it (an actor); completing it on its own (the agent hung up) is theirs
 
 
 class Transfers:
@@ -99,8 +102,17 @@ class Transfers:
     # Blind ----------------------------------------------------------------------------------------
 
     async def blind(
-        self, interaction_id: str, by_agent: str | None, *, to_queue: str | None, to_agent: str | None, note: str | None
+        self,
+        interaction_id: str,
+        by_agent: str | None,
+        *,
+        to_queue: str | None,
+        to_agent: str | None,
+        note: str | None,
+        by: str | None = None,
     ) -> Moved:
+        """`by_agent`: the agent asking, limited to their own call (None: a supervisor or admin); `by`: who,
+        an actor (hilo/audit.py), for the timeline."""
         call = self._call(interaction_id, by_agent)
         if interaction_id in self.consults:
             raise TransferError("a consultation is in progress: complete or cancel it first", "kind")
@@ -114,7 +126,7 @@ class Transfers:
             except RoutingError as exc:
                 raise TransferError(str(exc), "to_queue" if to_queue else "to_agent") from exc
             queue = to_queue or str(call.interaction.context.get("queue") or "")
-            await self._note(call, "blind", to_queue=to_queue, to_agent=to_agent, note=note)
+            await self._note(call, "blind", to_queue=to_queue, to_agent=to_agent, note=note, by=by)
             moved = self.moved[interaction_id] = Moved(queue, offer, on_hold=True)
             # The caller to music, the agent off the call: the call's task picks it up from there.
             with contextlib.suppress(AriError):
@@ -127,7 +139,9 @@ class Transfers:
 
     # Attended -------------------------------------------------------------------------------------
 
-    async def consult(self, interaction_id: str, by_agent: str | None, to_agent: str, note: str | None) -> Consult:
+    async def consult(
+        self, interaction_id: str, by_agent: str | None, to_agent: str, note: str | None, by: str | None = None
+    ) -> Consult:
         """Hold the caller and ring `to_agent`; returns once they answered (then they talk with the
         transferring agent). TransferError when they cannot be rung or do not answer: the caller is back."""
         call = self._call(interaction_id, by_agent)
@@ -138,17 +152,15 @@ class Transfers:
             raise TransferError(f"unknown agent {to_agent!r}", "to_agent", 400)
         if to_agent == call.agent_id or target.get("state") != "available":
             raise TransferError(f"agent {to_agent} cannot take it now ({target.get('state')})", "to_agent")
-        by = by_agent or call.agent_id
         # Reserved while rung and consulting: routing offers the target nothing else meanwhile.
         await self.engine.set_state(to_agent, "away", CONSULTING)
-        await self.live.hold(interaction_id, by)
+        await self.live.hold(interaction_id, by or by_agent or call.agent_id)
         try:
             await asyncio.wait_for(self.on_offer(call.interaction, to_agent), OFFER_HOOK_DEADLINE_S)
         except Exception:  # the pop failing must never cost the transfer
             log.exception("offer hook failed for the transfer of %s", interaction_id)
-        await self.timeline.record(
-            call.interaction, "routing.consulting", {"from_agent": call.agent_id, "to_agent": to_agent}
-        )
+        consulting = {"from_agent": call.agent_id, "to_agent": to_agent, **({"by": by} if by else {})}
+        await self.timeline.record(call.interaction, "routing.consulting", consulting)
         answered = await ring_agent(
             self.ari,
             self.stasis,
@@ -165,20 +177,20 @@ class Transfers:
             await self._back_to_agent(call, to_agent, "no-answer")
             raise TransferError(f"agent {to_agent} did not answer; the caller is back with you", "to_agent", 502)
         await self.ari.add_to_bridge(call.bridge_id, [answered.channel.id])
-        consult = self.consults[interaction_id] = Consult(call, to_agent, answered.channel, note)
+        consult = self.consults[interaction_id] = Consult(call, to_agent, answered.channel, note, by=by)
         consult.watcher = asyncio.create_task(self._watch(interaction_id, consult), name=f"consult-{interaction_id}")
         return consult
 
-    async def complete(self, interaction_id: str, by_agent: str | None) -> None:
+    async def complete(self, interaction_id: str, by_agent: str | None, by: str | None = None) -> None:
         consult = self._consult(interaction_id, by_agent)
-        await self._complete(consult)
+        await self._complete(consult, by)
         # The transferring agent leaves: the call's task hands the caller to the target (ivr/inbound.py).
         with contextlib.suppress(AriError):
             await self.ari.hangup(consult.call.agent.id)
 
-    async def cancel(self, interaction_id: str, by_agent: str | None) -> None:
+    async def cancel(self, interaction_id: str, by_agent: str | None, by: str | None = None) -> None:
         consult = self._consult(interaction_id, by_agent)
-        await self._end_consult(consult, "cancelled")
+        await self._end_consult(consult, "cancelled", by)
 
     # For the call's task --------------------------------------------------------------------------
 
@@ -209,7 +221,7 @@ class Transfers:
             raise TransferError("an agent transfers only their own calls", "interaction_id", 403)
         return consult
 
-    async def _complete(self, consult: Consult) -> None:
+    async def _complete(self, consult: Consult, by: str | None = None) -> None:
         call, iid = consult.call, str(consult.call.interaction.id)
         if self.consults.pop(iid, None) is None:
             return
@@ -221,12 +233,15 @@ class Transfers:
             await self.engine.answered(iid, consult.to_agent)
         except RoutingError as exc:  # e.g. routing gave the target other work meanwhile: they talk anyway
             log.warning("transfer of %s to %s: routing could not follow (%s)", iid, consult.to_agent, exc)
-        await self._note(call, "attended", to_queue=None, to_agent=consult.to_agent, note=consult.note)
+        await self._note(
+            call, "attended", to_queue=None, to_agent=consult.to_agent, note=consult.note, by=by or consult.by
+        )
         self.moved[iid] = Moved(
             str(call.interaction.context.get("queue") or ""), None, agent_id=consult.to_agent, leg=consult.leg
         )
 
-    async def _end_consult(self, consult: Consult, why: str) -> None:
+    async def _end_consult(self, consult: Consult, why: str, by: str | None = None) -> None:
+        """`by`: who ended it, when a person did (a cancel)."""
         iid = str(consult.call.interaction.id)
         if self.consults.pop(iid, None) is None:
             return
@@ -236,19 +251,18 @@ class Transfers:
             await self.ari.hangup(consult.leg.id)
         self.stasis.forget(consult.leg.id)
         await self.engine.set_state(consult.to_agent, "available")  # reserved no longer
-        await self._back_to_agent(consult.call, consult.to_agent, why)
+        await self._back_to_agent(consult.call, consult.to_agent, why, by)
 
-    async def _back_to_agent(self, call: LiveCall, to_agent: str, why: str) -> None:
+    async def _back_to_agent(self, call: LiveCall, to_agent: str, why: str, by: str | None = None) -> None:
         """The transfer did not happen: the caller back with the transferring agent."""
         iid = str(call.interaction.id)
+        failed = {"kind": "attended", "from_agent": call.agent_id, "to_agent": to_agent, "reason": why}
         await self.timeline.record(
-            call.interaction,
-            "routing.transfer_failed",
-            {"kind": "attended", "from_agent": call.agent_id, "to_agent": to_agent, "reason": why},
+            call.interaction, "routing.transfer_failed", {**failed, **({"by": by} if by else {})}
         )
         if not call.gone:
             with contextlib.suppress(AriError):
-                await self.live.unhold(iid, call.agent_id)
+                await self.live.unhold(iid, by or call.agent_id)
 
     async def _watch(self, interaction_id: str, consult: Consult) -> None:
         """The target hanging up while consulting cancels the transfer."""
@@ -264,6 +278,7 @@ class Transfers:
         to_queue: str | None,
         to_agent: str | None,
         note: str | None,
+        by: str | None,
     ) -> None:
         data: dict[str, Any] = {"kind": kind, "from_agent": call.agent_id}
         data.update({"to_queue": to_queue} if to_queue else {"to_agent": to_agent})
@@ -271,4 +286,4 @@ class Transfers:
         transfers.append({**data, "note": note})
         call.interaction.context["transfers"] = transfers
         await self.timeline.update(call.interaction)  # the context (and the note) for the next agent's pop
-        await self.timeline.record(call.interaction, "routing.transferred", data)
+        await self.timeline.record(call.interaction, "routing.transferred", {**data, **({"by": by} if by else {})})

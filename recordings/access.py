@@ -1,11 +1,11 @@
 """Who may use a recording, and the short-lived signed URLs the browser plays it from.
 
-Agents use the recordings of their own calls (the agent on the recorded call); supervisors those of the
-agents in the teams they supervise (`console_users.teams`; agents' teams are `agents.teams`, from
-routing.yaml), and of calls with no agent (voicemail, a flow's recording) whose queue an agent of those teams
-serves; admins all of them. Teams are read at each request, so a change of team takes effect at once. The
-rule is one SQL condition (`Scope.condition`) used alike by the listing, the search and each single
-recording, so what a list shows and what can be opened never differ.
+Who may use which recording is the scope rule of every live-work route (routing/scope.py): agents the
+recordings of their own calls (the agent on the recorded call); supervisors those of the agents in the teams
+they supervise, and of calls with no agent (voicemail, a flow's recording) in a queue an agent of those teams
+serves; a supervisor without teams none; admins all of them. The scope is read at each request, so a change
+of team takes effect at once. The rule is one SQL condition (`Scope.condition`) used alike by the listing,
+the search and each single recording, so what a list shows and what can be opened never differ.
 
 Playback in a browser cannot send a bearer token with an <audio> element, so the API hands out a URL that
 carries its own proof: the recording id, what it is for (playback or download), who asked, and an expiry,
@@ -20,65 +20,17 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode
 
 from hilo import audit
 from hilo.web.sessions import Principal
+from routing.scope import NOTHING, Scope, scope_of
 
 if TYPE_CHECKING:
     from hilo.db import Db
 
 Mode = Literal["playback", "download"]
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The recordings someone may use: all of them, one agent's calls, or those of some teams; else none."""
-
-    everything: bool = False
-    agent_id: str | None = None
-    teams: tuple[str, ...] = ()
-
-    def condition(self, param: int, alias: str = "r") -> tuple[str, list[Any]]:
-        """SQL true for the recordings (table alias `alias`) in scope, with its arguments from $`param` on."""
-        if self.everything:
-            return "true", []
-        if self.agent_id is not None:
-            return f"{alias}.agent_id = ${param}", [self.agent_id]
-        if not self.teams:
-            return "false", []
-        team_agents = f"SELECT a.id FROM agents a WHERE a.teams && ${param}::text[]"  # noqa: S608 (a number)
-        team_queues = f"SELECT unnest(a.queues) FROM agents a WHERE a.teams && ${param}::text[]"  # noqa: S608
-        return (
-            f"({alias}.agent_id IN ({team_agents}) OR ({alias}.agent_id IS NULL AND {alias}.queue IN ({team_queues})))",
-            [list(self.teams)],
-        )
-
-    def refusal(self) -> str:
-        """Why a recording out of scope is refused (403)."""
-        if self.agent_id is not None:
-            return "agents may only use the recordings of their own calls"
-        if self.teams:
-            return f"supervisors may only use the recordings of their teams ({', '.join(self.teams)})"
-        return "no recordings are open to you (a supervisor needs teams: hilo users add --team)"
-
-
-NOTHING = Scope()
-
-
-async def scope_of(db: Db, who: Principal) -> Scope:
-    """What `who` may use: admin everything, an agent their own calls, a supervisor their teams' (read now)."""
-    if who.role == "admin":
-        return Scope(everything=True)
-    if who.role == "agent":
-        return Scope(agent_id=who.agent_id) if who.agent_id else NOTHING
-    if who.role == "supervisor" and who.username:
-        teams = await db.fetchval(
-            "SELECT teams FROM console_users WHERE username = $1 AND role = 'supervisor'", who.username
-        )
-        return Scope(teams=tuple(sorted(teams))) if teams else NOTHING
-    return NOTHING
 
 
 def signed_actor(actor: str) -> audit.Actor | None:

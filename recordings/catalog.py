@@ -13,7 +13,7 @@ from recordings.audio import Span
 
 if TYPE_CHECKING:
     from hilo.db import Db
-    from recordings.access import Scope
+    from routing.scope import Scope
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ async def listing(
     customer_id: uuid.UUID | None = None,
     limit: int = 50,
 ) -> list[Recording]:
-    """The recordings in `scope` (recordings/access.py), newest first; legs are not listed on their own (see
+    """The recordings in `scope` (routing/scope.py), newest first; legs are not listed on their own (see
     `legs_of`)."""
     allowed, args = scope.condition(4)
     rows = await conn.fetch(

@@ -2,8 +2,9 @@
 the audit trail. Declared on this module's route table, served and described in the one API (hilo.web.api).
 
 Agents may use their own calls' recordings, supervisors those of their teams, admins every one (403
-otherwise; recordings/access.py has the rule); every URL issued, every playback and download, every refusal
-and every pause is on the audit trail. Only admins place legal holds and read the audit trail."""
+otherwise; routing/scope.py has the rule, the one of every live-work route); every URL issued, every playback
+and download, every refusal and every pause is on the audit trail. Only admins place legal holds and read
+the audit trail."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ from hilo.web.auth import ADMIN, EVERYONE, principal
 from hilo.web.keys import POOL, SETTINGS
 from hilo.web.openapi import ApiError, Reply, Routes, conflict, not_found
 from recordings import catalog, search, transcripts
-from recordings.access import Scope, UrlSigner, in_scope, scope_of, scope_of_actor, signed_actor
+from recordings.access import UrlSigner, in_scope, scope_of_actor, signed_actor
 from recordings.calls import RECORDER, CallRecorder, NotLive
 from recordings.catalog import Recording
 from recordings.crypto import DecryptionError
+from routing.scope import Scope, scope_of
 
 ROUTES = Routes()
 
@@ -171,7 +173,7 @@ async def _visible(request: web.Request, recording_id: uuid.UUID) -> Recording:
     scope = await scope_of(pool, who)
     if not await in_scope(pool, scope, rec.id):
         await catalog.audit(pool, rec.id, "denied", audit.actor(who), {"request": f"{request.method} {request.path}"})
-        raise forbidden(scope.refusal())
+        raise forbidden(scope.refusal("this recording"))
     return rec
 
 
@@ -326,8 +328,9 @@ async def recording_audio(request: web.Request, path: RecordingPath, query: Audi
     audited = str(issued_to or audit.Actor("unknown", query.actor[:60], "api"))
     scope = await scope_of_actor(pool, query.actor)
     if not await in_scope(pool, scope, rec.id):
-        await catalog.audit(pool, rec.id, "denied", audited, {"reason": scope.refusal(), "mode": query.mode})
-        raise forbidden(scope.refusal())
+        refusal = scope.refusal("this recording")
+        await catalog.audit(pool, rec.id, "denied", audited, {"reason": refusal, "mode": query.mode})
+        raise forbidden(refusal)
     _usable(rec)
     assert rec.storage_key is not None
     segments = recorder.store.read(rec.storage_key, context=str(rec.id))

@@ -3,8 +3,8 @@
 Each transcript is indexed stemmed in its own language (migration 013: `english`, `spanish`, else `simple`),
 so the words asked for are stemmed the same way per language: "refunds" finds "refund" in an English call.
 The query is the caller's text as `websearch_to_tsquery` reads it (words all required, "quoted phrases",
-`or`, `-word`), never SQL. The same filters and access rule (recordings/access.py `Scope`) as the plain
-listing apply: an agent only finds recordings of their own calls, a supervisor those of their teams."""
+`or`, `-word`), never SQL. The same filters and access rule (`Scope`, routing/scope.py) as the plain listing
+apply: an agent only finds recordings of their own calls, a supervisor those of their teams."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from recordings.access import NOTHING, Scope
 from recordings.catalog import Recording
+from routing.scope import NOTHING, Scope
 
 # Languages with their own text-search configuration; anything else is searched as `simple`.
 TEXT_CONFIGS = {"en": "english", "es": "spanish"}
@@ -44,7 +44,7 @@ class SearchQuery:
     text: str
     interaction_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = None
-    scope: Scope = NOTHING  # whose recordings may be found (recordings/access.py); by default none
+    scope: Scope = NOTHING  # whose recordings may be found (routing/scope.py); by default none
     limit: int = 50
 
 

@@ -1,6 +1,7 @@
 """The reporting API (supervisor and admin): KPIs per interval and group as JSON or CSV, the wallboard's
-current picture, the history of queue alerts; and recording a survey answer (admin: survey tools).
-Declared on this module's route table, served in the one API (hilo.web.api)."""
+current picture, the history of queue alerts; and recording a survey answer (admin: survey tools). A
+supervisor's figures, wallboard and alerts are cut to their scope (routing/scope.py): their teams' agents
+and queues. Declared on this module's route table, served in the one API (hilo.web.api)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from reports.kpis import Kpis
 from reports.monitor import WALLBOARD, WallboardMonitor
 from reports.report import Row, count_intervals, to_csv
 from reports.survey import AnswerConflict, SurveyAnswerEvent, save_answer
-from reports.wallboard_view import ALL, supervised_teams
+from reports.wallboard_view import ALL
+from routing.scope import scope_of
 
 ROUTES = Routes()
 MAX_PERIOD = timedelta(days=366)
@@ -91,8 +93,13 @@ def _period(request: web.Request, query: KpiQuery) -> tuple[datetime, datetime, 
 
 
 async def _rows(request: web.Request, query: KpiQuery) -> tuple[datetime, datetime, ZoneInfo, list[Row]]:
+    """The rows over the contacts in the asker's scope (routing/scope.py): a supervisor's are those their
+    teams' agents answered, and those no agent answered that were queued in a queue of their teams."""
     start, end, zone = _period(request, query)
-    rows = await _monitor(request).reports.rows(start, end, query.interval, query.by, zone=zone)
+    reports = _monitor(request).reports
+    scope = await scope_of(reports.pool, principal(request))
+    only = None if scope.everything else (lambda c: scope.has_work(c.agent, c.queue))
+    rows = await reports.rows(start, end, query.interval, query.by, zone=zone, only=only)
     return start, end, zone, rows
 
 
@@ -106,7 +113,9 @@ async def _rows(request: web.Request, query: KpiQuery) -> tuple[datetime, dateti
     errors={503: "reports are not running on this server"},
 )
 async def kpi_report(request: web.Request, query: KpiQuery) -> KpiReport:
-    """Computed from the timeline at the time of asking; docs/reports.md ("Formulas") gives every formula."""
+    """Computed from the timeline at the time of asking; docs/reports.md ("Formulas") gives every formula.
+    A supervisor's figures are of their teams' contacts only (answered by an agent of their teams, or never
+    answered and queued in a queue those agents serve); one without teams has none."""
     start, end, zone, rows = await _rows(request, query)
     return KpiReport(
         start=start.astimezone(zone).isoformat(),
@@ -228,12 +237,11 @@ class WallboardOut(BaseModel):
     errors={503: "reports are not running on this server"},
 )
 async def wallboard_now(request: web.Request) -> WallboardOut:
-    """What /console/wallboard shows unfiltered, as pushed over its WebSocket; a supervisor with teams gets
-    their teams' part only."""
+    """What /console/wallboard shows unfiltered, as pushed over its WebSocket; a supervisor gets their teams'
+    part only (none without teams)."""
     monitor = _monitor(request)
-    who = principal(request)
-    scope = await supervised_teams(monitor.wallboard.pool, who.role, who.username)
-    return WallboardOut.model_validate(await monitor.current_for(ALL.limited_to(scope)))
+    scope = await scope_of(monitor.wallboard.pool, principal(request))
+    return WallboardOut.model_validate(await monitor.current_for(ALL.limited_to(scope.teams_shown)))
 
 
 class AlertQuery(Input):
@@ -267,15 +275,19 @@ class AlertList(BaseModel):
     errors={503: "reports are not running on this server"},
 )
 async def alert_history(request: web.Request, query: AlertQuery) -> AlertList:
+    """A supervisor's are the alerts of their teams' queues (none without teams)."""
     since = query.since or datetime.now(UTC) - timedelta(days=1)
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    rows = await _monitor(request).reports.pool.fetch(
+    pool = _monitor(request).reports.pool
+    scope = await scope_of(pool, principal(request))
+    rows = await pool.fetch(
         "SELECT * FROM queue_alerts WHERE raised_at >= $1 AND ($2::text IS NULL OR queue = $2)"
-        " ORDER BY raised_at DESC, id DESC LIMIT $3",
+        " AND ($4::text[] IS NULL OR queue = ANY($4::text[])) ORDER BY raised_at DESC, id DESC LIMIT $3",
         since,
         query.queue,
         query.limit,
+        None if scope.everything else sorted(scope.queues),
     )
     return AlertList(alerts=[AlertOut.model_validate(dict(r)) for r in rows if r["kind"] in KINDS])
 

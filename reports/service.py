@@ -3,6 +3,7 @@ follow-up (for first-contact resolution and channel switch), and cut them into r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -59,8 +60,13 @@ class Reports:
         *,
         zone: ZoneInfo | None = None,
         now: datetime | None = None,
+        only: Callable[[Contact], bool] | None = None,
     ) -> list[Row]:
+        """`only`: the contacts the one asking may see (their scope, routing/scope.py); whether a contact was
+        followed by another (first-contact resolution, channel switch) is still judged over every contact."""
         contacts, after = await self.contacts_with_followups(start, end, now)
+        if only is not None:
+            contacts = [c for c in contacts if only(c)]
         return build_rows(
             contacts,
             start=start,

@@ -2,8 +2,9 @@
 (channels, queues, teams), with its rolling figures over one time slot and its queues grouped by team or
 channel with subtotals.
 
-Filtering happens here, on the server, per subscription: a supervisor limited to some teams never receives
-the other teams' agents, queues or waiting contacts. The snapshot is built once per tick with every slot's
+Filtering happens here, on the server, per subscription: a supervisor limited to some teams (their scope,
+routing/scope.py) never receives the other teams' agents, queues or waiting contacts, and one without teams
+receives none. The snapshot is built once per tick with every slot's
 contacts; each distinct filter is then rendered once per tick, however many pages share it (the monitor
 keys its pushes by `BoardFilter.key`). Rates are recomputed from the contacts of a group, never summed."""
 
@@ -15,11 +16,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from reports.facts import Today, Waiting
 from reports.kpis import Contact, KpiRules, Kpis, compute
 from routing.live import AGENT_STATES
+from routing.scope import NO_TEAMS
 
 CHANNELS = ("voice", "sms", "whatsapp", "webchat")
 # Time slots of the rolling figures: `window` is kpis.yaml's rolling_window_minutes (what alerts use).
@@ -40,7 +40,8 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class BoardFilter:
-    """One subscription. Empty sets mean "all"; `scope` is the teams a supervisor is limited to (None: all)."""
+    """One subscription. Empty sets mean "all"; `scope` is the teams a supervisor is limited to (None: all;
+    empty: a supervisor without teams, who sees nothing)."""
 
     channels: frozenset[str] = frozenset()
     queues: frozenset[str] = frozenset()
@@ -56,14 +57,15 @@ class BoardFilter:
         return "|".join([*parts, self.slot, self.group, scope])
 
     def limited_to(self, scope: Iterable[str] | None) -> BoardFilter:
-        """This filter for someone limited to `scope` teams: a team outside it is refused, none asked means all
-        of theirs."""
+        """This filter for someone limited to `scope` teams (`Scope.teams_shown`, routing/scope.py): a team
+        outside it is refused, none asked means all of theirs; no teams at all, nothing."""
         if scope is None:
             return self
         allowed = frozenset(scope)
         outside = sorted(self.teams - allowed)
         if outside:
-            raise FilterError("team", f"{', '.join(outside)} is not one of your teams ({', '.join(sorted(allowed))})")
+            yours = ", ".join(sorted(allowed)) if allowed else NO_TEAMS
+            raise FilterError("team", f"{', '.join(outside)} is not one of your teams ({yours})")
         return replace(self, scope=allowed)
 
     @property
@@ -72,15 +74,6 @@ class BoardFilter:
 
 
 ALL = BoardFilter()
-
-
-async def supervised_teams(pool: asyncpg.Pool, role: str, username: str | None) -> list[str] | None:
-    """The teams a supervisor is limited to (console_users.teams, read now); None (everything) for admins,
-    the API token and supervisors without teams."""
-    if role != "supervisor" or not username:
-        return None
-    teams = await pool.fetchval("SELECT teams FROM console_users WHERE username = $1 AND role = 'supervisor'", username)
-    return list(teams) if teams else None
 
 
 def _values(query: Mapping[str, str], name: str) -> frozenset[str]:

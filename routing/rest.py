@@ -1,6 +1,8 @@
 """The routing admin API: queues and agents (admin changes them, admin and supervisor read them), with
 their live state, an agent's state history, a queue's service level, and what routing did with one
 interaction. Declared on this module's route table, served and described in the one API (hilo.web.api).
+A supervisor reads within their scope (routing/scope.py): the lists are cut to their teams' agents and
+queues, and one agent, queue or interaction outside them is 403, audited.
 
 A queue or agent is sent whole, as in routing.yaml (`PUT` creates or replaces); changes take effect at once
 on every node. routing.yaml seeds the configuration at each start: the ids it defines are set back to what
@@ -16,12 +18,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from dialplans.models import CHANNELS, Agent, Name, Queue, load_phones, unprovisioned
-from hilo.web.auth import ADMIN, STAFF
-from hilo.web.keys import SETTINGS
+from hilo.web.auth import ADMIN, STAFF, principal
+from hilo.web.keys import POOL, SETTINGS
 from hilo.web.openapi import ApiError, Reply, Routes, bad_request, conflict, not_found
 from hilo.yamlconf import ConfigError
 from routing.engine import ROUTING, InUse, RoutingEngine
 from routing.model import RoutingError, ms_to_datetime
+from routing.scope import Scope, refuse, scope_of
 
 ROUTES = Routes()
 
@@ -172,6 +175,30 @@ async def _queue_live(engine: RoutingEngine, queue_id: str) -> QueueLive:
     )
 
 
+async def _scope(request: web.Request) -> Scope:
+    return await scope_of(request.app[POOL], principal(request))
+
+
+async def _refused(request: web.Request, scope: Scope, kind: str, target: str, what: str, field: str) -> ApiError:
+    """403 for reading something outside the asker's scope, audited."""
+    pool, who = request.app[POOL], principal(request)
+    read = {"agent_id": "agent", "queue_id": "queue", "interaction_id": "routing"}[field]
+    return await refuse(
+        pool,
+        who,
+        scope,
+        action="read",
+        target_kind=kind,
+        target_id=target,
+        what=what,
+        field=field,
+        detail={"read": read},
+    )
+
+
+OUTSIDE = "outside your teams (a supervisor reads their teams' agents and queues; audited)"
+
+
 def _routing_error(exc: RoutingError, field: str | None) -> ApiError:
     if isinstance(exc, InUse):
         return conflict(str(exc), field)
@@ -184,14 +211,14 @@ def _routing_error(exc: RoutingError, field: str | None) -> ApiError:
 @ROUTES.route(
     "GET",
     "/api/routing/queues",
-    summary="Queues with their live state",
+    summary="Queues with their live state (a supervisor's: the queues their teams' agents serve)",
     tag="routing",
     roles=STAFF,
     ok={200: RoutingQueueList},
 )
 async def list_routing_queues(request: web.Request) -> RoutingQueueList:
-    engine = _engine(request)
-    queues = await engine.store.queues()
+    engine, scope = _engine(request), await _scope(request)
+    queues = [q for q in await engine.store.queues() if scope.has_queue(q.id)]
     return RoutingQueueList(queues=[RoutingQueueOut(queue=q, live=await _queue_live(engine, q.id)) for q in queues])
 
 
@@ -202,13 +229,16 @@ async def list_routing_queues(request: web.Request) -> RoutingQueueList:
     tag="routing",
     roles=STAFF,
     ok={200: RoutingQueueOut},
-    errors={404: "no such queue"},
+    errors={403: OUTSIDE, 404: "no such queue"},
 )
 async def get_routing_queue(request: web.Request, path: RoutingQueuePath, query: ServiceLevelQuery) -> RoutingQueueOut:
     engine = _engine(request)
     queue = await engine.store.queue(path.queue_id)
     if queue is None:
         raise not_found(f"no queue {path.queue_id!r}", "queue_id")
+    scope = await _scope(request)
+    if not scope.has_queue(queue.id):
+        raise await _refused(request, scope, "queue", queue.id, f"queue {queue.id}", "queue_id")
     since = datetime.now(UTC) - timedelta(hours=query.hours)
     answered, in_target, abandoned = await engine.store.service_level(queue.id, since, queue.sla.within_s)
     measured = answered + abandoned
@@ -270,14 +300,14 @@ async def delete_routing_queue(request: web.Request, path: RoutingQueuePath) -> 
 @ROUTES.route(
     "GET",
     "/api/routing/agents",
-    summary="Agents: skills, teams, capacity and live state",
+    summary="Agents: skills, teams, capacity and live state (a supervisor's: the agents of their teams)",
     tag="routing",
     roles=STAFF,
     ok={200: RoutingAgentList},
 )
 async def list_routing_agents(request: web.Request) -> RoutingAgentList:
-    engine = _engine(request)
-    agents = await engine.store.agents()
+    engine, scope = _engine(request), await _scope(request)
+    agents = [a for a in await engine.store.agents() if scope.has_agent(a.id)]
     return RoutingAgentList(
         agents=[RoutingAgentOut(agent=a, live=_agent_live(await engine.agent(a.id))) for a in agents]
     )
@@ -290,13 +320,16 @@ async def list_routing_agents(request: web.Request) -> RoutingAgentList:
     tag="routing",
     roles=STAFF,
     ok={200: RoutingAgentOut},
-    errors={404: "no such agent"},
+    errors={403: OUTSIDE, 404: "no such agent"},
 )
 async def get_routing_agent(request: web.Request, path: RoutingAgentPath) -> RoutingAgentOut:
     engine = _engine(request)
     agent = await engine.store.agent(path.agent_id)
     if agent is None:
         raise not_found(f"no agent {path.agent_id!r}", "agent_id")
+    scope = await _scope(request)
+    if not scope.has_agent(agent.id):
+        raise await _refused(request, scope, "agent", agent.id, f"agent {agent.id}", "agent_id")
     return RoutingAgentOut(agent=agent, live=_agent_live(await engine.agent(agent.id)))
 
 
@@ -359,7 +392,7 @@ async def delete_routing_agent(request: web.Request, path: RoutingAgentPath) -> 
     tag="routing",
     roles=STAFF,
     ok={200: AgentHistoryOut},
-    errors={404: "no such agent"},
+    errors={403: OUTSIDE, 404: "no such agent"},
 )
 async def routing_agent_history(
     request: web.Request, path: RoutingAgentPath, query: AgentHistoryQuery
@@ -367,6 +400,9 @@ async def routing_agent_history(
     engine = _engine(request)
     if await engine.store.agent(path.agent_id) is None:
         raise not_found(f"no agent {path.agent_id!r}", "agent_id")
+    scope = await _scope(request)
+    if not scope.has_agent(path.agent_id):
+        raise await _refused(request, scope, "agent", path.agent_id, f"agent {path.agent_id}", "agent_id")
     rows = await engine.store.history(path.agent_id, query.limit)
     return AgentHistoryOut(agent_id=path.agent_id, states=[AgentStateOut(**r) for r in rows])
 
@@ -381,12 +417,19 @@ async def routing_agent_history(
     tag="routing",
     roles=STAFF,
     ok={200: RoutingInteractionOut},
-    errors={404: "routing never had this interaction"},
+    errors={
+        403: "offered to or taken by no agent of your teams, nor queued in their queues (audited)",
+        404: "routing never had this interaction",
+    },
 )
 async def get_routing_interaction(request: web.Request, path: RoutingInteractionPath) -> RoutingInteractionOut:
-    found = await _engine(request).store.interaction(str(path.interaction_id))
+    iid = str(path.interaction_id)
+    found = await _engine(request).store.interaction(iid)
     if found is None:
         raise not_found(f"routing never had interaction {path.interaction_id}", "interaction_id")
     row, offers = found
+    scope = await _scope(request)
+    if not scope.has_work([row["agent_id"], *(o["agent_id"] for o in offers)], [row["queue"], *row["queues"]]):
+        raise await _refused(request, scope, "interaction", iid, "this interaction", "interaction_id")
     data: dict[str, Any] = {k: v for k, v in row.items() if k in RoutingInteractionOut.model_fields}
     return RoutingInteractionOut(**data, offers=[OfferOut(**o) for o in offers])

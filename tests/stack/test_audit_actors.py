@@ -21,11 +21,12 @@ from tests.stack.test_screenpop import bearer, forget_cookies, new_password
 MIGRATION = dict(migration_files())["021_one_actor_form"]
 
 
-async def console_session(stack: Stack, username: str, role: str) -> str:
-    """Create the console user and sign in as a browser does: the session cookie stays in the client's jar
-    (requests without an Authorization header carry it). Returns the session token, for bearer use."""
+async def console_session(stack: Stack, username: str, role: str, teams: list[str] | None = None) -> str:
+    """Create the console user (a supervisor of `teams`) and sign in as a browser does: the session cookie
+    stays in the client's jar (requests without an Authorization header carry it). Returns the session token,
+    for bearer use."""
     password = new_password()
-    await add_user(stack.pool, username, password, role, None)
+    await add_user(stack.pool, username, password, role, None, teams=teams)
     resp = await stack.client.post("/console/api/login", json={"username": username, "password": password})
     body = await resp.json()
     assert resp.status == 200, body
@@ -47,7 +48,7 @@ def token(stack: Stack) -> dict[str, str]:
 
 @pytest.mark.usefixtures("cookies")
 async def test_a_supervisor_action_names_the_door_it_came_through(stack: Stack) -> None:
-    session = await console_session(stack, "door-sup", "supervisor")
+    session = await console_session(stack, "door-sup", "supervisor", ["front-office"])  # alice's team
     for headers in ({}, bearer(session), token(stack)):  # the cookie, the session as bearer, the API token
         resp = await stack.client.post("/api/agents/alice/state", json={"state": "away"}, headers=headers)
         assert resp.status == 200, await resp.text()

@@ -183,7 +183,7 @@ async def test_supervisors_use_their_teams_recordings_agents_their_own_admins_al
     assert (f"user:front-{tag}@api", f"GET /api/recordings/{bobs}") in denied
     assert (f"user:front-{tag}@api", f"POST /api/recordings/{bobs}/url") in denied
     assert (f"user:front-{tag}@api", f"GET /api/recordings/{bobs}/transcript") in denied
-    assert (f"user:{back_name}@api", "supervisors may only use the recordings of their teams (front-office)") in denied
+    assert (f"user:{back_name}@api", "this recording is outside your teams (front-office)") in denied
     assert ("playback", f"user:{back_name}@api") in [(e["action"], e["actor"]) for e in trail]
     assert ("playback", f"user:{back_name}@unknown") in [(e["action"], e["actor"]) for e in trail]
 

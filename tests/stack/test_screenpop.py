@@ -33,10 +33,12 @@ def new_password() -> str:
     return secrets.token_urlsafe(16)
 
 
-async def sign_in(stack: Stack, username: str, role: str, agent_id: str | None = None) -> str:
-    """Create the console user and sign in; returns the session token."""
+async def sign_in(
+    stack: Stack, username: str, role: str, agent_id: str | None = None, teams: list[str] | None = None
+) -> str:
+    """Create the console user (a supervisor of `teams`) and sign in; returns the session token."""
     password = new_password()
-    await add_user(stack.pool, username, password, role, agent_id)
+    await add_user(stack.pool, username, password, role, agent_id, teams=teams)
     resp = await stack.client.post("/console/api/login", json={"username": username, "password": password})
     body = await resp.json()
     assert resp.status == 200, body
@@ -122,7 +124,7 @@ async def offered_interaction(stack: Stack, agent: str, *, answered: bool) -> In
 
 async def test_the_pop_reaches_the_agent_before_their_phone_rings(stack: Stack) -> None:
     bob = await sign_in(stack, "bob", "agent", "bob")
-    sue = await sign_in(stack, "sue", "supervisor")
+    sue = await sign_in(stack, "sue", "supervisor", teams=["back-office"])  # bob's team
     async with console_feed(stack, bob) as agent, console_feed(stack, sue) as supervisor:
         with timed_ari(stack, bob_leg) as ari:
             call, started = await place(stack, KNOWN_CALLER, "92")  # a wrong key first, then support
@@ -200,7 +202,7 @@ async def test_a_console_that_connects_late_gets_the_latest_pop(stack: Stack) ->
 async def test_an_agent_reads_only_interactions_offered_to_them(stack: Stack) -> None:
     alice = await sign_in(stack, "alice", "agent", "alice")
     bob = await sign_in(stack, "bob", "agent", "bob")
-    sue = await sign_in(stack, "sue", "supervisor")
+    sue = await sign_in(stack, "sue", "supervisor", teams=["back-office"])  # bob's team
     interaction = await offered_interaction(stack, "bob", answered=True)
     url = f"/console/api/interactions/{interaction.id}"
 
@@ -383,7 +385,7 @@ async def test_a_wrapup_lands_on_the_timeline_once(stack: Stack) -> None:
 async def test_bad_wrapups_are_named_and_only_the_agent_who_took_it_wraps_up(stack: Stack) -> None:
     bob = await sign_in(stack, "bob", "agent", "bob")
     alice = await sign_in(stack, "alice", "agent", "alice")
-    sue = await sign_in(stack, "sue", "supervisor")
+    sue = await sign_in(stack, "sue", "supervisor", teams=["back-office"])  # bob's team
     offered_only = await offered_interaction(stack, "bob", answered=False)
     taken = await offered_interaction(stack, "bob", answered=True)
     url = f"/console/api/interactions/{taken.id}/wrapup"

@@ -51,7 +51,7 @@ async def end_call(stack: Stack, call: SimCall, interaction: str) -> dict[str, A
 
 async def test_whisper_reaches_the_agent_only_listen_nobody_barge_both(stack: Stack, tmp_path: Path) -> None:
     call, interaction, agent_leg = await call_with_bob(stack)
-    supervisor = await sign_in(stack, "sup-whisper", "supervisor")
+    supervisor = await sign_in(stack, "sup-whisper", "supervisor", teams=["back-office"])  # bob's team
 
     # Before anyone supervises: the agent hears the caller, nobody hears 1400 Hz.
     caller_ear, agent_ear = await both_legs(stack, call, agent_leg, tmp_path)
@@ -158,18 +158,19 @@ async def test_hold_and_unhold_from_the_api_are_on_the_timeline_and_audited(stac
     rows = await stack.pool.fetch(
         "SELECT actor, action, ok, detail ->> 'changed' AS changed FROM supervisor_actions ORDER BY id"
     )
-    assert [(r["actor"], r["action"], r["changed"]) for r in rows] == [
-        ("user:bob-hold@api", "hold", "true"),
-        ("user:bob-hold@api", "hold", "false"),
-        ("user:bob-hold@api", "unhold", "true"),
-        ("user:bob-hold@api", "hold", "true"),
+    assert [(r["actor"], r["action"], r["ok"], r["changed"]) for r in rows] == [
+        ("user:alice-hold@api", "hold", False, None),  # another agent's call: refused, and audited
+        ("user:bob-hold@api", "hold", True, "true"),
+        ("user:bob-hold@api", "hold", True, "false"),
+        ("user:bob-hold@api", "unhold", True, "true"),
+        ("user:bob-hold@api", "hold", True, "true"),
     ]
     gone = await stack.client.post(f"/api/calls/{interaction}/unhold", headers=bearer(bob))
     assert gone.status == 409
 
 
 async def test_a_supervisor_setting_an_agents_state_is_audited(stack: Stack) -> None:
-    supervisor = await sign_in(stack, "sup-states", "supervisor")
+    supervisor = await sign_in(stack, "sup-states", "supervisor", teams=["front-office"])  # alice's team
     resp = await stack.client.post("/api/agents/alice/state", json={"state": "away"}, headers=bearer(supervisor))
     assert resp.status == 200
     assert stack.services.board is not None

@@ -17,7 +17,7 @@ from tests.stack.test_supervision import call_with_bob, end_call
 async def test_listen_whisper_stop_from_the_wallboard(stack: Stack, browser: Browser) -> None:  # noqa: F811
     call, interaction, _ = await call_with_bob(stack)
     password = new_password()
-    await add_user(stack.pool, "wall-sup", password, "supervisor", None)
+    await add_user(stack.pool, "wall-sup", password, "supervisor", None, teams=["back-office"])  # bob's team
     page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -57,7 +57,8 @@ async def test_moving_a_waiting_caller_from_the_wallboard(stack: Stack, browser:
     interaction = started["interaction_id"]
     await stack.hilo_events.expect("routing.queued", within=20, interaction_id=interaction, data__queue="support")
     password = new_password()
-    await add_user(stack.pool, "wall-mover", password, "supervisor", None)
+    teams = ["front-office", "back-office"]  # from support (bob's) to sales (alice's)
+    await add_user(stack.pool, "wall-mover", password, "supervisor", None, teams=teams)
     page = await browser.new_page()
     try:
         await sign_in_on_the_page(page, str(stack.client.make_url("/console/")), "wall-mover", password)

@@ -25,7 +25,7 @@ async def test_filters_by_team_and_channel_survive_a_reload(stack: Stack, browse
     await stack.hilo_events.expect("routing.queued", within=15, interaction_id=interaction, data__queue="support")
 
     password = new_password()
-    await add_user(stack.pool, "filter-sup", password, "supervisor", None)
+    await add_user(stack.pool, "filter-sup", password, "supervisor", None, teams=["front-office", "back-office"])
     page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -123,3 +123,27 @@ async def test_a_team_supervisor_receives_only_their_team(stack: Stack) -> None:
         "field": "channel",
         "reason": "fax: not one of voice, sms, whatsapp, webchat",
     }
+
+
+async def test_a_supervisor_without_teams_receives_nothing(stack: Stack) -> None:
+    """As for every other route (routing/scope.py): no teams is nothing, no longer every team."""
+    password = new_password()
+    await add_user(stack.pool, "teamless-sup", password, "supervisor", None)
+    resp = await stack.client.post("/console/api/login", json={"username": "teamless-sup", "password": password})
+    assert resp.status == 200
+    auth = {"Authorization": f"Bearer {(await resp.json())['token']}"}
+    forget_cookies(stack)
+    async with stack.client.ws_connect("/console/wallboard/ws", headers=auth) as ws:
+        assert json.loads((await ws.receive()).data)["type"] == "hello"
+        picture = json.loads((await ws.receive(timeout=10)).data)
+    assert (picture["agents"], picture["queues"], picture["waiting"]) == ([], [], [])
+    assert picture["choices"] == {**picture["choices"], "teams": [], "queues": []}
+    body = await (await stack.client.get("/api/reports/wallboard", headers=auth)).json()
+    assert (body["agents"], body["queues"]) == ([], [])
+    refused = await stack.client.get("/console/wallboard/ws?team=front-office", headers=auth)
+    reason = (await refused.json())["reason"]
+    assert refused.status == 403 and "you supervise no team" in reason
+    rows = await stack.pool.fetch("SELECT actor, action, target_kind, target_id, ok, detail FROM supervisor_actions")
+    assert [tuple(r) for r in rows] == [
+        ("user:teamless-sup@api", "read", "team", "front-office", False, {"reason": reason, "read": "wallboard"})
+    ]

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from console.ws import SOCKETS, console_ws
 from hilo.settings import Settings
 from hilo.web.auth import AUTH_KEY, TokenAuth
-from hilo.web.keys import REDIS, SETTINGS
+from hilo.web.keys import POOL, REDIS, SETTINGS
 
 TOKEN = "admin-token-of-this-test"
 
@@ -51,6 +51,7 @@ async def test_a_redis_failure_closes_the_feed_so_the_page_reconnects() -> None:
     redis = OneSubscription()
     app = web.Application()
     app[REDIS] = cast(Any, redis)
+    app[POOL] = cast(Any, None)  # an admin's scope (everything) reads nothing
     app[SETTINGS] = Settings(namespace="t")
     app[AUTH_KEY] = TokenAuth({TOKEN: "admin"})
     app[SOCKETS] = set()

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from dialplans.models import Queue, QueueRecording, load_routing
-from hilo.web.sessions import Principal
-from recordings.access import NOTHING, Scope, UrlSigner, scope_of, scope_of_actor, signed_actor
+from recordings.access import UrlSigner, scope_of_actor, signed_actor
 from recordings.crypto import KeyRing
 from recordings.policy import RecordingPolicy, consent_refused
+from routing.scope import EVERYTHING, Scope
+from tests.unit.test_scope import Directory
 
 
 def queues() -> list[Queue]:
@@ -81,48 +82,31 @@ def test_legs_are_a_queue_option_read_from_routing_yaml(tmp_path: Path) -> None:
         load_routing(tmp_path)
 
 
-def test_the_access_rule_is_one_sql_condition_per_kind_of_person() -> None:
-    assert Scope(everything=True).condition(4) == ("true", [])
-    assert Scope(agent_id="bob").condition(4) == ("r.agent_id = $4", ["bob"])
-    assert NOTHING.condition(4) == ("false", [])  # a supervisor without teams, an agent without an agent id
-    sql, args = Scope(teams=("back-office", "front-office")).condition(2, alias="rec")
-    assert args == [["back-office", "front-office"]]  # the team names are an argument, never SQL
-    assert "office" not in sql
+def test_the_recordings_rule_is_the_scope_as_one_sql_condition() -> None:
+    assert EVERYTHING.condition(4) == ("true", [])
+    assert Scope("agent", agent_id="bob").condition(4) == ("r.agent_id = $4", ["bob"])
+    assert Scope("supervisor").condition(4) == ("false", [])  # a supervisor without teams
+    assert Scope("agent").condition(4) == ("false", [])  # an agent user without an agent id
+    team = Scope("supervisor", teams=("back-office",), agents=frozenset({"bob"}), queues=frozenset({"support"}))
+    sql, args = team.condition(2, agent="rec.agent_id", queue="rec.queue")
+    assert args == [["bob"], ["support"]]  # the ids and names are arguments, never SQL
+    assert "bob" not in sql and "support" not in sql
     # the recordings of the teams' agents, and those with no agent whose queue an agent of the teams serves
-    assert sql == (
-        "(rec.agent_id IN (SELECT a.id FROM agents a WHERE a.teams && $2::text[])"
-        " OR (rec.agent_id IS NULL AND rec.queue IN"
-        " (SELECT unnest(a.queues) FROM agents a WHERE a.teams && $2::text[])))"
-    )
-    assert "own calls" in Scope(agent_id="bob").refusal()
-    assert "(back-office)" in Scope(teams=("back-office",)).refusal() and "--team" in NOTHING.refusal()
+    assert sql == "(rec.agent_id = ANY($2::text[]) OR (rec.agent_id IS NULL AND rec.queue = ANY($3::text[])))"
+    assert "own calls" in Scope("agent", agent_id="bob").refusal("this recording")
+    assert "(back-office)" in team.refusal("this recording") and "--team" in Scope("supervisor").refusal("it")
 
 
-class _Users:
-    """console_users as scope_of reads it: a supervisor's teams by user name."""
-
-    def __init__(self, teams: dict[str, list[str]]) -> None:
-        self.teams = teams
-
-    async def fetchval(self, sql: str, username: str) -> list[str] | None:
-        assert "FROM console_users" in sql and "role = 'supervisor'" in sql
-        return self.teams.get(username)
-
-
-async def test_who_gets_which_scope() -> None:
-    users: Any = _Users({"sam": ["front-office", "back-office"], "nat": []})  # stands in for the pool
-    assert await scope_of(users, Principal("admin")) == Scope(everything=True)  # the API token
-    assert await scope_of(users, Principal("agent", "bob", "bob")) == Scope(agent_id="bob")
-    assert await scope_of(users, Principal("agent", None, "nobody")) == NOTHING
-    assert await scope_of(users, Principal("supervisor", None, "sam")) == Scope(teams=("back-office", "front-office"))
-    assert await scope_of(users, Principal("supervisor", None, "nat")) == NOTHING  # no teams: no recordings
-    assert await scope_of(users, Principal("supervisor")) == NOTHING  # no user to read teams of
-    assert await scope_of(users, Principal("viewer", "bob")) == NOTHING
-    assert await scope_of_actor(users, "token:admin@api") == Scope(everything=True)
-    assert await scope_of_actor(users, "api:admin") == Scope(everything=True)  # a URL signed before the one form
-    assert await scope_of_actor(users, "unverified") == NOTHING
-    assert await scope_of_actor(users, "unknown:unverified@api") == NOTHING
-    assert await scope_of_actor(users, "system:retention@system") == NOTHING
+async def test_a_signed_urls_holder_is_judged_as_they_are_now() -> None:
+    users: Any = Directory()  # stands in for the pool
+    assert await scope_of_actor(users, "token:admin@api") == EVERYTHING
+    assert await scope_of_actor(users, "api:admin") == EVERYTHING  # a URL signed before the one form
+    assert await scope_of_actor(users, "user:sam@console") == Directory.SAM
+    assert await scope_of_actor(users, "console:bob") == Scope("agent", agent_id="bob")
+    assert await scope_of_actor(users, "user:gone@console") == Scope()  # removed since
+    assert await scope_of_actor(users, "unverified") == Scope()
+    assert await scope_of_actor(users, "unknown:unverified@api") == Scope()
+    assert await scope_of_actor(users, "system:retention@system") == Scope()
 
 
 def test_a_signed_urls_actor_old_or_new_is_read_as_one_form() -> None:

@@ -15,11 +15,11 @@ import pytest
 
 from crm_bridge.timeline import shareable
 from recordings import search
-from recordings.access import Scope
 from recordings.audio import Span
 from recordings.policy import RecordingPolicy
 from recordings.transcribe import SegmentStream, chunks, quietest_cut, speech_regions, transcribe_wav
 from recordings.transcripts import RetryPolicy, language_of
+from routing.scope import Scope
 from speech.audio import Pcm
 from speech.engines import Engine, Heard, Recognizer
 from speech.matching import Grammar
@@ -147,7 +147,7 @@ def test_transcribe_reads_the_store_segments_and_skips_silence_and_pauses() -> N
 
 
 def test_the_search_query_is_a_parameter_matched_per_language() -> None:
-    sql, args = search.build(search.SearchQuery("refund -television", scope=Scope(agent_id="bob"), limit=10))
+    sql, args = search.build(search.SearchQuery("refund -television", scope=Scope("agent", agent_id="bob"), limit=10))
     assert "refund" not in sql  # the words are never in the SQL text
     assert args == ["refund -television", None, None, 10, "bob"]
     assert "websearch_to_tsquery('english', $1)" in sql and "websearch_to_tsquery('spanish', $1)" in sql
@@ -155,8 +155,9 @@ def test_the_search_query_is_a_parameter_matched_per_language() -> None:
     assert "t.state = 'done'" in sql and "r.deleted_at IS NULL" in sql and "r.agent_id = $5" in sql
     assert sql.count("$1") == 4  # one branch per configuration, and the headline
     assert "ts_headline(" in sql and "r.started_at DESC" in sql
-    supervised, args = search.build(search.SearchQuery("refund", scope=Scope(teams=("back-office",))))
-    assert args[-1] == ["back-office"] and "a.teams && $5::text[]" in supervised
+    team = Scope("supervisor", teams=("back-office",), agents=frozenset({"bob"}), queues=frozenset({"support"}))
+    supervised, args = search.build(search.SearchQuery("refund", scope=team))
+    assert args[-2:] == [["bob"], ["support"]] and "r.agent_id = ANY($5::text[])" in supervised
     nothing, args = search.build(search.SearchQuery("refund"))  # no scope given: finds nothing
     assert " AND false " in nothing and len(args) == 4
 

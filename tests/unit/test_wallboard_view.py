@@ -176,6 +176,19 @@ def test_a_supervisor_is_held_to_their_teams() -> None:
     assert BoardFilter().limited_to(None) == ALL
 
 
+def test_a_supervisor_without_teams_sees_nothing() -> None:
+    """Scope.teams_shown (routing/scope.py) is empty for them: the same "none" as everywhere else."""
+    nothing = BoardFilter().limited_to(frozenset())
+    assert nothing.key != ALL.key
+    picture = view(snapshot(), nothing)
+    assert (picture["agents"], picture["queues"], picture["waiting"], picture["alerts"]) == ([], [], [], [])
+    assert (picture["choices"]["teams"], picture["choices"]["queues"]) == ([], [])
+    assert all(c["started_today"] == 0 and c["offered"] == 0 for c in picture["channels"])
+    with pytest.raises(FilterError) as refused:
+        BoardFilter(teams=frozenset({"front-office"})).limited_to(frozenset())
+    assert "you supervise no team" in str(refused.value)
+
+
 def test_grouping_by_team_gives_subtotals_from_the_groups_own_contacts() -> None:
     picture = view(snapshot(), BoardFilter(group="team", slot="1h"))
     groups = {g["group"]: g for g in picture["queue_groups"]}

@@ -1,22 +1,27 @@
-"""The audit of actions on live work (table supervisor_actions, migration 014): supervisors listening,
-whispering, barging, moving waiting interactions, setting agents' states; agents holding their calls. Written
-for every attempt, refused by the call or Asterisk too (`ok` false, with the reason), so the record shows
-what was tried as well as what was done. `actor` is in the one form of hilo/audit.py (`user:maria@console`,
-`token:admin@api`); `actor_role` is the role they acted with."""
+"""The audit of actions on live work (table supervisor_actions, migrations 014 and 023): supervisors
+listening, whispering, barging, moving waiting interactions, transferring calls, setting agents' states;
+agents holding and transferring their calls; and every refusal of the scope rule (routing/scope.py). Written
+for every attempt, refused by the scope, the call or Asterisk too (`ok` false, with the reason), so the record
+shows what was tried as well as what was done. `actor` is in the one form of hilo/audit.py
+(`user:maria@console`, `token:admin@api`); `actor_role` is the role they acted with.
+
+In the kernel because every layer that refuses or does such an action writes here: the console's routes,
+and routing's own API."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from hilo.audit import actor
 from hilo.web.sessions import Principal
 
+if TYPE_CHECKING:
+    from hilo.db import Db
+
 
 async def audit(
-    pool: asyncpg.Pool,
+    db: Db,
     who: Principal,
     action: str,
     target_kind: str,
@@ -25,7 +30,7 @@ async def audit(
     ok: bool = True,
     detail: dict[str, Any] | None = None,
 ) -> int:
-    row_id: int = await pool.fetchval(
+    row_id: int = await db.fetchval(
         "INSERT INTO supervisor_actions (actor, actor_role, action, target_kind, target_id, ok, detail)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         actor(who),
@@ -40,9 +45,9 @@ async def audit(
 
 
 async def recent(
-    pool: asyncpg.Pool, *, limit: int, target_id: str | None = None, before: datetime | None = None
+    db: Db, *, limit: int, target_id: str | None = None, before: datetime | None = None
 ) -> list[dict[str, Any]]:
-    rows = await pool.fetch(
+    rows = await db.fetch(
         "SELECT id, at, actor, actor_role, action, target_kind, target_id, ok, detail FROM supervisor_actions"
         " WHERE ($1::text IS NULL OR target_id = $1) AND ($2::timestamptz IS NULL OR at < $2)"
         " ORDER BY at DESC, id DESC LIMIT $3",
