@@ -284,6 +284,7 @@ def init_app(settings: Settings) -> web.Application:
             settings.namespace,
             limits=webchat_limits(settings),
             trusted_proxies=messaging_now.trusted_proxies,
+            channels=messaging_now.channels,
         )
         assert services.screenpops is not None
         services.conversations = Conversations(

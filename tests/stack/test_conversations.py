@@ -440,14 +440,23 @@ nodes:
 
 
 @pytest.fixture
-async def checks_flow(stack: Stack) -> None:
-    """A flow for the text equivalents of call-only nodes, applied as a flow version (conftest restores)."""
+async def checks_flow(stack: Stack) -> AsyncIterator[None]:
+    """A flow for the text equivalents of call-only nodes, applied as a flow version (conftest restores), and
+    a web chat site `chatcheck` that runs it (as a `webchat` channel of channels.yaml would)."""
+    from bridges.channels import ChannelConfig
     from flows.bundle import FlowBundle
 
-    assert stack.services.flows is not None
+    assert stack.services.flows is not None and stack.services.messaging is not None
     bundle = FlowBundle.from_dir(stack.settings.dialplans_dir).changed({"flows/chatcheck.yaml": CHECKS_FLOW})
     await stack.services.flows.versions.apply(bundle, applied_by="system:tests@system", comment="chat checks")
     assert not isinstance(await stack.services.flows.reload(), list)
+    channels = stack.services.messaging.channels
+    site = ChannelConfig(name="webchat-chatcheck", provider="webchat", site="chatcheck", flow="chatcheck")
+    channels.all.append(site)
+    try:
+        yield
+    finally:
+        channels.all.remove(site)
 
 
 async def chat_on(stack: Stack, site: str) -> AsyncIterator[tuple[Visitor, str]]:
@@ -461,6 +470,30 @@ async def chat_on(stack: Stack, site: str) -> AsyncIterator[tuple[Visitor, str]]
         await ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await chat.task
+
+
+async def test_a_web_chat_site_not_listed_is_refused_even_when_named_like_a_flow(
+    stack: Stack, checks_flow: None
+) -> None:
+    from bridges.channels import ChannelConfig
+
+    assert stack.services.flows is not None and "feedback" in stack.services.flows.current.flows
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await stack.client.ws_connect("/chat/ws?site=feedback")  # a flow, but no webchat channel names it
+    assert refused.value.status == 404
+    # A listed site opens, and runs its channel's flow, whatever the site is called.
+    assert stack.services.messaging is not None
+    stack.services.messaging.channels.all.append(
+        ChannelConfig(name="webchat-shop", provider="webchat", site="shop", flow="chatcheck")
+    )
+    try:
+        async with contextlib.asynccontextmanager(chat_on)(stack, "shop") as (chat, _):
+            await chat.say("a", "hello")
+            assert (await chat.replies(1))[0]["text"].startswith("Pick one.")
+    finally:
+        stack.services.messaging.channels.all.pop()
+    assert await stack.pool.fetchval("SELECT flow FROM conversations WHERE our_address = 'shop'") == "chatcheck"
+    assert not await stack.pool.fetchval("SELECT count(*) FROM conversations WHERE our_address = 'feedback'")
 
 
 async def test_a_web_chat_visitor_who_verifies_becomes_the_known_customer(stack: Stack, checks_flow: None) -> None:
