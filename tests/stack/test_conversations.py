@@ -382,6 +382,43 @@ async def test_web_chat_over_a_real_websocket_with_an_agent_who_hands_back(stack
     assert resp.status == 201, await resp.json()
 
 
+async def test_after_a_hand_back_the_next_agent_cannot_read_the_earlier_interaction(stack: Stack) -> None:
+    alice = await sign_in(stack, "alice", "agent", "alice")
+    bob = await sign_in(stack, "bob", "agent", "bob")
+    async with visitor(stack) as (chat, _):
+        await chat.say("m1", "hi")
+        await chat.replies(2)
+        await chat.say("m2", "Sales", choice_id="1")
+        await chat.replies(3)
+        first = str(await stack.pool.fetchval("SELECT interaction_id FROM conversations WHERE channel = 'webchat'"))
+        await stack.hilo_events.expect("routing.offered", within=10, interaction_id=first, data__agent="alice")
+        resp = await stack.client.post(f"/console/api/chats/{first}/accept", headers=bearer(alice))
+        assert resp.status == 200, await resp.json()
+        resp = await stack.client.post(
+            f"/console/api/chats/{first}/reply", json={"text": "For alice's thread only"}, headers=bearer(alice)
+        )
+        assert resp.status == 201, await resp.json()
+        resp = await stack.client.post(f"/console/api/chats/{first}/handback", headers=bearer(alice))
+        assert resp.status == 200, await resp.json()
+        await chat.replies(6)  # alice's reply, then the flow's greeting and menu again
+        await chat.say("m3", "Support", choice_id="2")  # this time bob's queue
+        await chat.replies(7)
+    current = str(await stack.pool.fetchval("SELECT interaction_id FROM conversations WHERE channel = 'webchat'"))
+    assert current != first
+    await stack.hilo_events.expect("routing.offered", within=10, interaction_id=current, data__agent="bob")
+    resp = await stack.client.post(f"/console/api/chats/{current}/accept", headers=bearer(bob))
+    assert resp.status == 200, await resp.json()
+    # bob has the conversation now, but the earlier interaction was never offered to him.
+    resp = await stack.client.get(f"/console/api/chats/{first}", headers=bearer(bob))
+    assert resp.status == 403, await resp.json()
+    resp = await stack.client.get(f"/console/api/chats/{current}", headers=bearer(bob))
+    assert resp.status == 200, await resp.json()
+    resp = await stack.client.get(f"/console/api/chats/{first}", headers=bearer(alice))
+    assert resp.status == 200 and "For alice's thread only" in json.dumps((await resp.json())["thread"])
+    resp = await stack.client.post(f"/console/api/chats/{current}/close", headers=bearer(bob))
+    assert resp.status == 200, await resp.json()
+
+
 CHECKS_FLOW = """
 flow: chatcheck
 start: menu
