@@ -38,7 +38,6 @@ async def test_a_redis_that_does_not_answer_fails_the_command_within_the_timeout
 
 def test_the_timeouts_are_settings() -> None:
     settings = Settings(redis_timeout_s=2.5, db_command_timeout_s=7, db_report_timeout_s=900)
-    client = redis_client(settings)
-    connection = client.connection_pool.make_connection()
-    assert (connection.socket_timeout, connection.socket_connect_timeout) == (2.5, 2.5)
+    options = redis_client(settings).connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (2.5, 2.5)
     assert (settings.db_command_timeout_s, settings.db_report_timeout_s) == (7, 900)
