@@ -25,8 +25,13 @@ async def test_a_statement_over_the_command_timeout_fails_and_reports_have_their
             await pool.fetchval("SELECT pg_sleep(3)")
         assert await pool.fetchval("SELECT 1") == 1  # the one connection is usable again
 
-        # A report's read that takes longer than the common bound (here: made to, with a pause).
-        monkeypatch.setattr(facts, "_FACTS", f"SELECT f.* FROM ({facts._FACTS}) f, pg_sleep(0.6)")  # noqa: S608
+        # A report's read that takes longer than the common bound (here: made to, with a pause that runs
+        # whether the period has contacts or not: the preserved side of an outer join, kept by OFFSET 0).
+        slow = (
+            f"SELECT * FROM (SELECT o.* FROM pg_sleep(0.6) LEFT JOIN ({facts._FACTS}) o ON true OFFSET 0) x"  # noqa: S608
+            " WHERE x.interaction_id IS NOT NULL"
+        )
+        monkeypatch.setattr(facts, "_FACTS", slow)
         config = stack.client.app[WALLBOARD].config
         now = datetime.now(UTC)
         with pytest.raises(TimeoutError):
