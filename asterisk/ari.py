@@ -130,11 +130,14 @@ class AriClient:
                         self._spawn(callback())
                     async for message in ws:
                         if message.type == aiohttp.WSMsgType.TEXT:
-                            self._dispatch(json.loads(message.data))
+                            self._dispatch_text(message.data)
                         elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                             break
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.warning("ARI events socket unavailable: %s", exc)
+            except Exception:
+                # Whatever else goes wrong with one connection, the events task lives on: reconnect.
+                log.exception("ARI events socket failed; reconnecting")
             finally:
                 self._ws = None
                 self.connected.clear()
@@ -143,6 +146,19 @@ class AriClient:
             # Jitter so several Hilo nodes do not reconnect in lockstep after an Asterisk restart.
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self._max_backoff)
+
+    def _dispatch_text(self, text: str) -> None:
+        """One frame of the events socket: a frame that is not a JSON object is logged and skipped (the
+        socket and the events that follow are not given up for it)."""
+        try:
+            message = json.loads(text)
+        except ValueError as exc:
+            log.error("ARI sent a frame that is not JSON (%s), skipped: %.200r", exc, text)
+            return
+        if not isinstance(message, dict):
+            log.error("ARI sent a frame that is not a JSON object, skipped: %.200r", text)
+            return
+        self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         try:

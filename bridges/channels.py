@@ -2,7 +2,12 @@
 
 A Twilio webhook names its channel by `MessagingServiceSid` when the channel has one, else by `AccountSid`
 and `To`; a WhatsApp Cloud webhook by `metadata.phone_number_id`. Outbound messages go out with the same
-entry (the Twilio account, the sender number or messaging service, the Cloud phone number id)."""
+entry (the Twilio account, the sender number or messaging service, the Cloud phone number id).
+
+A web chat site (`/chat/?site=<site>`) is a channel of provider `webchat`: the sites listed are the only
+ones a visitor may open, each running its `flow:` (anonymous visitors choose the site, so they must not
+choose any flow). With no `webchat` channel listed, only the default site `web` is open, running the
+default flow."""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ class ChannelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
-    provider: Literal["twilio", "whatsapp_cloud"]
+    provider: Literal["twilio", "whatsapp_cloud", "webchat"]
     flow: Name  # the flow (dialplans/flows/*.yaml `flow:` id) a conversation on this channel runs
     # Twilio: the number messages arrive at, as Twilio writes `To` ("+34910000100", or
     # "whatsapp:+34910000100" for WhatsApp through Twilio), and/or the Messaging Service that owns it.
@@ -37,9 +42,19 @@ class ChannelConfig(BaseModel):
     # WhatsApp Cloud API: the business phone number's id, and the language of the templates sent from it.
     phone_number_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{5,32}$")] | None = None
     template_language: str = Field(default="en_US", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    # Web chat: the site the widget names (`/chat/?site=<site>`).
+    site: Name | None = None
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ChannelConfig:
+        if self.provider == "webchat":
+            if self.site is None:
+                raise ValueError("a webchat channel needs `site` (the widget's ?site=)")
+            if self.address or self.messaging_service_sid or self.account_sid or self.phone_number_id:
+                raise ValueError("a webchat channel has a `site`, not a number, service or phone number id")
+            return self
+        if self.site is not None:
+            raise ValueError("site is for webchat channels")
         if self.provider == "twilio":
             if self.address is None and self.messaging_service_sid is None:
                 raise ValueError("a twilio channel needs `address` (the To number) or `messaging_service_sid`")
@@ -58,6 +73,8 @@ class ChannelConfig(BaseModel):
         (then each message's `whatsapp:` prefix says)."""
         if self.provider == "whatsapp_cloud":
             return "whatsapp"
+        if self.provider == "webchat":
+            return "webchat"
         if self.address is None:
             return None
         return "whatsapp" if self.address.startswith("whatsapp:") else "sms"
@@ -78,6 +95,8 @@ class ChannelsFile(BaseModel):
                 keys.append(("address", f"{channel.account_sid or ''}|{channel.address}"))
             if channel.phone_number_id:
                 keys.append(("phone_number_id", channel.phone_number_id))
+            if channel.site:
+                keys.append(("site", channel.site))
             for key in keys:
                 if key in seen:
                     raise ValueError(f"channels {seen[key]!r} and {channel.name!r} have the same {key[0]}")
@@ -106,6 +125,16 @@ class Channels:
                 if c.messaging_service_sid == messaging_service_sid:
                     return c
         return next((c for c in twilio if account_sid and c.address == to and self.account_of(c) == account_sid), None)
+
+    def for_site(self, site: str) -> ChannelConfig | None:
+        """The web chat channel of a site; None when the site is not listed."""
+        return next((c for c in self.all if c.provider == "webchat" and c.site == site), None)
+
+    def site_open(self, site: str, default_site: str) -> bool:
+        """May a visitor open this web chat site: a listed one, or (when none is listed) the default."""
+        if any(c.provider == "webchat" for c in self.all):
+            return self.for_site(site) is not None
+        return site == default_site
 
     def for_whatsapp(self, phone_number_id: str) -> ChannelConfig | None:
         return next((c for c in self.all if c.phone_number_id == phone_number_id), None)

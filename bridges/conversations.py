@@ -113,7 +113,8 @@ def _demo_flow(message: InboundMessage) -> str | None:
 
 
 def flow_by_channel(channels: Channels) -> FlowPicker:
-    """The flow of the channels.yaml entry the message arrived on (web chat has none: DEFAULT_FLOW)."""
+    """The flow of the channels.yaml entry the message arrived on (a web chat site's `webchat` entry; none:
+    DEFAULT_FLOW)."""
 
     def pick(message: InboundMessage) -> str | None:
         config = channels.by_name(message.channel_name) if message.channel_name else None
@@ -313,9 +314,7 @@ class Conversations:
     async def _open(
         self, conn: Conn, message: InboundMessage, who: Identification, phone: str | None
     ) -> tuple[Conversation, list[dict[str, Any]]]:
-        flow_id = self.pick_flow(message) or DEFAULT_FLOW
-        if message.channel == "webchat" and message.recipient in self.live_flows().flows:
-            flow_id = message.recipient  # a web chat site named like a flow runs it (/chat/?site=support)
+        flow_id = self.pick_flow(message) or DEFAULT_FLOW  # a web chat site's too: its channel names the flow
         conversation_id = uuid.uuid4()
         interaction_id = await store.new_interaction(
             conn,

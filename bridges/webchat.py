@@ -47,6 +47,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from bridges.channels import Channels
 from bridges.messages import Inbox, OutboundMessage, Provider, SendFailed, SendResult, numbered
 from bridges.webchat_limits import (
     ChatLimiter,
@@ -241,8 +242,10 @@ class WebChat:
         *,
         limits: ChatLimits | None = None,  # None: no rate limits
         trusted_proxies: list[Network] | None = None,
+        channels: Channels | None = None,  # the sites visitors may open (None: only DEFAULT_SITE)
     ) -> None:
         self.inbox = inbox
+        self.channels = channels or Channels([])
         self.redis = redis
         self.namespace = namespace
         self.limiter = ChatLimiter(redis, namespace, limits) if limits is not None else None
@@ -264,6 +267,10 @@ class WebChat:
     async def delivered(self, visitor: str, ids: list[int]) -> None:
         if ids:
             await self.redis.hdel(mailbox_key(self.namespace, visitor), *[str(i) for i in ids])
+
+    def site_open(self, site: str) -> bool:
+        """A site listed in channels.yaml (provider webchat), or DEFAULT_SITE when none is listed."""
+        return self.channels.site_open(site, DEFAULT_SITE)
 
     async def accept(self, visitor: str, site: str, frame: dict[str, Any]) -> dict[str, Any]:
         """One visitor message: checked, stored by the inbox, acknowledged."""
@@ -288,6 +295,7 @@ class WebChat:
             recipient=site,
             text=text,
             choice_id=choice_id,
+            channel_name=channel.name if (channel := self.channels.for_site(site)) else None,
         )
         return {"type": "ack", "id": client_id, "message_id": message_id, "duplicate": not is_new}
 
@@ -309,6 +317,10 @@ async def visitor_ws(request: web.Request, chat: WebChat) -> web.StreamResponse:
     if not _SITE.match(site):
         return web.json_response(
             {"error": "bad_request", "field": "site", "reason": "site: 1-64 letters, digits, _ . -"}, status=400
+        )
+    if not chat.site_open(site):  # visitors are anonymous: they open the sites listed, never any flow
+        return web.json_response(
+            {"error": "not_found", "field": "site", "reason": f"no web chat site {site!r}"}, status=404
         )
     address = client_address(request, chat.trusted_proxies)
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=64 * 1024)

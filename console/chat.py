@@ -132,8 +132,15 @@ async def read_chat(request: web.Request) -> web.Response:
     if conversation is None:
         return error_response(404, "not_found", "no conversation for this interaction")
     pool = request.app[POOL]
+    # An agent reads an interaction's thread if it was offered to them, or it is the conversation's current
+    # interaction and theirs. Not by the conversation alone: after a hand-back the same conversation goes on
+    # in a new interaction, maybe with another agent, who was never offered the earlier one.
     if who.role == "agent" and not (
-        who.agent_id and (conversation.agent_id == who.agent_id or await offered_to(pool, interaction_id, who.agent_id))
+        who.agent_id
+        and (
+            (conversation.interaction_id == interaction_id and conversation.agent_id == who.agent_id)
+            or await offered_to(pool, interaction_id, who.agent_id)
+        )
     ):
         reason = "this conversation was not offered to you"
         await _audit_refusal(request, "read", interaction_id, reason, read="chat")

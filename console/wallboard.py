@@ -16,7 +16,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from console.desk import PAGE_HEADERS, STATIC_DIR
 from console.ws import HEARTBEAT_S, SESSION_ENDED, SOCKETS
@@ -28,6 +28,7 @@ from reports.wallboard_view import FilterError, parse_filter
 from routing.scope import scope_of
 
 Send = Callable[[str], Awaitable[None]]
+CLOSE_SLOW_S = 2.0  # for the close frame to a page the wallboard dropped as too slow
 
 
 async def wallboard_page(request: web.Request) -> web.StreamResponse:
@@ -70,12 +71,19 @@ async def wallboard_ws(request: web.Request) -> web.StreamResponse:
             if not ws.closed:
                 await ws.send_str(text)
 
+    closing: set[asyncio.Task[None]] = set()
+
+    def too_slow() -> None:  # the monitor gave up on this page: close it, the page reconnects
+        task = asyncio.create_task(_close_slow(ws))
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
     beats = asyncio.create_task(_heartbeats(request, who, ws, send))
     try:
         await send(
             json.dumps({"type": "hello", "username": who.username, "role": who.role, "heartbeat_s": HEARTBEAT_S})
         )
-        await monitor.add_viewer(send, subscription)
+        await monitor.add_viewer(send, subscription, on_drop=too_slow)
         async for message in ws:  # the page only pings
             if message.type == WSMsgType.TEXT and message.data == "ping":
                 await send(json.dumps({"type": "pong"}))
@@ -86,6 +94,14 @@ async def wallboard_ws(request: web.Request) -> web.StreamResponse:
             await beats
         request.app[SOCKETS].discard(ws)
     return ws
+
+
+async def _close_slow(ws: web.WebSocketResponse) -> None:
+    """Close a socket that cannot keep up; if even the close frame cannot be sent in time, the connection is
+    cut (aiohttp closes the transport when the close is timed out)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_SLOW_S):
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow")
 
 
 async def _heartbeats(request: web.Request, who: Principal, ws: web.WebSocketResponse, send: Send) -> None:

@@ -650,9 +650,11 @@ class Importer:
     def _write_rejects(self, header: Header, rejected: list[Rejected]) -> None:
         if self._rejects is None:
             assert self.summary.rejected_file is not None
-            self._rejects_file = self.summary.rejected_file.open(
-                "w", newline="", encoding="utf-8", errors="surrogateescape"
-            )
+            # The rows as read, personal data included: readable by this user only, whatever the umask (and
+            # a list left by an earlier run, whatever its mode, is made so before it is overwritten).
+            fd = os.open(self.summary.rejected_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            os.fchmod(fd, 0o600)
+            self._rejects_file = os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape")
             self._rejects = csv.writer(self._rejects_file)
             self._rejects.writerow(["line", "reason", *header.columns])
         for r in rejected:

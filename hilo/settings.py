@@ -27,6 +27,15 @@ class Settings(BaseSettings):
 
     database_url: SecretStr = SecretStr("postgresql://hilo@127.0.0.1:5432/hilo")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # Bounds on waiting for the stores, so a stalled PostgreSQL or Redis (or a runaway query) fails one
+    # request instead of holding a pooled connection for good. db_command_timeout_s: each statement of the
+    # server's pool (client side: asyncpg cancels it); the KPI reports' reads, which may take long on a large
+    # period, get db_report_timeout_s instead. Command-line tools (migrations, `hilo reports rebuild`, the
+    # importer) have no bound. redis_timeout_s: connecting to Redis, and each command's answer (listening on
+    # pub/sub is not bounded by it).
+    db_command_timeout_s: float = Field(default=60.0, gt=0)
+    db_report_timeout_s: float = Field(default=600.0, gt=0)
+    redis_timeout_s: float = Field(default=5.0, gt=0, le=120)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080

@@ -16,6 +16,14 @@ plaintext deleted. Anything that goes wrong leaves `failed` with the reason, and
 the next sweep to retry. Recording never costs the caller the call: every failure is logged and put on the
 timeline, the conversation goes on.
 
+While it is stored, the plaintext passes through Hilo's disk: the WAV fetched from Asterisk, and the copy
+with the paused spans given back as silence, in `work_dir` (0700, files 0600), deleted as soon as the
+encrypted copy is verified or the store fails. A process killed mid-way leaves them behind, so the sweep (at
+start, then with every housekeeping round) deletes what no store is using (`clean_incoming`). They are
+deleted rather than encrypted: they are never the only copy (Asterisk's file is deleted only after the
+encrypted one is verified and the row says `stored`), and the sweep stores the recording again from
+Asterisk's spool, whereas a leftover may be cut short mid-download or mid-silence.
+
 Pause and resume work from any node: the span is kept in the row (under a row lock), the ARI command names
 the live recording. Digits pressed while a recording is paused are neither logged nor put on the timeline
 by Hilo (and Asterisk's log is configured without its `dtmf` level)."""
@@ -26,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,6 +62,7 @@ FINISH_POLL_S = 0.25
 SWEEP_GRACE = timedelta(seconds=60)  # an unfinished recording this long after its call ended is taken over
 STALE_STORING = timedelta(minutes=10)  # a node that claimed a recording this long ago and did not finish died
 SNOOP_WAIT_S = 5.0  # for a leg's snoop channel to enter the app
+_WORK_FILE = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(?:asterisk\.)?[a-z0-9]+$")
 
 
 class NotLive(Exception):
@@ -108,6 +118,7 @@ class CallRecorder:
         self.work_dir = work_dir  # plaintext only passes through here, for the moment it takes to encrypt
         self._endings: dict[str, asyncio.Future[_Ending]] = {}
         self._legs: dict[uuid.UUID, list[_Leg]] = {}  # by the mixed recording, while this node records them
+        self._storing: set[uuid.UUID] = set()  # recordings this process is storing (their work files are in use)
         ari.handlers.append(self._on_event)
 
     def _on_event(self, event: Event) -> None:
@@ -322,9 +333,10 @@ class CallRecorder:
             async with self.pool.acquire() as conn, conn.transaction():
                 await catalog.update(conn, rec.id, state="deleted", ended_at=now, deleted_at=now, failure=reason)
                 await catalog.audit(conn, rec.id, "deleted", actor, {"reason": reason})
-            await self.timeline.record(
-                _interaction(rec), "recording.deleted", {"recording_id": str(rec.id), "reason": reason}
-            )
+                event = await catalog.timeline_event(
+                    conn, rec.id, "recording.deleted", {"recording_id": str(rec.id), "reason": reason}
+                )
+            await self.timeline.publish(event)
         except Exception:
             log.exception("recording %s could not be discarded", rec.id)
 
@@ -428,9 +440,11 @@ class CallRecorder:
         private_dirs(self.work_dir)
         fetched = self.work_dir / f"{rec.id}.asterisk.{FORMAT}"
         filled = self.work_dir / f"{rec.id}.{FORMAT}"
+        self._storing.add(rec.id)
         try:
+            for path in (fetched, filled):  # 0600 before the first byte of audio is written
+                _private_file(path)
             await self.ari.download_stored_recording(rec.asterisk_name, fetched)
-            os.chmod(fetched, 0o600)
             assert rec.ended_at is not None
             spans = rec.spans((rec.ended_at - rec.started_at).total_seconds())
             if spans:
@@ -440,16 +454,22 @@ class CallRecorder:
                 length = await asyncio.to_thread(duration_s, filled)
             key = f"{rec.started_at:%Y/%m/%d}/{rec.id}.hrec"
             stored = await self.store.put_file(key, filled, context=str(rec.id))
-            rec = await catalog.update(
-                self.pool,
-                rec.id,
-                state="stored",
-                storage_key=stored.key,
-                key_id=stored.key_id,
-                sha256=stored.sha256,
-                size_bytes=stored.size,
-                duration_s=round(length, 3),
-            )
+            data: dict[str, object] = {"recording_id": str(rec.id), "kind": rec.kind}
+            async with self.pool.acquire() as conn, conn.transaction():  # the state and its event, or neither
+                rec = await catalog.update(
+                    conn,
+                    rec.id,
+                    state="stored",
+                    storage_key=stored.key,
+                    key_id=stored.key_id,
+                    sha256=stored.sha256,
+                    size_bytes=stored.size,
+                    duration_s=round(length, 3),
+                )
+                data |= {"duration_s": rec.duration_s, "paused_spans": len(rec.paused_spans)}
+                if rec.mixed_id is not None:
+                    data["leg"] = rec.leg
+                event = await catalog.timeline_event(conn, rec.id, "recording.stored", data)
         except Exception as exc:
             log.exception("recording %s could not be stored", rec.id)
             await self._fail(rec, _reason(exc), rec.ended_at)
@@ -458,21 +478,12 @@ class CallRecorder:
             for path in (fetched, filled):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+            self._storing.discard(rec.id)
+        await self.timeline.publish(event)
         try:  # the encrypted copy reads back as the original: the plaintext may go
             await self.ari.delete_stored_recording(rec.asterisk_name)
         except AriError as exc:
             log.error("recording %s is stored, but Asterisk kept its plaintext (next sweep retries): %s", rec.id, exc)
-        await self.timeline.record(
-            _interaction(rec),
-            "recording.stored",
-            {
-                "recording_id": str(rec.id),
-                "kind": rec.kind,
-                "duration_s": rec.duration_s,
-                "paused_spans": len(rec.paused_spans),
-            }
-            | ({"leg": rec.leg} if rec.mixed_id is not None else {}),
-        )
         return rec
 
     async def _fail(self, rec: Recording, reason: str, ended_at: datetime | None) -> None:
@@ -488,7 +499,17 @@ class CallRecorder:
     async def sweep(self) -> int:
         """Tidy Asterisk's spool against the catalogue: store recordings whose call ended without them being
         stored (the node died, Asterisk's event was lost, a store failed), and delete plaintext left behind
-        by stored or deleted ones. Returns how many recordings it stored."""
+        by stored or deleted ones; then delete plaintext a killed process left in `work_dir`. Returns how
+        many recordings it stored."""
+        try:
+            return await self._sweep_spool()
+        finally:
+            try:
+                await self.clean_incoming()
+            except Exception:
+                log.exception("recording sweep: cannot clean %s", self.work_dir)
+
+    async def _sweep_spool(self) -> int:
         try:
             names = [r["name"] for r in await self.ari.stored_recordings()]
         except AriError as exc:
@@ -522,6 +543,58 @@ class CallRecorder:
             if claimed is not None and await self._store(claimed) is not None:
                 stored += 1
         return stored
+
+    async def clean_incoming(self) -> int:
+        """Delete the plaintext work files (`<id>.asterisk.wav`, `<id>.wav`) that no store is using: not this
+        process's, nor of a recording another process sharing the folder is storing (`storing`, changed
+        within STALE_STORING; once that is stale the sweep takes the recording over, and its store replaces
+        and deletes them). Every other file there is a leftover of a process killed mid-store, of a recording
+        stored, failed, deleted or unknown: never the only copy (see the module's docstring). Returns how
+        many files it deleted."""
+        files = await asyncio.to_thread(_work_files, self.work_dir)
+        if not files:
+            return 0
+        ids = sorted({rid for rid, _ in files})
+        busy = {
+            r["id"]
+            for r in await self.pool.fetch(
+                "SELECT id FROM recordings WHERE id = ANY($1::uuid[]) AND state = 'storing'"
+                " AND updated_at > now() - make_interval(secs => $2)",
+                ids,
+                STALE_STORING.total_seconds(),
+            )
+        }
+        deleted = 0
+        for rid, path in files:
+            if rid in self._storing or rid in busy:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                deleted += 1
+                log.warning("recording %s: deleted plaintext left behind in %s by an unfinished store", rid, path.name)
+        return deleted
+
+
+def _private_file(path: Path) -> None:
+    """Create (or empty) `path` readable and writable by this user only, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _work_files(folder: Path) -> list[tuple[uuid.UUID, Path]]:
+    """The recordings' work files in `folder` (which is made 0700 if it was not), by recording id."""
+    if not folder.is_dir():
+        return []
+    os.chmod(folder, 0o700)
+    found = []
+    for path in folder.iterdir():
+        match = _WORK_FILE.match(path.name)
+        if match and path.is_file():
+            found.append((uuid.UUID(match.group(1)), path))
+    return found
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from crm_bridge.timeline import event_json
 from recordings.audio import Span
 
 if TYPE_CHECKING:
@@ -202,3 +203,19 @@ async def audit_trail(conn: Db, recording_id: uuid.UUID) -> list[dict[str, Any]]
         recording_id,
     )
     return [{"action": r["action"], "actor": r["actor"], "detail": r["detail"], "at": r["at"]} for r in rows]
+
+
+_TIMELINE_INSERT = (
+    "INSERT INTO timeline_events (customer_id, interaction_id, type, channel, data)"
+    " SELECT r.customer_id, r.interaction_id, $2, i.channel, $3 FROM recordings r"
+    " JOIN interactions i ON i.id = r.interaction_id WHERE r.id = $1 RETURNING *"
+)
+
+
+async def timeline_event(conn: Db, recording_id: uuid.UUID, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A recording's fact on its customer's timeline, written in the caller's transaction with the change it
+    reports (a crash cannot keep the one and lose the other); the caller publishes it once that commits."""
+    row = await conn.fetchrow(_TIMELINE_INSERT, recording_id, type_, data)
+    if row is None:
+        raise LookupError(f"no recording {recording_id}")
+    return event_json(row)

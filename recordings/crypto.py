@@ -1,17 +1,26 @@
 """Encryption of recording files at rest: AES-256-GCM under named keys, in segments so a file of any length
 is written and read (played back) without holding it whole in memory.
 
-File layout (all integers big-endian):
+File layout (all integers big-endian), version 2 (written now):
 
-    b"HREC" | version (1 byte) | key id length (1 byte) | key id (ASCII) | nonce prefix (7 bytes) |
+    b"HREC" | version (1 byte) | key id length (1 byte) | key id (ASCII) | file salt (32 bytes) |
     segment size (4 bytes) | segment 0 | segment 1 | ... | final segment
 
-Every segment is the AES-GCM ciphertext (tag included) of `segment size` bytes of plaintext, the final one of
-the rest (possibly nothing). Its nonce is the file's random prefix, the segment's number (4 bytes) and 1 for
-the final segment, 0 otherwise; its associated data is the header plus the file's context (the recording
-id), so a segment cannot be reordered, a file cut at a segment boundary fails on its last segment, and a
-file copied onto another recording's record does not decrypt. The key id in the header names which key of
-the ring wrote it: keys can rotate while old files stay readable."""
+Each file is encrypted under a key of its own, derived with HKDF-SHA256 from the ring key the header names
+and the file's random 32-byte salt (as Tink's streaming AEAD does). Every segment is the AES-GCM ciphertext
+(tag included) of `segment size` bytes of plaintext, the final one of the rest (possibly nothing). Its nonce
+is 7 zero bytes, the segment's number (4 bytes) and 1 for the final segment, 0 otherwise: unique within the
+file, and the file's key is never used for another file, so no (key, nonce) pair is ever used twice however
+many files one ring key writes (two files would share a key only if their 256-bit salts collided). Its
+associated data is the header plus the file's context (the recording id), so a segment cannot be reordered,
+a file cut at a segment boundary fails on its last segment, and a file copied onto another recording's
+record does not decrypt. The key id in the header names which key of the ring wrote it: keys can rotate
+while old files stay readable.
+
+Version 1 (read only, for files written before version 2): a 7-byte random nonce prefix where the salt is,
+and every file encrypted directly under the ring key with nonce = prefix | segment number | final flag.
+Two files whose random prefixes collide (likely enough past a few thousand files per key: NIST SP 800-38D's
+2^-32 bound) would reuse nonces under one key, which is why nothing writes it any more."""
 
 from __future__ import annotations
 
@@ -27,13 +36,19 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAGIC = b"HREC"
-VERSION = 1
+VERSION = 2  # what new files are written as; 1 is still read
+VERSION_1 = 1
 SEGMENT_SIZE = 1 << 20  # 1 MiB of plaintext per segment: about 65 s of 8 kHz 16-bit audio
 TAG_SIZE = 16
-NONCE_PREFIX_SIZE = 7
+NONCE_PREFIX_SIZE = 7  # version 1's random per-file nonce prefix
+SALT_SIZE = 32  # version 2's per-file salt, from which the file's own key is derived
+_V2_PREFIX = bytes(NONCE_PREFIX_SIZE)  # version 2: the key is per file, so the nonce need only count segments
+_V2_INFO = b"hilo recording file key v2|"
 KEY_SIZE = 32  # AES-256
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -90,9 +105,26 @@ class KeyRing:
         return [hmac.new(self.keys[k], b"hilo recording playback urls", hashlib.sha256).digest() for k in ordered]
 
 
-def _header(key_id: str, prefix: bytes, segment_size: int) -> bytes:
+@dataclass(frozen=True)
+class Header:
+    version: int
+    key_id: str
+    nonce_material: bytes  # version 2: the file's salt; version 1: its nonce prefix
+    segment_size: int
+    raw: bytes  # the header's bytes (part of every segment's associated data)
+
+
+def file_key(ring_key: bytes, salt: bytes, key_id: str) -> bytes:
+    """A version 2 file's own AES-256 key: HKDF-SHA256 of the ring key, salted with the file's random salt and
+    bound to the key id (a salt copied under another key id gives another key)."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=salt, info=_V2_INFO + key_id.encode("ascii")).derive(
+        ring_key
+    )
+
+
+def _header(key_id: str, salt: bytes, segment_size: int) -> bytes:
     kid = key_id.encode("ascii")
-    return MAGIC + bytes([VERSION, len(kid)]) + kid + prefix + struct.pack(">I", segment_size)
+    return MAGIC + bytes([VERSION, len(kid)]) + kid + salt + struct.pack(">I", segment_size)
 
 
 def _nonce(prefix: bytes, index: int, final: bool) -> bytes:
@@ -106,12 +138,12 @@ def encrypt_stream(
     context: str,
     segment_size: int = SEGMENT_SIZE,
 ) -> tuple[str, int]:
-    """Encrypt the plaintext given as `chunks` into `out` with the ring's current key.
-    Returns (sha256 hex of the plaintext, plaintext size)."""
-    prefix = os.urandom(NONCE_PREFIX_SIZE)
-    header = _header(ring.current, prefix, segment_size)
+    """Encrypt the plaintext given as `chunks` into `out` with a key of its own derived from the ring's
+    current key (version 2). Returns (sha256 hex of the plaintext, plaintext size)."""
+    salt = os.urandom(SALT_SIZE)
+    header = _header(ring.current, salt, segment_size)
     aad = header + context.encode()
-    aead = AESGCM(ring.keys[ring.current])
+    aead = AESGCM(file_key(ring.keys[ring.current], salt, ring.current))
     out.write(header)
     digest = hashlib.sha256()
     size = 0
@@ -122,46 +154,58 @@ def encrypt_stream(
         size += len(chunk)
         pending += chunk
         while len(pending) > segment_size:  # keep at least one byte back: the final segment is never empty
-            out.write(aead.encrypt(_nonce(prefix, index, False), bytes(pending[:segment_size]), aad))
+            if index >= (1 << 32) - 1:
+                raise ValueError("recording too large for one file")
+            out.write(aead.encrypt(_nonce(_V2_PREFIX, index, False), bytes(pending[:segment_size]), aad))
             del pending[:segment_size]
             index += 1
-    if index >= 1 << 32:
-        raise ValueError("recording too large for one file")
-    out.write(aead.encrypt(_nonce(prefix, index, True), bytes(pending), aad))
+    out.write(aead.encrypt(_nonce(_V2_PREFIX, index, True), bytes(pending), aad))
     return digest.hexdigest(), size
 
 
-def read_header(source: BinaryIO) -> tuple[str, bytes, int, bytes]:
-    """(key id, nonce prefix, segment size, header bytes) of an encrypted file."""
+def read_header(source: BinaryIO) -> Header:
+    """The header of an encrypted file (either version)."""
     start = source.read(6)
     if len(start) < 6 or start[:4] != MAGIC:
         raise DecryptionError("not an encrypted recording file")
-    if start[4] != VERSION:
-        raise DecryptionError(f"unknown recording file version {start[4]}")
+    version = start[4]
+    if version == VERSION:
+        material = SALT_SIZE
+    elif version == VERSION_1:
+        material = NONCE_PREFIX_SIZE
+    else:
+        raise DecryptionError(f"unknown recording file version {version}")
     kid = source.read(start[5])
-    rest = source.read(NONCE_PREFIX_SIZE + 4)
-    if len(kid) != start[5] or len(rest) != NONCE_PREFIX_SIZE + 4:
+    rest = source.read(material + 4)
+    if len(kid) != start[5] or len(rest) != material + 4:
         raise DecryptionError("recording file header is cut short")
-    (segment_size,) = struct.unpack(">I", rest[NONCE_PREFIX_SIZE:])
+    (segment_size,) = struct.unpack(">I", rest[material:])
     if not 1 <= segment_size <= 64 << 20:
         raise DecryptionError("recording file header names an impossible segment size")
-    return kid.decode("ascii", "replace"), rest[:NONCE_PREFIX_SIZE], segment_size, start + kid + rest
+    return Header(version, kid.decode("ascii", "replace"), rest[:material], segment_size, start + kid + rest)
 
 
 def key_id_of(source: BinaryIO) -> str:
-    return read_header(source)[0]
+    return read_header(source).key_id
 
 
 def decrypt_stream(ring: KeyRing, source: BinaryIO, context: str) -> Iterator[bytes]:
     """The plaintext of an encrypted file, segment by segment. Raises DecryptionError (possibly after some
     segments were yielded) if anything does not authenticate."""
-    key_id, prefix, segment_size, header = read_header(source)
-    key = ring.keys.get(key_id)
+    header = read_header(source)
+    key = ring.keys.get(header.key_id)
     if key is None:
-        raise DecryptionError(f"the file was written with key {key_id!r}, which HILO_RECORDING_KEYS does not hold")
-    aead = AESGCM(key)
-    aad = header + context.encode()
-    sealed = segment_size + TAG_SIZE
+        raise DecryptionError(
+            f"the file was written with key {header.key_id!r}, which HILO_RECORDING_KEYS does not hold"
+        )
+    if header.version == VERSION:
+        aead = AESGCM(file_key(key, header.nonce_material, header.key_id))
+        prefix = _V2_PREFIX
+    else:
+        aead = AESGCM(key)
+        prefix = header.nonce_material
+    aad = header.raw + context.encode()
+    sealed = header.segment_size + TAG_SIZE
     index = 0
     current = source.read(sealed)
     while True:

@@ -2,7 +2,8 @@
 unless it is under legal hold. The encrypted file is removed from the store, the row keeps the metadata
 with `deleted_at` (what was recorded and when stays known; the audio does not), and the deletion goes on
 the audit trail (as `system:retention@system`, or `system:retention@cli` from `hilo recordings purge`) and on
-the customer's timeline (`recording.deleted`). Its words go too, in the same transaction: the transcript
+the customer's timeline (`recording.deleted`, written in the deletion's transaction: one is never without
+the other). Its words go too, in the same transaction: the transcript
 (migration 013's trigger) and the text of its `recording.transcribed` timeline event, redacted to null with
 `redacted`, `redacted_at` and `redaction_reason: retention` (migration 016, the one rewrite the append-only
 timeline allows). A held recording keeps everything.
@@ -18,10 +19,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-from crm_bridge.timeline import Interaction, Timeline
+from crm_bridge.timeline import Timeline
 from hilo import audit
 from recordings import catalog
 from recordings.storage import BlobBackend
@@ -76,11 +78,7 @@ async def purge(
         if deleted is not None:
             report.deleted += 1
             report.ids.append(recording_id)
-            await timeline.record(
-                Interaction(deleted.interaction_id, deleted.customer_id, "voice"),
-                "recording.deleted",
-                {"recording_id": str(recording_id), "reason": "retention"},
-            )
+            await timeline.publish(deleted)
         if progress is not None:
             progress(done, len(due))
     return report
@@ -88,7 +86,9 @@ async def purge(
 
 async def _delete_one(
     pool: asyncpg.Pool, store: BlobBackend, recording_id: uuid.UUID, moment: datetime, actor: str
-) -> catalog.Recording | None:
+) -> dict[str, Any] | None:
+    """Delete one recording; returns its `recording.deleted` event, written in the same transaction as the
+    deletion (for the caller to publish once committed), or None if it was not for this round to delete."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT id FROM recordings WHERE id = $1 AND deleted_at IS NULL AND NOT legal_hold AND delete_after <= $2"
@@ -116,7 +116,9 @@ async def _delete_one(
                 "timeline_texts_redacted": redacted,
             },
         )
-        return rec
+        return await catalog.timeline_event(
+            conn, recording_id, "recording.deleted", {"recording_id": str(recording_id), "reason": "retention"}
+        )
 
 
 async def run_periodically(

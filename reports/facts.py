@@ -114,9 +114,11 @@ ORDER BY interaction_id, at, id
 """
 
 
-async def _survivors(conn: Conn, rows: list[asyncpg.Record]) -> dict[str, str]:
+async def _survivors(conn: Conn, rows: list[asyncpg.Record], timeout: float | None = None) -> dict[str, str]:
     customers = list({r["customer_id"] for r in rows})
-    return {r["id"]: r["current"] for r in await conn.fetch(_SURVIVORS, customers)} if customers else {}
+    if not customers:
+        return {}
+    return {r["id"]: r["current"] for r in await conn.fetch(_SURVIVORS, customers, timeout=timeout)}
 
 
 def _contact(r: asyncpg.Record, survivors: dict[str, str]) -> Contact:
@@ -144,31 +146,44 @@ def _contact(r: asyncpg.Record, survivors: dict[str, str]) -> Contact:
 
 
 async def load_contacts(
-    pool: asyncpg.Pool, start: datetime, end: datetime, *, from_timeline: bool = False
+    pool: asyncpg.Pool,
+    start: datetime,
+    end: datetime,
+    *,
+    from_timeline: bool = False,
+    timeout: float | None = None,
 ) -> list[Contact]:
     """Every interaction that started in [start, end), from its `contact_facts` row (or, `from_timeline`,
     grouped from the period's events at query time: many times slower, what the tests and the benchmark
-    compare the summary with)."""
+    compare the summary with). `timeout`: each read's bound (None: the pool's command timeout)."""
     if from_timeline:
-        return await load_contacts_from_timeline(pool, start, end)
+        return await load_contacts_from_timeline(pool, start, end, timeout=timeout)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = await conn.fetch(_FACTS, start, end)
-        survivors = await _survivors(conn, rows)
+        rows = await conn.fetch(_FACTS, start, end, timeout=timeout)
+        survivors = await _survivors(conn, rows, timeout)
     return [_contact(r, survivors) for r in rows]
 
 
-async def load_contacts_from_timeline(pool: asyncpg.Pool, start: datetime, end: datetime) -> list[Contact]:
+async def load_contacts_from_timeline(
+    pool: asyncpg.Pool, start: datetime, end: datetime, *, timeout: float | None = None
+) -> list[Contact]:
     """The same contacts as `load_contacts`, grouped from the period's events at query time."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # A period's contacts are grouped and sorted in one go: enough memory that the sorts stay off disk.
         await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
-        rows = await conn.fetch(_CONTACTS, start, end, CONTACT_EVENTS)
-        survivors = await _survivors(conn, rows)
+        rows = await conn.fetch(_CONTACTS, start, end, CONTACT_EVENTS, timeout=timeout)
+        survivors = await _survivors(conn, rows, timeout)
     return [_contact(r, survivors) for r in rows]
 
 
 async def load_starts(
-    pool: asyncpg.Pool, start: datetime, end: datetime, customers: Collection[str], *, from_timeline: bool = False
+    pool: asyncpg.Pool,
+    start: datetime,
+    end: datetime,
+    customers: Collection[str],
+    *,
+    from_timeline: bool = False,
+    timeout: float | None = None,
 ) -> list[Contact]:
     """The interactions that started in [start, end) with only who, where and when: enough to tell whether
     an earlier contact of one of `customers` (after merges) was followed by another (first-contact
@@ -176,10 +191,10 @@ async def load_starts(
     may be among them (from the timeline: all are)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         if from_timeline:
-            rows = await conn.fetch(_STARTS_FROM_TIMELINE, start, end)
+            rows = await conn.fetch(_STARTS_FROM_TIMELINE, start, end, timeout=timeout)
         else:
-            rows = await conn.fetch(_STARTS, start, end, list(customers))
-        survivors = await _survivors(conn, rows)
+            rows = await conn.fetch(_STARTS, start, end, list(customers), timeout=timeout)
+        survivors = await _survivors(conn, rows, timeout)
     return [
         Contact(
             interaction_id=r["interaction_id"],

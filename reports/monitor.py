@@ -33,6 +33,7 @@ from reports.wallboard_view import ALL, BoardFilter, Snapshot, view
 log = logging.getLogger(__name__)
 
 Viewer = Callable[[str], Awaitable[None]]
+Dropped = Callable[[], None]  # told to a viewer the monitor gave up on (its page should be disconnected)
 
 # Events after which the picture is rebuilt at once rather than at the next tick.
 WAKING_EVENTS = frozenset(
@@ -49,6 +50,9 @@ WAKING_EVENTS = frozenset(
 )
 COALESCE_S = 0.1  # a burst of events makes one rebuild
 TODAY_EVERY_S = 15.0  # today's KPIs (for /metrics) are recomputed this often
+# A page gets this long to take a picture; one that does not (a stalled socket) is dropped, so it never holds
+# up the refresh, the alerts or the other pages for longer. Its page reconnects and gets the current picture.
+PUSH_TIMEOUT_S = 5.0
 
 
 def alert_values(measured: list[alerts.QueueNow]) -> dict[tuple[str, str], float]:
@@ -71,6 +75,7 @@ class WallboardMonitor:
         self.snapshot: Snapshot | None = None
         self.today: dict[str, dict[str, Kpis]] = {}  # grouping -> group ("" for none) -> figures
         self._viewers: dict[Viewer, BoardFilter] = {}
+        self._on_drop: dict[Viewer, Dropped] = {}
         self._shown: dict[str, str] = {}  # filter key -> the last picture pushed for it, without its time
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,18 +110,22 @@ class WallboardMonitor:
                 await task
 
     # -- viewers -----------------------------------------------------------------------------------
-    async def add_viewer(self, viewer: Viewer, subscription: BoardFilter = ALL) -> None:
-        """A page connected: it gets the current picture through its filter now, then every change."""
+    async def add_viewer(self, viewer: Viewer, subscription: BoardFilter = ALL, on_drop: Dropped | None = None) -> None:
+        """A page connected: it gets the current picture through its filter now, then every change. A page
+        that fails to take a picture within PUSH_TIMEOUT_S is dropped, and `on_drop` called."""
         # Added first, so no change is missed in between; the page may get one picture twice.
         self._viewers[viewer] = subscription
+        if on_drop is not None:
+            self._on_drop[viewer] = on_drop
         if self.snapshot is None:
             await self.refresh()
         if self.snapshot is not None:
             picture = view(self.snapshot, subscription)
             self._shown.setdefault(subscription.key, _without_time(picture))
-            await viewer(json.dumps(picture))
+            await self._send(viewer, json.dumps(picture))
 
     def remove_viewer(self, viewer: Viewer) -> None:
+        self._on_drop.pop(viewer, None)
         gone = self._viewers.pop(viewer, None)
         if gone is not None and gone not in self._viewers.values():
             self._shown.pop(gone.key, None)
@@ -150,12 +159,14 @@ class WallboardMonitor:
             return picture
 
     async def _push(self, snapshot: Snapshot) -> None:
-        """Each distinct subscription is cut once, and sent to its pages if it changed."""
+        """Each distinct subscription is cut once, and sent to its pages if it changed: to every page at
+        once, each given PUSH_TIMEOUT_S, so the slowest page bounds the push, not the sum of them."""
         by_key: dict[str, list[Viewer]] = defaultdict(list)
         filters: dict[str, BoardFilter] = {}
         for viewer, subscription in list(self._viewers.items()):
             by_key[subscription.key].append(viewer)
             filters[subscription.key] = subscription
+        sends: list[Awaitable[None]] = []
         for key, viewers in by_key.items():
             picture = view(snapshot, filters[key])
             shown = _without_time(picture)
@@ -163,11 +174,24 @@ class WallboardMonitor:
                 continue
             self._shown[key] = shown
             text = json.dumps(picture)
-            for viewer in viewers:
+            sends.extend(self._send(viewer, text) for viewer in viewers)
+        if sends:
+            await asyncio.gather(*sends)
+
+    async def _send(self, viewer: Viewer, text: str) -> None:
+        """One picture to one page; a page that fails or is too slow is dropped (never raises)."""
+        try:
+            await asyncio.wait_for(viewer(text), PUSH_TIMEOUT_S)
+        except Exception as exc:  # a page gone away, or stalled (TimeoutError)
+            if isinstance(exc, TimeoutError):
+                log.warning("wallboard: a page took more than %ss to take the picture: dropped", PUSH_TIMEOUT_S)
+            on_drop = self._on_drop.get(viewer)
+            self.remove_viewer(viewer)
+            if on_drop is not None:
                 try:
-                    await viewer(text)
-                except Exception:  # a page gone away; its socket handler removes it
-                    self._viewers.pop(viewer, None)
+                    on_drop()
+                except Exception:
+                    log.exception("wallboard: closing a dropped page failed")
 
     async def refresh_today(self) -> None:
         """Today's figures (since midnight in the configured zone) for every grouping, for /metrics."""

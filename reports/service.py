@@ -27,9 +27,13 @@ def rules_of(config: KpiConfig) -> KpiRules:
 
 
 class Reports:
-    def __init__(self, pool: asyncpg.Pool, config: KpiConfig, *, from_timeline: bool = False) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, config: KpiConfig, *, from_timeline: bool = False, timeout: float | None = None
+    ) -> None:
         self.pool = pool
         self.config = config
+        # Each read's bound, instead of the pool's command timeout (a report over a long period may take long).
+        self.timeout = timeout
         # Read the events at query time instead of contact_facts: the benchmark's comparison, same figures.
         self.from_timeline = from_timeline
 
@@ -40,11 +44,13 @@ class Reports:
         repeats of its last contacts)."""
         now = now or datetime.now(UTC)
         horizon = min(end + self.config.repeat_window + LONGEST_CONTACT, max(now, end))
-        contacts = await load_contacts(self.pool, start, end, from_timeline=self.from_timeline)
+        contacts = await load_contacts(self.pool, start, end, from_timeline=self.from_timeline, timeout=self.timeout)
         # What came after the period only tells whether a contact in it was repeated: who, where, when.
         customers = {c.customer_id for c in contacts}
         later = (
-            await load_starts(self.pool, end, horizon, customers, from_timeline=self.from_timeline)
+            await load_starts(
+                self.pool, end, horizon, customers, from_timeline=self.from_timeline, timeout=self.timeout
+            )
             if horizon > end and customers
             else []
         )

@@ -7,7 +7,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -33,10 +32,10 @@ from dialplans.models import load_phones, load_routing
 from flows import rest as flows_rest
 from flows.hours import Calendars
 from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
-from hilo.db import create_pool
 from hilo.notifier import Notifier
 from hilo.passwords import Peppers
 from hilo.settings import Settings
+from hilo.stores import redis_client, server_pool
 from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
 from hilo.web.forwarded import Proxies, add_transport_security
@@ -124,7 +123,7 @@ def init_app(settings: Settings) -> web.Application:
     )
 
     async def postgres(app: web.Application) -> AsyncIterator[None]:
-        services.pool = await create_pool(settings.database_url.get_secret_value(), min_size=2, max_size=10)
+        services.pool = await server_pool(settings)
         await upsert_agents(services.pool, routing.agents)
         app[POOL] = services.pool
         yield
@@ -132,7 +131,7 @@ def init_app(settings: Settings) -> web.Application:
 
     async def redis(app: web.Application) -> AsyncIterator[None]:
         # named, so CLIENT LIST tells this deployment's connections (sessions, pub/sub feeds) from others'
-        services.redis = aioredis.from_url(settings.redis_url.get_secret_value(), client_name=settings.namespace)
+        services.redis = redis_client(settings, client_name=settings.namespace)
         await services.redis.ping()
         app[REDIS] = services.redis
         app[SESSIONS] = SessionStore(services.redis, settings.namespace)
@@ -314,6 +313,7 @@ def init_app(settings: Settings) -> web.Application:
             settings.namespace,
             limits=webchat_limits(settings),
             trusted_proxies=messaging_now.trusted_proxies,
+            channels=messaging_now.channels,
         )
         services.webchat.start()  # one Redis subscription for every visitor socket on this node
         assert services.screenpops is not None
@@ -375,7 +375,10 @@ def init_app(settings: Settings) -> web.Application:
         assert services.pool is not None and services.redis is not None and services.board is not None
         board = Wallboard(services.pool, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
         services.wallboard = WallboardMonitor(
-            board, Reports(services.pool, kpi_config), services.redis, settings.namespace
+            board,
+            Reports(services.pool, kpi_config, timeout=settings.db_report_timeout_s),
+            services.redis,
+            settings.namespace,
         )
         await services.wallboard.start()
         app[WALLBOARD] = services.wallboard

@@ -12,13 +12,20 @@ Why RTP rather than the alternatives Asterisk 22 has: externalMedia RTP is in ev
 (the production image included), is plain UDP (a late or lost packet is skipped, it never delays the
 frames behind it, which is what a live recognizer wants) and needs no extra module or configuration.
 AudioSocket is TCP (head-of-line blocking) and was 8 kHz-only until recently; chan_websocket arrived in
-22.5 and is still young. One socket per turn keeps streams apart without parsing SSRCs, and it only
-accepts packets from the first sender (Asterisk on loopback)."""
+22.5 and is still young. One socket per turn keeps streams apart without parsing SSRCs.
+
+The socket takes packets only from the address and port Asterisk's externalMedia channel sends from, which
+its answer names (channel variables UNICASTRTP_LOCAL_ADDRESS / UNICASTRTP_LOCAL_PORT); anything else, before
+or after, is dropped. Not "the first sender": another local process (or, with HILO_SPEECH_MEDIA_HOST off
+loopback, anyone on the network) racing Asterisk to the new port would otherwise decide what the recognizer
+hears, and so the caller's menu choice. An answer without them fails the listening (that turn takes keys
+only, as when the audio cannot be opened)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import struct
 import sys
@@ -66,19 +73,48 @@ def network_to_little_endian(payload: bytes) -> bytes:
     return payload
 
 
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        return address
+    return None
+
+
+def media_source(answer: object) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
+    """Where the externalMedia channel of ARI's `answer` sends from (address, port), or None if it does not
+    say (or says nothing usable: a wildcard address, a port out of range)."""
+    variables = answer.get("channelvars") if isinstance(answer, dict) else None
+    if not isinstance(variables, dict):
+        return None
+    address = _address(str(variables.get("UNICASTRTP_LOCAL_ADDRESS") or ""))
+    try:
+        port = int(str(variables.get("UNICASTRTP_LOCAL_PORT") or ""))
+    except ValueError:
+        return None
+    if address is None or address.is_unspecified or not 0 < port < 65536:
+        return None
+    return address, port
+
+
 class RtpReceiver(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
-        self.peer: tuple[str, int] | None = None
+        # Asterisk's end of the stream, once its externalMedia answer named it: nothing is taken before.
+        self.peer: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None = None
         self.last_seq: int | None = None
         self.packets = 0
         self.dropped = 0
+        self.refused = 0  # packets from anyone else
+
+    def expect(self, source: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]) -> None:
+        self.peer = source
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.peer is None:
-            self.peer = addr
-        elif addr != self.peer:
-            return  # only the stream Asterisk started
+        if self.peer is None or addr[1] != self.peer[1] or _address(addr[0]) != self.peer[0]:
+            self.refused += 1  # only the stream Asterisk started
+            return
         parsed = rtp_payload(data)
         if parsed is None:
             return
@@ -124,7 +160,11 @@ class CallAudio:
         media_state = self.stasis.watch(self.media_id)
         try:
             await self.ari.create_bridge(self.bridge_id)
-            await self.ari.external_media(self.media_id, f"{self.host}:{port}", fmt=FORMAT)
+            answer = await self.ari.external_media(self.media_id, f"{self.host}:{port}", fmt=FORMAT)
+            source = media_source(answer)
+            if source is None:
+                raise AriError(502, "POST", "/channels/externalMedia", "the answer names no RTP source to accept")
+            self.receiver.expect(source)
             await self.ari.snoop(self.caller_channel, self.snoop_id, spy="in", app_args="speech")
             await asyncio.wait_for(
                 asyncio.gather(snoop_state.in_stasis.wait(), media_state.in_stasis.wait()), STASIS_WAIT_S
@@ -153,3 +193,9 @@ class CallAudio:
             self._transport = None
         if self.receiver.dropped:
             log.warning("speech on %s: %d audio frames dropped", self.caller_channel, self.receiver.dropped)
+        if self.receiver.refused:
+            log.warning(
+                "speech on %s: %d packets from other senders than Asterisk refused",
+                self.caller_channel,
+                self.receiver.refused,
+            )

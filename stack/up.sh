@@ -252,9 +252,14 @@ EOF
         sleep 0.5
     done
     "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || die "PostgreSQL does not answer on 127.0.0.1:$PG_PORT"
-    # Role and databases (idempotent); the password never appears on a command line.
+    # Role and databases (idempotent). The password never appears on a command line (where `ps` shows it to
+    # every local user): it reaches psql on its standard input, as a psql variable (\set; inside its single
+    # quotes a quote is doubled and a backslash escaped), which :'pw' then quotes as an SQL literal.
+    local pw_quoted=${PG_PASSWORD//\\/\\\\}
+    pw_quoted=${pw_quoted//\'/\'\'}
     as_postgres "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$PG_PORT" -d postgres \
-        -v pw="$PG_PASSWORD" >/dev/null <<'SQL' || die "creating the hilo role/databases failed"
+        >/dev/null <<SQL || die "creating the hilo role/databases failed"
+\set pw '$pw_quoted'
 SELECT 'CREATE ROLE hilo LOGIN CREATEDB' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hilo')
 \gexec
 ALTER ROLE hilo WITH LOGIN CREATEDB PASSWORD :'pw';

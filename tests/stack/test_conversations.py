@@ -382,6 +382,43 @@ async def test_web_chat_over_a_real_websocket_with_an_agent_who_hands_back(stack
     assert resp.status == 201, await resp.json()
 
 
+async def test_after_a_hand_back_the_next_agent_cannot_read_the_earlier_interaction(stack: Stack) -> None:
+    alice = await sign_in(stack, "alice", "agent", "alice")
+    bob = await sign_in(stack, "bob", "agent", "bob")
+    async with visitor(stack) as (chat, _):
+        await chat.say("m1", "hi")
+        await chat.replies(2)
+        await chat.say("m2", "Sales", choice_id="1")
+        await chat.replies(3)
+        first = str(await stack.pool.fetchval("SELECT interaction_id FROM conversations WHERE channel = 'webchat'"))
+        await stack.hilo_events.expect("routing.offered", within=10, interaction_id=first, data__agent="alice")
+        resp = await stack.client.post(f"/console/api/chats/{first}/accept", headers=bearer(alice))
+        assert resp.status == 200, await resp.json()
+        resp = await stack.client.post(
+            f"/console/api/chats/{first}/reply", json={"text": "For alice's thread only"}, headers=bearer(alice)
+        )
+        assert resp.status == 201, await resp.json()
+        resp = await stack.client.post(f"/console/api/chats/{first}/handback", headers=bearer(alice))
+        assert resp.status == 200, await resp.json()
+        await chat.replies(6)  # alice's reply, then the flow's greeting and menu again
+        await chat.say("m3", "Support", choice_id="2")  # this time bob's queue
+        await chat.replies(7)
+    current = str(await stack.pool.fetchval("SELECT interaction_id FROM conversations WHERE channel = 'webchat'"))
+    assert current != first
+    await stack.hilo_events.expect("routing.offered", within=10, interaction_id=current, data__agent="bob")
+    resp = await stack.client.post(f"/console/api/chats/{current}/accept", headers=bearer(bob))
+    assert resp.status == 200, await resp.json()
+    # bob has the conversation now, but the earlier interaction was never offered to him.
+    resp = await stack.client.get(f"/console/api/chats/{first}", headers=bearer(bob))
+    assert resp.status == 403, await resp.json()
+    resp = await stack.client.get(f"/console/api/chats/{current}", headers=bearer(bob))
+    assert resp.status == 200, await resp.json()
+    resp = await stack.client.get(f"/console/api/chats/{first}", headers=bearer(alice))
+    assert resp.status == 200 and "For alice's thread only" in json.dumps((await resp.json())["thread"])
+    resp = await stack.client.post(f"/console/api/chats/{current}/close", headers=bearer(bob))
+    assert resp.status == 200, await resp.json()
+
+
 CHECKS_FLOW = """
 flow: chatcheck
 start: menu
@@ -440,14 +477,23 @@ nodes:
 
 
 @pytest.fixture
-async def checks_flow(stack: Stack) -> None:
-    """A flow for the text equivalents of call-only nodes, applied as a flow version (conftest restores)."""
+async def checks_flow(stack: Stack) -> AsyncIterator[None]:
+    """A flow for the text equivalents of call-only nodes, applied as a flow version (conftest restores), and
+    a web chat site `chatcheck` that runs it (as a `webchat` channel of channels.yaml would)."""
+    from bridges.channels import ChannelConfig
     from flows.bundle import FlowBundle
 
-    assert stack.services.flows is not None
+    assert stack.services.flows is not None and stack.services.messaging is not None
     bundle = FlowBundle.from_dir(stack.settings.dialplans_dir).changed({"flows/chatcheck.yaml": CHECKS_FLOW})
     await stack.services.flows.versions.apply(bundle, applied_by="system:tests@system", comment="chat checks")
     assert not isinstance(await stack.services.flows.reload(), list)
+    channels = stack.services.messaging.channels
+    site = ChannelConfig(name="webchat-chatcheck", provider="webchat", site="chatcheck", flow="chatcheck")
+    channels.all.append(site)
+    try:
+        yield
+    finally:
+        channels.all.remove(site)
 
 
 async def chat_on(stack: Stack, site: str) -> AsyncIterator[tuple[Visitor, str]]:
@@ -461,6 +507,30 @@ async def chat_on(stack: Stack, site: str) -> AsyncIterator[tuple[Visitor, str]]
         await ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await chat.task
+
+
+async def test_a_web_chat_site_not_listed_is_refused_even_when_named_like_a_flow(
+    stack: Stack, checks_flow: None
+) -> None:
+    from bridges.channels import ChannelConfig
+
+    assert stack.services.flows is not None and "feedback" in stack.services.flows.current.flows
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await stack.client.ws_connect("/chat/ws?site=feedback")  # a flow, but no webchat channel names it
+    assert refused.value.status == 404
+    # A listed site opens, and runs its channel's flow, whatever the site is called.
+    assert stack.services.messaging is not None
+    stack.services.messaging.channels.all.append(
+        ChannelConfig(name="webchat-shop", provider="webchat", site="shop", flow="chatcheck")
+    )
+    try:
+        async with contextlib.asynccontextmanager(chat_on)(stack, "shop") as (chat, _):
+            await chat.say("a", "hello")
+            assert (await chat.replies(1))[0]["text"].startswith("Pick one.")
+    finally:
+        stack.services.messaging.channels.all.pop()
+    assert await stack.pool.fetchval("SELECT flow FROM conversations WHERE our_address = 'shop'") == "chatcheck"
+    assert not await stack.pool.fetchval("SELECT count(*) FROM conversations WHERE our_address = 'feedback'")
 
 
 async def test_a_web_chat_visitor_who_verifies_becomes_the_known_customer(stack: Stack, checks_flow: None) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -151,11 +153,20 @@ async def test_bad_rows_are_reported_by_line_and_the_rest_is_imported(stack: Sta
         + "Ok Two,,ok2@example.com,,,,\n"  # line 9
     )
     before = await counts(stack)
-    async with stack.pool.acquire() as conn:
-        importer = Importer(conn, write(tmp_path, text), "ES", workers=0)
-        summary = await importer.run()
+    left = tmp_path / "customers.rejected.csv"
+    left.write_text("a list from an earlier run\n")
+    left.chmod(0o644)
+    umask = os.umask(0o022)
+    try:
+        async with stack.pool.acquire() as conn:
+            importer = Importer(conn, write(tmp_path, text), "ES", workers=0)
+            summary = await importer.run()
+    finally:
+        os.umask(umask)
 
     assert (summary.rows, summary.imported, summary.rejected, summary.created) == (6, 2, 4, 2)
+    assert summary.rejected_file == left
+    assert stat.S_IMODE(left.stat().st_mode) == 0o600, "the rejected rows (personal data) are readable by others"
     assert await counts(stack) == (before[0] + 2, before[1] + 2)
     reasons = {r.line: r.reason for r in importer.rejected_lines}
     assert list(reasons) == [3, 4, 6, 8]

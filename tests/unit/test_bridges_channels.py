@@ -23,7 +23,8 @@ ACCOUNT = "AC" + "0" * 32
 
 def test_the_shipped_channels_file_loads() -> None:
     channels = load_channels(REPO_ROOT / "dialplans", ACCOUNT)
-    assert {c.provider for c in channels.all} == {"twilio", "whatsapp_cloud"}
+    assert {c.provider for c in channels.all} == {"twilio", "whatsapp_cloud", "webchat"}
+    assert channels.for_site("web") is not None and channels.for_site("chatcheck") is None
     assert all(c.flow for c in channels.all)
 
 

@@ -105,3 +105,45 @@ def test_the_rate_limited_address_is_the_peer_unless_a_trusted_proxy_forwarded_i
     assert client_address(request("10.0.0.2", "1.2.3.4, 198.51.100.1, 10.0.0.3"), proxies) == "198.51.100.1"
     assert client_address(request("10.0.0.2", None), proxies) == "10.0.0.2"
     assert client_address(request("10.0.0.2", "198.51.100.1"), []) == "10.0.0.2"
+
+
+def web_channel(site: str, flow: str) -> ChannelConfig:
+    return ChannelConfig(name=f"webchat-{site}", provider="webchat", site=site, flow=flow)
+
+
+async def test_a_visitor_opens_only_the_sites_channels_yaml_lists() -> None:
+    """Visitors are anonymous: `?site=` chooses among the listed sites, never any flow by its name (before,
+    a site named like any flow ran that flow)."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from bridges.webchat import visitor_ws
+
+    inbox = MemoryInbox()
+    channels = Channels([web_channel("web", "demo"), web_channel("help", "support")])
+    web = WebChat(inbox, redis=None, namespace="t", channels=channels)  # type: ignore[arg-type]
+    for site in ("support", "feedback", "demo", "nowhere"):  # flows, and a name that is nothing
+        refused = await visitor_ws(make_mocked_request("GET", f"/chat/ws?site={site}"), web)
+        assert refused.status == 404, site
+    assert web.site_open("web") and web.site_open("help")
+    # A listed site's messages carry its channel, whose flow the conversation runs.
+    await web.accept("v1-abc", "help", {"type": "message", "id": "m1", "text": "hi"})
+    ((_, stored),) = inbox.stored.values()
+    assert stored["recipient"] == "help" and stored["channel_name"] == "webchat-help"
+    pick = flow_by_channel(channels)
+    message = InboundMessage(1, "webchat", "webchat", "v1-abc:m1", "v1-abc", "help", "hi", channel_name="webchat-help")
+    assert pick(message) == "support"
+    # With no web chat channel listed, only the default site opens (it runs the default flow).
+    bare = WebChat(inbox, redis=None, namespace="t", channels=Channels([]))  # type: ignore[arg-type]
+    assert bare.site_open("web") and not bare.site_open("support")
+
+
+def test_a_webchat_channel_names_a_site_and_nothing_else() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs `site`"):
+        ChannelConfig(name="w", provider="webchat", flow="demo")
+    with pytest.raises(ValidationError, match="not a number"):
+        ChannelConfig(name="w", provider="webchat", site="web", flow="demo", phone_number_id="12345")
+    with pytest.raises(ValidationError, match="site is for webchat"):
+        ChannelConfig(name="w", provider="whatsapp_cloud", phone_number_id="12345", site="web", flow="demo")

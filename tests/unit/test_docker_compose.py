@@ -237,3 +237,35 @@ def test_compose_gives_every_template_marker_a_value() -> None:
     volume = next(k for k, v in mounts.items() if v == out.group(1))
     start = (ROOT / build_of("asterisk", data["services"]["asterisk"])[0] / "start.sh").read_text()
     assert f"src={asterisk_mounts[volume]}" in start, "Asterisk starts on the rendered files"
+
+
+def test_no_secret_is_on_a_command_line() -> None:
+    """A service's command line is readable by every process of the host (ps): no password is put there."""
+    for name, service in compose()["services"].items():
+        command = service.get("command") or []
+        text = command if isinstance(command, str) else " ".join(command)
+        # `${VAR}` is filled in by compose (so the value lands in argv); `$$VAR` is left to the shell.
+        assert not re.search(r"(?<!\$)\$\{?HILO_\w*(PASSWORD|TOKEN|SECRET|KEYS?)\b", text), (name, text)
+
+
+def test_redis_gets_its_password_from_a_private_file(tmp_path: Path) -> None:
+    """Run the redis service's command with a stand-in redis-server that reports what it was given."""
+    import os
+    import stat
+    import subprocess
+
+    command = compose()["services"]["redis"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    script = command[2].replace("$$", "$").replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+    fake = tmp_path / "bin" / "redis-server"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/../argv"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "HILO_REDIS_PASSWORD": "s3cret-pw"}
+    subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+    argv = (tmp_path / "argv").read_text()
+    assert "s3cret-pw" not in argv and argv.strip() == str(tmp_path / "redis.conf")
+    config = tmp_path / "redis.conf"
+    assert 'requirepass "s3cret-pw"' in config.read_text().splitlines()
+    assert "appendonly yes" in config.read_text().splitlines()
+    assert stat.S_IMODE(os.stat(config).st_mode) == 0o600

@@ -1,5 +1,6 @@
 """Recording encryption: round trips of every length, keys that rotate, and files that were altered, cut
-short, extended or swapped all refusing to decrypt; key configuration errors that name the entry at fault."""
+short, extended or swapped all refusing to decrypt; each file under a key of its own, files of the first
+format still readable; key configuration errors that name the entry at fault."""
 
 from __future__ import annotations
 
@@ -9,10 +10,22 @@ import io
 import os
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recordings.crypto import DecryptionError, KeyConfigError, KeyRing, decrypt_stream, encrypt_stream, key_id_of
+from recordings.crypto import (
+    SALT_SIZE,
+    DecryptionError,
+    KeyConfigError,
+    KeyRing,
+    decrypt_stream,
+    encrypt_stream,
+    file_key,
+    key_id_of,
+    read_header,
+)
 
 SEGMENT = 64  # small segments, so a few hundred bytes cross many boundaries
 
@@ -95,6 +108,61 @@ def test_altered_cut_extended_or_swapped_files_do_not_decrypt() -> None:
         open_(ring(), sealed)  # same key id, another key
     with pytest.raises(DecryptionError, match="not an encrypted recording"):
         open_(r, b"RIFF....WAVE")
+
+
+def test_two_files_never_share_a_key() -> None:
+    """Segment nonces only count within a file, so safety rests on every file having its own key: derived
+    from the ring key and a 32-byte random salt in the header, never the ring key itself. (Before, every
+    file was sealed under the ring key with a 56-bit random nonce prefix: past a few thousand files per
+    key two prefixes collide, reusing nonces.)"""
+    r = ring()
+    plain = b"\x00" * (2 * SEGMENT)  # the same plaintext twice: shared key and nonce would show as equal bytes
+    files = [seal(r, plain) for _ in range(2)]
+    headers = [read_header(io.BytesIO(f)) for f in files]
+    assert [h.version for h in headers] == [2, 2]
+    salts = [h.nonce_material for h in headers]
+    assert all(len(s) == SALT_SIZE for s in salts) and salts[0] != salts[1]
+    keys = [file_key(r.keys["k1"], s, "k1") for s in salts]
+    assert keys[0] != keys[1] and r.keys["k1"] not in keys
+    first_segments = [f[len(h.raw) : len(h.raw) + SEGMENT + 16] for f, h in zip(files, headers, strict=True)]
+    assert first_segments[0] != first_segments[1]
+    nonce = bytes(7) + b"\x00\x00\x00\x00\x00"  # segment 0, not final
+    aad = headers[0].raw + b"rec-1"
+    assert AESGCM(keys[0]).decrypt(nonce, first_segments[0], aad) == plain[:SEGMENT]
+    for wrong in (keys[1], r.keys["k1"]):  # not the other file's key, not the ring key
+        with pytest.raises(InvalidTag):
+            AESGCM(wrong).decrypt(nonce, first_segments[0], aad)
+    # The salt is bound to the key id: the same salt under another key id is another key.
+    assert file_key(r.keys["k1"], salts[0], "k2") != keys[0]
+
+
+# Written by the first format (version 1: the ring key itself, a random 7-byte nonce prefix): key bytes
+# 0..31 under id "old", plaintext bytes (7 * i) % 251 for i < 150, 64-byte segments, context "rec-v1".
+V1_FILE = bytes.fromhex(
+    "4852454301036f6c64e5fa8ca071835000000040c43fbb44a1307781a3f6a40e66ae9fc5db2e659274dc52493b5944566a53c1"
+    "5d0253303d8ac54a91ff7e6cd682f346751e87a6979e1d1e3c06bb256030d43514d72b2c925e50ac8572d1940890db291f08ee"
+    "3dbccf1e9b25e6790774853d625b3a622cf64f95cd7751fb4a7d26622256403b5bba233c75386612fd166c5f91ad9cd7ba1bce"
+    "b4e59cd578ad5924c8eb39796957e2dc0f51e20ff5d538570d530a33f64698a332b38f4949f59c139db1aa58e551a640aea910"
+    "bf7da0f7e866ea5246d057904669"
+)
+
+
+def test_a_file_of_the_first_format_still_decrypts() -> None:
+    old = KeyRing.parse(f"old:{base64.b64encode(bytes(range(32))).decode()},new:{key()}", "new")
+    assert read_header(io.BytesIO(V1_FILE)).version == 1
+    assert key_id_of(io.BytesIO(V1_FILE)) == "old"
+    assert open_(old, V1_FILE, context="rec-v1") == bytes((7 * i) % 251 for i in range(150))
+    for broken in (V1_FILE[:-1], V1_FILE[:30] + bytes([V1_FILE[30] ^ 1]) + V1_FILE[31:]):
+        with pytest.raises(DecryptionError):
+            open_(old, broken, context="rec-v1")
+    with pytest.raises(DecryptionError):
+        open_(old, V1_FILE, context="rec-v2")
+    # A version 1 file relabelled as version 2 (or the reverse) does not decrypt either.
+    relabelled = V1_FILE[:4] + b"\x02" + V1_FILE[5:]
+    with pytest.raises(DecryptionError):
+        open_(old, relabelled, context="rec-v1")
+    # New files are written in the new format, under the current key.
+    assert read_header(io.BytesIO(seal(old, b"new"))).version == 2
 
 
 @pytest.mark.parametrize(

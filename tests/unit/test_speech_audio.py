@@ -124,3 +124,43 @@ def test_a_long_monologue_is_cut_at_max_speech() -> None:
     events = endpointer.feed(pcm(voiced(3.0, 16000), 16000).samples)
     assert [e.kind for e in events][-1] == "end"
     assert sum(e.kind == "speech" for e in events) == 50  # 1.0 s of 20 ms frames
+
+
+def _rtp(seq: int, payload: bytes = b"\x00\x01" * 160) -> bytes:
+    return bytes([0x80, 0x0B]) + struct.pack("!HII", seq, seq * 320, 0x1234) + payload
+
+
+def test_the_rtp_socket_takes_only_the_source_asterisk_named() -> None:
+    """Not "the first sender": a process racing Asterisk to the port is refused, before and after Asterisk's
+    first packet; only the address and port the externalMedia answer named are heard."""
+    from speech.media import RtpReceiver, media_source
+
+    answer = {"id": "m", "channelvars": {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": "12010"}}
+    receiver = RtpReceiver()
+    receiver.datagram_received(_rtp(1), ("127.0.0.1", 40000))  # before Asterisk's answer: nobody is heard yet
+    source = media_source(answer)
+    assert source is not None
+    receiver.expect(source)
+    receiver.datagram_received(_rtp(2), ("127.0.0.1", 40000))  # the racer, first to send after the answer
+    receiver.datagram_received(_rtp(3), ("127.0.0.1", 12010))  # Asterisk
+    receiver.datagram_received(_rtp(4), ("127.0.0.2", 12010))  # right port, wrong address
+    receiver.datagram_received(_rtp(5), ("::ffff:127.0.0.1", 12010))  # Asterisk over a dual-stack socket
+    assert receiver.packets == 2 and receiver.refused == 3
+    assert receiver.frames.qsize() == 2
+
+
+@pytest.mark.parametrize(
+    "channelvars",
+    [
+        None,
+        {},
+        {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1"},
+        {"UNICASTRTP_LOCAL_ADDRESS": "0.0.0.0", "UNICASTRTP_LOCAL_PORT": "12010"},  # noqa: S104
+        {"UNICASTRTP_LOCAL_ADDRESS": "asterisk", "UNICASTRTP_LOCAL_PORT": "12010"},
+        {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": "70000"},
+    ],
+)
+def test_an_answer_that_names_no_usable_source_gives_none(channelvars: object) -> None:
+    from speech.media import media_source
+
+    assert media_source({"id": "m", "channelvars": channelvars}) is None

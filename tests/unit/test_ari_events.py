@@ -1,0 +1,59 @@
+"""The ARI events socket outlives bad frames: a frame that is not JSON, or JSON that is not an object, is
+logged and skipped, and the events after it still arrive on the same connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from asterisk.ari import AriClient
+from asterisk.events import Event
+
+
+async def test_a_bad_frame_is_skipped_and_the_events_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    frames = [
+        "{not json",
+        "[1, 2, 3]",
+        '"a string"',
+        json.dumps({"type": "StasisStart", "application": "hilo", "channel": {"id": "c1", "name": "PJSIP/x"}}),
+    ]
+    done = asyncio.Event()
+    connections = 0
+
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        nonlocal connections
+        connections += 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for frame in frames:
+            await ws.send_str(frame)
+        await done.wait()
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ari/events", events)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    client = AriClient(str(server.make_url("/ari")), "u", "p", "hilo", heartbeat=30)
+    seen: asyncio.Queue[Event] = asyncio.Queue()
+    client.handlers.append(seen.put_nowait)
+    caplog.set_level(logging.ERROR, logger="asterisk.ari")
+    await client.start()
+    try:
+        event = await asyncio.wait_for(seen.get(), 5)
+        assert event.type == "StasisStart"
+        assert client._task is not None and not client._task.done(), "the events task died"
+        assert connections == 1, "the socket was dropped for a bad frame"
+        assert client.connected.is_set()
+        skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(skipped) == 3, skipped
+    finally:
+        done.set()
+        await client.close()
+        await server.close()

@@ -1,0 +1,43 @@
+"""The server's Redis client gives up on a store that does not answer within HILO_REDIS_TIMEOUT_S, for
+connecting and for each command, instead of waiting for good."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.exceptions
+from pydantic import SecretStr
+
+from hilo.settings import Settings
+from hilo.stores import redis_client
+
+
+async def test_a_redis_that_does_not_answer_fails_the_command_within_the_timeout() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts, reads, never answers: a stalled Redis
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis_client(Settings(redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"), redis_timeout_s=0.3))
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises((redis.exceptions.TimeoutError, TimeoutError)):
+            await asyncio.wait_for(client.set("k", "v"), 4)  # far below redis-py's own default of 5 s
+        assert loop.time() - began < 3
+    finally:
+        await client.aclose()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_timeouts_are_settings() -> None:
+    settings = Settings(redis_timeout_s=2.5, db_command_timeout_s=7, db_report_timeout_s=900)
+    options = redis_client(settings).connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"]) == (2.5, 2.5)
+    assert (settings.db_command_timeout_s, settings.db_report_timeout_s) == (7, 900)
