@@ -140,6 +140,12 @@ async def stack() -> AsyncIterator[Stack]:
     await services.ari.wait_connected(10)
     assert services.ami is not None
     await asyncio.wait_for(services.ami.logged_in.wait(), 10)
+    # A session stopped mid-call (killed, timed out) can leave its recordings in Asterisk's spool; the tests
+    # start from a clean one (the check after each test then sees only its own).
+    for recording in await observer.request("GET", "/recordings/stored"):
+        if recording["name"].startswith(f"{NAMESPACE}-"):
+            with contextlib.suppress(AriError):
+                await observer.request("DELETE", f"/recordings/stored/{recording['name']}")
 
     yield Stack(
         env, settings, services, client, observer, ari_events, hilo_events, settings.api_token.get_secret_value()
