@@ -35,7 +35,7 @@ from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
 from hilo.notifier import Notifier
 from hilo.passwords import Peppers
 from hilo.settings import Settings
-from hilo.stores import redis_client, server_pool
+from hilo.stores import background_pool, redis_client, server_pool
 from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
 from hilo.web.forwarded import Proxies, add_transport_security
@@ -123,10 +123,13 @@ def init_app(settings: Settings) -> web.Application:
     )
 
     async def postgres(app: web.Application) -> AsyncIterator[None]:
+        # Two pools, so background work can never starve the calls (hilo/stores.py).
         services.pool = await server_pool(settings)
+        services.background_pool = await background_pool(settings)
         await upsert_agents(services.pool, routing.agents)
         app[POOL] = services.pool
         yield
+        await services.background_pool.close()
         await services.pool.close()
 
     async def redis(app: web.Application) -> AsyncIterator[None]:
@@ -265,14 +268,14 @@ def init_app(settings: Settings) -> web.Application:
         prompts.close()
 
     async def webhooks(_: web.Application) -> AsyncIterator[None]:
-        assert services.pool is not None
+        assert services.background_pool is not None
         policy = RetryPolicy(
             settings.webhook_max_attempts,
             settings.webhook_backoff_s,
             settings.webhook_backoff_max_s,
             settings.webhook_timeout_s,
         )
-        services.webhooks = DeliveryWorker(services.pool, settings.database_url.get_secret_value(), policy)
+        services.webhooks = DeliveryWorker(services.background_pool, settings.database_url.get_secret_value(), policy)
         await services.webhooks.start()
         yield
         await services.webhooks.close()
@@ -290,9 +293,13 @@ def init_app(settings: Settings) -> web.Application:
     async def messaging(_: web.Application) -> AsyncIterator[None]:
         # Inbound SMS/WhatsApp are stored before they are acknowledged, then processed by the inbox's
         # handler: the conversation layer (`to_conversations`, started just after this).
-        assert services.pool is not None
+        assert services.pool is not None and services.background_pool is not None
         services.messaging = bridges_http.create_messaging(
-            settings, services.pool, config=messaging_config, handler=to_conversations
+            settings,
+            services.pool,
+            outbox_pool=services.background_pool,  # sending out is background work
+            config=messaging_config,
+            handler=to_conversations,
         )
         await services.messaging.start()
         yield
@@ -362,9 +369,11 @@ def init_app(settings: Settings) -> web.Application:
         services.calls.recorder = services.recordings
         app[RECORDER] = services.recordings
         speech = services.calls.speech or SpeechService.from_config(settings.vosk_models, settings.speech_engines)
+        assert services.background_pool is not None
+        background = services.background_pool
         async with (
-            recording_setup.housekeeping(services.recordings, settings),  # spool sweep + retention purge
-            recording_setup.transcription(services.recordings, speech.engines, settings) as transcripts,
+            recording_setup.housekeeping(services.recordings, settings, background),  # spool sweep + retention purge
+            recording_setup.transcription(services.recordings, speech.engines, settings, background) as transcripts,
         ):
             services.transcripts = transcripts
             yield
@@ -372,11 +381,12 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(recordings)
 
     async def wallboard(app: web.Application) -> AsyncIterator[None]:
-        assert services.pool is not None and services.redis is not None and services.board is not None
-        board = Wallboard(services.pool, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
+        assert services.background_pool is not None and services.redis is not None and services.board is not None
+        background = services.background_pool  # the wallboard's reads and the KPI reports
+        board = Wallboard(background, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
         services.wallboard = WallboardMonitor(
             board,
-            Reports(services.pool, kpi_config, timeout=settings.db_report_timeout_s),
+            Reports(background, kpi_config, timeout=settings.db_report_timeout_s),
             services.redis,
             settings.namespace,
         )
