@@ -110,6 +110,9 @@ class Spool:
     def head(self) -> Entry | None:
         return self._entries[0] if self._entries else None
 
+    def pending(self) -> list[Entry]:
+        return list(self._entries)
+
     def last(self) -> Entry | None:
         return self._entries[-1] if self._entries else None
 

@@ -32,9 +32,11 @@ from dialplans.models import load_phones, load_routing
 from flows import rest as flows_rest
 from flows.hours import Calendars
 from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
+from hilo.degraded import Degradations
 from hilo.notifier import Notifier
 from hilo.passwords import Peppers
 from hilo.settings import Settings
+from hilo.spool import Spool
 from hilo.stores import background_pool, redis_client, server_pool
 from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
@@ -121,6 +123,14 @@ def init_app(settings: Settings) -> web.Application:
         ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
         active=Gauge("hilo_calls_active", "Calls in progress on this node", registry=registry),
     )
+    # A slow or missing store never drops a call: each degraded moment is counted, and timeline writes that
+    # could not reach PostgreSQL in time wait in this node's spool (hilo/spool.py).
+    degradations = Degradations(registry)
+    spool = Spool(settings.spool_dir / f"{settings.namespace}.spool", settings.spool_max_mb * 1024 * 1024)
+    Gauge("hilo_spool_records", "Timeline writes waiting in this node's spool", registry=registry).set_function(
+        lambda: len(spool)
+    )
+    Gauge("hilo_spool_bytes", "Size of this node's spool file", registry=registry).set_function(lambda: spool.size)
 
     async def postgres(app: web.Application) -> AsyncIterator[None]:
         # Two pools, so background work can never starve the calls (hilo/stores.py).
@@ -161,7 +171,17 @@ def init_app(settings: Settings) -> web.Application:
         assert services.pool is not None and services.redis is not None and services.board is not None
         assert services.routing is not None
         notifier = Notifier(services.redis, settings.namespace)
-        services.timeline = Timeline(services.pool, notifier.publish)
+        left = await asyncio.to_thread(spool.open)
+        if left:
+            log.warning("the spool %s holds %d timeline writes of an earlier run: replaying them", spool.path, left)
+        services.timeline = Timeline(
+            services.pool,
+            notifier.publish,
+            spool=spool,
+            budget_s=settings.store_write_budget_s,
+            degradations=degradations,
+        )
+        await services.timeline.start()
         app[TIMELINE] = services.timeline
         # kept prompts for good; personal ones (rendered from a caller's data) deleted once unused a while
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir, personal_ttl_s=settings.tts_personal_ttl_s)
@@ -226,6 +246,8 @@ def init_app(settings: Settings) -> web.Application:
             wrapup_s=settings.wrapup_s,
             # the screen-pop is published to the agent's console before their phone rings
             on_offer=services.screenpops.on_offer,
+            identify_budget_s=settings.identify_budget_s,
+            degradations=degradations,
         )
         app[CALLS] = services.calls
         dialler = services.calls.callbacks
@@ -266,6 +288,8 @@ def init_app(settings: Settings) -> web.Application:
         for task in list(syncing):
             task.cancel()
         prompts.close()
+        await services.timeline.close()
+        spool.close()
 
     async def webhooks(_: web.Application) -> AsyncIterator[None]:
         assert services.background_pool is not None
