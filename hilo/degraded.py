@@ -34,7 +34,14 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+DOWN = STORE_DOWN + REDIS_DOWN  # routing: Redis, and its record in PostgreSQL
+
 PARTS = ("store", "redis", "spool")
+
+
+def part_of(exc: BaseException) -> str:
+    """Which dependency an error of DOWN came from."""
+    return "redis" if isinstance(exc, redis.exceptions.RedisError) else "store"
 
 
 class Degradations:

@@ -150,7 +150,6 @@ class Spool:
         last one)."""
         assert self._entries and self._entries[0] is entry, "records are done in order"
         self._entries.popleft()
-        self._done_seq = entry.seq
         if self._entries:
             await asyncio.to_thread(self._write_progress, entry.end)
         else:
@@ -159,6 +158,7 @@ class Spool:
                     await asyncio.to_thread(self._empty)
                 else:
                     await asyncio.to_thread(self._write_progress, entry.end)
+        self._done_seq = entry.seq
         async with self._changed:
             self._changed.notify_all()
 

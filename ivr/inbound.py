@@ -9,6 +9,7 @@ interaction closed, so nothing stays open forever."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -33,7 +34,7 @@ from flows.runtime import LiveFlows
 from flows.schema import Flow
 from flows.schema import Queue as QueueNode
 from flows.templates import render
-from hilo.degraded import STORE_DOWN, Degradations
+from hilo.degraded import DOWN, STORE_DOWN, Degradations, part_of
 from ivr.agent_leg import bridge_and_wait, ring_agent
 from ivr.callbacks import CUSTOMER_LEG_ARG, CallbackDialer
 from ivr.live_calls import LiveCall, LiveCalls
@@ -60,6 +61,7 @@ IDENTIFY_LATE_MAX_S = 600.0  # how long a late identification keeps trying a sto
 IDENTIFY_RETRY_S = (0.5, 10.0)  # its first and longest pause between tries
 LATE_POP_WAIT_S = 30.0  # the updated pop waits this long for the spool to write the link
 FLOW_STORE_BUDGET_S = 2.0  # a flow's lookup or verification against the store; then as for an unknown caller
+ROUTING_RETRY_S = (0.5, 5.0)  # first and longest pause between tries to queue a call while routing does not answer
 # Said before Hilo itself ends a call it could not serve, so the caller is not met by silence.
 TECHNICAL_PROBLEM_PROMPT = (
     "Sorry, we cannot take your call right now because of a technical problem. Please call again later."
@@ -85,6 +87,10 @@ async def _no_offer_hook(interaction: Interaction, agent_id: str) -> None:
 # if an outside CRM told it within its time box (crm_bridge/connectors.py CallerEnrichment.on_new_caller).
 NewCallerHook = Callable[[Interaction, uuid.UUID, str], Awaitable[str | None]]
 NEW_CALLER_HOOK_DEADLINE_S = 2.0  # a cap over the hook's own time box, should it ever overrun
+
+
+class RoutingUnavailable(RoutingError):
+    """Routing did not answer for as long as the caller could wait in the queue."""
 
 
 @dataclass
@@ -609,7 +615,7 @@ class InboundCalls:
         deadline = loop.time() + wait_s
         iid = str(interaction.id)
         try:
-            offer: Assignment | None = await self.engine.enqueue(iid, queue, priority=priority)
+            offer: Assignment | None = await self._enqueue(session, interaction, queue, priority, deadline)
         except RoutingError as exc:  # e.g. the queue is closed, or was deleted since the flow was applied
             log.warning("call %s cannot be queued to %s: %s", channel.id, queue, exc)
             await self.timeline.record(interaction, "routing.refused", {"queue": queue, "reason": str(exc)})
@@ -621,6 +627,7 @@ class InboundCalls:
             iid,
             announce=config.announce if config else None,
             callback=callback,
+            on_degraded=partial(self._degraded, interaction),
         )
         talking = keep_place = False
         try:
@@ -690,6 +697,33 @@ class InboundCalls:
         await session.say(config.no_agent_prompt if config else TECHNICAL_PROBLEM_PROMPT, interruptible=False)
         return "no-agent", "system"
 
+    async def _enqueue(
+        self, session: VoiceSession, interaction: Interaction, queue: str, priority: int, deadline: float
+    ) -> Assignment | None:
+        """Queue the call with routing. While routing (Redis, or its record in PostgreSQL) does not answer, the
+        caller hears the queue's music and routing is asked again, until the wait's `deadline`: then
+        RoutingUnavailable (the call is not dropped for a routing that is slow or away a while)."""
+        loop = asyncio.get_running_loop()
+        pause, held = ROUTING_RETRY_S[0], False
+        try:
+            while True:
+                try:
+                    return await self.engine.enqueue(str(interaction.id), queue, priority=priority)
+                except DOWN as exc:
+                    if not held:
+                        await self._degraded(interaction, part_of(exc), "enqueue")
+                        await self.ari.start_moh(session.channel.id)
+                        held = True
+                    if loop.time() + pause > deadline:
+                        raise RoutingUnavailable(f"routing did not answer until the end of the wait ({exc!r})") from exc
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.channel.gone.wait(), pause)
+                session.check_alive()
+                pause = min(pause * 2, ROUTING_RETRY_S[1])
+        finally:
+            if held and not session.channel.gone.is_set():
+                await self.ari.stop_moh(session.channel.id)  # the wait's own music takes over
+
     async def _leave_queue(self, interaction_id: str, reason: str) -> None:
         try:
             await self.engine.remove(interaction_id, reason)
@@ -740,7 +774,12 @@ class InboundCalls:
         agent_leg: ChannelState,
         on_hold: bool,
     ) -> tuple[str, str] | Moved:
-        if not await self.engine.answered(str(interaction.id), agent_id):
+        try:
+            took = await self.engine.answered(str(interaction.id), agent_id)
+        except DOWN as exc:  # the agent has picked up: they talk, and routing hears of it when it answers again
+            await self._degraded(interaction, part_of(exc), "answered")
+            took = True
+        if not took:
             log.warning("interaction %s: the offer to %s was withdrawn before the answer", interaction.id, agent_id)
         interaction.context.update({"agent_channel_ref": agent_leg.id})
         if on_hold:

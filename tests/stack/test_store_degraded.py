@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
+import redis.exceptions
 
 from crm_bridge.timeline import Timeline
 from hilo.spool import Spool
@@ -167,6 +169,50 @@ async def test_background_work_holding_all_its_connections_does_not_starve_a_cal
     finally:
         for conn in held:
             await background.release(conn)
+
+
+async def test_a_call_waits_with_music_while_routing_does_not_answer_and_is_routed_when_it_does(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = stack.services.routing
+    assert engine is not None
+    real_enqueue, real_wait = engine.enqueue, engine.wait_for_offer
+    failures = {"enqueue": 2, "wait": 2}  # Redis restarting: the first questions get no answer
+
+    async def enqueue(*args: Any, **kwargs: Any) -> Any:
+        if failures["enqueue"]:
+            failures["enqueue"] -= 1
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return await real_enqueue(*args, **kwargs)
+
+    async def wait_for_offer(*args: Any, **kwargs: Any) -> Any:
+        if failures["wait"]:
+            failures["wait"] -= 1
+            raise redis.exceptions.TimeoutError("Timeout reading from 127.0.0.1:6379")
+        return await real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "enqueue", enqueue)
+    monkeypatch.setattr(engine, "wait_for_offer", wait_for_offer)
+    # Nobody can take it at first: the caller waits (where routing is asked for an offer) before bob is free.
+    assert stack.services.board is not None
+    await stack.services.board.set_state("bob", "away", reason="test")
+    call, started = await place(stack, KNOWN_CALLER, "2")
+    interaction = started["interaction_id"]
+    await stack.hilo_events.expect(
+        "call.degraded", within=15, interaction_id=interaction, data__part="redis", data__what="enqueue"
+    )
+    await stack.hilo_events.expect("routing.queued", within=15, interaction_id=interaction)
+    await stack.hilo_events.expect(
+        "call.degraded", within=15, interaction_id=interaction, data__part="redis", data__what="wait"
+    )
+    await stack.services.board.set_state("bob", "available")
+    await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction, data__agent="bob")
+    assert failures == {"enqueue": 0, "wait": 0}
+    seen = [e["type"] for e in stack.hilo_events.events[stack.hilo_events.baseline :]]
+    assert "routing.refused" not in seen  # never turned away for it
+    await stack.observer.hangup(call.caller_leg)
+    ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+    assert ended["data"] == {"outcome": "completed", "hangup_by": "caller"}
 
 
 async def ana_id(stack: Stack) -> uuid.UUID:
