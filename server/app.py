@@ -170,7 +170,7 @@ def init_app(settings: Settings) -> web.Application:
     async def telephony(app: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.redis is not None and services.board is not None
         assert services.routing is not None
-        notifier = Notifier(services.redis, settings.namespace)
+        notifier = Notifier(services.redis, settings.namespace, degradations)
         left = await asyncio.to_thread(spool.open)
         if left:
             log.warning("the spool %s holds %d timeline writes of an earlier run: replaying them", spool.path, left)
