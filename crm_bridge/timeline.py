@@ -305,19 +305,23 @@ class Timeline:
         accepted = datetime.now(UTC)
         if self.spool is None:
             return await self._publish(await self._apply(self.pool, record))
+        records = [record]
         if not len(self.spool):
             try:
                 events = await asyncio.wait_for(self._apply(self.pool, record), self.budget_s)
             except STORE_DOWN as exc:
-                self.degradations.note("store", f"timeline.{record['op']}", type(exc).__name__)
+                what = f"timeline.{record['op']}"
+                self.degradations.note("store", what, type(exc).__name__)
+                records.append(_degraded_event(record, what))  # the call's timeline tells of it
             else:
                 return await self._publish(events)
-        _stamp(record, accepted)
-        try:
-            await self.spool.append(record)
-        except (SpoolFull, OSError) as exc:  # the fact is lost; the call goes on
-            self.degradations.note("spool", "full" if isinstance(exc, SpoolFull) else "failed", str(exc))
-            log.error("timeline %s of interaction %s lost: %s", record["op"], _interaction_of(record), exc)
+        for each in records:
+            _stamp(each, accepted)
+            try:
+                await self.spool.append(each)
+            except (SpoolFull, OSError) as exc:  # the fact is lost; the call goes on
+                self.degradations.note("spool", "full" if isinstance(exc, SpoolFull) else "failed", str(exc))
+                log.error("timeline %s of interaction %s lost: %s", each["op"], _interaction_of(each), exc)
         return None
 
     async def _publish(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -435,7 +439,7 @@ async def _append_record(conn: Conn, event: dict[str, Any]) -> dict[str, Any]:
     return await append(
         conn,
         uuid.UUID(event["interaction_id"]),
-        uuid.UUID(event["customer_id"]),
+        uuid.UUID(event["customer_id"]) if event["customer_id"] else None,
         event["channel"],
         event["type"],
         event["data"],
@@ -456,6 +460,21 @@ async def _link(conn: Conn, provisional: uuid.UUID, customer_id: uuid.UUID) -> N
     await identity.merge_in(
         conn, survivor, provisional, LATE_IDENTIFICATION_ACTOR, "the caller was identified after the call began"
     )
+
+
+def _degraded_event(record: dict[str, Any], what: str) -> dict[str, Any]:
+    """`call.degraded` for a record of the call that went to the spool (after it: its interaction first)."""
+    source = record if record["op"] == "start" else record.get("event") or {}
+    return {
+        "op": "event",
+        "uid": str(uuid.uuid4()),
+        "interaction_id": _interaction_of(record),
+        "customer_id": source.get("customer_id"),  # None: the interaction's
+        "channel": source.get("channel"),
+        "type": "call.degraded",
+        "data": {"part": "store", "what": what},
+        "at": None,
+    }
 
 
 def _unwritten_event(event: dict[str, Any]) -> dict[str, Any]:

@@ -125,7 +125,7 @@ async def test_timeline_writes_while_the_store_is_unreachable_are_spooled_and_wr
 
     # The node starts again with PostgreSQL back: the spool is replayed in order.
     again = Spool(path, 1_000_000)
-    assert again.open() == 4
+    assert again.open() == 5  # the start, what it was like (call.degraded), the event, the update, the end
     records = [e.record for e in again.pending()]
     replayed_at = datetime.now(UTC)
     replayed = Timeline(stack.pool, publish, spool=again, budget_s=0.5)
@@ -145,12 +145,14 @@ async def test_timeline_writes_while_the_store_is_unreachable_are_spooled_and_wr
     assert row is not None
     assert (row["state"], row["queue"], row["outcome"], row["hangup_by"]) == ("ended", "support", "abandoned", "caller")
     events = await stack.pool.fetch(
-        "SELECT type, at FROM timeline_events WHERE interaction_id = $1 ORDER BY id", interaction.id
+        "SELECT type, at, data FROM timeline_events WHERE interaction_id = $1 ORDER BY id", interaction.id
     )
-    assert [e["type"] for e in events] == ["ivr.flow_started", "interaction.ended"]
+    assert [e["type"] for e in events] == ["call.degraded", "ivr.flow_started", "interaction.ended"]
+    assert events[0]["data"] == {"part": "store", "what": "timeline.start"}
+    events = events[1:]
     # Each fact keeps the moment it was accepted, not the moment it was replayed.
     assert before <= row["started_at"] <= events[0]["at"] <= events[1]["at"] == row["ended_at"] < replayed_at
-    assert [e["type"] for e in published if e["id"] is not None][:2] == ["ivr.flow_started", "interaction.ended"]
+    assert [e["type"] for e in published] == ["call.degraded", "ivr.flow_started", "interaction.ended"]
     assert path.stat().st_size == 0
 
 
