@@ -96,7 +96,7 @@ async def open_interaction(
 ) -> uuid.UUID:
     """A new interaction (in the IVR state); its id. `interaction_id`: the id Hilo gave it (opening it again
     has no second effect). `new_customer`: its customer is made with it (a caller not identified yet)."""
-    async with connection(db) as conn, conn.transaction():
+    async with connection(db) as conn, conn.transaction() if new_customer else contextlib.nullcontext():
         if new_customer:
             await conn.execute("INSERT INTO customers (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", customer_id)
         made: uuid.UUID | None = await conn.fetchval(
@@ -333,10 +333,10 @@ class Timeline:
         await self._publish(await self._apply(self.pool, record))
 
     async def _apply(self, pool: asyncpg.Pool, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """Write one record in one transaction; the events it wrote. Idempotent: every record can be
-        applied again (a replay after a crash, a write that timed out but had committed) with one effect."""
+        """Write one record, atomically; the events it wrote. Idempotent: every record can be applied again
+        (a replay after a crash, a write that timed out but had committed) with one effect."""
         op = record["op"]
-        async with pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction() if op in ("end", "link") else contextlib.nullcontext():
             if op == "start":
                 await open_interaction(
                     conn,
