@@ -144,6 +144,9 @@ class InboundCalls:
         # The agent each live call's pop was last published to, and a lock so an updated pop (after a late
         # identification) is never overtaken by an older one still being published.
         self._pops: dict[uuid.UUID, tuple[str | None, asyncio.Lock]] = {}
+        # Identifications in flight hold at most half the call path's connections: a stalled identification
+        # query (a locked table) can then never take the ones routing and the timeline need.
+        self._identify_slots = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
         # Where Hilo may dial on its own (routing.yaml `outbound:`): callbacks and flows' transfers to numbers.
         self.outbound = OutboundGuard(OutboundPolicy(routing.outbound, default_region), engine.redis, engine.namespace)
         self.stasis = StasisRouter(self._on_new_call)
@@ -221,7 +224,7 @@ class InboundCalls:
         who: customers.Identification | None = None
         identifying: asyncio.Task[customers.Identification] | None = None
         if phone is not None:
-            identifying = asyncio.create_task(identity.identify_or_create(self.pool, "phone", phone))
+            identifying = asyncio.create_task(self._identify(phone))
             await asyncio.wait({identifying}, timeout=self.identify_budget_s)
             if identifying.done() and identifying.exception() is None:
                 who = identifying.result()
@@ -250,6 +253,10 @@ class InboundCalls:
             self._spawn(f"identify-{interaction.id}", self._identify_late(interaction, identifying, phone))
         return interaction, who, phone
 
+    async def _identify(self, phone: str) -> customers.Identification:
+        async with self._identify_slots:
+            return await identity.identify_or_create(self.pool, "phone", phone)
+
     async def _identify_late(
         self, interaction: Interaction, identifying: asyncio.Task[customers.Identification], phone: str
     ) -> None:
@@ -270,7 +277,7 @@ class InboundCalls:
                 return
             await asyncio.sleep(pause)
             pause = min(pause * 2, IDENTIFY_RETRY_S[1])
-            identifying = asyncio.create_task(identity.identify_or_create(self.pool, "phone", phone))
+            identifying = asyncio.create_task(self._identify(phone))
         event = await self.timeline.identified_late(
             interaction, who.customer_id, {"by": "caller_number", "new": who.created, "late": True}
         )
