@@ -164,10 +164,15 @@ class SipTlsPhone:
     INVITE with digest credentials, answering Asterisk's challenge. Its own address is the connection's."""
 
     def __init__(
-        self, server: tuple[str, int], ssl_context: ssl.SSLContext, user: str, password: str, local: str
+        self,
+        server: tuple[str, int],
+        ssl_context: ssl.SSLContext,
+        user: str,
+        password: str,
+        local: str | None = None,
     ) -> None:
         self.server, self.ssl_context, self.user, self.password = server, ssl_context, user, password
-        self.local = local  # the address it connects from
+        self.local = local  # the address it connects from (None: the system's choice)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.responses: asyncio.Queue[tuple[Response, str]] = asyncio.Queue()
@@ -179,7 +184,10 @@ class SipTlsPhone:
         host = self.server[0]
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                *self.server, ssl=self.ssl_context, server_hostname=host, local_addr=(self.local, 0)
+                *self.server,
+                ssl=self.ssl_context,
+                server_hostname=host,
+                local_addr=None if self.local is None else (self.local, 0),
             ),
             within,
         )
