@@ -206,6 +206,12 @@ class SipTlsPhone:
             self.writer.transport.abort()  # Asterisk sends no TLS close_notify to wait for
 
     @property
+    def tls_version(self) -> str:
+        assert self.writer is not None
+        version: str = self.writer.get_extra_info("ssl_object").version()
+        return version
+
+    @property
     def certificate(self) -> dict[str, object]:
         """The server's certificate as the TLS handshake checked it."""
         assert self.writer is not None

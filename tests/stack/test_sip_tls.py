@@ -6,7 +6,8 @@ docker-compose.yml renders: asterisk/etc/pjsip.conf with asterisk/etc/production
 --production`), and the phones as `hilo phones render` writes them with HILO_SIP_TLS_PORT set, with a
 certificate made here. A phone then:
 - is refused a registration over TLS with a wrong password (401) and gets one with its own (200);
-- checks Asterisk's certificate (the TLS handshake verifies it against the test's CA and address);
+- checks Asterisk's certificate (the TLS handshake verifies it against the test's CA and address), over
+  TLS 1.2;
 - is refused a call that offers plain RTP (488: no audio in clear);
 - gets a call that offers SRTP answered with SRTP, and the audio Asterisk sends authenticates and decrypts
   under the key Asterisk's answer gave (RFC 3711, AES-CM with HMAC-SHA1-80)."""
@@ -219,6 +220,7 @@ async def test_a_phone_registers_and_calls_over_tls_with_srtp_only(tls_asterisk:
     rtp = transport.get_extra_info("sockname")[:2]
     try:
         assert phone.certificate["subjectAltName"] == (("IP Address", ADDRESS),)  # the handshake checked it
+        assert phone.tls_version == "TLSv1.2"
         registered = await phone.register()
         assert registered.status == 200, registered
         assert (
