@@ -20,7 +20,7 @@ from dialplans.models import QueueAnnounce
 from ivr.voice import VoiceSession
 from routing.engine import RoutingEngine
 from routing.estimate import WaitEstimate, spoken_minutes
-from routing.model import Assignment
+from routing.model import Assignment, RoutingError
 from speech.tts import PromptCache
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,15 @@ class QueueWait:
 
     async def _watch(self) -> Assignment:
         while True:
-            offer = await self.engine.wait_for_offer(self.interaction_id, POLL_S)
+            try:
+                offer = await self.engine.wait_for_offer(self.interaction_id, POLL_S)
+            except RoutingError:  # routing no longer holds it
+                raise
+            except Exception as exc:  # a store failing for a moment: the caller keeps waiting, and an offer made
+                # meanwhile is found by the next ask (routing's live state has it)
+                log.warning("call %s: asking routing failed (%s); asking again", self.channel.id, exc)
+                await asyncio.sleep(POLL_S)
+                continue
             if offer is not None:
                 return offer
 
