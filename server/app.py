@@ -44,6 +44,7 @@ from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
 from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
+from ivr.reconcile import ReconcileMetrics
 from ivr.waiting import warm_up
 from recordings import rest as recordings_rest
 from recordings import setup as recording_setup
@@ -120,6 +121,17 @@ def init_app(settings: Settings) -> web.Application:
         started=Counter("hilo_calls_started", "Inbound calls answered", registry=registry),
         ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
         active=Gauge("hilo_calls_active", "Calls in progress on this node", registry=registry),
+        reconcile=ReconcileMetrics(
+            reconciled=Counter(
+                "hilo_reconciled",
+                "Interactions the reconciler ended because nothing was behind them any more, by reason",
+                ["reason"],
+                registry=registry,
+            ),
+            violations=Gauge(
+                "hilo_invariant_violations", "Breaches of the routing invariants the last pass found", registry=registry
+            ),
+        ),
     )
 
     async def postgres(app: web.Application) -> AsyncIterator[None]:
@@ -223,6 +235,8 @@ def init_app(settings: Settings) -> web.Application:
             wrapup_s=settings.wrapup_s,
             # the screen-pop is published to the agent's console before their phone rings
             on_offer=services.screenpops.on_offer,
+            reconcile_interval_s=settings.reconcile_interval_s,
+            reconcile_grace_s=settings.reconcile_grace_s,
         )
         app[CALLS] = services.calls
         dialler = services.calls.callbacks
