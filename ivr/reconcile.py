@@ -224,6 +224,7 @@ class Reconciler:
         hang_up: HangUp,
         app: str,
         handled: Callable[[], Collection[str]] = lambda: (),
+        writes_pending: Callable[[], bool] = lambda: False,
         metrics: ReconcileMetrics | None = None,
         interval_s: float = 5.0,
         grace_s: float = 10.0,
@@ -236,6 +237,9 @@ class Reconciler:
         self.hang_up = hang_up
         self.app = app  # the Stasis app: its agent legs are <app>-agent-<interaction>-<random>
         self.handled = handled  # channel ids a call task of this node still handles
+        # This node's timeline writes not in PostgreSQL yet (its spool): a call's own end may be among them, so
+        # no interaction is closed until they are (what routing holds is ended all the same).
+        self.writes_pending = writes_pending
         self.metrics = metrics
         self.interval_s = interval_s
         self.grace_s = grace_s
@@ -301,7 +305,7 @@ class Reconciler:
                 ended.append("agent-leg")
         assert s.customer_id is not None and s.channel is not None  # cause() judges only Hilo's interactions
         interaction = Interaction(uuid.UUID(s.interaction_id), s.customer_id, s.channel)
-        if s.open and await self.timeline.end_interaction(interaction, OUTCOME, "system"):
+        if s.open and not self.writes_pending() and await self.timeline.end_interaction(interaction, OUTCOME, "system"):
             ended.append("interaction")
         if ended:
             await self.timeline.record(interaction, "interaction.reconciled", {"reason": reason, "ended": ended})

@@ -86,11 +86,11 @@ def test_violations_name_each_place_that_still_holds_a_dead_interaction() -> Non
 
 class Closing(Timeline):
     def __init__(self) -> None:
-        super().__init__(cast(Any, None), self._publish)
+        super().__init__(cast(Any, None), self._announce)
         self.closed: set[str] = set()
         self.events: list[tuple[str, str, dict[str, Any]]] = []
 
-    async def _publish(self, event: dict[str, Any]) -> None:
+    async def _announce(self, event: dict[str, Any]) -> None:
         return None
 
     async def record(

@@ -27,3 +27,11 @@ def test_shipped_templates_render_to_loopback_only(tmp_path: Path) -> None:
     assert "@@" not in text
     assert "0.0.0.0:" not in text and "bindaddr=0.0.0.0" not in text.replace(" ", "")
     assert "Stasis(${HILO_APP},${EXTEN})" in (tmp_path / "extensions.conf").read_text()
+
+
+def test_ami_streams_only_the_events_hilo_handles() -> None:
+    """Calls reach Hilo through ARI, for its own app: an AMI `call`/`dialplan`/`cdr` class would stream
+    every channel of the box to Hilo (its CPU at a peak, spent on calls it does not handle)."""
+    text = (ETC / "manager.conf").read_text()
+    reads = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("read=")]
+    assert reads == ["system,security"]

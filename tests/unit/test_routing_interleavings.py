@@ -176,11 +176,11 @@ class MemoryTimeline(Timeline):
     """Closing an interaction and writing its events, through the same starved pool as routing's record."""
 
     def __init__(self, world: World) -> None:
-        super().__init__(cast(Any, None), self._publish)
+        super().__init__(cast(Any, None), self._announce)
         self.world = world
         self.events: list[tuple[str, str, dict[str, Any]]] = []
 
-    async def _publish(self, event: dict[str, Any]) -> None:
+    async def _announce(self, event: dict[str, Any]) -> None:
         return None
 
     async def record(
