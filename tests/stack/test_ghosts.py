@@ -1,6 +1,6 @@
 """No ghost, ever: after a burst of callers who hang up at any moment (in the menu, in the queue, while the
-agent's phone rings, at the moment the agent answers, talking), with PostgreSQL failing some of the writes
-on the way as a starved pool does at a peak, nothing is left within seconds — no interaction routing holds,
+agent's phone rings, at the moment the agent answers, talking), with some of routing's writes failing on the
+way as a starved pool's do at a peak and some closings lost, nothing is left within seconds — no interaction routing holds,
 none open, no agent ringing, nobody on the wallboard — and the next caller reaches an agent. And ghosts
 made on purpose (a routing row for a channel that does not exist, an interaction ended while routing holds
 it, an agent's phone ringing for it) are ended by the reconciler with the reason on the timeline, while a
@@ -92,8 +92,9 @@ async def no_ghosts(stack: Stack, within: float) -> None:
 
 
 class Starved:
-    """PostgreSQL failing writes as a pool starved at a peak does: a seeded share of routing's records and
-    of the interactions' closings raise instead of writing (what was decided in Redis stays decided)."""
+    """A peak's failures, seeded: a share of routing's records raise as a starved pool's do (what was decided
+    in Redis stays decided; the call path retries or gives the place up), and a share of the interactions'
+    closings are lost, as when the node handling the call dies before writing it."""
 
     def __init__(self, engine: RoutingEngine, timeline: Timeline, rng: random.Random) -> None:
         self.engine, self.timeline, self.rng = engine, timeline, rng
