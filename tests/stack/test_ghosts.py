@@ -1,10 +1,10 @@
 """No ghost, ever: after a burst of callers who hang up at any moment (in the menu, in the queue, while the
 agent's phone rings, at the moment the agent answers, talking), with some of routing's writes failing on the
-way as a starved pool's do at a peak and some closings lost, nothing is left within seconds — no interaction routing holds,
-none open, no agent ringing, nobody on the wallboard — and the next caller reaches an agent. And ghosts
-made on purpose (a routing row for a channel that does not exist, an interaction ended while routing holds
-it, an agent's phone ringing for it) are ended by the reconciler with the reason on the timeline, while a
-call in its first moments, a booked callback and a live chat are left alone."""
+way as a starved pool's do at a peak and some closings lost, nothing is left within seconds (no interaction
+routing holds, none open, no agent ringing, nobody on the wallboard) and the next caller reaches an agent.
+And ghosts made on purpose (a routing row for a channel that does not exist, an interaction ended while
+routing holds it, an agent's phone ringing for it) are ended by the reconciler with the reason on the
+timeline, while a call in its first moments, a booked callback and a live chat are left alone."""
 
 from __future__ import annotations
 
