@@ -111,6 +111,13 @@ class Settings(BaseSettings):
 
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    # SIP over TLS (the production profile of docker-compose.yml, asterisk/etc/production/hilo-tls.conf): the
+    # port of Asterisk's TLS transport; phones are then rendered on it with SRTP required (`hilo phones
+    # render`). 0: no TLS (the local stack: plain SIP on loopback).
+    sip_tls_port: int = Field(default=0, ge=0, le=65535)
+    # A file of HILO_PHONE_SECRET_<ENDPOINT>=... lines, the phones' passwords where no .run/env holds them
+    # (docker-compose.yml: `hilo phones new-secrets` fills it, in a volume of its own); the environment wins.
+    phone_secrets_file: Path | None = None
     asterisk_root: Path | None = None
     # The SIP guard (asterisk/sip_guard.py): a source whose SIP requests Asterisk refused sip_block_after times
     # within sip_block_window_s (unknown name, wrong password, ...) is refused by Asterisk for sip_block_s;
