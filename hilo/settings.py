@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     ring_timeout_s: int = 15
     queue_max_wait_s: int = 300
     wrapup_s: float = 0.0
+    # The reconciler (ivr/reconcile.py): a pass every reconcile_interval_s ends what calls that are gone left
+    # behind; a call's own task gets reconcile_grace_s to end it first (and a call that began less than that
+    # ago is never judged).
+    reconcile_interval_s: float = Field(default=5.0, gt=0, le=300)
+    reconcile_grace_s: float = Field(default=10.0, ge=1, le=3600)
     # Booked callbacks (ivr/callbacks.py): how the customer is dialled (`{number}` = E.164; the dialplan
     # context hilo-callback dials out through the carrier trunk), how long their phone rings, how many
     # dials at most and the pause between them.
