@@ -80,11 +80,23 @@ async def clear_namespace(redis_url: str, namespace: str) -> int:
         await redis.aclose()
 
 
-async def app_registered(settings: Settings, app: str) -> bool:
-    """Whether a Stasis app of this name is connected to Asterisk already (another Hilo server)."""
-    auth = aiohttp.BasicAuth(settings.ari_user, settings.ari_password.get_secret_value())
-    async with aiohttp.ClientSession(auth=auth) as http, http.get(f"{settings.ari_url}/applications") as resp:
-        return app in {a["name"] for a in await resp.json()}
+def running_servers(namespace: str) -> list[int]:
+    """Pids of `hilo serve` processes of `namespace` on this machine (their environment says which; an ARI
+    app stays listed after its server stopped, so Asterisk cannot tell)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if not (b"serve" in argv and any(a.endswith((b"hilo", b"server.cli")) for a in argv)):
+                continue
+            env = dict(item.split(b"=", 1) for item in (entry / "environ").read_bytes().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        if env.get(b"HILO_NAMESPACE", b"hilo").decode(errors="replace") == namespace:
+            found.append(int(entry.name))
+    return found
 
 
 @contextlib.asynccontextmanager
@@ -100,10 +112,8 @@ async def hilo_server(
 ) -> AsyncIterator[Served]:
     """Prepares the database, starts `hilo serve` on a free loopback port, yields once /healthz is 200;
     afterwards stops it (SIGINT, then SIGKILL), drops the database (unless `keep`) and clears the namespace."""
-    if await app_registered(settings, namespace):
-        raise RuntimeError(
-            f"a Stasis app {namespace!r} is already connected to Asterisk (a Hilo server is running): stop it first"
-        )
+    if others := running_servers(namespace):
+        raise RuntimeError(f"a Hilo server of namespace {namespace!r} is running already (pid {others[0]}): stop it")
     dsn = await prepare_database(settings, database)
     await clear_namespace(settings.redis_url.get_secret_value(), namespace)
     port = port or free_tcp_port()

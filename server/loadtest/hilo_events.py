@@ -73,11 +73,15 @@ class HiloEvents:
         for listener in self.listeners:
             listener(event)
 
-    def ours(self, dialed: set[str], since: float) -> list[Interaction]:
+    def ours(self, dialed: set[str], since: float, until: float | None = None) -> list[Interaction]:
+        """Interactions started on `dialed` between `since` (less a second: clocks) and `until`."""
         return [
             i
             for i in self.interactions.values()
-            if i.started is not None and i.started >= since - 1 and i.dialed in dialed
+            if i.started is not None
+            and i.started >= since - 1
+            and (until is None or i.started <= until)
+            and i.dialed in dialed
         ]
 
 
@@ -86,8 +90,8 @@ def queue_figures(items: list[Interaction], sla_s: dict[str, float], start: floa
     queued = [i for i in items if i.queued is not None]
     answered = [i for i in queued if i.answered is not None]
     abandoned = [i for i in queued if i.answered is None and i.ended is not None]
-    waits = [i.answered - i.queued for i in answered if i.answered and i.queued]  # type: ignore[operator]
-    abandon_waits = [i.ended - i.queued for i in abandoned if i.ended and i.queued]  # type: ignore[operator]
+    waits = [i.answered - i.queued for i in answered if i.answered is not None and i.queued is not None]
+    abandon_waits = [i.ended - i.queued for i in abandoned if i.ended is not None and i.queued is not None]
 
     def within(i: Interaction) -> bool:
         assert i.answered is not None and i.queued is not None
@@ -95,7 +99,8 @@ def queue_figures(items: list[Interaction], sla_s: dict[str, float], start: floa
 
     # the service level as it stood at the end of each second (cumulative over the run)
     settled = sorted(
-        [(i.answered, within(i)) for i in answered] + [(i.ended, False) for i in abandoned]  # type: ignore[misc]
+        [(i.answered, within(i)) for i in answered if i.answered is not None]
+        + [(i.ended, False) for i in abandoned if i.ended is not None]
     )
     level: list[float | None] = []
     good = total = 0

@@ -24,11 +24,11 @@ def nice_step(span: float, ticks: int = 5) -> float:
     if span <= 0 or not math.isfinite(span):
         return 1.0
     raw = span / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5, 10):
+    power = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 5.0, 10.0):
         if raw <= m * power:
             return m * power
-    return 10 * power
+    return 10.0 * power
 
 
 def _fmt(v: float) -> str:
@@ -108,11 +108,11 @@ def chart(
             parts.append(f'<g class="series" data-name="{name}" data-points="{len(drawn)}" fill="{color}">{dots}</g>')
         else:
             runs: list[list[str]] = [[]]
-            for x, y in s.points:
-                if y is None or not math.isfinite(y):
+            for px_, value in s.points:
+                if value is None or not math.isfinite(value):
                     runs.append([])
                 else:
-                    runs[-1].append(f"{px(x):.1f},{py(y):.1f}")
+                    runs[-1].append(f"{px(px_):.1f},{py(value):.1f}")
             lines = "".join(
                 f'<polyline points="{" ".join(r)}" fill="none" stroke="{color}" stroke-width="1.6"/>' for r in runs if r
             )
@@ -212,8 +212,8 @@ def render(report: dict[str, Any]) -> str:
                 "latency",
                 "INVITE → 200 OK and answer → first prompt audio, per call (by answer time)",
                 [
-                    Series("INVITE→200 ms", [tuple(p) for p in points.get("invite_to_answer_ms", [])]),  # type: ignore[misc]
-                    Series("answer→first audio ms", [tuple(p) for p in points.get("answer_to_audio_ms", [])]),  # type: ignore[misc]
+                    Series("INVITE→200 ms", [tuple(p) for p in points.get("invite_to_answer_ms", [])]),
+                    Series("answer→first audio ms", [tuple(p) for p in points.get("answer_to_audio_ms", [])]),
                 ],
                 y_label="ms",
                 scatter=True,
@@ -239,7 +239,7 @@ def render(report: dict[str, Any]) -> str:
             chart(
                 "queue-waits",
                 "Queue wait of each call an agent answered (by answer time)",
-                [Series("wait s", [tuple(p) for p in hilo.get("waits", [])])],  # type: ignore[misc]
+                [Series("wait s", [tuple(p) for p in hilo.get("waits", [])])],
                 y_label="seconds",
                 scatter=True,
             )

@@ -33,7 +33,7 @@ def _hex_address(text: str) -> tuple[str, int]:
 
 def listening_inodes(table: str, port: int, state: str) -> set[int]:
     """Inodes of sockets in /proc/net/<table> bound to `port` in `state` (any address)."""
-    inodes = set()
+    inodes: set[int] = set()
     try:
         lines = (PROC / "net" / table).read_text().splitlines()[1:]
     except OSError:

@@ -124,7 +124,7 @@ class VoiceLoad:
         rate), then the steady rate; the first is the rate SIPp starts with."""
         if self.ramp_s <= 0:
             return [(0.0, self.rate)]
-        steps = []
+        steps: list[tuple[float, float]] = []
         t = 0.0
         while t < self.ramp_s:
             rate = self.rate_at(min(t + step_s / 2, self.ramp_s))

@@ -57,7 +57,7 @@ def voice_section(book: CallBook, start: float, seconds: int, rate_asked: float)
             "offered": per_second(invites, start, seconds),
             "answered": per_second([c.answered for c in answered if c.answered], start, seconds),
             "succeeded": per_second([c.ended for c in placed if c.ok and c.ended], start, seconds),
-            "failed": per_second(failed_at, start, seconds),  # type: ignore[arg-type]
+            "failed": per_second(failed_at, start, seconds),
             "in_call": concurrency(book, start, seconds),
         },
         "points": {
@@ -81,8 +81,9 @@ def process_section(sampler: Sampler, start: float, end: float, succeeded: int) 
     groups: dict[str, Any] = {}
     for name, group in sampler.groups.items():
         cpu = sampler.cpu_between(name, start, end)
-        first = group.rss_mb[0] if group.rss_mb else None
-        last = group.rss_mb[-1] if group.rss_mb else None
+        present = [mb for mb in group.rss_mb if mb > 0]  # 0: every process of the group had exited
+        first = present[0] if present else None
+        last = present[-1] if present else None
         groups[name] = {
             "pids": len(group.pids_seen),
             "cpu_s": round(cpu, 2),

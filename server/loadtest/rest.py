@@ -3,6 +3,7 @@ queues and agents). Plain requests with the credentials of the settings; no Stas
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 from urllib.parse import quote
 
@@ -37,7 +38,8 @@ class Rest:
 
 class Ari(Rest):
     def __init__(self, url: str, user: str, password: str) -> None:
-        super().__init__(url, {}, aiohttp.BasicAuth(user, password))
+        credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+        super().__init__(url, {"Authorization": f"Basic {credentials}"})
 
     async def channels(self) -> list[dict[str, Any]]:
         return list(await self.call("GET", "/channels") or [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -153,6 +154,7 @@ class LoadRun:
             await sipp.start()
             assert sipp.process is not None
             sampler.add("sipp", {sipp.process.pid})
+            sampler.add("loadtest", {os.getpid()})  # this process: the callers' RTP, the log, the sampling
             load_end = await self._drive(sipp, driver, sampler, t0)
             if self.text_driver is not None:
                 await self.text_driver.finish()
@@ -206,7 +208,9 @@ class LoadRun:
             section["media"] = {"packets_received": media.packets, "packets_sent": media.sent,
                                 "streams": len(media.streams), "late_send_ticks": media.late_ticks}  # fmt: skip
             if self.target.hilo:
-                section["hilo"] = queue_figures(self.events.ours({voice.number}, t0), self.target.sla_s, t0, seconds)
+                last_invite = max((c.invited for c in self.book.placed if c.invited), default=load_end)
+                ours = self.events.ours({voice.number}, t0, last_invite + 1)
+                section["hilo"] = queue_figures(ours, self.target.sla_s, t0, seconds)
                 if talk is not None:
                     section["agent_talk"] = {"talk_s": self.profile.agent_talk_s, "ended": talk.ended,
                                              "caller_left_first": talk.missed}  # fmt: skip
@@ -272,10 +276,11 @@ class LoadRun:
                         1 for i in self.events.ours({voice.number}, t0)
                         if i.queued is not None and i.answered is None and i.ended is None
                     )  # fmt: skip
-                    bar.set_postfix(
-                        placed=counts["offered"], up=counts["in_call"], ok=counts["succeeded"],
-                        failed=counts["failed"], **({"queued": waiting} if self.target.hilo else {}),
-                    )  # fmt: skip
+                    shown_counts: dict[str, object] = {
+                        "placed": counts["offered"], "up": counts["in_call"], "ok": counts["succeeded"],
+                        "failed": counts["failed"], **({"queued": waiting} if self.target.hilo else {}),
+                    }  # fmt: skip
+                    bar.set_postfix(shown_counts)
                 if now > deadline:
                     log.warning("calls still up %g s after the last was due: stopping SIPp", self.profile.drain_s)
                     break
