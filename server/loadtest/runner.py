@@ -26,7 +26,7 @@ from server.loadtest.media import MediaAgent
 from server.loadtest.procs import Sampler, find_stack
 from server.loadtest.profile import Profile, VoiceLoad, caller_numbers
 from server.loadtest.rest import Ari, HiloApi, RestError
-from server.loadtest.sipp import LogTail, SippRun, stat_failures
+from server.loadtest.sipp import LogTail, SippRun, sipp_duration_ms, stat_failures
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +199,12 @@ class LoadRun:
 
             seconds = report.seconds_between(t0, load_end)
             section = report.voice_section(self.book, t0, seconds, voice.rate)
+            stats = sipp.stats()
             section["sipp"] = {
                 "exit_code": rc,
-                "failures": stat_failures(sipp.stats()[-1]) if sipp.stats() else {},
+                "failures": stat_failures(stats[-1]) if stats else {},
+                # SIPp's own mean INVITE -> 200 (ms resolution), beside the per-call figures from its log
+                "response_time_avg_ms": sipp_duration_ms(stats[-1].get("ResponseTime1(C)", "")) if stats else None,
                 "errors_tail": sipp.errors_tail(5),
                 "command": " ".join(sipp.command()[:2]) + " ...",
             }

@@ -86,6 +86,15 @@ def stat_failures(row: dict[str, str]) -> dict[str, int]:
     return failures
 
 
+def sipp_duration_ms(value: str) -> float | None:
+    """SIPp's "HH:MM:SS:microseconds" (its statistics' times) in milliseconds."""
+    parts = value.split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return None
+    h, m, s, us = (int(p) for p in parts)
+    return ((h * 60 + m) * 60 + s) * 1000 + us / 1000
+
+
 def stat_int(row: dict[str, str], key: str) -> int:
     try:
         return int(row.get(key, "0") or 0)
