@@ -143,7 +143,12 @@ class Sampler:
     def add(self, name: str, pids: set[int]) -> None:
         """A group found after the start (the load test's own SIPp)."""
         if pids and name not in self.groups:
-            self.groups[name] = Group(name, pids)
+            group = self.groups[name] = Group(name, pids)
+            children = children_map()
+            # its CPU so far is not the run's: the next sample counts from here
+            for pid in with_descendants(pids, children):
+                if (info := read_process(pid)) is not None:
+                    group._ticks[pid] = info[1]
 
     def sample(self, now: float) -> None:
         children = children_map()

@@ -41,8 +41,13 @@ def test_a_process_is_found_by_the_port_it_listens_on_and_sampled() -> None:
     me = sampler.groups["me"]
     assert me.cpu_s > 0 and me.rss_mb[0] > 1 and len(me.cpu_pct) == 1
     assert sampler.cpu_between("me", start, time.time()) == pytest.approx(me.cpu_s)
+    first_cpu = me.cpu_s
+    sampler.add("me too", {os.getpid()})  # added late: counts from now, not from the process's start
+    sampler.sample(time.time())
+    assert sampler.groups["me too"].cpu_s < 0.05  # not the second or more this process used before
     section = process_section(sampler, start, time.time(), succeeded=2)
     assert section["me"]["cpu_ms_per_call"] == pytest.approx(1000 * me.cpu_s / 2, abs=0.01)
+    assert me.cpu_s >= first_cpu
 
 
 def at(t: float) -> str:
