@@ -25,7 +25,9 @@ TEST_TRUNK = "127.0.0.3"  # carrier-test: its calls go to the Stasis app hilo-te
 
 
 async def test_a_short_peak_gives_a_plausible_report_and_leaves_nothing_behind(
-    stack: Stack, tmp_path: Path, browser: Browser  # noqa: F811 (fixture)
+    stack: Stack,
+    tmp_path: Path,
+    browser: Browser,  # noqa: F811 (fixture)
 ) -> None:
     port = urlsplit(str(stack.client.make_url("/"))).port
     settings = stack.settings.model_copy(update={"http_port": port})
