@@ -59,7 +59,8 @@ from server.loadtest.runner import LoadRun, Target
 
 STEPS_HEAD = (
     "| system | calls/s | passed | placed | succeeded | achieved /s | INVITE->200 p99 ms | answer->prompt p99 ms"
-    " | CPU ms/call | queued | why not |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    " | CPU ms/call | load generator % core | queued | why not |\n"
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 )
 SECTION = "## Capacity: Hilo against plain dialplan (bench/capacity.py)"
 OUT = REPO_ROOT / ".run" / "bench" / "capacity"
@@ -356,6 +357,7 @@ def summarize(
             for s in b.steps
         ],
         "knees": knees,
+        "knees_at_max": {system: k >= b.args.max_rate for system, k in knees.items()},
         "tried": tried,
         "compare_rate": compare_rate,
         "latency_ms": latency,
@@ -384,9 +386,17 @@ def _step_figures(report: dict[str, Any]) -> dict[str, Any]:
         "invite_to_200_p99": _lat(report, INVITE_TO_ANSWER),
         "first_prompt_p99": _lat(report, ANSWER_TO_AUDIO),
         "cpu_total_ms": cpu_per_call(report)["total"],
+        "generator_pct": _generator_pct(report),
         "queued": (voice.get("hilo") or {}).get("queued"),
         "service_level_pct": (voice.get("hilo") or {}).get("service_level_pct"),
     }
+
+
+def _generator_pct(report: dict[str, Any]) -> float | None:
+    """The load generator's CPU (SIPp and the process driving the callers' RTP), in % of one core."""
+    procs, seconds = report["processes"], report.get("load_seconds") or 0
+    cpu = sum((procs.get(name) or {}).get("cpu_s", 0.0) for name in ("sipp", "loadtest"))
+    return round(100 * cpu / seconds) if seconds else None
 
 
 def _delta(compared: dict[str, dict[str, Any]], name: str) -> float | None:
@@ -420,7 +430,7 @@ def section(summary: dict[str, Any], reduced: bool, full_command: str) -> str:
     steps = "\n".join(
         f"| {s['system']} | {s['rate']:g} | {'yes' if s['passed'] else 'no'} | {s['offered']} | {s['succeeded']}"
         f" | {_cell(s['achieved'])} | {_cell(s['invite_to_200_p99'])} | {_cell(s['first_prompt_p99'])}"
-        f" | {_cell(s['cpu_total_ms'])} | {_cell(s['queued'])} | {s['why']} |"
+        f" | {_cell(s['cpu_total_ms'])} | {_cell(s['generator_pct'])} | {_cell(s['queued'])} | {s['why']} |"
         for s in summary["steps"]
     )
     lat_rows = []
@@ -465,7 +475,7 @@ the Hilo server, PostgreSQL (all backends) and Redis used during the step (/proc
 succeeded. Answer -> first prompt: from the 200 OK read by SIPp to the first RTP packet above -30 dBFS the
 caller receives. Reports (JSON, and HTML pages with plots) of every run: `.run/bench/capacity/<time>/`.
 
-**Knees**: plain dialplan {summary["knees"]["plain"]:g} calls/s, Hilo {summary["knees"]["hilo"]:g} calls/s.
+**Knees**: plain dialplan {_knee_text(summary, "plain")}, Hilo {_knee_text(summary, "hilo")}.
 
 {STEPS_HEAD}
 {steps}
@@ -488,6 +498,13 @@ Resident memory from a quarter into the soak to its end: {mem or "not measured"}
 | --- | --- | --- |
 {targets}
 """
+
+
+def _knee_text(summary: dict[str, Any], system: str) -> str:
+    rate = summary["knees"][system]
+    if summary["knees_at_max"].get(system):
+        return f"at least {rate:g} calls/s (the highest rate tried)"
+    return f"{rate:g} calls/s" if rate else "none (it failed at every rate tried)"
 
 
 def main(argv: list[str] | None = None) -> int:
