@@ -123,6 +123,7 @@ def with_descendants(roots: Iterable[int], children: dict[int, list[int]]) -> se
 class Group:
     name: str
     roots: set[int]
+    descendants: bool = True  # the roots' children too (PostgreSQL's backends)
     times: list[float] = field(default_factory=list)
     cpu_pct: list[float] = field(default_factory=list)  # of one core, over the second before each sample
     cpu_delta: list[float] = field(default_factory=list)  # CPU seconds in the interval ending at each sample
@@ -140,13 +141,12 @@ class Sampler:
         self.missing = sorted(name for name, pids in roots.items() if not pids)
         self._last: float | None = None
 
-    def add(self, name: str, pids: set[int]) -> None:
-        """A group found after the start (the load test's own SIPp)."""
+    def add(self, name: str, pids: set[int], descendants: bool = True) -> None:
+        """A group found after the start (the load test's own SIPp, the load test itself)."""
         if pids and name not in self.groups:
-            group = self.groups[name] = Group(name, pids)
-            children = children_map()
+            group = self.groups[name] = Group(name, pids, descendants)
             # its CPU so far is not the run's: the next sample counts from here
-            for pid in with_descendants(pids, children):
+            for pid in group_pids(group, children_map()):
                 if (info := read_process(pid)) is not None:
                     group._ticks[pid] = info[1]
 
@@ -154,7 +154,7 @@ class Sampler:
         children = children_map()
         elapsed = None if self._last is None else now - self._last
         for group in self.groups.values():
-            pids = with_descendants(group.roots, children)
+            pids = group_pids(group, children)
             ticks: dict[int, int] = {}
             resident = 0
             for pid in pids:
@@ -181,6 +181,10 @@ class Sampler:
         if group is None:
             return 0.0
         return sum(d for t, d in zip(group.times, group.cpu_delta, strict=True) if start < t <= end + 0.5)
+
+
+def group_pids(group: Group, children: dict[int, list[int]]) -> set[int]:
+    return with_descendants(group.roots, children) if group.descendants else set(group.roots)
 
 
 def find_stack(

@@ -154,7 +154,8 @@ class LoadRun:
             await sipp.start()
             assert sipp.process is not None
             sampler.add("sipp", {sipp.process.pid})
-            sampler.add("loadtest", {os.getpid()})  # this process: the callers' RTP, the log, the sampling
+            # this process alone (SIPp, its child, is counted above): the callers' RTP, the log, the sampling
+            sampler.add("loadtest", {os.getpid()}, descendants=False)
             load_end = await self._drive(sipp, driver, sampler, t0)
             if self.text_driver is not None:
                 await self.text_driver.finish()
