@@ -55,7 +55,7 @@ from server.loadtest.cli import target_from_settings
 from server.loadtest.profile import Profile, VoiceLoad
 from server.loadtest.report import ANSWER_TO_AUDIO, INVITE_TO_ANSWER
 from server.loadtest.rest import Ari
-from server.loadtest.runner import LoadRun, Target
+from server.loadtest.runner import LoadRun, Target, cancel_on_sigterm
 
 STEPS_HEAD = (
     "| system | calls/s | passed | placed | succeeded | achieved /s | INVITE->200 p99 ms | answer->prompt p99 ms"
@@ -219,6 +219,7 @@ class Bench:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    cancel_on_sigterm()  # SIGTERM, like Ctrl-C, stops it with everything cleaned up
     settings = load_settings()
     folder = OUT / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     started = time.time()
@@ -522,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command = "python -m bench.capacity " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.command = args.command.strip()
-    summary = asyncio.run(bench(args))
+    try:
+        summary = asyncio.run(bench(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("stopped before the end (everything it started is stopped): nothing written", file=sys.stderr)
+        return 130
     print(json.dumps(summary["targets"], indent=1, ensure_ascii=False))
     if not args.no_write:
         reduced = args.step < 60 or args.soak < 600

@@ -24,7 +24,7 @@ from server.loadtest.profile import (
     require_loopback_url,
 )
 from server.loadtest.rest import RestError
-from server.loadtest.runner import LoadError, LoadRun, Target
+from server.loadtest.runner import LoadError, LoadRun, Target, cancel_on_sigterm
 
 DEFAULT_OUT = REPO_ROOT / ".run" / "loadtest"
 
@@ -167,11 +167,15 @@ async def run_loadtest_command(args: argparse.Namespace, settings: Settings) -> 
         progress=not args.no_progress,
         text_driver=text_driver,
     )
+    cancel_on_sigterm()
     try:
         result = await run.execute()
     except (RestError, ProfileError, LoadError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except asyncio.CancelledError:
+        print("stopped before the end: no report", file=sys.stderr)
+        return 130
     voice = result["voice"]
     counts, latency = voice["counts"], voice["latency_ms"]
     print(

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,6 +30,13 @@ from server.loadtest.rest import Ari, HiloApi, RestError
 from server.loadtest.sipp import LogTail, SippRun, sipp_duration_ms, stat_failures
 
 log = logging.getLogger(__name__)
+
+
+def cancel_on_sigterm() -> None:
+    """SIGTERM cancels the running task like Ctrl-C does, so a run stopped either way cleans up."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 class LoadError(RuntimeError):
@@ -102,6 +110,7 @@ class LoadRun:
         self.text_driver = text_driver
         self.book = CallBook()
         self.events = HiloEvents()
+        self.swept = 0  # trunk channels hung up after SIPp had to be killed
 
     async def execute(self) -> dict[str, Any]:
         voice = self.profile.voice
@@ -142,7 +151,9 @@ class LoadRun:
                 )
             )
             sipp = SippRun(voice, self.folder, media.address, numbers, voice.expected_calls())
-            stack.push_async_callback(sipp.stop)
+            # stopped early (Ctrl-C, SIGTERM): SIPp is given its calls' time to end; killed, its calls are hung up
+            stack.push_async_callback(self._sweep_trunk, ari, sipp)
+            stack.push_async_callback(sipp.stop, voice.call_seconds() + 5)
             driver = CallDriver(sipp, self.book, media, voice, self.speech)
 
             started_at = datetime.now(UTC)
@@ -160,6 +171,7 @@ class LoadRun:
             if self.text_driver is not None:
                 await self.text_driver.finish()
             rc = await sipp.stop()
+            await self._sweep_trunk(ari, sipp)
             if not self.book.placed:
                 errors = " | ".join(line for line in sipp.errors_tail(3) if line.strip())
                 raise LoadError(f"SIPp placed no call (exit {rc}; {sipp.folder}): {errors}")
@@ -182,7 +194,7 @@ class LoadRun:
             after.update(_rest_json(rest, "after_run"))
             probe: dict[str, Any] | None = None
             if self.target.hilo and self.profile.probe and voice.keys:
-                probe = await self._probe(media, numbers[0], sampler)
+                probe = await self._probe(ari, media, numbers[0])
                 after["probe"] = probe
                 rest2 = await wait_at_rest(
                     ari,
@@ -207,6 +219,8 @@ class LoadRun:
                 # SIPp's own mean INVITE -> 200 (ms resolution), beside the per-call figures from its log
                 "response_time_avg_ms": sipp_duration_ms(stats[-1].get("ResponseTime1(C)", "")) if stats else None,
                 "errors_tail": sipp.errors_tail(5),
+                "killed": sipp.killed,
+                "channels_hung_up_after_kill": self.swept,
                 "command": " ".join(sipp.command()[:2]) + " ...",
             }
             section["media"] = {"packets_received": media.packets, "packets_sent": media.sent,
@@ -246,6 +260,20 @@ class LoadRun:
                 result["text"] = self.text_driver.report()
             report.write(result, self.folder, page.render(result))
             return result
+
+    async def _sweep_trunk(self, ari: Ari, sipp: SippRun) -> int:
+        """Hang up the trunk's channels left by a SIPp that had to be killed (its calls would stay up)."""
+        if not sipp.killed:
+            return 0
+        ended = 0
+        with contextlib.suppress(RestError):
+            for channel in await ari.endpoint_channels("PJSIP", self.target.trunk):
+                await ari.hangup(channel)
+                ended += 1
+        if ended:
+            log.warning("SIPp was stopped with calls up: hung up %d channel(s) of trunk %s", ended, self.target.trunk)
+        self.swept += ended
+        return ended
 
     async def _drive(self, sipp: SippRun, driver: CallDriver, sampler: Sampler, t0: float) -> float:
         """Places the calls (rate steps on SIPp's control socket), samples, shows progress; returns when SIPp
@@ -298,7 +326,7 @@ class LoadRun:
         ends = [c.last_seen for c in self.book.placed if c.last_seen is not None]
         return max([*ends, t0 + 1])
 
-    async def _probe(self, media: MediaAgent, number: str, sampler: Sampler) -> dict[str, Any]:
+    async def _probe(self, ari: Ari, media: MediaAgent, number: str) -> dict[str, Any]:
         """One more call with the same menu choice: it must reach an agent."""
         voice = replace(
             self.profile.voice, rate=1.0, ramp_s=0.0, duration_s=1.0, hold_s=max(8.0, self.profile.voice.hold_s)
@@ -326,6 +354,7 @@ class LoadRun:
             await sipp.wait(max(0.0, deadline - time.time()))
         finally:
             await sipp.stop()
+            await self._sweep_trunk(ari, sipp)
             driver.pump()
             driver.tail.close()
             book.close()

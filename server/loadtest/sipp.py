@@ -138,6 +138,7 @@ class SippRun:
     process: asyncio.subprocess.Process | None = None
     control: tuple[str, int] = ("127.0.0.1", 0)
     started_at: float = 0.0
+    killed: bool = False
     _sock: socket.socket | None = field(default=None, repr=False)
 
     @property
@@ -220,13 +221,15 @@ class SippRun:
             return await asyncio.wait_for(self.process.wait(), timeout)
         return None
 
-    async def stop(self) -> int | None:
-        """End SIPp for good: soft exit, then SIGTERM, then SIGKILL (its calls left to Asterisk's timers)."""
+    async def stop(self, grace_s: float = 3.0) -> int | None:
+        """End SIPp for good: its soft exit (no new call; it leaves when its calls end) for `grace_s`, then
+        SIGTERM, then SIGKILL. Killed, its calls are left up in Asterisk: `killed` says so."""
         if self.process is None:
             return None
         if self.running:
             self.stop_new_calls()
-            if await self.wait(3) is None and self.running:
+            if await self.wait(grace_s) is None and self.running:
+                self.killed = True
                 with contextlib.suppress(ProcessLookupError):
                     self.process.send_signal(signal.SIGTERM)
                 if await self.wait(3) is None and self.running:
