@@ -188,7 +188,8 @@ async def run_loadtest_command(args: argparse.Namespace, settings: Settings) -> 
         h = voice["hilo"]
         print(
             f"  queued {h['queued']}, answered by an agent {h['answered_by_agent']}, abandoned"
-            f" {h['abandoned_in_queue']}, service level {h['service_level_pct']}%"
+            f" {h['abandoned_in_queue']}, service level {h['service_level_pct']}%,"
+            f" answered but never queued {h['answered_not_queued']}"
         )
     for name, p in result["processes"].items():
         print(f"  {name}: {p['cpu_s']} CPU s, {p['cpu_ms_per_call']} ms per succeeded call, RSS {p['rss_mb_last']} MB")

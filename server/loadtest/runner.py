@@ -129,7 +129,6 @@ class LoadRun:
             media = MediaAgent(voice.trunk_ip)
             media.start()
             stack.push_async_callback(media.close)
-            follower = None
             agents_before: set[str] = set()
             if self.target.hilo:
                 follower = EventFollower(self.target.redis_url, self.target.namespace, self.events)
@@ -180,35 +179,8 @@ class LoadRun:
                 if call.answered is not None and call.media is not None:
                     call.first_audio = media.first_audio(call.media[1], call.answered - 1.0, call.ended)
 
-            # After the run: at rest, then one more call must reach an agent, then at rest again.
-            after: dict[str, Any] = {}
-            rest = await wait_at_rest(
-                ari,
-                api,
-                trunk=self.target.trunk,
-                namespace=self.target.namespace if self.target.hilo else None,
-                agents_before=agents_before,
-                within_s=self.profile.settle_s,
-            )
-            after["at_rest_within_s"] = self.profile.settle_s
-            after.update(_rest_json(rest, "after_run"))
-            probe: dict[str, Any] | None = None
-            if self.target.hilo and self.profile.probe and voice.keys:
-                probe = await self._probe(ari, media, numbers[0])
-                after["probe"] = probe
-                rest2 = await wait_at_rest(
-                    ari,
-                    api,
-                    trunk=self.target.trunk,
-                    namespace=self.target.namespace,
-                    agents_before=agents_before,
-                    within_s=self.profile.settle_s,
-                )
-                after.update(_rest_json(rest2, "after_probe"))
+            after = await self._after_run(ari, api, media, numbers[0], agents_before)
             sampler.sample(time.time())
-            ok = rest.at_rest and (probe is None or bool(probe.get("reached_agent")))
-            after["ok"] = ok
-            after["summary"] = _summary(rest, probe, self.profile.settle_s)
 
             seconds = report.seconds_between(t0, load_end)
             section = report.voice_section(self.book, t0, seconds, voice.rate)
@@ -229,6 +201,10 @@ class LoadRun:
                 last_invite = max((c.invited for c in self.book.placed if c.invited), default=load_end)
                 ours = self.events.ours({voice.number}, t0, last_invite + 1)
                 section["hilo"] = queue_figures(ours, self.target.sla_s, t0, seconds)
+                # a call answered that never reached a queue: the menu lost its key (or Hilo failed the call)
+                section["hilo"]["answered_not_queued"] = max(
+                    0, section["counts"]["answered"] - section["hilo"]["queued"]
+                )
                 if talk is not None:
                     section["agent_talk"] = {"talk_s": self.profile.agent_talk_s, "ended": talk.ended,
                                              "caller_left_first": talk.missed}  # fmt: skip
@@ -260,6 +236,34 @@ class LoadRun:
                 result["text"] = self.text_driver.report()
             report.write(result, self.folder, page.render(result))
             return result
+
+    async def _after_run(
+        self, ari: Ari, api: HiloApi | None, media: MediaAgent, number: str, agents_before: set[str]
+    ) -> dict[str, Any]:
+        """At rest within settle_s; then (Hilo, a menu choice) one more call must reach an agent, and the centre
+        must be at rest again."""
+        voice = self.profile.voice
+        namespace = self.target.namespace if self.target.hilo else None
+        after: dict[str, Any] = {"at_rest_within_s": self.profile.settle_s}
+        rest = await wait_at_rest(
+            ari, api, trunk=self.target.trunk, namespace=namespace, agents_before=agents_before,
+            within_s=self.profile.settle_s,
+        )  # fmt: skip
+        after.update(_rest_json(rest, "after_run"))
+        probe: dict[str, Any] | None = None
+        again: Rest | None = None
+        if self.target.hilo and self.profile.probe and voice.keys:
+            probe = after["probe"] = await self._probe(ari, media, number)
+            again = await wait_at_rest(
+                ari, api, trunk=self.target.trunk, namespace=namespace, agents_before=agents_before,
+                within_s=self.profile.settle_s,
+            )  # fmt: skip
+            after.update(_rest_json(again, "after_probe"))
+        after["ok"] = (
+            rest.at_rest and (probe is None or bool(probe.get("reached_agent"))) and (again is None or again.at_rest)
+        )
+        after["summary"] = _summary(rest, probe, again, self.profile.settle_s)
+        return after
 
     async def _sweep_trunk(self, ari: Ari, sipp: SippRun) -> int:
         """Hang up the trunk's channels left by a SIPp that had to be killed (its calls would stay up)."""
@@ -374,29 +378,27 @@ def _rest_json(rest: Rest, prefix: str) -> dict[str, Any]:
     }
 
 
-def _summary(rest: Rest, probe: dict[str, Any] | None, within: float) -> str:
-    if rest.at_rest:
-        words = [f"At rest {rest.after_s:g} s after the run (bound {within:g} s)"]
-    else:
-        problems = []
-        if rest.ghost_channels:
-            problems.append(f"{len(rest.ghost_channels)} channel(s) left in Asterisk")
-        if rest.waiting:
-            problems.append(f"{rest.waiting} caller(s) still waiting")
-        if rest.agents_not_available:
-            problems.append(f"agents not available: {', '.join(rest.agents_not_available)}")
-        problems += rest.errors
-        words = [f"NOT at rest {within:g} s after the run: " + "; ".join(problems)]
+def _summary(rest: Rest, probe: dict[str, Any] | None, again: Rest | None, within: float) -> str:
+    words = [_rest_words(rest, "after the run", within)]
     if probe is not None:
         if probe.get("reached_agent"):
             words.append(f"the next call reached agent {probe.get('agent')}")
         else:
             words.append(f"the next call did NOT reach an agent ({probe.get('call')})")
+    if again is not None and not again.at_rest:
+        words.append(_rest_words(again, "after that call", within))
     return "; ".join(words) + "."
 
 
-async def hilo_app_registered(ari: Ari, namespace: str) -> bool:
-    try:
-        return namespace in await ari.applications()
-    except RestError:
-        return False
+def _rest_words(rest: Rest, when: str, within: float) -> str:
+    if rest.at_rest:
+        return f"At rest {rest.after_s:g} s {when} (bound {within:g} s)"
+    problems = []
+    if rest.ghost_channels:
+        problems.append(f"{len(rest.ghost_channels)} channel(s) left in Asterisk")
+    if rest.waiting:
+        problems.append(f"{rest.waiting} caller(s) still waiting")
+    if rest.agents_not_available:
+        problems.append(f"agents not available: {', '.join(rest.agents_not_available)}")
+    problems += rest.errors
+    return f"NOT at rest {within:g} s {when}: " + "; ".join(problems)
