@@ -51,7 +51,7 @@ class Rest:
 
 async def ghosts(ari: Ari, trunk: str, namespace: str | None) -> list[str]:
     """The run's channels still in Asterisk: the trunk's calls and, for Hilo, its agent legs."""
-    found = await ari.endpoint_channels("PJSIP", trunk)
+    found = list(await ari.endpoint_channels("PJSIP", trunk))
     if namespace:
         found += [c["id"] for c in await ari.channels() if c["id"].startswith(f"{namespace}-agent-")]
     return found
