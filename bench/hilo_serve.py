@@ -48,6 +48,12 @@ class Served:
     dsn: str
     health: dict[str, Any]
     log: Path
+    log_offset: int  # where this server's lines start in `log` (it is appended to)
+
+    def log_text(self) -> str:
+        with self.log.open("rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
 
 
 async def prepare_database(settings: Settings, database: str) -> str:
@@ -129,6 +135,7 @@ async def hilo_server(
         **(env or {}),
     }
     with log_path.open("a") as log:
+        offset = log.tell()
         log.write(f"\n===== {datetime.now(UTC).isoformat()} {log_name}: hilo serve =====\n")
         log.flush()
         proc = await asyncio.create_subprocess_exec(
@@ -137,7 +144,7 @@ async def hilo_server(
     base = f"http://127.0.0.1:{port}"
     try:
         health = await wait_healthy(base, proc, 120, log_path)
-        yield Served(base, port, proc.pid, dsn, health, log_path)
+        yield Served(base, port, proc.pid, dsn, health, log_path, offset)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)  # aiohttp's graceful stop

@@ -4,7 +4,11 @@ Whatever answers the agents' phones (the demo's SIPp phones, which stay on the l
 leaves, or real phones) does the answering; this ends the agent's leg over ARI, as the agent putting the
 phone down, so agents come free for the next caller at the pace asked. The leg is the channel Hilo
 originated into its Stasis app with the arguments `agent,<interaction id>`. The agent then wraps up for
-the server's own wrap-up time (HILO_WRAPUP_S), as after any call."""
+the server's own wrap-up time (HILO_WRAPUP_S), as after any call.
+
+Hilo then ends the caller's call too: the caller hears a hang-up before its hold time is over, which for the
+run is the call ending as it should, not the far end failing it. So before hanging up, the caller's SIP
+Call-ID is read from their channel (CHANNEL(pjsip,call-id): the Call-ID SIPp logs) and kept in `call_ids`."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class AgentTalk:
         self.dialed = dialed
         self.ended = 0
         self.missed = 0
+        self.call_ids: set[str] = set()  # SIP Call-IDs of the callers whose agent hung up
         self._tasks: set[asyncio.Task[None]] = set()
         events.listeners.append(self.on_event)
 
@@ -44,10 +49,15 @@ class AgentTalk:
 
     async def _hang_up_later(self, interaction_id: str) -> None:
         await asyncio.sleep(self.talk_s)
+        item = self.events.interactions.get(interaction_id)
         try:
             for channel in await self.ari.channels():
                 app_data = str((channel.get("dialplan") or {}).get("app_data", ""))
                 if channel["id"].startswith(self.prefix) and interaction_id in app_data:
+                    if item is not None and item.channel_ref:
+                        call_id = await self.ari.variable(item.channel_ref, "CHANNEL(pjsip,call-id)")
+                        if call_id:
+                            self.call_ids.add(call_id)
                     await self.ari.hangup(channel["id"])
                     self.ended += 1
                     return

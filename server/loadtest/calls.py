@@ -1,8 +1,9 @@
 """One record per SIPp call, put together from the steps its scenario logged, and what became of it.
 
 A call *succeeded* when the caller hung up as planned (step E): answered, keyed, held for the whole hold
-time. Anything else failed, with the reason: refused with a SIP status, the far end hanging up first (the
-menu did not take the key, the server dropped it...), answered but never ended (SIPp gave up on it), or never
+time; or when its agent hung up first (the load test's simulated talk time ended it: `agent_ended`).
+Anything else failed, with the reason: refused with a SIP status, the far end hanging up first (the menu did
+not take the key, the server dropped it...), answered but never ended (SIPp gave up on it), or never
 answered (no final answer within SIPp's receive timeout, or SIPp could not send)."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from server.loadtest.sipp import LogEvent
+
+OK = frozenset({"completed", "agent_hung_up"})
 
 
 @dataclass
@@ -21,12 +24,13 @@ class Call:
     keyed: float | None = None
     ended: float | None = None
     media: tuple[str, int] | None = None  # Asterisk's RTP address for this call (the 200's SDP)
-    outcome: str = "unfinished"  # completed | far_end_hangup | refused_<status> | unanswered | unfinished
+    # completed | agent_hung_up | far_end_hangup | refused_<status> | unanswered | unfinished
+    outcome: str = "unfinished"
     first_audio: float | None = None  # epoch of the first audible RTP packet received (media.py)
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "completed"
+        return self.outcome in OK
 
     @property
     def invite_to_answer_ms(self) -> float | None:
@@ -71,6 +75,13 @@ class CallBook:
             status = event.extra[0] if event.extra else "error"
             call.ended, call.outcome = event.at, f"refused_{status}"
         return call
+
+    def agent_ended(self, call_ids: set[str]) -> None:
+        """These calls' agents hung up (simulated talk time): the far end's hang-up that followed is their end."""
+        for call_id in call_ids:
+            call = self.calls.get(call_id)
+            if call is not None and call.outcome == "far_end_hangup":
+                call.outcome = "agent_hung_up"
 
     def close(self) -> None:
         """SIPp has exited: calls without an end step failed."""

@@ -37,6 +37,7 @@ class Interaction:
     id: str
     channel: str = ""
     dialed: str | None = None
+    channel_ref: str | None = None  # the caller's channel in Asterisk (voice)
     started: float | None = None
     queue: str | None = None
     queued: float | None = None
@@ -63,7 +64,7 @@ class HiloEvents:
         data = event.get("data") or {}
         kind = event.get("type")
         if kind == "interaction.started":
-            item.started, item.dialed = at, data.get("dialed")
+            item.started, item.dialed, item.channel_ref = at, data.get("dialed"), data.get("channel_ref")
         elif kind == "routing.queued" and item.queued is None:
             item.queued, item.queue = at, data.get("queue")
         elif kind == "agent.answered" and item.answered is None:

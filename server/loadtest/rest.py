@@ -48,6 +48,14 @@ class Ari(Rest):
         found = await self.call("GET", f"/endpoints/{technology}/{quote(resource)}")
         return list((found or {}).get("channel_ids", []))
 
+    async def variable(self, channel_id: str, name: str) -> str | None:
+        """A channel variable or function (e.g. CHANNEL(pjsip,call-id)); None if the channel is gone."""
+        try:
+            found = await self.call("GET", f"/channels/{quote(channel_id)}/variable", variable=name)
+        except RestError:
+            return None
+        return (found or {}).get("value")
+
     async def hangup(self, channel_id: str) -> None:
         await self.call("DELETE", f"/channels/{quote(channel_id)}")
 

@@ -111,6 +111,7 @@ class LoadRun:
         self.book = CallBook()
         self.events = HiloEvents()
         self.swept = 0  # trunk channels hung up after SIPp had to be killed
+        self.talk: AgentTalk | None = None
 
     async def execute(self) -> dict[str, Any]:
         voice = self.profile.voice
@@ -136,9 +137,9 @@ class LoadRun:
                 stack.push_async_callback(follower.close)
                 if api is not None:
                     agents_before = available_agents(await api.wallboard())
-            talk = None
             if self.target.hilo and self.profile.agent_talk_s:
                 talk = AgentTalk(ari, self.target.namespace, self.profile.agent_talk_s, self.events, {voice.number})
+                self.talk = talk
                 stack.push_async_callback(talk.close)
             ports = self.target.ports
             sampler = Sampler(
@@ -205,9 +206,9 @@ class LoadRun:
                 section["hilo"]["answered_not_queued"] = max(
                     0, section["counts"]["answered"] - section["hilo"]["queued"]
                 )
-                if talk is not None:
-                    section["agent_talk"] = {"talk_s": self.profile.agent_talk_s, "ended": talk.ended,
-                                             "caller_left_first": talk.missed}  # fmt: skip
+                if self.talk is not None:
+                    section["agent_talk"] = {"talk_s": self.profile.agent_talk_s, "ended": self.talk.ended,
+                                             "caller_left_first": self.talk.missed}  # fmt: skip
             succeeded = self.book.counts()["succeeded"]
             result: dict[str, Any] = {
                 "format": report.FORMAT,
@@ -326,6 +327,8 @@ class LoadRun:
         await sipp.stop()
         driver.pump()
         driver.tail.close()
+        if self.talk is not None:
+            self.book.agent_ended(self.talk.call_ids)
         self.book.close()
         ends = [c.last_seen for c in self.book.placed if c.last_seen is not None]
         return max([*ends, t0 + 1])

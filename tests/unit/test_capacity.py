@@ -3,11 +3,12 @@ in the shipped dialplan, and which trunk an address is."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.capacity import judge, knee, memory_growth, next_rate
+from bench.capacity import _unsaturated, _why, evaluate, judge, knee, memory_growth, next_rate, server_errors
 from bench.plain_menu import EXTENSIONS, shipped_lines
 from server.loadtest.checks import trunk_for
 
@@ -100,3 +101,95 @@ def test_trunks_are_known_by_their_address() -> None:
     assert trunk_for("127.0.0.2") == "carrier-sim"
     assert trunk_for("127.0.0.3") == "carrier-test"
     assert trunk_for("127.0.0.9") is None
+
+
+LOG = """2026-12-07 21:11:40,000 INFO ivr.inbound: all well
+2026-12-07 21:11:48,054 ERROR ivr.inbound: call ***********983 failed
+Traceback (most recent call last):
+  File "/usr/lib/python3.11/asyncio/tasks.py", line 500, in wait_for
+    return fut.result()
+  File "{root}/ivr/inbound.py", line 195, in _identify
+    return await identity.identify_or_create(self.pool, "phone", phone), phone
+  File "{root}/crm_bridge/customers.py", line 36, in identify
+    async with pool.acquire() as conn:
+asyncio.exceptions.CancelledError
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "{root}/ivr/inbound.py", line 223, in _run_call
+    identification, phone = await asyncio.wait_for(
+TimeoutError
+2026-12-07 21:11:49,000 ERROR ivr.inbound: call ***********984 failed
+Traceback (most recent call last):
+  File "{root}/crm_bridge/customers.py", line 36, in identify
+    async with pool.acquire() as conn:
+TimeoutError
+2026-12-07 21:11:50,000 WARNING reports.alerts: alert raised: queue support waiting 4 (threshold 3)
+"""
+
+
+def test_server_errors_are_grouped_by_what_was_raised_and_where() -> None:
+    root = Path("/srv/hilo")
+    assert server_errors(LOG.format(root=root), root) == [
+        (2, "ivr.inbound: call … failed (TimeoutError, from crm_bridge/customers.py identify)")
+    ]
+    assert server_errors("2026-12-07 21:11:40,000 INFO x: fine\n", root) == []
+
+
+def test_the_section_says_where_each_ones_call_setup_saturated() -> None:
+    def step(system: str, rate: float, passed: bool, p99: float) -> dict[str, Any]:
+        return {
+            "system": system,
+            "rate": rate,
+            "passed": passed,
+            "why": "ok" if passed else "x",
+            "invite_to_200_p99": p99,
+        }
+
+    summary = {
+        "steps": [
+            step("plain", 32, True, 42.7),
+            step("plain", 64, False, 7595.7),
+            step("plain", 48, True, 15548.0),
+            step("hilo", 4, True, 100.0),
+        ]
+    }
+    assert _unsaturated(summary, "plain") == "32 calls/s (48: p99 15548 ms)"
+    assert _unsaturated(summary, "hilo") == "4 calls/s"
+    assert "call setup saturated" in _why(summary["steps"][2]) and _why(summary["steps"][0]) == "ok"
+
+
+def test_the_targets_are_judged_from_the_saved_figures() -> None:
+    def lat(p99: float) -> dict[str, float]:
+        return {"p99": p99}
+
+    summary: dict[str, Any] = {
+        "knees": {"plain": 60.0, "hilo": 10.0},
+        "steps": [
+            {"system": "plain", "rate": 32.0, "passed": True, "invite_to_200_p99": 40.0},
+            {"system": "plain", "rate": 60.0, "passed": True, "invite_to_200_p99": 15000.0},
+        ],
+        "latency_ms": {
+            "plain": {"INVITE → 200 OK": lat(5.0), "answer → first prompt audio": lat(90.0)},
+            "hilo": {"INVITE → 200 OK": lat(20.0), "answer → first prompt audio": lat(300.0)},
+        },
+        "cpu_ms_per_call": {"plain": {"total": 40.0}, "hilo": {"total": 80.0}},
+        "soak": {
+            "memory": {"hilo": {"growth_pct": 4.9}},
+            "ghosts": {"channels": 0, "waiting": 0, "agents_not_available": None},
+        },
+        "after_runs": [{"after_run_at_rest": True, "probe": {"reached_agent": True}}, {"after_run_at_rest": True}],
+    }
+    targets = evaluate(summary)
+    assert {k: t["met"] for k, t in targets.items()} == {
+        "knee": False,
+        "invite_to_200": True,  # +15 ms: within 20
+        "first_prompt": False,  # +210 ms
+        "cpu_per_call": True,  # exactly 2x
+        "soak": True,
+        "after_runs": True,
+    }
+    assert "0.17x plain's" in targets["knee"]["detail"] and "0.31x plain's highest rate" in targets["knee"]["detail"]
+    summary["soak"]["ghosts"]["channels"] = 1
+    assert evaluate(summary)["soak"]["met"] is False

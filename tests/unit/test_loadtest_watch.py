@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from server.loadtest.agents import AgentTalk
+from server.loadtest.calls import CallBook
 from server.loadtest.checks import wait_at_rest
 from server.loadtest.hilo_events import HiloEvents
 from server.loadtest.messaging import Replies
 from server.loadtest.rest import Ari, HiloApi
+from server.loadtest.sipp import LogEvent
 
 
 class FakeAri:
@@ -22,6 +24,10 @@ class FakeAri:
 
     async def channels(self) -> list[dict[str, Any]]:
         return self.live
+
+    async def variable(self, channel_id: str, name: str) -> str | None:
+        assert name == "CHANNEL(pjsip,call-id)"
+        return f"sip-{channel_id}"
 
     async def hangup(self, channel_id: str) -> None:
         self.hung_up.append(channel_id)
@@ -54,7 +60,8 @@ async def test_an_agent_hangs_up_the_runs_call_after_the_talk_time() -> None:
     events = HiloEvents()
     talk = AgentTalk(cast(Ari, ari), "hilo", 0.05, events, {"100"})
     for iid, dialed in (("iid-1", "100"), ("iid-2", "150")):
-        events.add({"type": "interaction.started", "interaction_id": iid, "at": now(), "data": {"dialed": dialed}})
+        started = {"dialed": dialed, "channel_ref": f"caller-{iid}"}
+        events.add({"type": "interaction.started", "interaction_id": iid, "at": now(), "data": started})
         events.add({"type": "agent.answered", "interaction_id": iid, "at": now(), "data": {"agent": "bob"}})
     assert len(talk._tasks) == 1  # the other line's call is not the run's: no task for it
     for _ in range(200):  # within 2 s
@@ -63,6 +70,17 @@ async def test_an_agent_hangs_up_the_runs_call_after_the_talk_time() -> None:
         await asyncio.sleep(0.01)
     assert ari.hung_up == ["hilo-agent-1"]  # not the other line's call, not the caller's channel
     assert talk.ended == 1
+    assert talk.call_ids == {"sip-caller-iid-1"}  # the caller's SIP Call-ID, to count its end as the agent's
+    book = CallBook()
+    for event in (
+        LogEvent("I", "sip-caller-iid-1", 1.0),
+        LogEvent("A", "sip-caller-iid-1", 1.1),
+        LogEvent("R", "sip-caller-iid-1", 9.0),
+    ):
+        book.add(event)
+    book.agent_ended(talk.call_ids)
+    book.close()
+    assert book.calls["sip-caller-iid-1"].outcome == "agent_hung_up" and book.counts()["succeeded"] == 1
     await talk.close()
 
 
