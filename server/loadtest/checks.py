@@ -65,9 +65,11 @@ async def wait_at_rest(
     namespace: str | None,
     agents_before: set[str],
     within_s: float,
+    since: float | None = None,
 ) -> Rest:
-    """Polls until the centre is at rest or `within_s` has passed; the last look is what is reported."""
-    start = time.monotonic()
+    """Polls until the centre is at rest or `within_s` has passed since `since` (epoch: the last call's end;
+    default now); the last look is what is reported, `after_s` counted from `since`."""
+    start = time.time() if since is None else since
     result = Rest()
     while True:
         result = Rest()
@@ -85,7 +87,7 @@ async def wait_at_rest(
         result.at_rest = (
             not result.errors and not result.ghost_channels and not result.waiting and not result.agents_not_available
         )
-        elapsed = time.monotonic() - start
+        elapsed = time.time() - start
         if result.at_rest:
             result.after_s = round(elapsed, 2)
             return result

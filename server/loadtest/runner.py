@@ -180,7 +180,7 @@ class LoadRun:
                 if call.answered is not None and call.media is not None:
                     call.first_audio = media.first_audio(call.media[1], call.answered - 1.0, call.ended)
 
-            after = await self._after_run(ari, api, media, numbers[0], agents_before)
+            after = await self._after_run(ari, api, media, numbers[0], agents_before, load_end)
             sampler.sample(time.time())
 
             seconds = report.seconds_between(t0, load_end)
@@ -239,7 +239,13 @@ class LoadRun:
             return result
 
     async def _after_run(
-        self, ari: Ari, api: HiloApi | None, media: MediaAgent, number: str, agents_before: set[str]
+        self,
+        ari: Ari,
+        api: HiloApi | None,
+        media: MediaAgent,
+        number: str,
+        agents_before: set[str],
+        load_end: float,
     ) -> dict[str, Any]:
         """At rest within settle_s; then (Hilo, a menu choice) one more call must reach an agent, and the centre
         must be at rest again."""
@@ -248,16 +254,17 @@ class LoadRun:
         after: dict[str, Any] = {"at_rest_within_s": self.profile.settle_s}
         rest = await wait_at_rest(
             ari, api, trunk=self.target.trunk, namespace=namespace, agents_before=agents_before,
-            within_s=self.profile.settle_s,
+            within_s=self.profile.settle_s, since=load_end,
         )  # fmt: skip
         after.update(_rest_json(rest, "after_run"))
         probe: dict[str, Any] | None = None
         again: Rest | None = None
         if self.target.hilo and self.profile.probe and voice.keys:
-            probe = after["probe"] = await self._probe(ari, media, number)
+            probe, probe_end = await self._probe(ari, media, number)
+            after["probe"] = probe
             again = await wait_at_rest(
                 ari, api, trunk=self.target.trunk, namespace=namespace, agents_before=agents_before,
-                within_s=self.profile.settle_s,
+                within_s=self.profile.settle_s, since=probe_end,
             )  # fmt: skip
             after.update(_rest_json(again, "after_probe"))
         after["ok"] = (
@@ -333,8 +340,9 @@ class LoadRun:
         ends = [c.last_seen for c in self.book.placed if c.last_seen is not None]
         return max([*ends, t0 + 1])
 
-    async def _probe(self, ari: Ari, media: MediaAgent, number: str) -> dict[str, Any]:
-        """One more call with the same menu choice: it must reach an agent."""
+    async def _probe(self, ari: Ari, media: MediaAgent, number: str) -> tuple[dict[str, Any], float]:
+        """One more call with the same menu choice: it must reach an agent. Returns what it found and when the
+        call ended."""
         voice = replace(
             self.profile.voice, rate=1.0, ramp_s=0.0, duration_s=1.0, hold_s=max(8.0, self.profile.voice.hold_s)
         )
@@ -367,7 +375,7 @@ class LoadRun:
             book.close()
         calls = book.placed
         reached["call"] = calls[0].outcome if calls else "not placed"
-        return reached
+        return reached, (calls[0].last_seen if calls and calls[0].last_seen else time.time())
 
 
 def _rest_json(rest: Rest, prefix: str) -> dict[str, Any]:
