@@ -354,7 +354,9 @@ async def wallboard_latency(dsn: str, agents: int, rate: float, seconds: float) 
     pending: list[tuple[int, float]] = []  # (started count it makes, published at)
     seen = asyncio.Event()
     async with hilo_server(dsn) as base, aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/console/api/login", json={"username": "bench-admin", "password": password}) as r:
+        async with http.post(
+            f"{base}/console/api/login", json={"username": "bench-admin", "password": password}
+        ) as r:
             token = (await r.json())["token"]
         ws = await http.ws_connect(f"{base}/console/wallboard/ws", headers={"Authorization": f"Bearer {token}"})
 
