@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     db_command_timeout_s: float = Field(default=60.0, gt=0)
     db_report_timeout_s: float = Field(default=600.0, gt=0)
     redis_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # Two PostgreSQL pools per server (hilo/stores.py), so background work can never starve the calls:
+    # db_pool_size connections for the call path (calls, routing, the console and the API) and
+    # db_background_pool_size for the background (webhook deliveries, transcripts, KPI reports and the
+    # wallboard, the messaging outbox, recording housekeeping). The defaults suit a 2-core PostgreSQL;
+    # both pools of every node count against its max_connections (100 by default).
+    db_pool_size: int = Field(default=10, ge=2, le=500)
+    db_background_pool_size: int = Field(default=4, ge=1, le=500)
+    # A slow store never drops a call (ivr/inbound.py, crm_bridge/timeline.py): identification waits at most
+    # identify_budget_s (then the call goes on as not yet identified, and is identified when the store
+    # answers); a timeline write waits at most store_write_budget_s, then goes to the node's durable spool
+    # (spool_dir/<namespace>.spool, at most spool_max_mb), replayed in order when the store answers again.
+    identify_budget_s: float = Field(default=0.5, gt=0, le=5)
+    store_write_budget_s: float = Field(default=1.0, gt=0, le=30)
+    spool_dir: Path = REPO_ROOT / ".run" / "spool"
+    spool_max_mb: int = Field(default=64, ge=1, le=10_000)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -91,6 +106,13 @@ class Settings(BaseSettings):
 
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    # SIP over TLS (the production profile of docker-compose.yml, asterisk/etc/production/hilo-tls.conf): the
+    # port of Asterisk's TLS transport; phones are then rendered on it with SRTP required (`hilo phones
+    # render`). 0: no TLS (the local stack: plain SIP on loopback).
+    sip_tls_port: int = Field(default=0, ge=0, le=65535)
+    # A file of HILO_PHONE_SECRET_<ENDPOINT>=... lines, the phones' passwords where no .run/env holds them
+    # (docker-compose.yml: `hilo phones new-secrets` fills it, in a volume of its own); the environment wins.
+    phone_secrets_file: Path | None = None
     asterisk_root: Path | None = None
     # The SIP guard (asterisk/sip_guard.py): a source whose SIP requests Asterisk refused sip_block_after times
     # within sip_block_window_s (unknown name, wrong password, ...) is refused by Asterisk for sip_block_s;

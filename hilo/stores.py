@@ -1,5 +1,9 @@
 """The server's connections to PostgreSQL and Redis, with the bounds of settings.py: a stalled store (or a
-runaway query) fails the request that waits on it instead of holding a pooled connection for good."""
+runaway query) fails the request that waits on it instead of holding a pooled connection for good.
+
+A server has two PostgreSQL pools: the call path's (`server_pool`) and the background's (`background_pool`),
+so webhook deliveries, transcripts, reports and the outbox can hold every connection of theirs and the calls
+still get one."""
 
 from __future__ import annotations
 
@@ -10,14 +14,26 @@ from hilo.db import create_pool
 from hilo.settings import Settings
 
 
-async def server_pool(settings: Settings, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    """The pool of a Hilo server: every statement bounded by HILO_DB_COMMAND_TIMEOUT_S unless it says
-    otherwise (the KPI reports pass HILO_DB_REPORT_TIMEOUT_S). asyncpg cancels a statement that overruns
+async def server_pool(settings: Settings, *, min_size: int = 2, max_size: int | None = None) -> asyncpg.Pool:
+    """The call path's pool of a Hilo server (HILO_DB_POOL_SIZE connections at most): every statement
+    bounded by HILO_DB_COMMAND_TIMEOUT_S unless it says otherwise. asyncpg cancels a statement that overruns
     and raises TimeoutError."""
+    size = max_size if max_size is not None else settings.db_pool_size
     return await create_pool(
         settings.database_url.get_secret_value(),
-        min_size=min_size,
-        max_size=max_size,
+        min_size=min(min_size, size),
+        max_size=size,
+        command_timeout=settings.db_command_timeout_s,
+    )
+
+
+async def background_pool(settings: Settings) -> asyncpg.Pool:
+    """The background work's pool (HILO_DB_BACKGROUND_POOL_SIZE connections at most), with the same bound
+    per statement; the KPI reports pass their own (HILO_DB_REPORT_TIMEOUT_S)."""
+    return await create_pool(
+        settings.database_url.get_secret_value(),
+        min_size=1,
+        max_size=settings.db_background_pool_size,
         command_timeout=settings.db_command_timeout_s,
     )
 

@@ -32,10 +32,12 @@ from dialplans.models import load_phones, load_routing
 from flows import rest as flows_rest
 from flows.hours import Calendars
 from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
+from hilo.degraded import Degradations
 from hilo.notifier import Notifier
 from hilo.passwords import Peppers
 from hilo.settings import Settings
-from hilo.stores import redis_client, server_pool
+from hilo.spool import Spool
+from hilo.stores import background_pool, redis_client, server_pool
 from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
 from hilo.web.forwarded import Proxies, add_transport_security
@@ -121,12 +123,23 @@ def init_app(settings: Settings) -> web.Application:
         ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
         active=Gauge("hilo_calls_active", "Calls in progress on this node", registry=registry),
     )
+    # A slow or missing store never drops a call: each degraded moment is counted, and timeline writes that
+    # could not reach PostgreSQL in time wait in this node's spool (hilo/spool.py).
+    degradations = Degradations(registry)
+    spool = Spool(settings.spool_dir / f"{settings.namespace}.spool", settings.spool_max_mb * 1024 * 1024)
+    Gauge("hilo_spool_records", "Timeline writes waiting in this node's spool", registry=registry).set_function(
+        lambda: len(spool)
+    )
+    Gauge("hilo_spool_bytes", "Size of this node's spool file", registry=registry).set_function(lambda: spool.size)
 
     async def postgres(app: web.Application) -> AsyncIterator[None]:
+        # Two pools, so background work can never starve the calls (hilo/stores.py).
         services.pool = await server_pool(settings)
+        services.background_pool = await background_pool(settings)
         await upsert_agents(services.pool, routing.agents)
         app[POOL] = services.pool
         yield
+        await services.background_pool.close()
         await services.pool.close()
 
     async def redis(app: web.Application) -> AsyncIterator[None]:
@@ -157,8 +170,18 @@ def init_app(settings: Settings) -> web.Application:
     async def telephony(app: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.redis is not None and services.board is not None
         assert services.routing is not None
-        notifier = Notifier(services.redis, settings.namespace)
-        services.timeline = Timeline(services.pool, notifier.publish)
+        notifier = Notifier(services.redis, settings.namespace, degradations)
+        left = await asyncio.to_thread(spool.open)
+        if left:
+            log.warning("the spool %s holds %d timeline writes of an earlier run: replaying them", spool.path, left)
+        services.timeline = Timeline(
+            services.pool,
+            notifier.publish,
+            spool=spool,
+            budget_s=settings.store_write_budget_s,
+            degradations=degradations,
+        )
+        await services.timeline.start()
         app[TIMELINE] = services.timeline
         # kept prompts for good; personal ones (rendered from a caller's data) deleted once unused a while
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir, personal_ttl_s=settings.tts_personal_ttl_s)
@@ -223,6 +246,8 @@ def init_app(settings: Settings) -> web.Application:
             wrapup_s=settings.wrapup_s,
             # the screen-pop is published to the agent's console before their phone rings
             on_offer=services.screenpops.on_offer,
+            identify_budget_s=settings.identify_budget_s,
+            degradations=degradations,
         )
         app[CALLS] = services.calls
         dialler = services.calls.callbacks
@@ -263,16 +288,18 @@ def init_app(settings: Settings) -> web.Application:
         for task in list(syncing):
             task.cancel()
         prompts.close()
+        await services.timeline.close()
+        spool.close()
 
     async def webhooks(_: web.Application) -> AsyncIterator[None]:
-        assert services.pool is not None
+        assert services.background_pool is not None
         policy = RetryPolicy(
             settings.webhook_max_attempts,
             settings.webhook_backoff_s,
             settings.webhook_backoff_max_s,
             settings.webhook_timeout_s,
         )
-        services.webhooks = DeliveryWorker(services.pool, settings.database_url.get_secret_value(), policy)
+        services.webhooks = DeliveryWorker(services.background_pool, settings.database_url.get_secret_value(), policy)
         await services.webhooks.start()
         yield
         await services.webhooks.close()
@@ -290,9 +317,13 @@ def init_app(settings: Settings) -> web.Application:
     async def messaging(_: web.Application) -> AsyncIterator[None]:
         # Inbound SMS/WhatsApp are stored before they are acknowledged, then processed by the inbox's
         # handler: the conversation layer (`to_conversations`, started just after this).
-        assert services.pool is not None
+        assert services.pool is not None and services.background_pool is not None
         services.messaging = bridges_http.create_messaging(
-            settings, services.pool, config=messaging_config, handler=to_conversations
+            settings,
+            services.pool,
+            outbox_pool=services.background_pool,  # sending out is background work
+            config=messaging_config,
+            handler=to_conversations,
         )
         await services.messaging.start()
         yield
@@ -362,9 +393,11 @@ def init_app(settings: Settings) -> web.Application:
         services.calls.recorder = services.recordings
         app[RECORDER] = services.recordings
         speech = services.calls.speech or SpeechService.from_config(settings.vosk_models, settings.speech_engines)
+        assert services.background_pool is not None
+        background = services.background_pool
         async with (
-            recording_setup.housekeeping(services.recordings, settings),  # spool sweep + retention purge
-            recording_setup.transcription(services.recordings, speech.engines, settings) as transcripts,
+            recording_setup.housekeeping(services.recordings, settings, background),  # spool sweep + retention purge
+            recording_setup.transcription(services.recordings, speech.engines, settings, background) as transcripts,
         ):
             services.transcripts = transcripts
             yield
@@ -372,11 +405,12 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(recordings)
 
     async def wallboard(app: web.Application) -> AsyncIterator[None]:
-        assert services.pool is not None and services.redis is not None and services.board is not None
-        board = Wallboard(services.pool, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
+        assert services.background_pool is not None and services.redis is not None and services.board is not None
+        background = services.background_pool  # the wallboard's reads and the KPI reports
+        board = Wallboard(background, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
         services.wallboard = WallboardMonitor(
             board,
-            Reports(services.pool, kpi_config, timeout=settings.db_report_timeout_s),
+            Reports(background, kpi_config, timeout=settings.db_report_timeout_s),
             services.redis,
             settings.namespace,
         )

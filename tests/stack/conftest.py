@@ -1,8 +1,8 @@
 """The stack fixtures: a Hilo server of its own (Stasis app and namespace `hilo-test`, database
 `hilo_test`) run in-process against the real Asterisk, PostgreSQL and Redis that `make stack` started.
 
-After every test: no call task still running, no test channel or bridge left in Asterisk, no row left
-in the test database, and every agent available again."""
+After every test: no call task still running, no test channel or bridge left in Asterisk, no timeline
+write left in the node's spool, no row left in the test database, and every agent available again."""
 
 from __future__ import annotations
 
@@ -236,6 +236,9 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
             with contextlib.suppress(AriError):
                 await stack.observer.destroy_bridge(bridge["id"])
     open_calls = list(stack.services.calls.tasks) if stack.services.calls else []
+    # Timeline writes still in the node's spool (the store was slow) are written before the rows go.
+    assert stack.services.timeline is not None
+    spooled = await stack.services.timeline.written(30)
     await truncate_test_rows(stack.pool)
     # Recording files of the rows just emptied (calls to a recording queue are recorded).
     await asyncio.to_thread(shutil.rmtree, stack.settings.recordings_dir / "store", True)
@@ -247,3 +250,4 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
     assert not leftovers, f"test left channels behind: {leftovers}"
     assert not bridges, f"test left bridges behind: {bridges}"
     assert not open_calls, f"call tasks still running: {open_calls}"
+    assert spooled, "timeline writes were still in the spool 30 s after the test"
