@@ -1,4 +1,4 @@
-"""The `hilo` command: serve, database migrations, demo seed, a test call, and the flow tools."""
+"""The `hilo` command: serve, database migrations, demo seed, a test call, the load test and the flow tools."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hilo.logs import setup_logging
 from hilo.settings import Settings, load_settings
 from recordings.cli import add_recordings_commands, run_recordings_command
 from reports.cli import add_reports_commands, run_reports_command
+from server.loadtest.cli import add_loadtest_command, run_loadtest_command
 from speech.cli import add_speech_commands, run_speech_command
 
 
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     add_speech_commands(sub)
     add_recordings_commands(sub)
     add_reports_commands(sub)
+    add_loadtest_command(sub)
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_recordings_command(args, settings))
     if args.command == "reports":
         return asyncio.run(run_reports_command(args, settings))
+    if args.command == "loadtest":
+        return asyncio.run(run_loadtest_command(args, settings))
     parser.error(f"unknown command {args.command}")
     return 2
 
