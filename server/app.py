@@ -126,7 +126,7 @@ def init_app(settings: Settings) -> web.Application:
     # A slow or missing store never drops a call: each degraded moment is counted, and timeline writes that
     # could not reach PostgreSQL in time wait in this node's spool (hilo/spool.py).
     degradations = Degradations(registry)
-    spool = Spool(settings.spool_dir / f"{settings.namespace}.spool", settings.spool_max_mb * 1024 * 1024)
+    spool = Spool(settings.spool_dir / f"{settings.node}.spool", settings.spool_max_mb * 1024 * 1024)
     Gauge("hilo_spool_records", "Timeline writes waiting in this node's spool", registry=registry).set_function(
         lambda: len(spool)
     )
@@ -189,7 +189,9 @@ def init_app(settings: Settings) -> web.Application:
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
         )
         numbers_dialplan = NumbersDialplanSync(services.ami, settings.asterisk_root)
-        if settings.sip_guard:  # Asterisk's security events counted; sources that keep failing refused
+        # Asterisk's security events counted; sources that keep failing refused. Every worker would count each
+        # event again (AMI sends it to every session): the first worker alone guards.
+        if settings.sip_guard and settings.worker <= 1:
             ami = services.ami
             services.sip_guard = SipGuard(
                 services.redis,
@@ -228,8 +230,8 @@ def init_app(settings: Settings) -> web.Application:
         # One screen-pop publisher for voice and text: the pop before an agent's phone rings, chat events after.
         services.screenpops = ScreenPops(services.pool, services.redis, settings.namespace, lambda: flows.current.flows)
         app[SCREENPOPS] = services.screenpops
-        services.ari = AriClient(
-            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
+        services.ari = AriClient(  # its Stasis app: the calls this process owns (one per worker)
+            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.stasis_app
         )
         services.calls = InboundCalls(
             ari=services.ari,
@@ -433,5 +435,10 @@ def init_app(settings: Settings) -> web.Application:
 
 def run(settings: Settings) -> None:
     app = init_app(settings)
-    log.info("Hilo listening on http://%s:%d", settings.http_host, settings.http_port)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)
+    log.info(
+        "Hilo listening on http://%s:%d (Stasis app %s)", settings.http_host, settings.http_port, settings.stasis_app
+    )
+    # Workers share the port (SO_REUSEPORT: the kernel spreads connections); every request any worker takes
+    # reaches the call it names through its owner (ivr/call_owners.py).
+    reuse_port = True if settings.workers > 1 else None
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, reuse_port=reuse_port)
