@@ -45,6 +45,7 @@ from hilo.web.keys import POOL, REDIS, REGISTRY, SETTINGS
 from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
 from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
+from ivr.call_owners import CallOwners, tell_workers
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.waiting import warm_up
 from recordings import rest as recordings_rest
@@ -272,6 +273,13 @@ def init_app(settings: Settings) -> web.Application:
         EndpointPresence(
             services.ari, {a.sip_endpoint: a.id for a in routing.agents}, routing_presence(services.routing)
         )
+        owners = None
+        if settings.workers > 1:  # a call another worker owns is acted on by its owner (hold, unhold)
+            owners = CallOwners(services.redis, settings.namespace, settings.stasis_app, services.calls.live)
+            await owners.start()
+            services.calls.owners = owners
+        ari = services.ari  # the dialplan learns how many worker apps serve this namespace (context hilo-stasis)
+        ari.on_connect.append(lambda: tell_workers(ari, settings.namespace, settings.workers))
         await services.ari.start()
         await services.ami.start()
         if services.sip_guard is not None:
@@ -281,6 +289,8 @@ def init_app(settings: Settings) -> web.Application:
         if services.sip_guard is not None:
             await services.sip_guard.close()
         await services.calls.close()
+        if owners is not None:
+            await owners.close()
         speech.close()
         if enrichment is not None:
             await enrichment.close()
