@@ -39,7 +39,7 @@ def worker_env(base: dict[str, str], worker: int, workers: int) -> dict[str, str
 class Supervisor:
     workers: int
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "server.cli", "serve"])
-    stop_s: float = 15.0
+    stop_s: float = 10.0  # inside stack/down.sh's 15 s before its SIGKILL
     starts: dict[int, int] = field(default_factory=dict)  # worker -> how many times it was started
     started: asyncio.Event = field(default_factory=asyncio.Event)  # set at each start (tests wait on it)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
