@@ -98,14 +98,14 @@ async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> Hold
     acting: LiveCalls | CallOwners = calls.live
     try:
         agent = calls.live.get(iid).agent_id
-    except NotLive as exc:
+    except NotLive as here:
         try:
             if calls.owners is None:
                 raise
             agent, acting = await calls.owners.agent(iid), calls.owners  # another worker owns the call
-        except NotLive:
+        except NotLive as exc:  # here, or on no worker (the owners' answer says which)
             await _audit(request, action, "interaction", iid, False, reason="not_here")
-            raise conflict(str(exc), "interaction_id") from exc
+            raise conflict(str(exc), "interaction_id") from here
     scope = await asker_scope(request)
     if not scope.has_agent(agent):
         raise await refused(request, scope, action, "interaction", iid, "this call", "interaction_id", agent=agent)

@@ -246,7 +246,9 @@ class InboundCalls:
             who = customers.Identification(interaction.customer_id, None, created=True)
             await self.timeline.record(interaction, "customer.identified", {"by": "anonymous", "new": True})
         elif who is not None:
-            await self.timeline.record(interaction, "customer.identified", {"by": "caller_number", "new": who.created})
+            await self.timeline.record(
+                interaction, "customer.identified", {"by": "caller_number", "new": who.created}
+            )
         else:
             assert phone is not None
             await self._degraded(interaction, "store", "identify")
