@@ -5,15 +5,21 @@ does not own a call is carried out by the one that does."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from asterisk.ami import AmiClient
+from asterisk.ari import AriClient
+from asterisk.events import StasisStart
 from server.app import init_app
 from server.services import SERVICES, Services
 from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.dialplan_context import EXTENSIONS_CONF, add_context, remove_context
 from tests.stack.test_screenpop import bearer, sign_in
 
 KNOWN_CALLER = "+34911222333"
@@ -109,3 +115,49 @@ async def test_hold_sent_to_the_worker_not_owning_the_call_is_carried_out_by_the
         gone = await other_client.post(f"/api/calls/{interaction}/hold", headers=bearer(bob))
         assert gone.status == 409, "a call over is on no worker: a clear 409"
         assert "any worker" in (await gone.json())["reason"]
+
+
+async def test_a_failed_transfer_comes_back_to_the_worker_that_owns_the_call(stack: Stack) -> None:
+    # This tree's hilo-transfer-failed, put into Asterisk under another name for the test (the shared
+    # Asterisk runs the extensions.conf it was started with).
+    section = EXTENSIONS_CONF.read_text().split("[hilo-transfer-failed]\n", 1)[1].split("\n[", 1)[0]
+    text = f"[{NAMESPACE}-transfer-failed]\n{section}\n"
+    settings = stack.settings
+    ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value())
+    owner = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), f"{NAMESPACE}-w2")
+    back: asyncio.Future[StasisStart] = asyncio.get_running_loop().create_future()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, StasisStart) and not back.done():
+            back.set_result(event)
+
+    owner.handlers.append(on_event)
+    await ami.start()
+    await owner.start()
+    caller, ivr = f"sim-{uuid.uuid4()}", f"sim-{uuid.uuid4()}"
+    try:
+        await asyncio.wait_for(ami.logged_in.wait(), 10)
+        await add_context(ami, f"{NAMESPACE}-transfer-failed", text)
+        await owner.wait_connected(10)
+        await owner.originate(
+            f"Local/failed@{NAMESPACE}-transfer-failed",
+            context="hilo-caller-sim",
+            extension="s",
+            channel_id=caller,
+            other_channel_id=ivr,
+            variables={  # what a transfer whose target did not answer leaves on the channel
+                "__HILO_OWNER": owner.app,
+                "__HILO_APP": f"{NAMESPACE}-nobody",
+                "__HILO_TRANSFER_RETURN": "transfer-failed",
+                "__HILO_TRANSFER_TARGET": "600112233",
+                "__DIALSTATUS": "NOANSWER",
+            },
+        )
+        start = await asyncio.wait_for(back, 10)
+        assert (start.channel.id, start.args) == (ivr, ["transfer-failed", "600112233", "NOANSWER"])
+    finally:
+        await owner.hangup(caller)
+        await stack.ari_events.expect("ChannelDestroyed", within=5, channel__id=ivr)
+        await remove_context(ami, f"{NAMESPACE}-transfer-failed", text)
+        await owner.close()
+        await ami.close()
