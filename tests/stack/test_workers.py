@@ -161,3 +161,4 @@ async def test_a_failed_transfer_comes_back_to_the_worker_that_owns_the_call(sta
         await remove_context(ami, f"{NAMESPACE}-transfer-failed", text)
         await owner.close()
         await ami.close()
+
