@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +209,12 @@ class Settings(BaseSettings):
     webchat_sockets_per_address: int = Field(default=20, ge=0)
     webchat_sockets_per_visitor: int = Field(default=5, ge=0)
     webchat_sockets_total: int = Field(default=5000, ge=0)
+
+    @model_validator(mode="after")
+    def _worker_of_the_workers(self) -> Settings:
+        if self.worker > self.workers:
+            raise ValueError(f"HILO_WORKER={self.worker} is not one of the HILO_WORKERS={self.workers} workers (1..N)")
+        return self
 
     @property
     def stasis_app(self) -> str:

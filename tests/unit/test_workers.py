@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import pytest
+from pydantic import ValidationError
+
 from hilo.settings import Settings
 from server.workers import MAX_BACKOFF_S, STEADY_S, Supervisor, next_backoff, worker_env
 
@@ -17,6 +20,11 @@ def test_one_worker_keeps_the_namespace_as_stasis_app_and_spool_name() -> None:
 def test_worker_i_of_several_owns_its_own_stasis_app() -> None:
     settings = Settings(namespace="hilo", workers=3, worker=2)
     assert (settings.stasis_app, settings.node) == ("hilo-w2", "hilo-w2")
+
+
+def test_a_worker_index_beyond_the_count_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match="HILO_WORKER=3 is not one of the HILO_WORKERS=2 workers"):
+        Settings(workers=2, worker=3)
 
 
 def test_each_worker_is_told_its_index_and_the_count() -> None:
