@@ -162,3 +162,41 @@ async def test_a_failed_transfer_comes_back_to_the_worker_that_owns_the_call(sta
         await owner.close()
         await ami.close()
 
+
+async def test_an_unlisted_number_reaches_hilo_through_hilo_stasis(stack: Stack) -> None:
+    # This tree's hilo-unlisted-numbers, under another name (as above); hilo-stasis is in hilo-numbers.conf.
+    # One process here: starting workers reloads the dialplan (their numbers), which drops a context added
+    # through AMI; the dispatch among workers is the first test's.
+    section = EXTENSIONS_CONF.read_text().split("[hilo-unlisted-numbers]\n", 1)[1].split("\n[", 1)[0]
+    text = f"[{NAMESPACE}-unlisted]\n{section}\n"
+    settings = stack.settings
+    ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value())
+    await ami.start()
+    try:
+        await asyncio.wait_for(ami.logged_in.wait(), 10)
+        await add_context(ami, f"{NAMESPACE}-unlisted", text)
+        mark = stack.hilo_events.mark()
+        caller, ivr = f"sim-{uuid.uuid4()}", f"sim-{uuid.uuid4()}"
+        await stack.observer.originate(
+            f"Local/555@{NAMESPACE}-unlisted",
+            context="hilo-caller-sim",
+            extension="s",
+            caller_id=f'"" <{KNOWN_CALLER}>',
+            channel_id=caller,
+            other_channel_id=ivr,
+            variables={"SIM_HOLD": "600", "__HILO_APP": NAMESPACE},
+        )
+        started = await stack.hilo_events.expect(
+            "interaction.started", within=10, since=mark, data__channel_ref=ivr, data__dialed="555"
+        )
+        await stack.hilo_events.expect("ivr.no_flow", within=5, interaction_id=started["interaction_id"])
+        await stack.hilo_events.expect("interaction.ended", within=20, interaction_id=started["interaction_id"])
+        variable = await stack.observer.request(
+            "GET", f"/channels/{ivr}/variable", params={"variable": "HILO_OWNER"}, missing_ok=True
+        )
+        assert variable in (None, {"value": NAMESPACE}), variable  # set by hilo-stasis (None: already gone)
+    finally:
+        with contextlib.suppress(Exception):
+            await stack.observer.hangup(caller)
+        await remove_context(ami, f"{NAMESPACE}-unlisted", text)
+        await ami.close()
