@@ -79,7 +79,13 @@ async def _seed_demo(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hilo", description="Hilo contact-center core")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the Hilo server (HTTP API + Stasis app)")
+    serve = sub.add_parser("serve", help="run the Hilo server (HTTP API + Stasis app)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine, each owning its own calls (default: HILO_WORKERS, or 1)",
+    )
     db = sub.add_parser("db", help="database tasks").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply pending schema migrations")
     seed = sub.add_parser("seed", help="seed data").add_subparsers(dest="seed_command", required=True)
@@ -106,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     setup_logging(secrets=_secrets(settings))
     if args.command == "serve":
+        workers = settings.workers if args.workers is None else args.workers
+        if workers < 1:
+            parser.error(f"--workers {workers}: give at least 1")
+        if workers > 1 and settings.worker == 0:  # the parent: it starts the workers and keeps them running
+            from server.workers import serve_workers
+
+            return serve_workers(workers)
         from server.app import run
 
         run(settings)
