@@ -4,11 +4,12 @@ longer bound (HILO_DB_REPORT_TIMEOUT_S), so a report over a long period is not c
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hilo.stores import server_pool
+from hilo.stores import redis_client, server_pool
 from reports import facts
 from reports.monitor import WALLBOARD
 from reports.service import Reports
@@ -42,3 +43,19 @@ async def test_a_statement_over_the_command_timeout_fails_and_reports_have_their
         await pool.close()
     # The server wires its reports with HILO_DB_REPORT_TIMEOUT_S.
     assert stack.client.app[WALLBOARD].reports.timeout == stack.settings.db_report_timeout_s
+
+
+async def test_a_burst_of_redis_commands_past_the_pool_waits_for_connections_instead_of_failing(stack: Stack) -> None:
+    """At a peak every waiting caller talks to Redis at once: with redis-py's default pool the commands past
+    its size failed at once (MaxConnectionsError), and callers who had hung up stayed in the queue."""
+    settings = stack.settings.model_copy(update={"redis_max_connections": 4})
+    client = redis_client(settings, client_name="hilo-test-pool-burst")
+    key = f"{settings.namespace}:test:pool-burst"
+    try:
+        await asyncio.wait_for(asyncio.gather(*(client.incr(key) for _ in range(60))), 10)
+        assert int(await client.get(key) or 0) == 60
+        clients = await client.client_list()
+        assert 1 <= sum(c.get("name") == "hilo-test-pool-burst" for c in clients) <= 4
+    finally:
+        await client.delete(key)
+        await client.aclose()
