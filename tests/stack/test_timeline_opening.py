@@ -21,10 +21,13 @@ OPENING: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-async def _forget(stack: Stack, customer_id: uuid.UUID) -> None:
-    await stack.pool.execute("DELETE FROM timeline_events WHERE customer_id = $1", customer_id)
-    await stack.pool.execute("DELETE FROM interactions WHERE customer_id = $1", customer_id)
-    await stack.pool.execute("DELETE FROM customers WHERE id = $1", customer_id)
+async def _end(stack: Stack, interaction_id: uuid.UUID) -> None:
+    """The timeline is append-only: the test's interaction is ended, not deleted (no open call is left)."""
+    await stack.pool.execute(
+        "UPDATE interactions SET state = 'ended', outcome = 'abandoned', hangup_by = 'caller', ended_at = now()"
+        " WHERE id = $1 AND ended_at IS NULL",
+        interaction_id,
+    )
 
 
 async def test_an_interaction_and_its_opening_events_are_one_transaction_written_once(stack: Stack) -> None:
@@ -34,10 +37,10 @@ async def test_an_interaction_and_its_opening_events_are_one_transaction_written
         published.append(event)
 
     timeline = Timeline(stack.pool, publish)
-    customer = uuid.uuid4()
+    customer, iid = uuid.uuid4(), uuid.uuid4()
     try:
         interaction = await timeline.start_interaction(
-            customer, "voice", "inbound", interaction_id=uuid.uuid4(), new_customer=True, events=OPENING, dialed="100"
+            customer, "voice", "inbound", interaction_id=iid, new_customer=True, events=OPENING, dialed="100"
         )
         assert [e["type"] for e in published] == ["interaction.started", "customer.identified"]
         assert all(e["id"] is not None and e["interaction_id"] == str(interaction.id) for e in published)
@@ -72,7 +75,7 @@ async def test_an_interaction_and_its_opening_events_are_one_transaction_written
         written = "SELECT count(*) FROM timeline_events WHERE interaction_id = $1"
         assert await stack.pool.fetchval(written, interaction.id) == 2
     finally:
-        await _forget(stack, customer)
+        await _end(stack, iid)
 
 
 async def _uids(stack: Stack, interaction_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -93,11 +96,11 @@ async def test_opening_events_spooled_keep_the_moment_they_were_accepted(stack: 
     spool = Spool(path, 1_000_000)
     spool.open()
     timeline = Timeline(unreachable, publish, spool=spool, budget_s=0.5)
-    customer = uuid.uuid4()
+    customer, iid = uuid.uuid4(), uuid.uuid4()
     before = datetime.now(UTC)
     try:
         interaction = await timeline.start_interaction(
-            customer, "voice", "inbound", interaction_id=uuid.uuid4(), new_customer=True, events=OPENING
+            customer, "voice", "inbound", interaction_id=iid, new_customer=True, events=OPENING
         )
     finally:
         spool.close()
@@ -118,4 +121,4 @@ async def test_opening_events_spooled_keep_the_moment_they_were_accepted(stack: 
     finally:
         await replayed.close()
         again.close()
-        await _forget(stack, customer)
+        await _end(stack, iid)
