@@ -84,6 +84,15 @@ class EventStream:
             except TimeoutError:
                 pass
 
+    async def expect_none(self, type_: str, *, within: float, since: int | None = None, **fields: Any) -> None:
+        """A declared absence: no event of type `type_` with these fields from position `since` during
+        `within` seconds (e.g. no channel of a call destroyed while a dependency is away)."""
+        try:
+            event = await self.expect(type_, within=within, since=since, **fields)
+        except AssertionError:
+            return
+        raise AssertionError(f"{self.name}: expected no {type_} {fields} within {within}s; got {event}")
+
     async def expect_in_order(
         self, steps: list[tuple[str, dict[str, Any]]], *, within: float, since: int | None = None
     ) -> list[dict[str, Any]]:

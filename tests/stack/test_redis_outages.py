@@ -1,20 +1,30 @@
-"""Redis restarts with persistence on (`appendonly yes`): what a restarted Redis replays from its file is the
-state of an earlier life, and routing does not trust it. The shared Redis is never restarted here: the tests
-write what a replay brings back (the routing keys of a moment ago, with their marker of an earlier server
-life) and show that a running engine and a starting one rebuild from PostgreSQL instead."""
+"""Redis going away and coming back. The shared Redis is never restarted nor stopped here.
+
+- Restarts with persistence on (`appendonly yes`): what a restarted Redis replays from its file is the state
+  of an earlier life, and routing does not trust it. The tests write what a replay brings back (the routing
+  keys of a moment ago, with their marker of an earlier server life) and show that a running engine and a
+  starting one rebuild from PostgreSQL instead.
+- A 30 s outage costs no call: the test server's own connections are cut and refused for 30 s
+  (tests/stack/redis_outage.py) while one call talks to an agent and another arrives and waits."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
+from prometheus_client.parser import text_string_to_metric_families
 
+from dialplans.models import load_routing
 from hilo.db import create_pool
 from routing.engine import RoutingEngine
+from server.simcall import originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import eventually
+from tests.stack.redis_outage import redis_away
 
 EARLIER_LIFE = "0" * 40  # a run_id the Redis server does not have (it makes a new one at every start)
 
@@ -135,3 +145,79 @@ async def test_state_built_in_the_present_redis_life_is_kept_by_a_starting_engin
         await redis.aclose()
         await engine.redis.delete(sentinel)
         await engine.remove(waiting, "test over")
+
+
+# A 30 s outage -------------------------------------------------------------------------------------------
+
+OUTAGE_S = 30.0
+TALKING, ARRIVING = "+34911222333", "+34911000177"  # Ana García (a demo customer), a caller new to Hilo
+SALES, SUPPORT = "1", "2"  # the demo line's menu keys
+
+
+@pytest.fixture
+async def sales_waits_long(stack: Stack) -> AsyncIterator[None]:
+    """Sales lets a caller wait 2 minutes (the stack tests' default is 30 s): the test is about the outage,
+    not about a queue whose wait is shorter than it (that caller would hear the queue's end, as documented)."""
+    engine = engine_of(stack)
+    sales = next(q for q in load_routing(stack.settings.dialplans_dir).queues if q.id == "sales")
+    await engine.put_queue(sales.model_copy(update={"max_wait_s": 120}))
+    yield
+    await engine.put_queue(sales)
+
+
+def degraded(metrics: str, part: str, what: str) -> float:
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "hilo_degraded_total" and sample.labels == {"part": part, "what": what}:
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long: None) -> None:
+    assert stack.services.redis is not None
+    loop = asyncio.get_running_loop()
+    talking = await originate_sim_call(stack.observer, "100", TALKING, SUPPORT, namespace=NAMESPACE)
+    started = await stack.hilo_events.expect("interaction.started", within=10, data__channel_ref=talking.ivr_leg)
+    talking_id = started["interaction_id"]
+    await stack.hilo_events.expect("agent.answered", within=30, interaction_id=talking_id, data__agent="bob")
+    bob_leg = await stack.ari_events.expect(
+        "ChannelEnteredBridge", within=5, channel__name=lambda n: n.startswith("PJSIP/agent-bob-")
+    )
+    before = degraded(await (await stack.client.get("/metrics")).text(), "redis", "enqueue")
+
+    async with redis_away(stack.services.redis):
+        began, mark = loop.time(), stack.ari_events.mark()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await stack.services.redis.ping()  # the server has no Redis
+        # A caller arrives during the outage: answered, greeted, served by the menu, and queued to sales.
+        arriving = await originate_sim_call(stack.observer, "100", ARRIVING, SALES, namespace=NAMESPACE)
+        arriving_id = await eventually(
+            lambda: stack.pool.fetchval("SELECT id::text FROM interactions WHERE channel_ref = $1", arriving.ivr_leg),
+            within=15,
+            what="the arriving call answered, its interaction opened (its events cannot be published meanwhile)",
+        )
+        await eventually(
+            lambda: stack.pool.fetchval(
+                "SELECT count(*) FROM timeline_events WHERE interaction_id = $1::uuid AND type = 'call.degraded'"
+                ' AND data = \'{"part": "redis", "what": "enqueue"}\'::jsonb',
+                arriving_id,
+            ),
+            within=30,
+            what="the arriving caller on hold while routing does not answer",
+        )
+        # For the rest of the 30 s, nobody's channel goes: the call talking to bob nor the one waiting.
+        legs = {talking.caller_leg, talking.ivr_leg, bob_leg["channel"]["id"], arriving.caller_leg, arriving.ivr_leg}
+        await stack.ari_events.expect_none(
+            "ChannelDestroyed", within=OUTAGE_S - (loop.time() - began), since=mark, channel__id=lambda i: i in legs
+        )
+    assert loop.time() - began >= OUTAGE_S
+
+    # Redis is back: the waiting caller is queued and reaches alice; the call with bob was never touched.
+    await stack.hilo_events.expect("agent.answered", within=30, interaction_id=arriving_id, data__agent="alice")
+    for call, interaction in ((talking, talking_id), (arriving, arriving_id)):
+        await stack.observer.hangup(call.caller_leg)
+        ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+        assert ended["data"] == {"outcome": "completed", "hangup_by": "caller"}
+    after = degraded(await (await stack.client.get("/metrics")).text(), "redis", "enqueue")
+    assert after == before + 1  # one degraded moment for the outage, not one per try
+    assert not [e for e in stack.hilo_events.events[stack.hilo_events.baseline :] if e["type"] == "routing.refused"]
