@@ -5,26 +5,36 @@
   keys of a moment ago, with their marker of an earlier server life) and show that a running engine and a
   starting one rebuild from PostgreSQL instead.
 - A 30 s outage costs no call: the test server's own connections are cut and refused for 30 s
-  (tests/stack/redis_outage.py) while one call talks to an agent and another arrives and waits."""
+  (tests/stack/redis_outage.py) while one call talks to an agent and another arrives and waits.
+- The live feeds come back by themselves after a hiccup and catch up: the console and web chat sockets are
+  told to reconnect (1013) and, reconnected, get what was published meanwhile (the agent's latest pop, the
+  visitor's mailbox); the wallboard's socket stays and its pictures follow what changed after."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from aiohttp import WSCloseCode
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridges.messages import OutboundMessage
+from bridges.webchat import WebChatSender, visitor_id
 from dialplans.models import load_routing
 from hilo.db import create_pool
 from routing.engine import RoutingEngine
 from server.simcall import originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
-from tests.stack.expect import eventually
+from tests.stack.expect import EventStream, eventually
 from tests.stack.redis_outage import redis_away
+from tests.stack.test_conversations import visitor
+from tests.stack.test_screenpop import bearer, console_feed, offered_interaction, sign_in
 
 EARLIER_LIFE = "0" * 40  # a run_id the Redis server does not have (it makes a new one at every start)
 
@@ -221,3 +231,65 @@ async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long:
     after = degraded(await (await stack.client.get("/metrics")).text(), "redis", "enqueue")
     assert after == before + 1  # one degraded moment for the outage, not one per try
     assert not [e for e in stack.hilo_events.events[stack.hilo_events.baseline :] if e["type"] == "routing.refused"]
+
+
+# The live feeds after a hiccup ---------------------------------------------------------------------------
+
+
+async def test_the_live_feeds_reconnect_and_catch_up_after_a_redis_hiccup(stack: Stack) -> None:
+    assert stack.services.redis is not None and stack.services.webchat is not None
+    assert stack.services.screenpops is not None and stack.services.board is not None
+    bob = await sign_in(stack, "bob", "agent", "bob")
+    sue = await sign_in(stack, "sue", "supervisor", teams=["front-office", "back-office"])
+    feed = stack.services.webchat.feed
+    async with (
+        console_feed(stack, bob) as console,
+        visitor(stack) as (chat, token),
+        stack.client.ws_connect("/console/wallboard/ws", headers=bearer(sue)) as wallboard,
+    ):
+        pictures = EventStream("wallboard socket")
+        reading = asyncio.create_task(_read(wallboard, pictures))
+        await pictures.expect("wallboard", within=10)
+        subscribed = feed.subscriptions
+        async with redis_away(stack.services.redis):
+            # The sockets whose feed is a Redis subscription are told to reconnect, not left up and silent.
+            assert await asyncio.wait_for(console.closed, 10) == WSCloseCode.TRY_AGAIN_LATER
+            await asyncio.wait_for(chat.task, 10)
+            assert chat.ws.close_code == WSCloseCode.TRY_AGAIN_LATER
+        await asyncio.wait_for(feed.ready.wait(), 15)  # the node's web chat feed subscribed again by itself
+        assert feed.subscriptions > subscribed
+
+        # Redis is back; while the pages are still away, the agent is offered an interaction (its pop is
+        # published) and the visitor is sent a reply.
+        offered = await offered_interaction(stack, "bob", answered=False)
+        await stack.services.screenpops.on_offer(offered, "bob")
+        await WebChatSender(stack.services.redis, NAMESPACE).send(
+            OutboundMessage(
+                channel="webchat",
+                provider="webchat",
+                sender="web",
+                recipient=visitor_id(token),
+                text="Written while you were away.",
+                conversation_id="c-hiccup",
+            ),
+            990_001,
+        )
+        # The wallboard's socket never closed: the next pictures follow what changes now.
+        await stack.services.board.set_state("bob", "away", reason="hiccup")
+        await pictures.expect("wallboard", within=15, agents=lambda agents: _state_of(agents, "bob") == "away")
+        reading.cancel()
+
+    # The pages reconnect, as console/static/api.js and the chat widget do, and catch up.
+    async with console_feed(stack, bob) as again:
+        await again.messages.expect("screenpop", within=5, interaction_id=str(offered.id))
+    async with visitor(stack, token) as (back, _):
+        await back.frames.expect("message", within=5, id=990_001, text="Written while you were away.")
+
+
+async def _read(ws: Any, stream: EventStream) -> None:
+    async for message in ws:
+        stream.add(json.loads(message.data))
+
+
+def _state_of(agents: list[dict[str, Any]], agent_id: str) -> str | None:
+    return next((a.get("state") for a in agents if a.get("id") == agent_id), None)
