@@ -176,9 +176,10 @@ async def truncate_test_rows(pool: asyncpg.Pool) -> None:
         try:
             await pool.execute(f"TRUNCATE {', '.join(map(quote_ident, names))} RESTART IDENTITY CASCADE")
             return
-        except asyncpg.DeadlockDetectedError:
+        except (asyncpg.DeadlockDetectedError, asyncpg.exceptions.LockNotAvailableError):
             # A background worker of the test server (transcripts, outbox, ...) read the same tables in
-            # another order; PostgreSQL aborted one side, so the truncation can simply be tried again.
+            # another order, or held one longer than the pool's lock bound (HILO_DB_LOCK_TIMEOUT_S):
+            # PostgreSQL gave up on one side, so the truncation can simply be tried again.
             if attempt == 4:
                 raise
 
