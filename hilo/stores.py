@@ -11,6 +11,8 @@ still get one."""
 
 from __future__ import annotations
 
+import socket
+
 import asyncpg
 import redis.asyncio as aioredis
 
@@ -62,13 +64,28 @@ async def background_pool(settings: Settings) -> asyncpg.Pool:
     )
 
 
+# TCP keepalive on every Redis connection: a subscription waits for messages without a bound (below), so a
+# Redis that vanished without closing the connection (a host gone, a network cut) would leave it waiting for
+# good; the kernel's probes end such a connection after KEEPALIVE_IDLE_S + KEEPALIVE_COUNT x
+# KEEPALIVE_INTERVAL_S (30 s), and the feed subscribes again.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 15, 5, 3
+
+
+def _keepalive_options() -> dict[int, int]:
+    wanted = {"TCP_KEEPIDLE": KEEPALIVE_IDLE_S, "TCP_KEEPINTVL": KEEPALIVE_INTERVAL_S, "TCP_KEEPCNT": KEEPALIVE_COUNT}
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
 def redis_client(settings: Settings, *, client_name: str | None = None) -> aioredis.Redis:
-    """The Redis client of a Hilo server: connecting and each command's answer bounded by
-    HILO_REDIS_TIMEOUT_S (redis.exceptions.TimeoutError past it). Listening on pub/sub is not: redis-py
-    (8.2 and later) reads a subscription without the socket timeout."""
+    """The Redis client of a Hilo server (and of its commands): connecting and each command's answer bounded
+    by HILO_REDIS_TIMEOUT_S (redis.exceptions.TimeoutError past it). Listening on pub/sub is not: redis-py
+    (8.2 and later) reads a subscription without the socket timeout; TCP keepalive ends a subscription to a
+    Redis that is gone without a word within 30 s."""
     return aioredis.from_url(
         settings.redis_url.get_secret_value(),
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
+        socket_keepalive=True,
+        socket_keepalive_options=_keepalive_options(),
         client_name=client_name,
     )

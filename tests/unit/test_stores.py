@@ -5,6 +5,7 @@ pool's connections, and their errors count as the store being away (a call degra
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import asyncpg
 import pytest
@@ -37,6 +38,16 @@ async def test_a_redis_that_does_not_answer_fails_the_command_within_the_timeout
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+def test_a_subscription_to_a_redis_gone_without_a_word_is_ended_by_tcp_keepalive() -> None:
+    options = redis_client(Settings()).connection_pool.connection_kwargs
+    assert options["socket_keepalive"] is True
+    assert options["socket_keepalive_options"] == {
+        socket.TCP_KEEPIDLE: 15,
+        socket.TCP_KEEPINTVL: 5,
+        socket.TCP_KEEPCNT: 3,
+    }
 
 
 def test_the_timeouts_are_settings() -> None:
