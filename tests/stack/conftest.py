@@ -32,6 +32,7 @@ from hilo.settings import REPO_ROOT, Settings
 from server.app import init_app
 from server.seed import seed_demo
 from server.services import SERVICES, Services
+from tests.paths import DIALPLANS
 from tests.stack.expect import EventStream, follow_ari, follow_redis
 
 NAMESPACE = "hilo-test"
@@ -109,6 +110,7 @@ async def stack() -> AsyncIterator[Stack]:
         queue_max_wait_s=30,
         wrapup_s=0,
         recordings_dir=REPO_ROOT / ".run" / "recordings-test",  # not the demo server's recordings
+        dialplans_dir=DIALPLANS,  # the tests' own configuration (tests/paths.py), never what admins edit
     )
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
@@ -185,7 +187,7 @@ async def truncate_test_rows(pool: asyncpg.Pool) -> None:
 
 
 async def restore_working_copy_flows(services: Services) -> None:
-    """Tests may apply flow versions: the next test starts again on the dialplans/ working copy."""
+    """Tests may apply flow versions: the next test starts again on the tests' own copy (tests/dialplans/)."""
     assert services.flows is not None
     await services.flows.versions.apply(
         FlowBundle.from_dir(services.settings.dialplans_dir), applied_by="system:tests@system", comment="working copy"

@@ -1,5 +1,5 @@
 """Flow versions over real calls: apply without a restart while a call is in progress, roll back, and the
-admin API's answers and refusals. The `dialplans/` working copy is live again after every test."""
+admin API's answers and refusals. The tests' own `dialplans/` copy is live again after every test."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hilo.settings import REPO_ROOT
 from hilo.web.auth import AUTH_KEY
+from tests.paths import DIALPLANS
 from tests.stack.conftest import Stack
 from tests.stack.test_calls import KNOWN_CALLER, place
 
-DEMO = (REPO_ROOT / "dialplans" / "flows" / "demo.yaml").read_text()
+DEMO = (DIALPLANS / "flows" / "demo.yaml").read_text()
 # Version 2 of the demo line: keys 1 and 2 swap queues.
 SWAPPED = (
     DEMO.replace("next: to_support}", "next: TO_SALES}")
@@ -159,7 +159,7 @@ async def test_flow_api_is_for_admins_only_and_names_bad_fields(stack: Stack) ->
 async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack, tmp_path: Path) -> None:
     """`hilo flows apply` in another process: the server learns of it by NOTIFY, no API call, no restart."""
     folder = tmp_path / "dialplans"
-    shutil.copytree(REPO_ROOT / "dialplans", folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(DIALPLANS, folder)
     (folder / "flows" / "demo.yaml").write_text(SWAPPED)
     env = {
         **os.environ,
@@ -169,9 +169,11 @@ async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack,
     assert stack.services.flows is not None
     before = stack.services.flows.current.version
     cli = [sys.executable, "-m", "server.cli", "flows"]
-    done = await asyncio.to_thread(
-        subprocess.run, [*cli, "apply", "--by", "ana", "--comment", "cli"], env=env, capture_output=True, text=True
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:  # bounded: a thread cannot be cancelled
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    done = await asyncio.to_thread(run, "apply", "--by", "ana", "--comment", "cli")
     assert done.returncode == 0, done.stderr
     assert "is live" in done.stdout
     newest = await stack.pool.fetchval("SELECT applied_by FROM flow_versions ORDER BY version DESC LIMIT 1")
@@ -181,11 +183,11 @@ async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack,
     await stack.hilo_events.expect("flows.live", within=3, data__version=lambda v: v != before)
     assert stack.services.flows.current.files["flows/demo.yaml"] == SWAPPED
 
-    again = await asyncio.to_thread(subprocess.run, [*cli, "apply"], env=env, capture_output=True, text=True)
+    again = await asyncio.to_thread(run, "apply")
     assert again.returncode == 0 and "nothing to apply" in again.stdout
     (folder / "numbers.yaml").write_text('numbers:\n  "100": demo\n  "200": nowhere\n')
-    bad = await asyncio.to_thread(subprocess.run, [*cli, "apply"], env=env, capture_output=True, text=True)
+    bad = await asyncio.to_thread(run, "apply")
     assert bad.returncode == 1
     assert "dialplans/numbers.yaml:3:1: number '200' goes to unknown flow 'nowhere'" in bad.stderr
-    history = await asyncio.to_thread(subprocess.run, [*cli, "history"], env=env, capture_output=True, text=True)
+    history = await asyncio.to_thread(run, "history")
     assert history.returncode == 0 and "login:ana@cli" in history.stdout and "cli" in history.stdout
