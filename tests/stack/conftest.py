@@ -96,6 +96,14 @@ class Stack:
     ari_events: EventStream
     hilo_events: EventStream
     token: str
+    follower: asyncio.Task[None] | None = None  # follows Hilo's events on Redis into hilo_events
+
+    def check_followers(self) -> None:
+        """The event streams are still fed: without this, a dead follower makes every later test fail with
+        a misleading "expected X within N s"."""
+        if self.follower is not None and self.follower.done():
+            error = None if self.follower.cancelled() else self.follower.exception()
+            raise AssertionError(f"the follower of Hilo's events on Redis has stopped: {error!r}")
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -156,7 +164,15 @@ async def stack() -> AsyncIterator[Stack]:
                 await observer.request("DELETE", f"/recordings/stored/{recording['name']}")
 
     yield Stack(
-        env, settings, services, client, observer, ari_events, hilo_events, settings.api_token.get_secret_value()
+        env,
+        settings,
+        services,
+        client,
+        observer,
+        ari_events,
+        hilo_events,
+        settings.api_token.get_secret_value(),
+        follower,
     )
 
     follower.cancel()
@@ -253,6 +269,7 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
     assert stack.services.board is not None and stack.services.ari is not None
     await stack.services.ari.wait_connected(30)  # e.g. still reconnecting after a test restarted Asterisk
     await stack.observer.wait_connected(30)
+    stack.check_followers()
     await seed_demo(stack.pool, stack.settings.dialplans_dir, stack.settings.default_region)
     stack.ari_events.baseline = stack.ari_events.mark()
     stack.hilo_events.baseline = stack.hilo_events.mark()
