@@ -5,7 +5,7 @@
   keys of a moment ago, with their marker of an earlier server life) and show that a running engine and a
   starting one rebuild from PostgreSQL instead.
 - A 30 s outage costs no call: the test server's own connections are cut and refused for 30 s
-  (tests/stack/redis_outage.py) while one call talks to an agent and another arrives and waits.
+  (tests/stack/outages.py) while one call talks to an agent and another arrives and waits.
 - The live feeds come back by themselves after a hiccup and catch up: the console and web chat sockets are
   told to reconnect (1013) and, reconnected, get what was published meanwhile (the agent's latest pop, the
   visitor's mailbox); the wallboard's socket stays and its pictures follow what changed after."""
@@ -32,7 +32,7 @@ from routing.engine import RoutingEngine
 from server.simcall import originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import EventStream, eventually
-from tests.stack.redis_outage import redis_away
+from tests.stack.outages import redis_away
 from tests.stack.test_conversations import visitor
 from tests.stack.test_screenpop import bearer, console_feed, offered_interaction, sign_in
 
