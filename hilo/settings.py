@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     ring_timeout_s: int = 15
     queue_max_wait_s: int = 300
     wrapup_s: float = 0.0
+    # The reconciler (ivr/reconcile.py): a pass every reconcile_interval_s ends what calls that are gone left
+    # behind; a call's own task gets reconcile_grace_s to end it first (and a call that began less than that
+    # ago is never judged).
+    reconcile_interval_s: float = Field(default=5.0, gt=0, le=300)
+    reconcile_grace_s: float = Field(default=10.0, ge=1, le=3600)
     # Booked callbacks (ivr/callbacks.py): how the customer is dialled (`{number}` = E.164; the dialplan
     # context hilo-callback dials out through the carrier trunk), how long their phone rings, how many
     # dials at most and the pause between them.
@@ -115,6 +120,13 @@ class Settings(BaseSettings):
 
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    # SIP over TLS (the production profile of docker-compose.yml, asterisk/etc/production/hilo-tls.conf): the
+    # port of Asterisk's TLS transport; phones are then rendered on it with SRTP required (`hilo phones
+    # render`). 0: no TLS (the local stack: plain SIP on loopback).
+    sip_tls_port: int = Field(default=0, ge=0, le=65535)
+    # A file of HILO_PHONE_SECRET_<ENDPOINT>=... lines, the phones' passwords where no .run/env holds them
+    # (docker-compose.yml: `hilo phones new-secrets` fills it, in a volume of its own); the environment wins.
+    phone_secrets_file: Path | None = None
     asterisk_root: Path | None = None
     # The SIP guard (asterisk/sip_guard.py): a source whose SIP requests Asterisk refused sip_block_after times
     # within sip_block_window_s (unknown name, wrong password, ...) is refused by Asterisk for sip_block_s;

@@ -3,8 +3,9 @@ agent, bridge, and record every step on the customer's timeline.
 
 `InboundCalls` owns the calls this node is handling. After the ARI socket reconnects (Asterisk restarted,
 network blip) it resyncs: calls whose channel vanished are ended as `dropped`, and channels left in the
-Stasis app that no task of ours handles (e.g. after Hilo itself restarted) are hung up and their
-interaction closed, so nothing stays open forever."""
+Stasis app that no task of ours handles (e.g. after Hilo itself restarted) are hung up. Whatever a call
+that is gone left behind (its interaction open, its place in routing, an agent ringing for it) is ended by
+the reconciler (ivr/reconcile.py), so nothing stays open forever."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from hilo.degraded import DOWN, STORE_DOWN, Degradations, part_of
 from ivr.agent_leg import bridge_and_wait, ring_agent
 from ivr.callbacks import CUSTOMER_LEG_ARG, CallbackDialer
 from ivr.live_calls import LiveCall, LiveCalls
+from ivr.reconcile import ReconcileMetrics, Reconciler
 from ivr.supervision import SUPERVISOR_LEG_ARGS, Supervisions
 from ivr.transfers import Moved, Transfers
 from ivr.voice import CallerGone, VoiceSession
@@ -98,6 +100,7 @@ class CallMetrics:
     started: Counter
     ended: Counter
     active: Gauge
+    reconcile: ReconcileMetrics | None = None  # what the reconciler found and ended
 
 
 class InboundCalls:
@@ -121,6 +124,8 @@ class InboundCalls:
         recorder: CallRecorder | None = None,
         identify_budget_s: float = IDENTIFY_BUDGET_S,
         degradations: Degradations | None = None,
+        reconcile_interval_s: float = 5.0,
+        reconcile_grace_s: float = 10.0,
     ) -> None:
         self.ari = ari
         self.speech: SpeechService | None = None  # set by server.app: menus with `speech` listen through it
@@ -177,7 +182,22 @@ class InboundCalls:
             ring_timeout_s=ring_timeout_s,
             wrapup_s=wrapup_s,
         )
-        engine.calls_gone = self.calls_gone  # the routing rebuild asks Asterisk through us
+        # What is left of calls that are gone is ended by the reconciler: every few seconds, at every ARI
+        # (re)connection, and for the routing rebuild (which asks which interactions vanished meanwhile).
+        self.reconciler = Reconciler(
+            pool=pool,
+            engine=engine,
+            timeline=timeline,
+            channels=lambda: ari.request("GET", "/channels"),
+            hang_up=ari.hangup,
+            app=ari.app,
+            handled=lambda: self.tasks.keys(),
+            writes_pending=lambda: timeline.spool is not None and len(timeline.spool) > 0,
+            metrics=metrics.reconcile,
+            interval_s=reconcile_interval_s,
+            grace_s=reconcile_grace_s,
+        )
+        engine.calls_gone = self.reconciler.gone
         self._transfer_returns: dict[str, asyncio.Future[str]] = {}  # channel -> "returned" | "ended"
         self._transfer_status: dict[str, str] = {}  # channel -> Dial's status of the failed transfer
         ari.handlers.append(self._on_transfer_event)  # before the router: a returning call is not a new one
@@ -203,6 +223,7 @@ class InboundCalls:
         await self.ari.hangup(channel_id)
 
     async def close(self) -> None:
+        await self.reconciler.close()
         await self.callbacks.close()
         await self.supervisions.close()
         for task in list(self.tasks.values()):
@@ -244,9 +265,7 @@ class InboundCalls:
             who = customers.Identification(interaction.customer_id, None, created=True)
             await self.timeline.record(interaction, "customer.identified", {"by": "anonymous", "new": True})
         elif who is not None:
-            await self.timeline.record(
-                interaction, "customer.identified", {"by": "caller_number", "new": who.created}
-            )
+            await self.timeline.record(interaction, "customer.identified", {"by": "caller_number", "new": who.created})
         else:
             assert phone is not None
             await self._degraded(interaction, "store", "identify")
@@ -623,7 +642,13 @@ class InboundCalls:
         iid = str(interaction.id)
         try:
             offer: Assignment | None = await self._enqueue(session, interaction, queue, priority, deadline)
-        except RoutingError as exc:  # e.g. the queue is closed, or was deleted since the flow was applied
+        except BaseException as exc:
+            # Whatever an attempt left in routing goes with it (one whose record failed after Redis had queued
+            # it; then the caller left, or routing did not answer again in time): nobody waits there for nobody.
+            await self._leave_queue(iid, "abandoned" if channel.gone.is_set() else "failed")
+            if not isinstance(exc, RoutingError):
+                raise
+            # e.g. the queue is closed, or was deleted since the flow was applied
             log.warning("call %s cannot be queued to %s: %s", channel.id, queue, exc)
             await self.timeline.record(interaction, "routing.refused", {"queue": queue, "reason": str(exc)})
             return "failed", "system"
@@ -658,6 +683,13 @@ class InboundCalls:
                 agent_id = offer.agent_id
                 await self.timeline.record(interaction, "routing.offered", {"agent": agent_id, "queue": offer.via})
                 await self._before_ringing(interaction, agent_id)
+                # Right before the phone rings: the caller still there (else the finally frees the agent), the
+                # offer still standing (not withdrawn, expired or moved meanwhile: back to waiting for routing).
+                session.check_alive()
+                if not await self.engine.holds_offer(iid, agent_id):
+                    log.warning("interaction %s: the offer to %s was withdrawn before ringing", iid, agent_id)
+                    offer = None
+                    continue
                 answered = await ring_agent(
                     self.ari,
                     self.stasis,
@@ -677,6 +709,9 @@ class InboundCalls:
                     offer = await self.engine.not_answered(iid, agent_id)
                     continue
                 leg = answered.channel
+                if channel.gone.is_set():  # the caller left as the agent answered: no talk, no wrap-up
+                    await self._hang_up_leg(leg)
+                    continue
                 while True:
                     talked = await self._talk(channel, interaction, agent_id, leg, wait.on_hold)
                     if not isinstance(talked, Moved):
@@ -734,8 +769,13 @@ class InboundCalls:
     async def _leave_queue(self, interaction_id: str, reason: str) -> None:
         try:
             await self.engine.remove(interaction_id, reason)
-        except Exception:  # never hide why the call is ending; a leftover offer expires on its own
+        except Exception:  # never hide why the call is ending; the reconciler ends what is left of it
             log.exception("could not take interaction %s out of routing", interaction_id)
+
+    async def _hang_up_leg(self, leg: ChannelState) -> None:
+        with contextlib.suppress(Exception):  # gone already, or Asterisk unreachable: it times out on its own
+            await self.ari.hangup(leg.id)
+        self.stasis.forget(leg.id)
 
     async def _before_ringing(self, interaction: Interaction, agent_id: str) -> None:
         _, lock = self._pops.get(interaction.id) or (None, asyncio.Lock())
@@ -781,17 +821,6 @@ class InboundCalls:
         agent_leg: ChannelState,
         on_hold: bool,
     ) -> tuple[str, str] | Moved:
-        try:
-            took = await self.engine.answered(str(interaction.id), agent_id)
-        except DOWN as exc:  # the agent has picked up: they talk, and routing hears of it when it answers again
-            await self._degraded(interaction, part_of(exc), "answered")
-            took = True
-        if not took:
-            log.warning("interaction %s: the offer to %s was withdrawn before the answer", interaction.id, agent_id)
-        interaction.context.update({"agent_channel_ref": agent_leg.id})
-        if on_hold:
-            await self.ari.stop_moh(channel.id)
-
         talked = False
         bridge_id = f"{self.ari.app}-bridge-{interaction.id}"
         if handed := len(interaction.context.get("transfers") or []):
@@ -812,15 +841,25 @@ class InboundCalls:
             if recording is not None and self.recorder is not None:
                 await self.recorder.stop(recording)
 
-        try:
+        try:  # from the answer on, whatever fails, the agent's leg is hung up and routing lets the agent go
+            try:
+                took = await self.engine.answered(str(interaction.id), agent_id)
+            except DOWN as exc:  # the agent has picked up: they talk, and routing hears of it when it answers again
+                await self._degraded(interaction, part_of(exc), "answered")
+                took = True
+            if not took:
+                log.warning("interaction %s: the offer to %s was withdrawn before the answer", interaction.id, agent_id)
+            interaction.context.update({"agent_channel_ref": agent_leg.id})
+            if on_hold:
+                await self.ari.stop_moh(channel.id)
             hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, bridge_id, connected, stop_recording)
         finally:
             await self.live.ended(str(interaction.id))  # no more hold or supervision (a held caller's music stops)
             moved = await self.transfers.handoff(str(interaction.id))  # transferred: the caller goes on
-            await self.ari.hangup(agent_leg.id)
-            self.stasis.forget(agent_leg.id)
+            await self._hang_up_leg(agent_leg)
             if moved is None:  # a transfer has released the agent already
-                self._spawn_release(str(interaction.id))
+                # no wrap-up after a call that never connected (the caller left as the agent answered)
+                self._spawn_release(str(interaction.id), self.wrapup_s if talked else 0)
             if recording is not None and self.recorder is not None:
                 # The bridge is gone, so Asterisk is closing the file: it is encrypted and stored beside the call's end.
                 self._spawn(f"recording-{recording.id}", self.recorder.finish_call(recording))
@@ -830,13 +869,15 @@ class InboundCalls:
             if not channel.gone.is_set():
                 return moved
             await self._leave_queue(str(interaction.id), "abandoned")  # transferred, then the caller left
+            if moved.leg is not None:  # an attended transfer's new agent, on the line for nobody now
+                await self._hang_up_leg(moved.leg)
         if hangup_by == "system":
             return "dropped", hangup_by
         return ("completed" if talked else "abandoned"), hangup_by
 
-    def _spawn_release(self, interaction_id: str) -> None:
+    def _spawn_release(self, interaction_id: str, wrapup_s: float) -> None:
         # The agent gets the wrap-up period routing then ends on its own (its tick), then the next call.
-        self._spawn(f"release-{interaction_id}", self.engine.release(interaction_id, self.wrapup_s))
+        self._spawn(f"release-{interaction_id}", self.engine.release(interaction_id, wrapup_s))
 
     async def _finish(
         self, channel: ChannelState, interaction: Interaction | None, outcome: str, hangup_by: str
@@ -848,12 +889,15 @@ class InboundCalls:
         try:
             if not channel.gone.is_set() and outcome not in HANDED_OFF_OUTCOMES:
                 await self.ari.hangup(channel.id)
-        except AriError:
-            log.warning("could not hang up %s", channel.id)
+        except Exception as exc:  # whatever it was, the interaction below is still closed
+            log.warning("could not hang up %s: %s", channel.id, exc)
         finally:
             self.stasis.forget(channel.id)
         if interaction is not None:
-            await self.timeline.end_interaction(interaction, outcome, hangup_by)
+            try:
+                await self.timeline.end_interaction(interaction, outcome, hangup_by)
+            except Exception:  # the store failing now: the reconciler closes it once the grace is over
+                log.exception("could not close interaction %s (%s)", interaction.id, outcome)
 
     async def _apologise(self, channel: ChannelState) -> None:
         session = VoiceSession(self.ari, self.stasis, channel, self.prompts, voice=voice_for("en", None), language="en")
@@ -863,20 +907,11 @@ class InboundCalls:
             log.warning("could not play the apology on %s", channel.id)
 
     # -- resync after a reconnect -----------------------------------------------------------------
-    async def calls_gone(self, interaction_ids: list[str]) -> set[str]:
-        """Of these interactions routing holds, the calls whose channel Asterisk no longer has (ARI's list
-        of channels). A booked callback (being dialled or talking on its own legs) has no call of its own on
-        purpose and is kept; so is anything not a call."""
-        channels = {c["id"] for c in await self.ari.request("GET", "/channels")}
-        rows = await self.pool.fetch(
-            "SELECT i.id, i.channel_ref FROM interactions i WHERE i.id = ANY($1::uuid[]) AND i.channel = 'voice'"
-            " AND NOT EXISTS (SELECT 1 FROM callbacks c WHERE c.interaction_id = i.id"
-            " AND c.state IN ('pending', 'dialing', 'done'))",
-            [uuid.UUID(i) for i in interaction_ids],
-        )
-        return {str(r["id"]) for r in rows if r["channel_ref"] not in channels}
-
     async def resync(self) -> None:
+        """Asterisk does not replay the events missed while the socket was down: calls whose channel left
+        the app are marked gone (their tasks end them), channels in the app that no task handles are hung up,
+        and the reconciler runs at once (interactions and routing left behind by calls that are gone)."""
+        self.reconciler.start()
         try:
             app = await self.ari.application()
         except AriError as exc:
@@ -889,21 +924,7 @@ class InboundCalls:
         for channel_id in in_app - set(self.stasis.channels):
             log.warning("resync: channel %s is in the app but no call handles it: ending it", channel_id)
             await self.ari.hangup(channel_id)
-        await self._close_orphaned_interactions()
-
-    async def _close_orphaned_interactions(self) -> None:
-        rows = await self.pool.fetch(
-            "SELECT id, customer_id, channel, context, channel_ref FROM interactions"
-            " WHERE ended_at IS NULL AND channel = 'voice' AND channel_ref IS NOT NULL"
-        )
-        for row in rows:
-            if row["channel_ref"] in self.stasis.channels:
-                continue
-            if await self.ari.get_channel(row["channel_ref"]) is not None:
-                continue
-            orphan = Interaction(row["id"], row["customer_id"], row["channel"], dict(row["context"]))
-            if await self.timeline.end_interaction(orphan, "dropped", "system"):
-                log.warning("resync: closed interaction %s whose call no longer exists", row["id"])
+        self.reconciler.wake()
 
 
 CALLS = web.AppKey("calls", InboundCalls)

@@ -402,14 +402,36 @@ class RoutingEngine:
         outcome = await self._record(await self.state.requeue(check_interaction_id(interaction_id)))
         return outcome.status in ("waiting", "offered")
 
-    async def release(self, interaction_id: str, wrapup_s: float = 0) -> None:
-        """The agent is done with the interaction: wrap-up for `wrapup_s`, then free for the next."""
-        await self._record(await self.state.release(check_interaction_id(interaction_id), wrapup_s=wrapup_s))
+    async def release(self, interaction_id: str, wrapup_s: float = 0) -> bool:
+        """The agent is done with the interaction: wrap-up for `wrapup_s`, then free for the next. False if
+        routing held nothing of it."""
+        iid = check_interaction_id(interaction_id)
+        outcome = await self._record(await self.state.release(iid, wrapup_s=wrapup_s))
+        if outcome.status == "unknown":
+            return await self.store.end_open(iid, "released", ms_to_datetime(self.clock()), "released")
+        return True
 
-    async def remove(self, interaction_id: str, reason: str) -> None:
+    async def remove(self, interaction_id: str, reason: str) -> bool:
         """The interaction ended wherever it was (abandoned, timed out, transferred...): out of the queue,
-        and an agent it was offered to is free again (no wrap-up)."""
-        await self._record(await self.state.remove(check_interaction_id(interaction_id), reason=reason))
+        and an agent it was offered to is free again (no wrap-up). Ended everywhere: a record Redis no
+        longer matches (lost, or a former removal whose record could not be written) is closed too. False
+        if routing held nothing of it; calling it again has no second effect."""
+        iid = check_interaction_id(interaction_id)
+        outcome = await self._record(await self.state.remove(iid, reason=reason))
+        if outcome.status == "unknown":
+            return await self.store.end_open(iid, reason, ms_to_datetime(self.clock()))
+        return True
+
+    async def holds_offer(self, interaction_id: str, agent_id: str) -> bool:
+        """Whether this offer still stands (asked just before the agent's phone rings): the interaction is
+        with this agent now (offered, or already taken), not withdrawn, expired or moved meanwhile."""
+        live = await self.state.interaction(check_interaction_id(interaction_id))
+        return live.get("state") in ("offered", "assigned") and live.get("agent") == agent_id
+
+    async def held(self) -> dict[str, dict[str, str]]:
+        """Every interaction held in the live state (waiting, offered, assigned): id -> state, agent, queue,
+        channel."""
+        return await self.state.held()
 
     async def move(self, interaction_id: str, *, queue: str | None = None, agent: str | None = None) -> dict[str, Any]:
         """Move a waiting interaction (a supervisor's decision), atomically: to another `queue`, keeping its

@@ -46,6 +46,7 @@ from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
 from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
+from ivr.reconcile import ReconcileMetrics
 from ivr.waiting import warm_up
 from recordings import rest as recordings_rest
 from recordings import setup as recording_setup
@@ -122,6 +123,17 @@ def init_app(settings: Settings) -> web.Application:
         started=Counter("hilo_calls_started", "Inbound calls answered", registry=registry),
         ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
         active=Gauge("hilo_calls_active", "Calls in progress on this node", registry=registry),
+        reconcile=ReconcileMetrics(
+            reconciled=Counter(
+                "hilo_reconciled",
+                "Interactions the reconciler ended because nothing was behind them any more, by reason",
+                ["reason"],
+                registry=registry,
+            ),
+            violations=Gauge(
+                "hilo_invariant_violations", "Breaches of the routing invariants the last pass found", registry=registry
+            ),
+        ),
     )
     # A slow or missing store never drops a call: each degraded moment is counted, and timeline writes that
     # could not reach PostgreSQL in time wait in this node's spool (hilo/spool.py).
@@ -248,6 +260,8 @@ def init_app(settings: Settings) -> web.Application:
             on_offer=services.screenpops.on_offer,
             identify_budget_s=settings.identify_budget_s,
             degradations=degradations,
+            reconcile_interval_s=settings.reconcile_interval_s,
+            reconcile_grace_s=settings.reconcile_grace_s,
         )
         app[CALLS] = services.calls
         dialler = services.calls.callbacks

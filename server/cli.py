@@ -36,7 +36,16 @@ def _secrets(settings: Settings) -> list[str]:
     # the connection URLs' passwords alone too (a driver's message may name one without its URL)
     passwords = [urlsplit(u.get_secret_value()).password or "" for u in (settings.database_url, settings.redis_url)]
     keys = settings.recording_keys.get_secret_value()  # the whole list, and each key in it
-    return [v.get_secret_value() for v in values] + passwords + [keys, *(k.partition(":")[2] for k in keys.split(","))]
+    peppers = [
+        settings.secret_pepper.get_secret_value(),
+        *settings.secret_pepper_previous.get_secret_value().split(","),
+    ]
+    return (
+        [v.get_secret_value() for v in values]
+        + passwords
+        + [keys, *(k.partition(":")[2] for k in keys.split(","))]
+        + [p.strip() for p in peppers]
+    )
 
 
 async def _migrate(settings: Settings) -> int:

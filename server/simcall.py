@@ -30,7 +30,7 @@ async def originate_sim_call(
     digits: str,
     *,
     namespace: str,
-    hold_s: int = 600,
+    hold_s: float = 600,
     in_app: bool = False,
     tone: str = "",
     say: str = "",
@@ -54,7 +54,7 @@ async def originate_sim_call(
         # `__` makes the variable inherited by the Local channel's other half, which runs hilo-inbound.
         variables={
             "SIM_DIGITS": digits,
-            "SIM_HOLD": str(hold_s),
+            "SIM_HOLD": f"{hold_s:g}",
             "SIM_TONE": tone,
             "SIM_SAY": say,
             "SIM_SAY_AFTER": f"{say_after_s:g}",

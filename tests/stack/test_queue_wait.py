@@ -21,6 +21,7 @@ from routing.engine import RoutingEngine
 from server.simcall import SimCall, originate_sim_call
 from speech.tts import prompt_key, voice_for
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.expect import eventually
 
 NUMBER = "170"
 ANA = "+34911222333"  # a demo customer
@@ -327,18 +328,47 @@ async def test_after_redis_loses_the_state_a_call_that_vanished_meanwhile_is_not
     engine = bob_away
     call, interaction = await _call(stack, "100", ANA, "2")
     await position_is(engine, interaction, 1)
-    # Redis loses the routing keys, and the caller hangs up before the rebuild: the call's own removal
-    # finds nothing in Redis, so only the durable record still says "waiting". (The engine's lock keeps
-    # its tick from rebuilding in between.)
+    # Redis loses the routing keys, and the caller hangs up before the rebuild: the call's own removal finds
+    # nothing in Redis and closes the durable record itself. (The engine's lock keeps its tick from
+    # rebuilding in between.)
     async with engine._lock:
         await engine.state.clear()
         await stack.observer.hangup(call.caller_leg)
         await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
         row = await stack.pool.fetchrow(
+            "SELECT state, end_reason FROM routing_interactions WHERE interaction_id = $1::uuid", interaction
+        )
+        assert row is not None and (row["state"], row["end_reason"]) == ("ended", "abandoned")
+    # The tick rebuilds from PostgreSQL: nothing of it comes back.
+    await eventually(lambda: engine.redis.exists(engine._marker), within=5, what="routing rebuilt from PostgreSQL")
+    assert await engine.position(interaction) is None
+
+
+async def test_after_redis_loses_the_state_a_call_whose_removal_was_lost_is_ended_by_the_rebuild(
+    stack: Stack, bob_away: RoutingEngine
+) -> None:
+    engine = bob_away
+    call, interaction = await _call(stack, "100", ANA, "2")
+    await position_is(engine, interaction, 1)
+
+    async def lost(*args: Any, **kwargs: Any) -> bool:
+        raise TimeoutError("no connection from the pool in time (injected)")
+
+    # Redis loses the routing keys, the caller hangs up before the rebuild, and the call's removal cannot
+    # be written either: only the durable record still says "waiting".
+    async with engine._lock:
+        await engine.state.clear()
+        engine.store.end_open = lost  # type: ignore[method-assign]
+        try:
+            await stack.observer.hangup(call.caller_leg)
+            await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+        finally:
+            del engine.store.end_open
+        row = await stack.pool.fetchrow(
             "SELECT state FROM routing_interactions WHERE interaction_id = $1::uuid", interaction
         )
         assert row is not None and row["state"] == "waiting"
-    # The tick rebuilds from PostgreSQL, asks Asterisk which calls exist, and ends this one.
+    # The tick rebuilds from PostgreSQL, asks which calls still exist (the reconciler), and ends this one.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5
     while (
