@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.lines import apply_line
 
 NUMBER = "150"
 OUTCOMES_FLOW = """
@@ -50,18 +48,7 @@ nodes:
 @pytest.fixture
 async def outcomes_line(stack: Stack) -> AsyncIterator[None]:
     """The outcomes flow live on NUMBER beside the working copy (conftest restores the working copy after)."""
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": outcomes\n'
-    bundle = base.changed({"flows/outcomes.yaml": OUTCOMES_FLOW, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, NUMBER, {"outcomes": OUTCOMES_FLOW})
     yield
 
 

@@ -13,15 +13,13 @@ from typing import Any
 import pytest
 
 from dialplans.models import Queue, QueueAnnounce, load_routing
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from ivr import waiting
 from routing.engine import RoutingEngine
 from server.simcall import SimCall, originate_sim_call
 from speech.tts import prompt_key, voice_for
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import eventually
+from tests.stack.lines import apply_line
 
 NUMBER = "170"
 ANA = "+34911222333"  # a demo customer
@@ -82,19 +80,7 @@ async def bob_away(stack: Stack) -> AsyncIterator[RoutingEngine]:
 
 
 async def _wait_line(stack: Stack, *, max_wait: int = 60, on_timeout: str = "message") -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": waitline\n'
-    flow = WAIT_FLOW.format(max_wait=max_wait, on_timeout=on_timeout)
-    bundle = base.changed({"flows/waitline.yaml": flow, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, NUMBER, {"waitline": WAIT_FLOW.format(max_wait=max_wait, on_timeout=on_timeout)})
 
 
 _PLACED: list[SimCall] = []

@@ -15,13 +15,11 @@ from datetime import UTC, datetime
 import pytest
 
 from crm_bridge import identity
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from recordings import catalog, transcripts
 from server.simcall import SimCall, originate_sim_call
 from speech.tts import voice_for
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.lines import apply_line
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_recordings import SILENCE_MAX_RMS, call_support, levels
 from tests.stack.test_screenpop import bearer, sign_in
@@ -41,25 +39,10 @@ async def say_as_caller(stack: Stack, call: SimCall, text: str) -> None:
     await stack.ari_events.expect("PlaybackFinished", within=15, playback__id=playback_id)
 
 
-async def apply_flow(stack: Stack, number: str, flow_id: str, text: str) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{number}": {flow_id}\n'
-    bundle = base.changed({f"flows/{flow_id}.yaml": text, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
-
-
 async def call_flow(stack: Stack, number: str, flow_id: str, text: str) -> tuple[SimCall, str]:
     """A known caller rings `number`, answered by the flow `text` applied for it: the call and its
     interaction id."""
-    await apply_flow(stack, number, flow_id, text)
+    await apply_line(stack, number, {flow_id: text})
     mark = stack.hilo_events.mark()
     call = await originate_sim_call(stack.observer, number, KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
     started = await stack.hilo_events.expect(

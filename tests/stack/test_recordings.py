@@ -21,9 +21,6 @@ from typing import Any
 import pytest
 
 from crm_bridge import identity
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from recordings import catalog
 from recordings.access import UrlSigner
 from recordings.audio import rms
@@ -31,6 +28,7 @@ from recordings.calls import CallRecorder
 from recordings.cli import run_recordings_command
 from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.lines import apply_line
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_screenpop import bearer, sign_in
 
@@ -225,18 +223,7 @@ nodes:
 
 
 async def test_a_caller_who_declines_is_not_recorded(stack: Stack) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + '\n  "151": consent\n'
-    bundle = base.changed({"flows/consent.yaml": CONSENT_FLOW, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, "151", {"consent": CONSENT_FLOW})
     call, interaction = await call_support(stack, "151", menu_key=None)
     skipped = await stack.hilo_events.expect("recording.skipped", within=5, interaction_id=interaction)
     assert skipped["data"] == {"reason": "consent"}

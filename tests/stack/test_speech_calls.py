@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from server.simcall import SimCall, originate_sim_call
 from speech.tts import PromptCache, prompt_key, voice_for
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.lines import apply_line
 
 NUMBER = "171"
 CALLER = "+34911222333"
@@ -53,18 +51,7 @@ nodes:
 
 
 async def _use_speech_line(stack: Stack, prompt: str) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": speech_menu\n'
-    bundle = base.changed({"flows/speech_menu.yaml": SPEECH_FLOW.format(prompt=prompt), "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, NUMBER, {"speech_menu": SPEECH_FLOW.format(prompt=prompt)})
 
 
 async def _utterance(stack: Stack, text: str) -> str:
@@ -239,18 +226,7 @@ nodes:
 
 
 async def test_an_account_number_said_on_a_call_fills_the_gather(stack: Stack) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{DIGITS_NUMBER}": speech_digits\n'
-    bundle = base.changed({"flows/speech_digits.yaml": DIGITS_FLOW, "numbers.yaml": numbers})
-    applied = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not applied.problems, applied.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, DIGITS_NUMBER, {"speech_digits": DIGITS_FLOW})
     said = await _utterance(stack, "four two seven one")
     ari_mark, mark = stack.ari_events.mark(), stack.hilo_events.mark()
     call = await originate_sim_call(stack.observer, DIGITS_NUMBER, CALLER, "", namespace=NAMESPACE, in_app=True)

@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 
 from dialplans.models import Agent
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from server.simcall import SimCall, originate_sim_call
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.lines import apply_line
 from tests.stack.test_screenpop import bearer, sign_in
 
 KNOWN_CALLER = "+34911222333"
@@ -240,18 +238,7 @@ nodes:
 
 
 async def _xfer_line(stack: Stack, target: str) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + '\n  "180": xfer\n'
-    bundle = base.changed({"flows/xfer.yaml": XFER_FLOW.format(target=target), "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, "180", {"xfer": XFER_FLOW.format(target=target)})
 
 
 async def _flow_call(stack: Stack) -> tuple[SimCall, str]:
