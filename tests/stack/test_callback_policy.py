@@ -16,8 +16,9 @@ from asterisk.ari import AriError
 from dialplans.models import OutboundLimit
 from routing.engine import RoutingEngine
 from routing.live import AgentBoard
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
 from tests.stack.expect import eventually
 from tests.stack.lines import apply_line
 
@@ -70,15 +71,8 @@ async def callback_line(stack: Stack) -> AsyncIterator[RoutingEngine]:
 
 
 async def _choose(stack: Stack, caller: str, key: str) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, NUMBER, caller, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
-    interaction = str(started["interaction_id"])
-    await stack.hilo_events.expect("ivr.menu", within=10, since=mark, interaction_id=interaction)
-    await stack.observer.send_dtmf(call.caller_leg, key)
-    return call, interaction
+    call, started = await place(stack, caller, number=NUMBER, menu_key=key)
+    return call, str(started["interaction_id"])
 
 
 async def _ended(stack: Stack, call: SimCall, interaction: str) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from server.simcall import originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
 from tests.stack.lines import apply_line
 
 NUMBER = "160"
@@ -105,11 +105,7 @@ async def _use_kinds_line(stack: Stack, shop_url: str) -> None:
 async def test_every_other_node_kind_over_a_real_call(stack: Stack, shop: tuple[str, list[dict[str, Any]]]) -> None:
     shop_url, orders = shop
     await _use_kinds_line(stack, shop_url)
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, NUMBER, "+1 212 555 0142", "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, "+1 212 555 0142", number=NUMBER, in_app=True)
     i = started["interaction_id"]
     await stack.hilo_events.expect("ivr.play", within=15, interaction_id=i, data__file="beep")
     # Asterisk really played the file (not only Hilo asking for it).

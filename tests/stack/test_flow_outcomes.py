@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import KNOWN_CALLER, place
+from tests.stack.conftest import Stack
 from tests.stack.lines import apply_line
 
 NUMBER = "150"
@@ -53,15 +54,8 @@ async def outcomes_line(stack: Stack) -> AsyncIterator[None]:
 
 
 async def _call(stack: Stack, key: str) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, NUMBER, "+34911222333", "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
-    interaction = started["interaction_id"]
-    await stack.hilo_events.expect("ivr.menu", within=10, since=mark, interaction_id=interaction)
-    await stack.observer.send_dtmf(call.caller_leg, key)
-    return call, interaction
+    call, started = await place(stack, KNOWN_CALLER, number=NUMBER, menu_key=key)
+    return call, str(started["interaction_id"])
 
 
 async def _ended(stack: Stack, interaction: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from hilo.web.auth import AUTH_KEY
 from tests.paths import DIALPLANS
+from tests.stack.calls import hang_up
 from tests.stack.conftest import Stack
 from tests.stack.test_calls import KNOWN_CALLER, place
 
@@ -41,11 +42,6 @@ async def _queue_of(stack: Stack, interaction: str, since: int) -> str:
     return str(queued["data"]["queue"])
 
 
-async def _hang_up(stack: Stack, caller_leg: str, interaction: str) -> None:
-    await stack.observer.hangup(caller_leg)
-    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
-
-
 async def test_apply_while_a_call_runs_then_roll_back(stack: Stack) -> None:
     assert SWAPPED != DEMO
     first = await stack.client.get("/api/flows", headers=_auth(stack))
@@ -72,8 +68,8 @@ async def test_apply_while_a_call_runs_then_roll_back(stack: Stack) -> None:
     b = started_b["interaction_id"]
     await stack.hilo_events.expect("ivr.flow_started", within=10, interaction_id=b, data__version=v2)
     assert await _queue_of(stack, b, after_apply) == "sales"
-    await _hang_up(stack, call_a.caller_leg, a)
-    await _hang_up(stack, call_b.caller_leg, b)
+    await hang_up(stack, call_a.caller_leg, a)
+    await hang_up(stack, call_b.caller_leg, b)
 
     resp = await stack.client.post("/api/flows/rollback", json={"version": v1}, headers=_auth(stack))
     rolled = await resp.json()
@@ -83,7 +79,7 @@ async def test_apply_while_a_call_runs_then_roll_back(stack: Stack) -> None:
     c = started_c["interaction_id"]
     await stack.hilo_events.expect("ivr.flow_started", within=10, interaction_id=c, data__version=v2 + 1)
     assert await _queue_of(stack, c, stack.hilo_events.baseline) == "support"
-    await _hang_up(stack, call_c.caller_leg, c)
+    await hang_up(stack, call_c.caller_leg, c)
 
     history = await (await stack.client.get("/api/flows/history", headers=_auth(stack))).json()
     assert history["live"] == v2 + 1

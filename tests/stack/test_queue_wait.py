@@ -15,8 +15,9 @@ import pytest
 from dialplans.models import Queue, QueueAnnounce, load_routing
 from ivr import waiting
 from routing.engine import RoutingEngine
-from server.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall
 from speech.tts import prompt_key, voice_for
+from tests.stack.calls import place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import eventually
 from tests.stack.lines import apply_line
@@ -97,12 +98,7 @@ async def hang_up_leftovers(stack: Stack) -> AsyncIterator[None]:
 async def _call(
     stack: Stack, number: str, caller: str, digits: str = "", *, in_app: bool = False
 ) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, number, caller, digits, namespace=NAMESPACE, in_app=in_app)
-    _PLACED.append(call)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, caller, digits, number=number, in_app=in_app, placed=_PLACED)
     return call, str(started["interaction_id"])
 
 

@@ -16,8 +16,9 @@ import pytest
 
 from crm_bridge import identity
 from recordings import catalog, transcripts
-from server.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall
 from speech.tts import voice_for
+from tests.stack.calls import place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.lines import apply_line
 from tests.stack.test_calls import KNOWN_CALLER
@@ -43,11 +44,7 @@ async def call_flow(stack: Stack, number: str, flow_id: str, text: str) -> tuple
     """A known caller rings `number`, answered by the flow `text` applied for it: the call and its
     interaction id."""
     await apply_line(stack, number, {flow_id: text})
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, number, KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, number=number, in_app=True)
     return call, str(started["interaction_id"])
 
 

@@ -26,8 +26,9 @@ from recordings.access import UrlSigner
 from recordings.audio import rms
 from recordings.calls import CallRecorder
 from recordings.cli import run_recordings_command
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
 from tests.stack.lines import apply_line
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_screenpop import bearer, sign_in
@@ -50,15 +51,8 @@ async def talk(seconds: float) -> None:
 
 async def call_support(stack: Stack, number: str = "100", menu_key: str | None = "2") -> tuple[SimCall, str]:
     """A call from Ana García that reaches bob (support); the caller's phone stays under the test's control."""
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, number, KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, number=number, in_app=True, menu_key=menu_key)
     interaction = str(started["interaction_id"])
-    if menu_key is not None:
-        await stack.hilo_events.expect("ivr.menu", within=15, interaction_id=interaction)
-        await stack.observer.send_dtmf(call.caller_leg, menu_key)
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction, data__agent="bob")
     return call, interaction
 

@@ -30,6 +30,7 @@ from dialplans.models import load_routing
 from hilo.db import create_pool
 from routing.engine import RoutingEngine
 from server.simcall import originate_sim_call
+from tests.stack.calls import hang_up, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import EventStream, eventually
 from tests.stack.outages import redis_away
@@ -186,8 +187,7 @@ def degraded(metrics: str, part: str, what: str) -> float:
 async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long: None) -> None:
     assert stack.services.redis is not None
     loop = asyncio.get_running_loop()
-    talking = await originate_sim_call(stack.observer, "100", TALKING, SUPPORT, namespace=NAMESPACE)
-    started = await stack.hilo_events.expect("interaction.started", within=10, data__channel_ref=talking.ivr_leg)
+    talking, started = await place(stack, TALKING, SUPPORT)
     talking_id = started["interaction_id"]
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=talking_id, data__agent="bob")
     bob_leg = await stack.ari_events.expect(
@@ -225,8 +225,7 @@ async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long:
     # Redis is back: the waiting caller is queued and reaches alice; the call with bob was never touched.
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=arriving_id, data__agent="alice")
     for call, interaction in ((talking, talking_id), (arriving, arriving_id)):
-        await stack.observer.hangup(call.caller_leg)
-        ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+        ended = await hang_up(stack, call, interaction)
         assert ended["data"] == {"outcome": "completed", "hangup_by": "caller"}
     after = degraded(await (await stack.client.get("/metrics")).text(), "redis", "enqueue")
     assert after == before + 1  # one degraded moment for the outage, not one per try

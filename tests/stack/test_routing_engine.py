@@ -19,7 +19,7 @@ from dialplans.models import Agent, Queue, load_routing
 from hilo.db import create_pool
 from routing.engine import RoutingEngine
 from routing.state import RoutingState
-from server.simcall import originate_sim_call
+from tests.stack.calls import KNOWN_CALLER, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import eventually
 
@@ -347,11 +347,7 @@ async def test_a_call_nobody_qualifies_for_escalates_to_a_wider_requirement(stac
     )
     await engine.put_queue(strict)  # bob has no billing skill: nobody qualifies for 2 seconds
     try:
-        mark = stack.hilo_events.mark()
-        call = await originate_sim_call(stack.observer, "100", "+34911222333", "2", namespace=NAMESPACE)
-        started = await stack.hilo_events.expect(
-            "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-        )
+        call, started = await place(stack, KNOWN_CALLER, "2")
         interaction = started["interaction_id"]
         queued, offered = await stack.hilo_events.expect_in_order(
             [
