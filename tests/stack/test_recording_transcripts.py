@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import uuid
-import wave
 from datetime import UTC, datetime
 
 import pytest
@@ -21,6 +20,7 @@ from speech.tts import voice_for
 from tests.stack.calls import place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.lines import apply_line
+from tests.stack.recordings import stored_recording
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_recordings import SILENCE_MAX_RMS, call_support, levels
 from tests.stack.test_screenpop import bearer, sign_in
@@ -98,9 +98,22 @@ async def _stored_recording(
     """A recording made stored now, as the recorder does (the trigger queues its transcript): with an
     encrypted file of a quiet second, or naming a file that is not there. With `leased_for_s`, its job is
     first left as a worker that died mid-way leaves it: tried once, still leased."""
-    found = await identity.identify_or_create(stack.pool, "phone", KNOWN_CALLER, "ES")
-    assert stack.services.timeline is not None and stack.services.recordings is not None
+
+    async def leased(rec: catalog.Recording) -> None:
+        if leased_for_s:
+            await stack.pool.execute(
+                "INSERT INTO recording_transcripts (recording_id, attempts, leased_until)"
+                " VALUES ($1, 1, now() + make_interval(secs => $2))",
+                rec.id,
+                leased_for_s,
+            )
+
     context = {"flow_language": flow_language} if flow_language else {}
+    if with_file:
+        return (await stored_recording(stack, context=context, before_stored=leased)).id
+    # A row stored without its file: no recorder leaves one (it stores the file first); a store that lost it.
+    assert stack.services.timeline is not None
+    found = await identity.identify_or_create(stack.pool, "phone", KNOWN_CALLER, "ES")
     interaction = await stack.services.timeline.start_interaction(
         found.customer_id, "voice", "inbound", context=context
     )
@@ -115,24 +128,8 @@ async def _stored_recording(
         started_at=datetime.now(UTC),
         retention_days=30,
     )
-    key = f"test/{rec.id}.hrec"
-    if with_file:
-        plain = stack.settings.recordings_dir / f"quiet-{rec.id}.wav"
-        with wave.open(str(plain), "wb") as w:
-            w.setparams((1, 2, 8000, 0, "NONE", "not compressed"))
-            w.writeframes(b"\x10\x00" * 8000)
-        try:
-            await stack.services.recordings.store.put_file(key, plain, context=str(rec.id))
-        finally:
-            plain.unlink()
-    if leased_for_s:
-        await stack.pool.execute(
-            "INSERT INTO recording_transcripts (recording_id, attempts, leased_until)"
-            " VALUES ($1, 1, now() + make_interval(secs => $2))",
-            rec.id,
-            leased_for_s,
-        )
-    await catalog.update(stack.pool, rec.id, state="stored", storage_key=key, duration_s=1.0)
+    await leased(rec)
+    await catalog.update(stack.pool, rec.id, state="stored", storage_key=f"test/{rec.id}.hrec", duration_s=1.0)
     return rec.id
 
 

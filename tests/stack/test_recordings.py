@@ -14,13 +14,11 @@ import re
 import time
 import uuid
 import wave
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crm_bridge import identity
 from recordings import catalog
 from recordings.access import UrlSigner
 from recordings.audio import rms
@@ -30,6 +28,7 @@ from server.simcall import SimCall
 from tests.stack.calls import place
 from tests.stack.conftest import Stack
 from tests.stack.lines import apply_line
+from tests.stack.recordings import stored_recording
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_screenpop import bearer, sign_in
 
@@ -228,31 +227,7 @@ async def test_a_caller_who_declines_is_not_recorded(stack: Stack) -> None:
 
 async def _old_recording(stack: Stack, days_ago: int, retention_days: int) -> catalog.Recording:
     """A stored recording made `days_ago` days ago (its file encrypted in the store like any other)."""
-    found = await identity.identify_or_create(stack.pool, "phone", KNOWN_CALLER, "ES")
-    assert stack.services.timeline is not None
-    interaction = await stack.services.timeline.start_interaction(found.customer_id, "voice", "inbound")
-    rec = await catalog.create(
-        stack.pool,
-        kind="call",
-        interaction_id=interaction.id,
-        customer_id=found.customer_id,
-        agent_id="bob",
-        queue="support",
-        asterisk_name=f"test-old-{uuid.uuid4()}",
-        started_at=datetime.now(UTC) - timedelta(days=days_ago),
-        retention_days=retention_days,
-    )
-    plain = stack.settings.recordings_dir / f"old-{rec.id}.wav"
-    with wave.open(str(plain), "wb") as w:
-        w.setparams((1, 2, 8000, 0, "NONE", "not compressed"))
-        w.writeframes(b"\x10\x00" * 8000)
-    try:
-        stored = await recorder(stack).store.put_file(f"test/{rec.id}.hrec", plain, context=str(rec.id))
-    finally:
-        plain.unlink()
-    return await catalog.update(
-        stack.pool, rec.id, state="stored", storage_key=stored.key, key_id=stored.key_id, sha256=stored.sha256
-    )
+    return await stored_recording(stack, days_ago=days_ago, retention_days=retention_days)
 
 
 async def test_retention_deletes_expired_recordings_but_not_held_ones(
