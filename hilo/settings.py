@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -16,6 +16,11 @@ class Settings(BaseSettings):
     # One name for this Hilo deployment: the Stasis app, the Redis key prefix and the event channel.
     # The stack tests run a second Hilo beside the demo one under another namespace.
     namespace: str = "hilo"
+    # Several worker processes on one machine (`hilo serve --workers N`, server/workers.py): worker i of N
+    # (1..N) owns the calls of its own Stasis app `<namespace>-w<i>`; Redis and the event channel stay the
+    # deployment's. With one worker (worker 0, the default) the Stasis app is the namespace, as always.
+    workers: int = Field(default=1, ge=1, le=64)
+    worker: int = Field(default=0, ge=0, le=64)
 
     ari_url: str = "http://127.0.0.1:8088/ari"
     ari_user: str = "hilo"
@@ -218,6 +223,26 @@ class Settings(BaseSettings):
     webchat_sockets_per_address: int = Field(default=20, ge=0)
     webchat_sockets_per_visitor: int = Field(default=5, ge=0)
     webchat_sockets_total: int = Field(default=5000, ge=0)
+
+    @model_validator(mode="after")
+    def _worker_of_the_workers(self) -> Settings:
+        if self.worker > self.workers:
+            raise ValueError(f"HILO_WORKER={self.worker} is not one of the HILO_WORKERS={self.workers} workers (1..N)")
+        return self
+
+    @property
+    def stasis_app(self) -> str:
+        """This process's Stasis app: the namespace alone, or `<namespace>-w<i>` for worker i of several."""
+        return worker_app(self.namespace, self.worker) if self.worker else self.namespace
+
+    @property
+    def node(self) -> str:
+        """What names this process's own files (its spool): the Stasis app, one per process."""
+        return self.stasis_app
+
+
+def worker_app(namespace: str, worker: int) -> str:
+    return f"{namespace}-w{worker}"
 
 
 def load_settings(**overrides: object) -> Settings:

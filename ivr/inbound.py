@@ -37,6 +37,7 @@ from flows.schema import Queue as QueueNode
 from flows.templates import render
 from hilo.degraded import DOWN, STORE_DOWN, Degradations, part_of
 from ivr.agent_leg import bridge_and_wait, ring_agent
+from ivr.call_owners import CallOwners
 from ivr.callbacks import CUSTOMER_LEG_ARG, CallbackDialer
 from ivr.live_calls import LiveCall, LiveCalls
 from ivr.reconcile import ReconcileMetrics, Reconciler
@@ -157,6 +158,7 @@ class InboundCalls:
         self.stasis = StasisRouter(self._on_new_call)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.live = LiveCalls(ari, timeline)  # calls with an agent now: hold, and the supervisors' way in
+        self.owners: CallOwners | None = None  # the other workers' calls, when there are workers (server.app)
         self.supervisions = Supervisions(ari, self.stasis, self.live, ring_timeout_s=ring_timeout_s)
         # Booked callbacks are dialled by this node too (configured from settings by server.app).
         self.callbacks = CallbackDialer(
@@ -590,6 +592,7 @@ class InboundCalls:
         if on_failure is not None:
             back = self._transfer_returns[channel.id] = asyncio.get_running_loop().create_future()
             await self.ari.set_variable(channel.id, "HILO_TRANSFER_RETURN", TRANSFER_RETURN_ARG)
+            await self.ari.set_variable(channel.id, "HILO_OWNER", self.ari.app)  # back to this worker's app
             await self.ari.subscribe(f"channel:{channel.id}")  # its ChannelDestroyed after it left the app
         try:
             await self.ari.set_variable(channel.id, "HILO_INTERACTION", str(interaction.id))

@@ -45,6 +45,7 @@ from hilo.web.keys import POOL, REDIS, REGISTRY, SETTINGS
 from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
 from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
+from ivr.call_owners import CallOwners, tell_workers
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.reconcile import ReconcileMetrics
 from ivr.waiting import warm_up
@@ -138,7 +139,7 @@ def init_app(settings: Settings) -> web.Application:
     # A slow or missing store never drops a call: each degraded moment is counted, and timeline writes that
     # could not reach PostgreSQL in time wait in this node's spool (hilo/spool.py).
     degradations = Degradations(registry)
-    spool = Spool(settings.spool_dir / f"{settings.namespace}.spool", settings.spool_max_mb * 1024 * 1024)
+    spool = Spool(settings.spool_dir / f"{settings.node}.spool", settings.spool_max_mb * 1024 * 1024)
     Gauge("hilo_spool_records", "Timeline writes waiting in this node's spool", registry=registry).set_function(
         lambda: len(spool)
     )
@@ -201,7 +202,9 @@ def init_app(settings: Settings) -> web.Application:
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
         )
         numbers_dialplan = NumbersDialplanSync(services.ami, settings.asterisk_root)
-        if settings.sip_guard:  # Asterisk's security events counted; sources that keep failing refused
+        # Asterisk's security events counted; sources that keep failing refused. Every worker would count each
+        # event again (AMI sends it to every session): the first worker alone guards.
+        if settings.sip_guard and settings.worker <= 1:
             ami = services.ami
             services.sip_guard = SipGuard(
                 services.redis,
@@ -240,8 +243,8 @@ def init_app(settings: Settings) -> web.Application:
         # One screen-pop publisher for voice and text: the pop before an agent's phone rings, chat events after.
         services.screenpops = ScreenPops(services.pool, services.redis, settings.namespace, lambda: flows.current.flows)
         app[SCREENPOPS] = services.screenpops
-        services.ari = AriClient(
-            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
+        services.ari = AriClient(  # its Stasis app: the calls this process owns (one per worker)
+            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.stasis_app
         )
         services.calls = InboundCalls(
             ari=services.ari,
@@ -284,6 +287,13 @@ def init_app(settings: Settings) -> web.Application:
         EndpointPresence(
             services.ari, {a.sip_endpoint: a.id for a in routing.agents}, routing_presence(services.routing)
         )
+        owners = None
+        if settings.workers > 1:  # a call another worker owns is acted on by its owner (hold, unhold)
+            owners = CallOwners(services.redis, settings.namespace, settings.stasis_app, services.calls.live)
+            await owners.start()
+            services.calls.owners = owners
+        ari = services.ari  # the dialplan learns how many worker apps serve this namespace (context hilo-stasis)
+        ari.on_connect.append(lambda: tell_workers(ari, settings.namespace, settings.workers))
         await services.ari.start()
         await services.ami.start()
         if services.sip_guard is not None:
@@ -293,6 +303,8 @@ def init_app(settings: Settings) -> web.Application:
         if services.sip_guard is not None:
             await services.sip_guard.close()
         await services.calls.close()
+        if owners is not None:
+            await owners.close()
         speech.close()
         if enrichment is not None:
             await enrichment.close()
@@ -447,5 +459,10 @@ def init_app(settings: Settings) -> web.Application:
 
 def run(settings: Settings) -> None:
     app = init_app(settings)
-    log.info("Hilo listening on http://%s:%d", settings.http_host, settings.http_port)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)
+    log.info(
+        "Hilo listening on http://%s:%d (Stasis app %s)", settings.http_host, settings.http_port, settings.stasis_app
+    )
+    # Workers share the port (SO_REUSEPORT: the kernel spreads connections); every request any worker takes
+    # reaches the call it names through its owner (ivr/call_owners.py).
+    reuse_port = True if settings.workers > 1 else None
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, reuse_port=reuse_port)
