@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 log = logging.getLogger(__name__)
 
-# What a PostgreSQL that is slow, restarting or unreachable raises (a bound passed: TimeoutError; a server
-# going down: OperatorInterventionError; no connection: OSError, PostgresConnectionError, InterfaceError;
-# too many clients: InsufficientResourcesError). Anything else (a constraint, bad data) is a real error.
+# What a PostgreSQL that is slow, restarting or unreachable raises (a bound passed: TimeoutError on the client,
+# on the server QueryCanceledError (an OperatorInterventionError), LockNotAvailableError, a session ended for
+# idling in its transaction; a server going down: OperatorInterventionError; no connection: OSError,
+# PostgresConnectionError, InterfaceError; too many clients: InsufficientResourcesError). Anything else (a
+# constraint, bad data) is a real error.
 STORE_DOWN: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -25,6 +27,8 @@ STORE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
 )
 # What a Redis that is slow, restarting or unreachable raises (BusyLoadingError is a ConnectionError).
 REDIS_DOWN: tuple[type[BaseException], ...] = (

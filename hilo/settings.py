@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     # pub/sub is not bounded by it).
     db_command_timeout_s: float = Field(default=60.0, gt=0)
     db_report_timeout_s: float = Field(default=600.0, gt=0)
+    # The same bounds kept by PostgreSQL itself on every connection of the server's pools (hilo/stores.py), so
+    # they hold even when the client is gone or stuck: a statement of the call path's pool runs at most
+    # db_statement_timeout_s, of the background pool db_background_statement_timeout_s (a KPI report's read
+    # lifts it to db_report_timeout_s); any statement waits for a lock at most db_lock_timeout_s; a transaction
+    # left idle (its client stalled between statements) longer than db_idle_in_transaction_timeout_s is ended.
+    db_statement_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    db_background_statement_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
+    db_lock_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    db_idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
     redis_timeout_s: float = Field(default=5.0, gt=0, le=120)
     # Connections of a server's Redis client. At a peak every caller in a queue sends commands at once:
     # past this many, a command waits (at most redis_timeout_s) for a connection instead of failing.

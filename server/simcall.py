@@ -10,11 +10,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from asterisk.ari import AriClient
 from hilo.notifier import events_channel
 from hilo.settings import Settings
+from hilo.stores import redis_client
 from speech.tts import PromptCache, voice_for
 
 
@@ -92,7 +91,7 @@ async def place_call(
     say_after_s: float = 3.0,
 ) -> int:
     sound = await _spoken(settings, say) if say else ""
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    redis = redis_client(settings)
     pubsub = redis.pubsub()
     await pubsub.subscribe(events_channel(settings.namespace))
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), "hilo-cli")

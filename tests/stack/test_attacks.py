@@ -34,7 +34,7 @@ from bridges.whatsapp import signature as whatsapp_signature
 from console.users import add_user
 from crm_bridge import verification
 from hilo.web.signin import MAX_FAILURES, SIGNIN
-from server.simcall import originate_sim_call
+from tests.stack.calls import hang_up, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import eventually
 from tests.stack.sip import SipPeer
@@ -42,7 +42,7 @@ from tests.stack.test_conversations import Visitor, chat_on, checks_flow  # noqa
 from tests.stack.test_conversations_safety import BIRTH_DATE, pubsub_connections, socket
 from tests.stack.test_screenpop import bearer, forget_cookies, new_password, sign_in
 from tests.stack.test_sip_security import ALICE_PHONE, attacker_address, contacts
-from tests.stack.test_supervision import call_with_bob, end_call
+from tests.stack.test_supervision import call_with_bob
 
 ATTACKERS = "127.0.0.128/26"  # SIP sources of this file (test_sip_security.py takes 127.0.0.64/26)
 ANA_PHONE = "+34911222333"  # Ana García of dialplans/demo-customers.yaml; account 10001
@@ -75,11 +75,8 @@ async def test_sip_registers_without_or_with_a_wrong_password_add_no_contact(sta
         assert after == before and not [c for c in after[0] if peer.address in c], after
 
         # Alice's calls still ring her phone and only hers.
-        mark = stack.hilo_events.mark()
-        placed = await originate_sim_call(stack.observer, "100", "+34911000102", "1", namespace=NAMESPACE)
-        started = await stack.hilo_events.expect(
-            "interaction.started", within=10, since=mark, data__channel_ref=placed.ivr_leg
-        )
+        mark = stack.ari_events.mark()
+        placed, started = await place(stack, "+34911000102", "1")
         interaction = started["interaction_id"]
         await stack.hilo_events.expect("agent.answered", within=20, interaction_id=interaction, data__agent="alice")
         await stack.ari_events.expect(
@@ -242,7 +239,7 @@ async def test_a_supervisor_cannot_act_on_an_agent_or_a_call_outside_their_teams
     created = [e["channel"]["id"] for e in stack.ari_events.events[mark:] if e["type"] == "ChannelCreated"]
     assert not [c for c in created if c.startswith(f"{NAMESPACE}-supervisor-")], created
     assert (await stack.services.board.agent("bob"))["state"] == "busy"  # still on the call, not held
-    await end_call(stack, call, interaction)
+    await hang_up(stack, call, interaction)
 
     rows = await stack.pool.fetch("SELECT action, ok FROM supervisor_actions ORDER BY id")
     assert [(r["action"], r["ok"]) for r in rows] == [

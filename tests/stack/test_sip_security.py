@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from asterisk.sip_guard import SipGuard
-from server.simcall import originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
 from tests.stack.expect import eventually
 from tests.stack.sip import SipPeer
 
@@ -87,11 +87,8 @@ async def test_nobody_registers_as_an_agent_and_a_source_that_keeps_failing_is_r
         assert await contacts(stack, "agent-alice") == [ALICE_PHONE]
 
         # A caller for sales still reaches alice's own phone, and nothing reaches the stranger.
-        mark = stack.hilo_events.mark()
-        placed = await originate_sim_call(stack.observer, "100", "+34911000101", "1", namespace=NAMESPACE)
-        started = await stack.hilo_events.expect(
-            "interaction.started", within=10, since=mark, data__channel_ref=placed.ivr_leg
-        )
+        mark = stack.ari_events.mark()
+        placed, started = await place(stack, "+34911000101", "1")
         interaction = started["interaction_id"]
         await stack.hilo_events.expect("agent.answered", within=20, interaction_id=interaction, data__agent="alice")
         await stack.ari_events.expect(

@@ -17,6 +17,7 @@ from asterisk.dialplan import (
 )
 from asterisk.dialplan_cli import add_dialplan_commands, run_dialplan_command
 from hilo.settings import Settings
+from tests.paths import DIALPLANS, SHIPPED_DIALPLANS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,7 +158,7 @@ def _settings(dialplans: Path) -> Settings:
 
 
 async def test_render_prints_the_shipped_numbers(capsys: pytest.CaptureFixture[str]) -> None:
-    assert await run_dialplan_command(_parse(["dialplan", "render"]), _settings(REPO / "dialplans")) == 0
+    assert await run_dialplan_command(_parse(["dialplan", "render"]), _settings(SHIPPED_DIALPLANS)) == 0
     out = capsys.readouterr().out
     assert "from dialplans/numbers.yaml" in out
     assert "exten => 100,1,Gosub(hilo-stasis,s,1(100))  ; flow demo" in out
@@ -166,7 +167,7 @@ async def test_render_prints_the_shipped_numbers(capsys: pytest.CaptureFixture[s
 async def test_render_writes_the_file_given(tmp_path: Path) -> None:
     out = tmp_path / "hilo-numbers.conf"
     args = _parse(["dialplan", "render", "--output", str(out)])
-    assert await run_dialplan_command(args, _settings(REPO / "dialplans")) == 0
+    assert await run_dialplan_command(args, _settings(DIALPLANS)) == 0
     assert "[hilo-numbers]" in out.read_text()
 
 
@@ -184,7 +185,7 @@ async def test_render_names_the_file_and_line_of_a_bad_number(
 
 async def test_apply_without_an_asterisk_root_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     # Explicitly unset: `make test` exports .run/env, whose HILO_ASTERISK_ROOT the settings would read.
-    settings = Settings(_env_file=None, dialplans_dir=REPO / "dialplans", asterisk_root=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, dialplans_dir=DIALPLANS, asterisk_root=None)  # type: ignore[call-arg]
     assert await run_dialplan_command(_parse(["dialplan", "apply"]), settings) == 2
     assert "HILO_ASTERISK_ROOT is not set" in capsys.readouterr().err
 
@@ -203,5 +204,5 @@ async def test_apply_names_a_root_without_a_configuration_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = _parse(["dialplan", "apply", "--asterisk-root", str(tmp_path)])
-    assert await run_dialplan_command(args, _settings(REPO / "dialplans")) == 2
+    assert await run_dialplan_command(args, _settings(DIALPLANS)) == 2
     assert f"{tmp_path}/etc/asterisk does not exist" in capsys.readouterr().err
