@@ -35,6 +35,7 @@ RUN pip install --no-deps --no-build-isolation /tmp/hilo/src \
 ENV HILO_HTTP_HOST=0.0.0.0 \
     HILO_TTS_CACHE_DIR=/var/lib/hilo/tts-cache \
     HILO_RECORDINGS_DIR=/var/lib/hilo/recordings \
+    HILO_SPOOL_DIR=/var/lib/hilo/spool \
     HILO_SOUNDS_DIR=/var/lib/hilo/sounds/hilo
 WORKDIR /var/lib/hilo
 EXPOSE 8080

@@ -2,13 +2,18 @@
 AOR per phone, on the templates of `asterisk/etc/pjsip.conf` (`#tryinclude "hilo-phones.conf"`).
 
 Every phone has its own password, kept in the environment as `HILO_PHONE_SECRET_<ENDPOINT>` (`make run`
-generates them into `.run/env`). The rendered file holds only the digest hash of each (MD5 of
-`username:realm:password`, Asterisk's `password_digest`), never the password itself."""
+generates them into `.run/env`; docker-compose.yml into a file of its own, `new_secrets`). The rendered file
+holds only the digest hash of each (MD5 of `username:realm:password`, Asterisk's `password_digest`), never
+the password itself.
+
+With `tls` (the production profile: Asterisk has the TLS transport of asterisk/etc/production/hilo-tls.conf)
+every phone talks SIP over TLS and must offer SRTP: its audio never crosses the network in clear."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import secrets
+from collections.abc import Iterable, Mapping
 
 from dialplans.models import Phone, Phones
 
@@ -16,6 +21,7 @@ FILE_NAME = "hilo-phones.conf"
 # The realm of every challenge Asterisk sends (pjsip.conf [global] default_realm): the hashes depend on it.
 REALM = "hilo"
 MIN_SECRET_CHARS = 16
+TLS_TRANSPORT = "transport-tls"  # asterisk/etc/production/hilo-tls.conf
 
 
 class PhoneError(ValueError):
@@ -40,9 +46,24 @@ def secret_of(phone: Phone, env: Mapping[str, str]) -> str:
     return secret
 
 
-def render_phones(phones: Phones, env: Mapping[str, str], *, source: str) -> str:
+def new_secrets(phones: Phones, env: Mapping[str, str], renew: Iterable[str] = ()) -> dict[str, str]:
+    """A new random password for every phone without one in `env`, and for the endpoints named in `renew`:
+    {HILO_PHONE_SECRET_<ENDPOINT>: password}. Raises PhoneError for a name in `renew` that is no phone."""
+    known = {phone.endpoint: phone for phone in phones.phones}
+    unknown = sorted(set(renew) - set(known))
+    if unknown:
+        raise PhoneError(f"no phone {', '.join(unknown)} in the phones' file")
+    return {
+        phone.secret_key: secrets.token_hex(16)
+        for phone in phones.phones
+        if phone.endpoint in renew or not env.get(phone.secret_key)
+    }
+
+
+def render_phones(phones: Phones, env: Mapping[str, str], *, source: str, tls: bool = False) -> str:
     """The text of `hilo-phones.conf`; `env` holds the passwords. Raises PhoneError naming every phone
-    without a usable password (no phone is rendered without credentials)."""
+    without a usable password (no phone is rendered without credentials). `tls`: every phone on the TLS
+    transport, with SRTP required."""
     problems, secrets = [], {}
     for phone in phones.phones:
         try:
@@ -60,6 +81,10 @@ def render_phones(phones: Phones, env: Mapping[str, str], *, source: str) -> str
         name = phone.endpoint
         lines += ["", f"[{name}](phone-endpoint)", f"auth={name}", f"aors={name}"]
         lines.append(f'callerid="{phone.caller_name}" <{phone.caller_number}>')
+        if tls:
+            # SIP over TLS, and SRTP with keys exchanged in the SDP (which TLS protects): an offer without
+            # SRTP is refused (488), so neither side can fall back to audio in clear.
+            lines += [f"transport={TLS_TRANSPORT}", "media_encryption=sdes", "media_encryption_optimistic=no"]
         if phone.permit:
             # Asterisk applies every rule in order and the last match wins: nothing, then the phone's networks.
             lines += ["deny=0.0.0.0/0", "deny=::/0", *(f"permit={net}" for net in phone.permit)]

@@ -1,4 +1,5 @@
-"""`hilo phones list|secret-keys|render|show`: the phones of `dialplans/phones.yaml` and their credentials."""
+"""`hilo phones list|secret-keys|new-secrets|render|show`: the phones of `dialplans/phones.yaml` and their
+credentials."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from asterisk.dialplan import write_atomically
-from asterisk.phones import REALM, PhoneError, render_phones, secret_of
+from asterisk.dialplan import DialplanError, write_atomically
+from asterisk.phones import REALM, PhoneError, new_secrets, render_phones, secret_of
 from dialplans.models import PHONES_FILE, load_phones
 from hilo.settings import REPO_ROOT, Settings
 from hilo.yamlconf import ConfigError
@@ -21,21 +22,35 @@ def add_phones_commands(subparsers: Any) -> None:
     sub = phones.add_subparsers(dest="phones_command", required=True)
     sub.add_parser("list", help="the phones Hilo provisions (no secrets)")
     sub.add_parser("secret-keys", help="the environment variable of each phone's password, one a line")
+    new = sub.add_parser(
+        "new-secrets",
+        help="give every phone without a password a random one, in HILO_PHONE_SECRETS_FILE (docker-compose.yml)",
+    )
+    new.add_argument("--renew", nargs="+", default=[], metavar="ENDPOINT", help="new passwords for these phones")
     render = sub.add_parser("render", help="print (or write) Asterisk's hilo-phones.conf (digest hashes only)")
     render.add_argument("--output", type=Path, default=None, help="write the file here (mode 640) instead")
     show = sub.add_parser("show", help="a phone's SIP credentials, to set the phone up (prints the password)")
     show.add_argument("endpoint")
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith("#"):
+            values[key.strip()] = value.strip()
+    return values
+
+
 def environment(settings: Settings) -> dict[str, str]:
-    """The values the server sees: its env file (`.run/env`), then the process environment over it."""
+    """The values the server sees: its env file (`.run/env`), the phones' secrets file over it
+    (HILO_PHONE_SECRETS_FILE), then the process environment over both."""
     values: dict[str, str] = {}
     env_file = settings.model_config.get("env_file")
     if isinstance(env_file, str | Path) and Path(env_file).is_file():
-        for line in Path(env_file).read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.lstrip().startswith("#"):
-                values[key.strip()] = value.strip()
+        values.update(read_env_file(Path(env_file)))
+    if settings.phone_secrets_file is not None and settings.phone_secrets_file.is_file():
+        values.update(read_env_file(settings.phone_secrets_file))
     values.update(os.environ)
     return values
 
@@ -56,8 +71,11 @@ def run_phones_command(args: argparse.Namespace, settings: Settings) -> int:
         if args.phones_command == "secret-keys":
             print("\n".join(p.secret_key for p in phones.phones))
             return 0
+        if args.phones_command == "new-secrets":
+            return _new_secrets(args.renew, settings)
         if args.phones_command == "render":
-            text = render_phones(phones, environment(settings), source=_source(settings))
+            tls = settings.sip_tls_port > 0
+            text = render_phones(phones, environment(settings), source=_source(settings), tls=tls)
             if args.output is None:
                 sys.stdout.write(text)
             else:
@@ -65,11 +83,31 @@ def run_phones_command(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if args.phones_command == "show":
             return _show(args.endpoint, settings)
-    except (ConfigError, PhoneError, OSError) as exc:
+    except (ConfigError, PhoneError, DialplanError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"unknown phones command {args.phones_command}", file=sys.stderr)
     return 2
+
+
+def _new_secrets(renew: list[str], settings: Settings) -> int:
+    """Passwords for the phones that have none (and those to renew), kept in HILO_PHONE_SECRETS_FILE (0600):
+    what `make run` does into .run/env, for a deployment without it."""
+    path = settings.phone_secrets_file
+    if path is None:
+        print("error: HILO_PHONE_SECRETS_FILE is not set (the file to keep the phones' passwords in)", file=sys.stderr)
+        return 1
+    kept = read_env_file(path) if path.is_file() else {}
+    made = new_secrets(load_phones(settings.dialplans_dir), {**environment(settings), **kept}, renew)
+    for key in sorted(k for k in made if k in os.environ):  # renewed here, but the environment's value wins
+        print(f"warning: the environment sets {key}, which wins over {path}", file=sys.stderr)
+    if made:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        text = "".join(f"{key}={value}\n" for key, value in {**kept, **made}.items())
+        write_atomically(path, text, mode=0o600)
+    for key in made:
+        print(f"new password: {key}")
+    return 0
 
 
 def _show(endpoint: str, settings: Settings) -> int:
@@ -83,8 +121,14 @@ def _show(endpoint: str, settings: Settings) -> int:
         ("username", phone.endpoint),
         ("password", secret),
         ("realm", REALM),
-        ("server", f"{settings.sip_host}:{settings.sip_port} (UDP or TCP)"),
     ]
+    if settings.sip_tls_port:
+        rows += [
+            ("server", f"{settings.sip_host}:{settings.sip_tls_port} (TLS only)"),
+            ("media", "SRTP with SDES keys (media_encryption=sdes); a call without SRTP is refused"),
+        ]
+    else:
+        rows.append(("server", f"{settings.sip_host}:{settings.sip_port} (UDP or TCP)"))
     if phone.contact:
         rows.append(("contact", f"{phone.contact} (fixed: Asterisk calls it there; it may not REGISTER)"))
     else:

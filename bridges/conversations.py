@@ -210,10 +210,14 @@ class Conversations:
             log.warning("message %s: sender cannot be a customer (%s); kept, not answered", message.id, exc.problem)
             return
         async with self.pool.acquire() as conn, conn.transaction():
+            # Another message of this conversation may hold it for its whole turn: waited for within the inbox's
+            # bound on a message (HILO_MESSAGING_HANDLER_TIMEOUT_S), not the pool's shorter ones (hilo/stores.py).
+            await conn.execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                 f"conversation:{message.channel}:{message.sender}:{message.recipient}",
             )
+            await conn.execute("SET LOCAL statement_timeout TO DEFAULT; SET LOCAL lock_timeout TO DEFAULT")
             done = await conn.fetchval(
                 "SELECT conversation_id FROM conversation_inbound WHERE message_id = $1", message.id
             )

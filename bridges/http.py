@@ -92,8 +92,10 @@ def create_messaging(
     *,
     handler: InboundHandler = ignore_message,
     config: tuple[Channels, list[Network]] | None = None,
+    outbox_pool: asyncpg.Pool | None = None,
 ) -> Messaging:
-    """The bridges of this node (not started), on `config` (else read now from `settings`)."""
+    """The bridges of this node (not started), on `config` (else read now from `settings`). The outbox sends
+    on `outbox_pool` (the server's background pool; by default `pool`)."""
     channels, proxies = config or load_messaging_config(settings)
     dsn = settings.database_url.get_secret_value()
     base = settings.public_base_url.rstrip("/") or f"http://{settings.http_host}:{settings.http_port}"
@@ -110,7 +112,7 @@ def create_messaging(
         api_version=settings.whatsapp_api_version,
     )
     outbox = Outbox(
-        pool,
+        outbox_pool or pool,
         [twilio_sender, cloud_sender],
         dsn=dsn,
         rates={

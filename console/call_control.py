@@ -5,7 +5,9 @@ supervisor on those of their teams' agents and what waits in their teams' queues
 attempt is audited (hilo/actions.py), done or refused, out of scope too.
 
 Calls are acted on by the Hilo node handling them (ivr/live_calls.py): a request reaching another node gets
-409 `not_here`. Declared on this module's route table, served in the one API (hilo.web.api)."""
+409 `not_here`, except hold and unhold among the workers of one machine (`hilo serve --workers N`), which the
+worker owning the call carries out (ivr/call_owners.py).
+Declared on this module's route table, served in the one API (hilo.web.api)."""
 
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from hilo.audit import FORM_DESCRIPTION, actor
 from hilo.web.auth import EVERYONE, STAFF, principal
 from hilo.web.keys import POOL
 from hilo.web.openapi import ApiError, Input, Reply, Routes, conflict, not_found
+from ivr.call_owners import CallOwners, OwnerFailed
 from ivr.inbound import CALLS, InboundCalls
-from ivr.live_calls import NotLive
+from ivr.live_calls import LiveCalls, NotLive
 from ivr.supervision import PHONE, Mode, Supervision, SupervisionError
 from routing.engine import ROUTING, NotQueued
 from routing.model import RoutingError
@@ -92,22 +95,26 @@ class HoldOut(BaseModel):
 async def _hold(request: web.Request, path: InteractionPath, hold: bool) -> HoldOut:
     calls, who, iid = calls_here(request), principal(request), str(path.interaction_id)
     action = "hold" if hold else "unhold"
+    acting: LiveCalls | CallOwners = calls.live
     try:
-        call = calls.live.get(iid)
-    except NotLive as exc:
-        await _audit(request, action, "interaction", iid, False, reason="not_here")
-        raise conflict(str(exc), "interaction_id") from exc
+        agent = calls.live.get(iid).agent_id
+    except NotLive as here:
+        try:
+            if calls.owners is None:
+                raise
+            agent, acting = await calls.owners.agent(iid), calls.owners  # another worker owns the call
+        except NotLive as exc:  # here, or on no worker (the owners' answer says which)
+            await _audit(request, action, "interaction", iid, False, reason="not_here")
+            raise conflict(str(exc), "interaction_id") from here
     scope = await asker_scope(request)
-    if not scope.has_agent(call.agent_id):
-        raise await refused(
-            request, scope, action, "interaction", iid, "this call", "interaction_id", agent=call.agent_id
-        )
+    if not scope.has_agent(agent):
+        raise await refused(request, scope, action, "interaction", iid, "this call", "interaction_id", agent=agent)
     try:
-        changed = await (calls.live.hold if hold else calls.live.unhold)(iid, actor(who))
-    except (NotLive, AriError) as exc:
+        changed = await (acting.hold if hold else acting.unhold)(iid, actor(who))
+    except (NotLive, AriError, OwnerFailed) as exc:
         await _audit(request, action, "interaction", iid, False, reason=str(exc)[:300])
         raise conflict(f"the call could not be changed: {exc}", "interaction_id") from exc
-    await _audit(request, action, "interaction", iid, True, agent=call.agent_id, changed=changed)
+    await _audit(request, action, "interaction", iid, True, agent=agent, changed=changed)
     return HoldOut(interaction_id=path.interaction_id, held=hold, changed=changed)
 
 

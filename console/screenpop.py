@@ -200,6 +200,11 @@ def assemble(
     ivr = context.get("ivr") or {}
     variables = ivr.get("variables") or {}
     identified = next((e.get("data") or {} for e in events if e["type"] == "customer.identified"), {})
+    # The store did not answer in time when the call began: the caller is identified later, and the pop is
+    # published again then (ivr/inbound.py).
+    identifying = not identified and any(
+        e["type"] == "call.degraded" and (e.get("data") or {}).get("what") == "identify" for e in events
+    )
     customer_ids = {str(interaction["customer_id"])} | ({str(customer["id"])} if customer else set())
     proof = verified_by(customer_ids, variables, events, facts)
     return {
@@ -221,6 +226,7 @@ def assemble(
             "name": customer.get("display_name") if customer else None,
             "new": bool(identified.get("new", False)),
             "identified_by": identified.get("by"),
+            "identifying": identifying,
             "identities": [{"kind": i["kind"], "value": i["value"]} for i in customer.get("identities", [])]
             if customer
             else [],

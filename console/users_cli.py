@@ -75,12 +75,12 @@ async def run_users_command(args: argparse.Namespace, settings: Settings) -> int
 
 
 async def _end_sessions(settings: Settings, username: str) -> int | str:
-    import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
+    from hilo.stores import redis_client
     from hilo.web.sessions import SessionStore
 
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    redis = redis_client(settings)
     try:
         return await SessionStore(redis, settings.namespace).end_all(username)
     except (OSError, RedisError) as exc:  # Redis down: sessions expire on their own within SESSION_TTL_S

@@ -375,36 +375,41 @@ async def _lock_customers(conn: Conn, *ids: uuid.UUID) -> dict[uuid.UUID, uuid.U
 
 async def merge(pool: asyncpg.Pool, survivor: uuid.UUID, merged: uuid.UUID, by: str, reason: str) -> uuid.UUID:
     """Merge customer `merged` into `survivor` in one transaction; returns the merge's id (for unmerge)."""
-    if survivor == merged:
-        raise MergeRefused(f"cannot merge customer {survivor} into itself")
     if not by.strip():
         raise ValueError("a merge needs who did it (by)")
     async with pool.acquire() as conn, conn.transaction():
-        merged_into = await _lock_customers(conn, survivor, merged)
-        if merged_into[merged] is not None:
-            raise MergeRefused(f"customer {merged} is already merged into {merged_into[merged]}")
-        if merged_into[survivor] is not None:
-            raise MergeRefused(
-                f"customer {survivor} is merged into {merged_into[survivor]}: merge into that customer instead"
-            )
-        identity_ids = await _move(conn, "identities", merged, survivor)
-        interaction_ids = await _move(conn, "interactions", merged, survivor)
-        case_ids = await _move(conn, "cases", merged, survivor)
-        event_ids = [r["id"] for r in await conn.fetch(_FAMILY_EVENTS, merged)]
-        await conn.execute("UPDATE customers SET merged_into = $1 WHERE id = $2", survivor, merged)
-        merge_id: uuid.UUID = await conn.fetchval(
-            "INSERT INTO customer_merges (survivor_id, merged_id, identity_ids, interaction_ids, case_ids,"
-            " timeline_event_ids, merged_by, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            survivor,
-            merged,
-            identity_ids,
-            interaction_ids,
-            case_ids,
-            event_ids,
-            by,
-            reason,
+        return await merge_in(conn, survivor, merged, by, reason)
+
+
+async def merge_in(conn: Conn, survivor: uuid.UUID, merged: uuid.UUID, by: str, reason: str) -> uuid.UUID:
+    """`merge` in the caller's transaction (e.g. with the timeline event that tells of it)."""
+    if survivor == merged:
+        raise MergeRefused(f"cannot merge customer {survivor} into itself")
+    merged_into = await _lock_customers(conn, survivor, merged)
+    if merged_into[merged] is not None:
+        raise MergeRefused(f"customer {merged} is already merged into {merged_into[merged]}")
+    if merged_into[survivor] is not None:
+        raise MergeRefused(
+            f"customer {survivor} is merged into {merged_into[survivor]}: merge into that customer instead"
         )
-        return merge_id
+    identity_ids = await _move(conn, "identities", merged, survivor)
+    interaction_ids = await _move(conn, "interactions", merged, survivor)
+    case_ids = await _move(conn, "cases", merged, survivor)
+    event_ids = [r["id"] for r in await conn.fetch(_FAMILY_EVENTS, merged)]
+    await conn.execute("UPDATE customers SET merged_into = $1 WHERE id = $2", survivor, merged)
+    merge_id: uuid.UUID = await conn.fetchval(
+        "INSERT INTO customer_merges (survivor_id, merged_id, identity_ids, interaction_ids, case_ids,"
+        " timeline_event_ids, merged_by, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        survivor,
+        merged,
+        identity_ids,
+        interaction_ids,
+        case_ids,
+        event_ids,
+        by,
+        reason,
+    )
+    return merge_id
 
 
 async def unmerge(pool: asyncpg.Pool, merge_id: uuid.UUID, by: str) -> Merge:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -16,6 +16,11 @@ class Settings(BaseSettings):
     # One name for this Hilo deployment: the Stasis app, the Redis key prefix and the event channel.
     # The stack tests run a second Hilo beside the demo one under another namespace.
     namespace: str = "hilo"
+    # Several worker processes on one machine (`hilo serve --workers N`, server/workers.py): worker i of N
+    # (1..N) owns the calls of its own Stasis app `<namespace>-w<i>`; Redis and the event channel stay the
+    # deployment's. With one worker (worker 0, the default) the Stasis app is the namespace, as always.
+    workers: int = Field(default=1, ge=1, le=64)
+    worker: int = Field(default=0, ge=0, le=64)
 
     ari_url: str = "http://127.0.0.1:8088/ari"
     ari_user: str = "hilo"
@@ -35,7 +40,34 @@ class Settings(BaseSettings):
     # pub/sub is not bounded by it).
     db_command_timeout_s: float = Field(default=60.0, gt=0)
     db_report_timeout_s: float = Field(default=600.0, gt=0)
+    # The same bounds kept by PostgreSQL itself on every connection of the server's pools (hilo/stores.py), so
+    # they hold even when the client is gone or stuck: a statement of the call path's pool runs at most
+    # db_statement_timeout_s, of the background pool db_background_statement_timeout_s (a KPI report's read
+    # lifts it to db_report_timeout_s); any statement waits for a lock at most db_lock_timeout_s; a transaction
+    # left idle (its client stalled between statements) longer than db_idle_in_transaction_timeout_s is ended.
+    db_statement_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    db_background_statement_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
+    db_lock_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    db_idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
     redis_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # Connections of a server's Redis client. At a peak every caller in a queue sends commands at once:
+    # past this many, a command waits (at most redis_timeout_s) for a connection instead of failing.
+    redis_max_connections: int = Field(default=200, ge=4, le=10000)
+    # Two PostgreSQL pools per server (hilo/stores.py), so background work can never starve the calls:
+    # db_pool_size connections for the call path (calls, routing, the console and the API) and
+    # db_background_pool_size for the background (webhook deliveries, transcripts, KPI reports and the
+    # wallboard, the messaging outbox, recording housekeeping). The defaults suit a 2-core PostgreSQL;
+    # both pools of every node count against its max_connections (100 by default).
+    db_pool_size: int = Field(default=10, ge=2, le=500)
+    db_background_pool_size: int = Field(default=4, ge=1, le=500)
+    # A slow store never drops a call (ivr/inbound.py, crm_bridge/timeline.py): identification waits at most
+    # identify_budget_s (then the call goes on as not yet identified, and is identified when the store
+    # answers); a timeline write waits at most store_write_budget_s, then goes to the node's durable spool
+    # (spool_dir/<namespace>.spool, at most spool_max_mb), replayed in order when the store answers again.
+    identify_budget_s: float = Field(default=0.5, gt=0, le=5)
+    store_write_budget_s: float = Field(default=1.0, gt=0, le=30)
+    spool_dir: Path = REPO_ROOT / ".run" / "spool"
+    spool_max_mb: int = Field(default=64, ge=1, le=10_000)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -74,6 +106,11 @@ class Settings(BaseSettings):
     ring_timeout_s: int = 15
     queue_max_wait_s: int = 300
     wrapup_s: float = 0.0
+    # The reconciler (ivr/reconcile.py): a pass every reconcile_interval_s ends what calls that are gone left
+    # behind; a call's own task gets reconcile_grace_s to end it first (and a call that began less than that
+    # ago is never judged).
+    reconcile_interval_s: float = Field(default=5.0, gt=0, le=300)
+    reconcile_grace_s: float = Field(default=10.0, ge=1, le=3600)
     # Booked callbacks (ivr/callbacks.py): how the customer is dialled (`{number}` = E.164; the dialplan
     # context hilo-callback dials out through the carrier trunk), how long their phone rings, how many
     # dials at most and the pause between them.
@@ -91,6 +128,13 @@ class Settings(BaseSettings):
 
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    # SIP over TLS (the production profile of docker-compose.yml, asterisk/etc/production/hilo-tls.conf): the
+    # port of Asterisk's TLS transport; phones are then rendered on it with SRTP required (`hilo phones
+    # render`). 0: no TLS (the local stack: plain SIP on loopback).
+    sip_tls_port: int = Field(default=0, ge=0, le=65535)
+    # A file of HILO_PHONE_SECRET_<ENDPOINT>=... lines, the phones' passwords where no .run/env holds them
+    # (docker-compose.yml: `hilo phones new-secrets` fills it, in a volume of its own); the environment wins.
+    phone_secrets_file: Path | None = None
     asterisk_root: Path | None = None
     # The SIP guard (asterisk/sip_guard.py): a source whose SIP requests Asterisk refused sip_block_after times
     # within sip_block_window_s (unknown name, wrong password, ...) is refused by Asterisk for sip_block_s;
@@ -182,6 +226,26 @@ class Settings(BaseSettings):
     webchat_sockets_per_address: int = Field(default=20, ge=0)
     webchat_sockets_per_visitor: int = Field(default=5, ge=0)
     webchat_sockets_total: int = Field(default=5000, ge=0)
+
+    @model_validator(mode="after")
+    def _worker_of_the_workers(self) -> Settings:
+        if self.worker > self.workers:
+            raise ValueError(f"HILO_WORKER={self.worker} is not one of the HILO_WORKERS={self.workers} workers (1..N)")
+        return self
+
+    @property
+    def stasis_app(self) -> str:
+        """This process's Stasis app: the namespace alone, or `<namespace>-w<i>` for worker i of several."""
+        return worker_app(self.namespace, self.worker) if self.worker else self.namespace
+
+    @property
+    def node(self) -> str:
+        """What names this process's own files (its spool): the Stasis app, one per process."""
+        return self.stasis_app
+
+
+def worker_app(namespace: str, worker: int) -> str:
+    return f"{namespace}-w{worker}"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -35,13 +35,17 @@ async def ring_agent(
     ring_timeout_s: int,
 ) -> Offer | None:
     """Ring the agent's PJSIP endpoint. Returns the answered leg, or None if it was not answered in time
-    (busy, unreachable, no answer). If the caller hangs up meanwhile, the agent's phone stops ringing. An
-    endpoint that is not a plain PJSIP endpoint name (a row written before names were checked: a trunk URI such
-    as `carrier/sip:+44...@host` would dial out) is never dialled."""
+    (busy, unreachable, no answer). If the caller hangs up meanwhile, the agent's phone stops ringing; a caller
+    gone already is never rung for. An endpoint that is not a plain PJSIP endpoint name (a row written before
+    names were checked: a trunk URI such as `carrier/sip:+44...@host` would dial out) is never dialled. The
+    leg is named after the interaction (<app>-agent-<interaction>-<random>), so the reconciler
+    (ivr/reconcile.py) can tell an agent rung for a call that no longer exists."""
     if not PHONE_NAME.fullmatch(endpoint):
         log.error("agent %s: SIP endpoint %r is not a phone's name: not dialled", agent_id, endpoint[:80])
         return None
-    channel_id = f"{ari.app}-agent-{uuid.uuid4()}"
+    if caller.gone.is_set():
+        return None
+    channel_id = f"{ari.app}-agent-{interaction_id}-{uuid.uuid4().hex[:12]}"
     leg = stasis.watch(channel_id)
     try:
         await ari.originate(

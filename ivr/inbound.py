@@ -3,12 +3,14 @@ agent, bridge, and record every step on the customer's timeline.
 
 `InboundCalls` owns the calls this node is handling. After the ARI socket reconnects (Asterisk restarted,
 network blip) it resyncs: calls whose channel vanished are ended as `dropped`, and channels left in the
-Stasis app that no task of ours handles (e.g. after Hilo itself restarted) are hung up and their
-interaction closed, so nothing stays open forever."""
+Stasis app that no task of ours handles (e.g. after Hilo itself restarted) are hung up. Whatever a call
+that is gone left behind (its interaction open, its place in routing, an agent ringing for it) is ended by
+the reconciler (ivr/reconcile.py), so nothing stays open forever."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -20,7 +22,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from asterisk.ari import AriClient, AriError
 from asterisk.events import ChannelDestroyed, Event, StasisStart
@@ -33,9 +35,12 @@ from flows.runtime import LiveFlows
 from flows.schema import Flow
 from flows.schema import Queue as QueueNode
 from flows.templates import render
+from hilo.degraded import DOWN, STORE_DOWN, Degradations, part_of
 from ivr.agent_leg import bridge_and_wait, ring_agent
+from ivr.call_owners import CallOwners
 from ivr.callbacks import CUSTOMER_LEG_ARG, CallbackDialer
 from ivr.live_calls import LiveCall, LiveCalls
+from ivr.reconcile import ReconcileMetrics, Reconciler
 from ivr.supervision import SUPERVISOR_LEG_ARGS, Supervisions
 from ivr.transfers import Moved, Transfers
 from ivr.voice import CallerGone, VoiceSession
@@ -52,7 +57,14 @@ from speech.tts import PromptCache, voice_for
 
 log = logging.getLogger(__name__)
 
-IDENTIFY_DEADLINE_S = 1.0  # identification must never hold up a call
+# Identification never holds up a call: it waits this long (HILO_IDENTIFY_BUDGET_S), then the call goes on as
+# not yet identified and the caller is identified when the store answers (ivr/inbound.py `_identify_late`).
+IDENTIFY_BUDGET_S = 0.5
+IDENTIFY_LATE_MAX_S = 600.0  # how long a late identification keeps trying a store that is down
+IDENTIFY_RETRY_S = (0.5, 10.0)  # its first and longest pause between tries
+LATE_POP_WAIT_S = 30.0  # the updated pop waits this long for the spool to write the link
+FLOW_STORE_BUDGET_S = 2.0  # a flow's lookup or verification against the store; then as for an unknown caller
+ROUTING_RETRY_S = (0.5, 5.0)  # first and longest pause between tries to queue a call while routing does not answer
 # Said before Hilo itself ends a call it could not serve, so the caller is not met by silence.
 TECHNICAL_PROBLEM_PROMPT = (
     "Sorry, we cannot take your call right now because of a technical problem. Please call again later."
@@ -80,11 +92,16 @@ NewCallerHook = Callable[[Interaction, uuid.UUID, str], Awaitable[str | None]]
 NEW_CALLER_HOOK_DEADLINE_S = 2.0  # a cap over the hook's own time box, should it ever overrun
 
 
+class RoutingUnavailable(RoutingError):
+    """Routing did not answer for as long as the caller could wait in the queue."""
+
+
 @dataclass
 class CallMetrics:
     started: Counter
     ended: Counter
     active: Gauge
+    reconcile: ReconcileMetrics | None = None  # what the reconciler found and ended
 
 
 class InboundCalls:
@@ -106,6 +123,10 @@ class InboundCalls:
         on_offer: OfferHook = _no_offer_hook,
         on_new_caller: NewCallerHook | None = None,
         recorder: CallRecorder | None = None,
+        identify_budget_s: float = IDENTIFY_BUDGET_S,
+        degradations: Degradations | None = None,
+        reconcile_interval_s: float = 5.0,
+        reconcile_grace_s: float = 10.0,
     ) -> None:
         self.ari = ari
         self.speech: SpeechService | None = None  # set by server.app: menus with `speech` listen through it
@@ -124,11 +145,20 @@ class InboundCalls:
         self.on_offer = on_offer
         self.on_new_caller = on_new_caller  # settable: None asks no outside CRM
         self.recorder = recorder  # settable: None records nothing (recordings/calls.py)
+        self.identify_budget_s = identify_budget_s
+        self.degradations = degradations or Degradations(CollectorRegistry())
+        # The agent each live call's pop was last published to, and a lock so an updated pop (after a late
+        # identification) is never overtaken by an older one still being published.
+        self._pops: dict[uuid.UUID, tuple[str | None, asyncio.Lock]] = {}
+        # Identifications in flight hold at most half the call path's connections: a stalled identification
+        # query (a locked table) can then never take the ones routing and the timeline need.
+        self._identify_slots = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
         # Where Hilo may dial on its own (routing.yaml `outbound:`): callbacks and flows' transfers to numbers.
         self.outbound = OutboundGuard(OutboundPolicy(routing.outbound, default_region), engine.redis, engine.namespace)
         self.stasis = StasisRouter(self._on_new_call)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.live = LiveCalls(ari, timeline)  # calls with an agent now: hold, and the supervisors' way in
+        self.owners: CallOwners | None = None  # the other workers' calls, when there are workers (server.app)
         self.supervisions = Supervisions(ari, self.stasis, self.live, ring_timeout_s=ring_timeout_s)
         # Booked callbacks are dialled by this node too (configured from settings by server.app).
         self.callbacks = CallbackDialer(
@@ -154,7 +184,22 @@ class InboundCalls:
             ring_timeout_s=ring_timeout_s,
             wrapup_s=wrapup_s,
         )
-        engine.calls_gone = self.calls_gone  # the routing rebuild asks Asterisk through us
+        # What is left of calls that are gone is ended by the reconciler: every few seconds, at every ARI
+        # (re)connection, and for the routing rebuild (which asks which interactions vanished meanwhile).
+        self.reconciler = Reconciler(
+            pool=pool,
+            engine=engine,
+            timeline=timeline,
+            channels=lambda: ari.request("GET", "/channels"),
+            hang_up=ari.hangup,
+            app=ari.app,
+            handled=lambda: self.tasks.keys(),
+            writes_pending=lambda: timeline.spool is not None and len(timeline.spool) > 0,
+            metrics=metrics.reconcile,
+            interval_s=reconcile_interval_s,
+            grace_s=reconcile_grace_s,
+        )
+        engine.calls_gone = self.reconciler.gone
         self._transfer_returns: dict[str, asyncio.Future[str]] = {}  # channel -> "returned" | "ended"
         self._transfer_status: dict[str, str] = {}  # channel -> Dial's status of the failed transfer
         ari.handlers.append(self._on_transfer_event)  # before the router: a returning call is not a new one
@@ -180,6 +225,7 @@ class InboundCalls:
         await self.ari.hangup(channel_id)
 
     async def close(self) -> None:
+        await self.reconciler.close()
         await self.callbacks.close()
         await self.supervisions.close()
         for task in list(self.tasks.values()):
@@ -187,20 +233,92 @@ class InboundCalls:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
     # -- the call ---------------------------------------------------------------------------------
-    async def _identify(self, raw_number: str) -> tuple[customers.Identification, str | None]:
+    async def _begin(
+        self, channel_id: str, raw_number: str, dialed: str
+    ) -> tuple[Interaction, customers.Identification | None, str | None]:
+        """Open the call's interaction at once (its id is Hilo's, so nothing waits on the store for one) and
+        identify the caller within the budget. The caller's identification, or None when the store did not
+        answer in time: the call goes on as not yet identified (its interaction belongs to a stand-in
+        customer) and the caller is identified in the background when the store answers."""
         try:
-            phone = identity.normalize("phone", raw_number, self.default_region)
+            phone: str | None = identity.normalize("phone", raw_number, self.default_region)
         except identity.InvalidIdentity:
-            return await customers.create_anonymous(self.pool), None
-        return await identity.identify_or_create(self.pool, "phone", phone), phone
+            phone = None
+        who: customers.Identification | None = None
+        identifying: asyncio.Task[customers.Identification] | None = None
+        if phone is not None:
+            identifying = asyncio.create_task(self._identify(phone))
+            await asyncio.wait({identifying}, timeout=self.identify_budget_s)
+            if identifying.done() and identifying.exception() is None:
+                who = identifying.result()
+        stand_in = who is None  # anonymous, or not identified yet: a customer of its own, made with the interaction
+        # The opening events go with the interaction, in one transaction: the greeting waits on one commit.
+        started = {"dialed": dialed, "channel_ref": channel_id}
+        opening: list[tuple[str, dict[str, Any]]] = [("interaction.started", started)]
+        if identifying is None:
+            opening.append(("customer.identified", {"by": "anonymous", "new": True}))
+        elif who is not None:
+            opening.append(("customer.identified", {"by": "caller_number", "new": who.created}))
+        interaction = await self.timeline.start_interaction(
+            uuid.uuid4() if who is None else who.customer_id,
+            "voice",
+            "inbound",
+            interaction_id=uuid.uuid4(),
+            new_customer=stand_in,
+            events=opening,
+            dialed=dialed,
+            channel_ref=channel_id,
+            context={"caller_number": phone, "dialed": dialed},
+        )
+        if identifying is None:
+            who = customers.Identification(interaction.customer_id, None, created=True)
+        elif who is None:
+            assert phone is not None
+            await self._degraded(interaction, "store", "identify")
+            self._spawn(f"identify-{interaction.id}", self._identify_late(interaction, identifying, phone))
+        return interaction, who, phone
+
+    async def _identify(self, phone: str) -> customers.Identification:
+        async with self._identify_slots:
+            return await identity.identify_or_create(self.pool, "phone", phone)
+
+    async def _identify_late(
+        self, interaction: Interaction, identifying: asyncio.Task[customers.Identification], phone: str
+    ) -> None:
+        """The caller identified after the call began: the interaction is linked to the customer (a
+        `customer.identified` event with `late: true`) and the agent's pop, if any, is published again."""
+        loop = asyncio.get_running_loop()
+        give_up, pause = loop.time() + IDENTIFY_LATE_MAX_S, IDENTIFY_RETRY_S[0]
+        while True:
+            try:
+                who = await identifying
+                break
+            except STORE_DOWN as exc:
+                if loop.time() > give_up:
+                    log.error("interaction %s: the caller could not be identified: %s", interaction.id, exc)
+                    return
+            except Exception:
+                log.exception("interaction %s: identifying the caller failed", interaction.id)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, IDENTIFY_RETRY_S[1])
+            identifying = asyncio.create_task(self._identify(phone))
+        event = await self.timeline.identified_late(
+            interaction, who.customer_id, {"by": "caller_number", "new": who.created, "late": True}
+        )
+        if event["id"] is None and not await self.timeline.written(LATE_POP_WAIT_S):
+            return  # still in the spool: the next pop will show the customer
+        await self._refresh_pop(interaction)
+        if who.created and self.on_new_caller is not None:
+            await self._enrich_new_caller(interaction, who, phone)  # the outside CRM, for the record
 
     async def _enrich_new_caller(
-        self, interaction: Interaction, who: customers.Identification, phone: str | None
-    ) -> customers.Identification:
+        self, interaction: Interaction, who: customers.Identification | None, phone: str | None
+    ) -> customers.Identification | None:
         """A caller new to Hilo may be known to the company's CRM. The hook waits at most its time box (a
         slower CRM enriches the customer later, in the background) and can never fail the call. A name that
         came in time makes the caller known to the flow, which greets them by it."""
-        if self.on_new_caller is None or not who.created or phone is None:
+        if self.on_new_caller is None or who is None or not who.created or phone is None:
             return who
         try:
             name = await asyncio.wait_for(
@@ -211,6 +329,12 @@ class InboundCalls:
             return who
         return who if name is None else replace(who, display_name=name, created=False)
 
+    async def _degraded(self, interaction: Interaction, part: str, what: str) -> None:
+        """A moment the call went on without a dependency: counted, and on the call's timeline (the caller
+        hears nothing of it)."""
+        self.degradations.note(part, what, f"interaction {interaction.id}")
+        await self.timeline.record(interaction, "call.degraded", {"part": part, "what": what})
+
     async def _run_call(self, start: StasisStart) -> None:
         channel = self.stasis.watch(start.channel.id)
         dialed = start.args[0] if start.args else start.channel.dialplan.exten
@@ -220,25 +344,8 @@ class InboundCalls:
         outcome, hangup_by = "failed", "system"
         try:
             await self.ari.answer(channel.id)
-            identification, phone = await asyncio.wait_for(
-                self._identify(start.channel.caller.number), IDENTIFY_DEADLINE_S
-            )
-            interaction = await self.timeline.start_interaction(
-                identification.customer_id,
-                "voice",
-                "inbound",
-                dialed=dialed,
-                channel_ref=channel.id,
-                context={"caller_number": phone, "dialed": dialed},
-            )
-            await self.timeline.record(
-                interaction, "interaction.started", {"dialed": dialed, "channel_ref": channel.id}
-            )
-            await self.timeline.record(
-                interaction,
-                "customer.identified",
-                {"by": "caller_number" if phone else "anonymous", "new": identification.created},
-            )
+            interaction, identification, phone = await self._begin(channel.id, start.channel.caller.number, dialed)
+            self._pops[interaction.id] = (None, asyncio.Lock())
             identification = await self._enrich_new_caller(interaction, identification, phone)
             outcome, hangup_by = await self._journey(channel, interaction, identification)
         except CallerGone as gone:
@@ -249,10 +356,12 @@ class InboundCalls:
         except Exception:
             log.exception("call %s failed", channel.id)
         finally:
+            if interaction is not None:
+                self._pops.pop(interaction.id, None)
             await self._finish(channel, interaction, outcome, hangup_by)
 
     async def _journey(
-        self, channel: ChannelState, interaction: Interaction, who: customers.Identification
+        self, channel: ChannelState, interaction: Interaction, who: customers.Identification | None
     ) -> tuple[str, str]:
         dialed = interaction.context.get("dialed", "")
         live = self.live_flows()
@@ -277,17 +386,25 @@ class InboundCalls:
         async def record(type_: str, data: dict[str, Any]) -> None:
             await self.timeline.record(interaction, type_, data)
 
-        # A customer made just now is not "known" yet: the flow greets them as new.
-        customer = None if who.created else {"id": str(who.customer_id), "name": who.display_name}
+        # A customer made just now is not "known" yet: the flow greets them as new; so is a caller the store
+        # has not identified yet (`who` None), and the flow's lookups then behave as for an unknown caller.
+        customer = None if who is None or who.created else {"id": str(who.customer_id), "name": who.display_name}
         context = FlowContext(
             caller_number=interaction.context.get("caller_number"),
             channel="voice",
             customer=customer,
             flows=live.flows,
             services=FlowServices(
-                lookup_customer=partial(flow_services.lookup_customer, self.pool, default_region=self.default_region),
+                lookup_customer=self._within_budget(
+                    interaction,
+                    "lookup",
+                    partial(flow_services.lookup_customer, self.pool, default_region=self.default_region),
+                    None,
+                ),
                 calendars=live.calendars,
-                verify_customer=partial(flow_services.verify_customer, self.pool),
+                verify_customer=self._within_budget(
+                    interaction, "verify", partial(flow_services.verify_customer, self.pool), False
+                ),
             ),
             record=record,
             # `record` and `consent` nodes (recordings/flow.py); none when nothing is recorded here
@@ -479,6 +596,7 @@ class InboundCalls:
         if on_failure is not None:
             back = self._transfer_returns[channel.id] = asyncio.get_running_loop().create_future()
             await self.ari.set_variable(channel.id, "HILO_TRANSFER_RETURN", TRANSFER_RETURN_ARG)
+            await self.ari.set_variable(channel.id, "HILO_OWNER", self.ari.app)  # back to this worker's app
             await self.ari.subscribe(f"channel:{channel.id}")  # its ChannelDestroyed after it left the app
         try:
             await self.ari.set_variable(channel.id, "HILO_INTERACTION", str(interaction.id))
@@ -530,8 +648,14 @@ class InboundCalls:
         deadline = loop.time() + wait_s
         iid = str(interaction.id)
         try:
-            offer: Assignment | None = await self.engine.enqueue(iid, queue, priority=priority)
-        except RoutingError as exc:  # e.g. the queue is closed, or was deleted since the flow was applied
+            offer: Assignment | None = await self._enqueue(session, interaction, queue, priority, deadline)
+        except BaseException as exc:
+            # Whatever an attempt left in routing goes with it (one whose record failed after Redis had queued
+            # it; then the caller left, or routing did not answer again in time): nobody waits there for nobody.
+            await self._leave_queue(iid, "abandoned" if channel.gone.is_set() else "failed")
+            if not isinstance(exc, RoutingError):
+                raise
+            # e.g. the queue is closed, or was deleted since the flow was applied
             log.warning("call %s cannot be queued to %s: %s", channel.id, queue, exc)
             await self.timeline.record(interaction, "routing.refused", {"queue": queue, "reason": str(exc)})
             return "failed", "system"
@@ -542,6 +666,7 @@ class InboundCalls:
             iid,
             announce=config.announce if config else None,
             callback=callback,
+            on_degraded=partial(self._degraded, interaction),
         )
         talking = keep_place = False
         try:
@@ -565,6 +690,13 @@ class InboundCalls:
                 agent_id = offer.agent_id
                 await self.timeline.record(interaction, "routing.offered", {"agent": agent_id, "queue": offer.via})
                 await self._before_ringing(interaction, agent_id)
+                # Right before the phone rings: the caller still there (else the finally frees the agent), the
+                # offer still standing (not withdrawn, expired or moved meanwhile: back to waiting for routing).
+                session.check_alive()
+                if not await self.engine.holds_offer(iid, agent_id):
+                    log.warning("interaction %s: the offer to %s was withdrawn before ringing", iid, agent_id)
+                    offer = None
+                    continue
                 answered = await ring_agent(
                     self.ari,
                     self.stasis,
@@ -584,6 +716,9 @@ class InboundCalls:
                     offer = await self.engine.not_answered(iid, agent_id)
                     continue
                 leg = answered.channel
+                if channel.gone.is_set():  # the caller left as the agent answered: no talk, no wrap-up
+                    await self._hang_up_leg(leg)
+                    continue
                 while True:
                     talked = await self._talk(channel, interaction, agent_id, leg, wait.on_hold)
                     if not isinstance(talked, Moved):
@@ -611,17 +746,79 @@ class InboundCalls:
         await session.say(config.no_agent_prompt if config else TECHNICAL_PROBLEM_PROMPT, interruptible=False)
         return "no-agent", "system"
 
+    async def _enqueue(
+        self, session: VoiceSession, interaction: Interaction, queue: str, priority: int, deadline: float
+    ) -> Assignment | None:
+        """Queue the call with routing. While routing (Redis, or its record in PostgreSQL) does not answer, the
+        caller hears the queue's music and routing is asked again, until the wait's `deadline`: then
+        RoutingUnavailable (the call is not dropped for a routing that is slow or away a while)."""
+        loop = asyncio.get_running_loop()
+        pause, held = ROUTING_RETRY_S[0], False
+        try:
+            while True:
+                try:
+                    return await self.engine.enqueue(str(interaction.id), queue, priority=priority)
+                except DOWN as exc:
+                    if not held:
+                        await self._degraded(interaction, part_of(exc), "enqueue")
+                        await self.ari.start_moh(session.channel.id)
+                        held = True
+                    if loop.time() + pause > deadline:
+                        raise RoutingUnavailable(f"routing did not answer until the end of the wait ({exc!r})") from exc
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.channel.gone.wait(), pause)
+                session.check_alive()
+                pause = min(pause * 2, ROUTING_RETRY_S[1])
+        finally:
+            if held and not session.channel.gone.is_set():
+                await self.ari.stop_moh(session.channel.id)  # the wait's own music takes over
+
     async def _leave_queue(self, interaction_id: str, reason: str) -> None:
         try:
             await self.engine.remove(interaction_id, reason)
-        except Exception:  # never hide why the call is ending; a leftover offer expires on its own
+        except Exception:  # never hide why the call is ending; the reconciler ends what is left of it
             log.exception("could not take interaction %s out of routing", interaction_id)
 
+    async def _hang_up_leg(self, leg: ChannelState) -> None:
+        with contextlib.suppress(Exception):  # gone already, or Asterisk unreachable: it times out on its own
+            await self.ari.hangup(leg.id)
+        self.stasis.forget(leg.id)
+
     async def _before_ringing(self, interaction: Interaction, agent_id: str) -> None:
+        _, lock = self._pops.get(interaction.id) or (None, asyncio.Lock())
+        self._pops[interaction.id] = (agent_id, lock)
         try:
-            await asyncio.wait_for(self.on_offer(interaction, agent_id), OFFER_HOOK_DEADLINE_S)
+            async with lock:
+                await asyncio.wait_for(self.on_offer(interaction, agent_id), OFFER_HOOK_DEADLINE_S)
         except Exception:  # the pop failing must never cost the caller the agent
             log.exception("offer hook failed for interaction %s", interaction.id)
+
+    async def _refresh_pop(self, interaction: Interaction) -> None:
+        """Publish the pop again to the agent the live call was last offered to (e.g. the caller is known
+        now); after any pop still being published for it."""
+        agent_id, lock = self._pops.get(interaction.id) or (None, None)
+        if agent_id is None or lock is None:
+            return  # not offered yet (its pop will show the customer), or over
+        try:
+            async with lock:
+                await asyncio.wait_for(self.on_offer(interaction, agent_id), LATE_POP_WAIT_S)
+        except Exception:
+            log.exception("could not update the pop of interaction %s", interaction.id)
+
+    def _within_budget(
+        self, interaction: Interaction, what: str, ask: Callable[..., Awaitable[Any]], otherwise: Any
+    ) -> Callable[..., Awaitable[Any]]:
+        """A flow's question to the customer store, answered within FLOW_STORE_BUDGET_S; past that (or with
+        the store down) the answer is `otherwise` (nobody found, not verified), as for an unknown caller."""
+
+        async def asked(*args: Any) -> Any:
+            try:
+                return await asyncio.wait_for(ask(*args), FLOW_STORE_BUDGET_S)
+            except STORE_DOWN:
+                await self._degraded(interaction, "store", what)
+                return otherwise
+
+        return asked
 
     async def _talk(
         self,
@@ -631,12 +828,6 @@ class InboundCalls:
         agent_leg: ChannelState,
         on_hold: bool,
     ) -> tuple[str, str] | Moved:
-        if not await self.engine.answered(str(interaction.id), agent_id):
-            log.warning("interaction %s: the offer to %s was withdrawn before the answer", interaction.id, agent_id)
-        interaction.context.update({"agent_channel_ref": agent_leg.id})
-        if on_hold:
-            await self.ari.stop_moh(channel.id)
-
         talked = False
         bridge_id = f"{self.ari.app}-bridge-{interaction.id}"
         if handed := len(interaction.context.get("transfers") or []):
@@ -657,15 +848,25 @@ class InboundCalls:
             if recording is not None and self.recorder is not None:
                 await self.recorder.stop(recording)
 
-        try:
+        try:  # from the answer on, whatever fails, the agent's leg is hung up and routing lets the agent go
+            try:
+                took = await self.engine.answered(str(interaction.id), agent_id)
+            except DOWN as exc:  # the agent has picked up: they talk, and routing hears of it when it answers again
+                await self._degraded(interaction, part_of(exc), "answered")
+                took = True
+            if not took:
+                log.warning("interaction %s: the offer to %s was withdrawn before the answer", interaction.id, agent_id)
+            interaction.context.update({"agent_channel_ref": agent_leg.id})
+            if on_hold:
+                await self.ari.stop_moh(channel.id)
             hangup_by = await bridge_and_wait(self.ari, channel, agent_leg, bridge_id, connected, stop_recording)
         finally:
             await self.live.ended(str(interaction.id))  # no more hold or supervision (a held caller's music stops)
             moved = await self.transfers.handoff(str(interaction.id))  # transferred: the caller goes on
-            await self.ari.hangup(agent_leg.id)
-            self.stasis.forget(agent_leg.id)
+            await self._hang_up_leg(agent_leg)
             if moved is None:  # a transfer has released the agent already
-                self._spawn_release(str(interaction.id))
+                # no wrap-up after a call that never connected (the caller left as the agent answered)
+                self._spawn_release(str(interaction.id), self.wrapup_s if talked else 0)
             if recording is not None and self.recorder is not None:
                 # The bridge is gone, so Asterisk is closing the file: it is encrypted and stored beside the call's end.
                 self._spawn(f"recording-{recording.id}", self.recorder.finish_call(recording))
@@ -675,13 +876,15 @@ class InboundCalls:
             if not channel.gone.is_set():
                 return moved
             await self._leave_queue(str(interaction.id), "abandoned")  # transferred, then the caller left
+            if moved.leg is not None:  # an attended transfer's new agent, on the line for nobody now
+                await self._hang_up_leg(moved.leg)
         if hangup_by == "system":
             return "dropped", hangup_by
         return ("completed" if talked else "abandoned"), hangup_by
 
-    def _spawn_release(self, interaction_id: str) -> None:
+    def _spawn_release(self, interaction_id: str, wrapup_s: float) -> None:
         # The agent gets the wrap-up period routing then ends on its own (its tick), then the next call.
-        self._spawn(f"release-{interaction_id}", self.engine.release(interaction_id, self.wrapup_s))
+        self._spawn(f"release-{interaction_id}", self.engine.release(interaction_id, wrapup_s))
 
     async def _finish(
         self, channel: ChannelState, interaction: Interaction | None, outcome: str, hangup_by: str
@@ -693,12 +896,15 @@ class InboundCalls:
         try:
             if not channel.gone.is_set() and outcome not in HANDED_OFF_OUTCOMES:
                 await self.ari.hangup(channel.id)
-        except AriError:
-            log.warning("could not hang up %s", channel.id)
+        except Exception as exc:  # whatever it was, the interaction below is still closed
+            log.warning("could not hang up %s: %s", channel.id, exc)
         finally:
             self.stasis.forget(channel.id)
         if interaction is not None:
-            await self.timeline.end_interaction(interaction, outcome, hangup_by)
+            try:
+                await self.timeline.end_interaction(interaction, outcome, hangup_by)
+            except Exception:  # the store failing now: the reconciler closes it once the grace is over
+                log.exception("could not close interaction %s (%s)", interaction.id, outcome)
 
     async def _apologise(self, channel: ChannelState) -> None:
         session = VoiceSession(self.ari, self.stasis, channel, self.prompts, voice=voice_for("en", None), language="en")
@@ -708,20 +914,11 @@ class InboundCalls:
             log.warning("could not play the apology on %s", channel.id)
 
     # -- resync after a reconnect -----------------------------------------------------------------
-    async def calls_gone(self, interaction_ids: list[str]) -> set[str]:
-        """Of these interactions routing holds, the calls whose channel Asterisk no longer has (ARI's list
-        of channels). A booked callback (being dialled or talking on its own legs) has no call of its own on
-        purpose and is kept; so is anything not a call."""
-        channels = {c["id"] for c in await self.ari.request("GET", "/channels")}
-        rows = await self.pool.fetch(
-            "SELECT i.id, i.channel_ref FROM interactions i WHERE i.id = ANY($1::uuid[]) AND i.channel = 'voice'"
-            " AND NOT EXISTS (SELECT 1 FROM callbacks c WHERE c.interaction_id = i.id"
-            " AND c.state IN ('pending', 'dialing', 'done'))",
-            [uuid.UUID(i) for i in interaction_ids],
-        )
-        return {str(r["id"]) for r in rows if r["channel_ref"] not in channels}
-
     async def resync(self) -> None:
+        """Asterisk does not replay the events missed while the socket was down: calls whose channel left
+        the app are marked gone (their tasks end them), channels in the app that no task handles are hung up,
+        and the reconciler runs at once (interactions and routing left behind by calls that are gone)."""
+        self.reconciler.start()
         try:
             app = await self.ari.application()
         except AriError as exc:
@@ -734,21 +931,7 @@ class InboundCalls:
         for channel_id in in_app - set(self.stasis.channels):
             log.warning("resync: channel %s is in the app but no call handles it: ending it", channel_id)
             await self.ari.hangup(channel_id)
-        await self._close_orphaned_interactions()
-
-    async def _close_orphaned_interactions(self) -> None:
-        rows = await self.pool.fetch(
-            "SELECT id, customer_id, channel, context, channel_ref FROM interactions"
-            " WHERE ended_at IS NULL AND channel = 'voice' AND channel_ref IS NOT NULL"
-        )
-        for row in rows:
-            if row["channel_ref"] in self.stasis.channels:
-                continue
-            if await self.ari.get_channel(row["channel_ref"]) is not None:
-                continue
-            orphan = Interaction(row["id"], row["customer_id"], row["channel"], dict(row["context"]))
-            if await self.timeline.end_interaction(orphan, "dropped", "system"):
-                log.warning("resync: closed interaction %s whose call no longer exists", row["id"])
+        self.reconciler.wake()
 
 
 CALLS = web.AppKey("calls", InboundCalls)

@@ -227,18 +227,23 @@ class Transfers:
             return
         if consult.watcher is not None and consult.watcher is not asyncio.current_task():
             consult.watcher.cancel()
-        try:
-            await self.engine.set_state(consult.to_agent, "available")  # the reservation ends with the offer
-            await self.engine.transfer(iid, call.agent_id, to_agent=consult.to_agent, wrapup_s=self.wrapup_s)
-            await self.engine.answered(iid, consult.to_agent)
-        except RoutingError as exc:  # e.g. routing gave the target other work meanwhile: they talk anyway
-            log.warning("transfer of %s to %s: routing could not follow (%s)", iid, consult.to_agent, exc)
-        await self._note(
-            call, "attended", to_queue=None, to_agent=consult.to_agent, note=consult.note, by=by or consult.by
-        )
-        self.moved[iid] = Moved(
-            str(call.interaction.context.get("queue") or ""), None, agent_id=consult.to_agent, leg=consult.leg
-        )
+        # Under the call's lock: the call's task, if the caller hangs up meanwhile, waits for the hand-over to
+        # be whole (LiveCalls.ended) and then finds it, so it frees the new agent and hangs up their leg.
+        async with call.lock:
+            try:
+                try:
+                    await self.engine.set_state(consult.to_agent, "available")  # the reservation ends with the offer
+                    await self.engine.transfer(iid, call.agent_id, to_agent=consult.to_agent, wrapup_s=self.wrapup_s)
+                    await self.engine.answered(iid, consult.to_agent)
+                except RoutingError as exc:  # e.g. routing gave the target other work meanwhile: they talk anyway
+                    log.warning("transfer of %s to %s: routing could not follow (%s)", iid, consult.to_agent, exc)
+                await self._note(
+                    call, "attended", to_queue=None, to_agent=consult.to_agent, note=consult.note, by=by or consult.by
+                )
+            finally:  # whatever failed, the call's task takes it from here (the new agent is on the line)
+                self.moved[iid] = Moved(
+                    str(call.interaction.context.get("queue") or ""), None, agent_id=consult.to_agent, leg=consult.leg
+                )
 
     async def _end_consult(self, consult: Consult, why: str, by: str | None = None) -> None:
         """`by`: who ended it, when a person did (a cancel)."""

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from asterisk.ari import AriClient
 from dialplans.models import QueueAnnounce
+from hilo.degraded import DOWN, part_of
 from ivr.voice import VoiceSession
 from routing.engine import RoutingEngine
 from routing.estimate import WaitEstimate, spoken_minutes
@@ -84,6 +86,7 @@ class QueueWait:
         *,
         announce: QueueAnnounce | None,
         callback: CallbackKey | None,
+        on_degraded: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.ari = ari
         self.session = session
@@ -94,6 +97,8 @@ class QueueWait:
         self.callback = callback
         self.on_hold = False
         self.announcements = 0
+        # (part, what): routing did not answer for a while; the caller keeps waiting with the music
+        self.on_degraded = on_degraded
 
     async def until_offer(self, deadline: float) -> WaitEnd:
         """Wait (loop time `deadline` at the latest) for an offer, the callback key or the end of the wait.
@@ -147,8 +152,19 @@ class QueueWait:
         self.on_hold = False
 
     async def _watch(self) -> Assignment:
+        """Routing's offer. While routing (Redis, or its record in PostgreSQL) does not answer, the caller keeps
+        the music and routing is asked again: once per outage it is a degraded moment."""
+        down = False
         while True:
-            offer = await self.engine.wait_for_offer(self.interaction_id, POLL_S)
+            try:
+                offer = await self.engine.wait_for_offer(self.interaction_id, POLL_S)
+            except DOWN as exc:
+                if not down and self.on_degraded is not None:
+                    await self.on_degraded(part_of(exc), "wait")
+                down = True
+                await asyncio.sleep(POLL_S / 2)
+                continue
+            down = False
             if offer is not None:
                 return offer
 
@@ -169,7 +185,11 @@ class QueueWait:
 
     async def _announcement(self) -> list[str]:
         assert self.announce is not None
-        estimate = await self.engine.wait_estimate(self.interaction_id)
+        try:
+            estimate = await self.engine.wait_estimate(self.interaction_id)
+        except DOWN as exc:  # routing does not answer: no announcement this time, the music goes on
+            log.warning("call %s: no announcement, routing did not answer (%s)", self.channel.id, type(exc).__name__)
+            return []
         if estimate is None:  # offered a moment ago: nothing to announce
             return []
         texts = announcement_parts(estimate, self.announce)

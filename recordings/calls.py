@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -452,24 +453,7 @@ class CallRecorder:
             else:
                 os.replace(fetched, filled)
                 length = await asyncio.to_thread(duration_s, filled)
-            key = f"{rec.started_at:%Y/%m/%d}/{rec.id}.hrec"
-            stored = await self.store.put_file(key, filled, context=str(rec.id))
-            data: dict[str, object] = {"recording_id": str(rec.id), "kind": rec.kind}
-            async with self.pool.acquire() as conn, conn.transaction():  # the state and its event, or neither
-                rec = await catalog.update(
-                    conn,
-                    rec.id,
-                    state="stored",
-                    storage_key=stored.key,
-                    key_id=stored.key_id,
-                    sha256=stored.sha256,
-                    size_bytes=stored.size,
-                    duration_s=round(length, 3),
-                )
-                data |= {"duration_s": rec.duration_s, "paused_spans": len(rec.paused_spans)}
-                if rec.mixed_id is not None:
-                    data["leg"] = rec.leg
-                event = await catalog.timeline_event(conn, rec.id, "recording.stored", data)
+            rec, event = await self.keep(rec, filled, length)
         except Exception as exc:
             log.exception("recording %s could not be stored", rec.id)
             await self._fail(rec, _reason(exc), rec.ended_at)
@@ -485,6 +469,30 @@ class CallRecorder:
         except AriError as exc:
             log.error("recording %s is stored, but Asterisk kept its plaintext (next sweep retries): %s", rec.id, exc)
         return rec
+
+    async def keep(self, rec: Recording, audio: Path, length_s: float) -> tuple[Recording, dict[str, Any]]:
+        """`audio` (a plain file of this node's) encrypted into the store, then the recording `stored` with its
+        `recording.stored` event in one transaction: the state and its event, or neither. Returns both; the
+        caller publishes the event. (The stack tests make their stored recordings with it too.)"""
+        key = f"{rec.started_at:%Y/%m/%d}/{rec.id}.hrec"
+        stored = await self.store.put_file(key, audio, context=str(rec.id))
+        data: dict[str, object] = {"recording_id": str(rec.id), "kind": rec.kind}
+        async with self.pool.acquire() as conn, conn.transaction():
+            rec = await catalog.update(
+                conn,
+                rec.id,
+                state="stored",
+                storage_key=stored.key,
+                key_id=stored.key_id,
+                sha256=stored.sha256,
+                size_bytes=stored.size,
+                duration_s=round(length_s, 3),
+            )
+            data |= {"duration_s": rec.duration_s, "paused_spans": len(rec.paused_spans)}
+            if rec.mixed_id is not None:
+                data["leg"] = rec.leg
+            event = await catalog.timeline_event(conn, rec.id, "recording.stored", data)
+        return rec, event
 
     async def _fail(self, rec: Recording, reason: str, ended_at: datetime | None) -> None:
         try:

@@ -10,7 +10,6 @@ import sys
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from crm_bridge.timeline import Timeline
@@ -18,6 +17,7 @@ from hilo import audit
 from hilo.db import create_pool
 from hilo.notifier import Notifier
 from hilo.settings import Settings
+from hilo.stores import redis_client
 from recordings.retention import purge
 from recordings.storage import FilesystemBackend
 
@@ -40,7 +40,7 @@ async def run_recordings_command(args: argparse.Namespace, settings: Settings) -
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"cannot reach the database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    redis = redis_client(settings)  # bounded waits, as the server's
     bar: Any = None
 
     def progress(done: int, total: int) -> None:

@@ -50,11 +50,14 @@ def call_recorder(
 
 
 @contextlib.asynccontextmanager
-async def housekeeping(recorder: CallRecorder, settings: Settings) -> AsyncIterator[None]:
-    """The sweep of Asterisk's spool and the retention purge, now and every recording_purge_interval_s."""
+async def housekeeping(
+    recorder: CallRecorder, settings: Settings, pool: asyncpg.Pool | None = None
+) -> AsyncIterator[None]:
+    """The sweep of Asterisk's spool and the retention purge, now and every recording_purge_interval_s, on
+    `pool` (the server's background pool; by default the recorder's)."""
     task = asyncio.create_task(
         run_periodically(
-            recorder.pool,
+            pool or recorder.pool,
             recorder.store.backend,
             recorder.timeline,
             settings.recording_purge_interval_s,
@@ -72,16 +75,17 @@ async def housekeeping(recorder: CallRecorder, settings: Settings) -> AsyncItera
 
 @contextlib.asynccontextmanager
 async def transcription(
-    recorder: CallRecorder, engines: SpeechEngines, settings: Settings
+    recorder: CallRecorder, engines: SpeechEngines, settings: Settings, pool: asyncpg.Pool | None = None
 ) -> AsyncIterator[TranscriptWorker | None]:
     """The background worker that transcribes stored recordings (None when HILO_TRANSCRIPTS is off: the
-    jobs wait in the queue until a server with transcripts on takes them)."""
+    jobs wait in the queue until a server with transcripts on takes them), on `pool` (the server's
+    background pool; by default the recorder's)."""
     if not settings.transcripts:
         log.info("transcripts are off (HILO_TRANSCRIPTS=false): stored recordings wait untranscribed")
         yield None
         return
     worker = TranscriptWorker(
-        recorder.pool,
+        pool or recorder.pool,
         settings.database_url.get_secret_value(),
         recorder.store,
         engines,

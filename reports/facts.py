@@ -114,6 +114,13 @@ ORDER BY interaction_id, at, id
 """
 
 
+async def _lift_statement_bound(conn: Conn, timeout: float | None) -> None:
+    """A report's read is bounded by its own `timeout`, also on the server: the pool's statement timeout
+    (hilo/stores.py) would cut a long period's read first. For this transaction only."""
+    if timeout is not None:
+        await conn.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}")
+
+
 async def _survivors(conn: Conn, rows: list[asyncpg.Record], timeout: float | None = None) -> dict[str, str]:
     customers = list({r["customer_id"] for r in rows})
     if not customers:
@@ -159,6 +166,7 @@ async def load_contacts(
     if from_timeline:
         return await load_contacts_from_timeline(pool, start, end, timeout=timeout)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await _lift_statement_bound(conn, timeout)
         rows = await conn.fetch(_FACTS, start, end, timeout=timeout)
         survivors = await _survivors(conn, rows, timeout)
     return [_contact(r, survivors) for r in rows]
@@ -171,6 +179,7 @@ async def load_contacts_from_timeline(
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # A period's contacts are grouped and sorted in one go: enough memory that the sorts stay off disk.
         await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+        await _lift_statement_bound(conn, timeout)
         rows = await conn.fetch(_CONTACTS, start, end, CONTACT_EVENTS, timeout=timeout)
         survivors = await _survivors(conn, rows, timeout)
     return [_contact(r, survivors) for r in rows]
@@ -190,6 +199,7 @@ async def load_starts(
     resolution, channel switch), at a fraction of the cost of `load_contacts`. Contacts of other customers
     may be among them (from the timeline: all are)."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await _lift_statement_bound(conn, timeout)
         if from_timeline:
             rows = await conn.fetch(_STARTS_FROM_TIMELINE, start, end, timeout=timeout)
         else:

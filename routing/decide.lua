@@ -25,6 +25,8 @@
 --   P:escalations           zset interaction -> when its next escalation step is due
 --   P:wrapups               zset agent -> when the wrap-up ends
 --   P:offers                zset interaction -> when it was offered (offers nobody settles expire)
+--   P:interactions          set of every interaction held (waiting, offered or assigned): what the
+--                           reconciler (ivr/reconcile.py) reads in one call
 --   P:config                hash: offer_ttl_ms
 --
 -- A waiting interaction's score is enqueued_at - priority * aging_ms: comparing scores at any moment is
@@ -47,6 +49,7 @@ local K_ESC = P .. ':escalations'
 local K_WRAPUPS = P .. ':wrapups'
 local K_OFFERS = P .. ':offers'
 local K_CONFIG = P .. ':config'
+local K_HELD = P .. ':interactions'
 
 local function split(s, sep)
   local t = {}
@@ -392,7 +395,13 @@ local function new_interaction(i, q, ch, prio, own, at)
   local flat = {}
   for k, v in pairs(it) do flat[#flat + 1] = k; flat[#flat + 1] = v end
   redis.call('HSET', K_int(i), unpack(flat))
+  redis.call('SADD', K_HELD, i)
   return it
+end
+
+local function drop_interaction(i)
+  redis.call('DEL', K_int(i))
+  redis.call('SREM', K_HELD, i)
 end
 
 -- Housekeeping: what time alone brings about, done first in every call (and by `tick`) ------------------
@@ -418,7 +427,7 @@ local function housekeeping()
     redis.call('ZREM', K_OFFERS, i)
     if it ~= nil and it.state == 'offered' then
       local ag = unload(i, it, 0)
-      redis.call('DEL', K_int(i))
+      drop_interaction(i)
       table.insert(out.events, {kind = 'expired', interaction = i, agent = it.agent, state = 'offered', at = NOW})
       if ag ~= nil then serve_agent(it.agent, ag) end
     end
@@ -575,7 +584,7 @@ elseif cmd == 'release' or cmd == 'remove' then
     else
       ag = unload(i, it, it.state == 'assigned' and wrapup_ms or 0)
     end
-    redis.call('DEL', K_int(i))
+    drop_interaction(i)
     table.insert(out.events, {
       kind = cmd == 'release' and 'released' or 'removed', interaction = i, agent = it.agent,
       state = it.state, reason = cmd == 'remove' and ARGV[5] or nil, at = NOW,
@@ -603,7 +612,7 @@ elseif cmd == 'move' then
       local own_priority = tonumber(it.priority) - (old and tonumber(old.priority) or 0)
       wait_remove(i, it)
       redis.call('ZREM', K_ESC, i)
-      redis.call('DEL', K_int(i))
+      drop_interaction(i)
       local moved = new_interaction(i, target, it.channel, own_priority, it.own, tonumber(it.enqueued_at))
       wait_add(i, moved)
       table.insert(out.events, {

@@ -15,8 +15,15 @@ How a caller of this engine works (e.g. a voice call, ivr/inbound.py):
 Decisions made by one event may concern other interactions (an agent freed takes the best waiting one,
 wherever its call is handled): each is recorded and announced on Redis pub/sub, and `wait_for_offer` on
 the node that handles that interaction wakes up. A tick (every `tick_s`) brings what time alone changes:
-ended wrap-ups, due escalations, offers nobody settled. If the routing keys vanish from Redis (a Redis
-restart), the next tick rebuilds them from PostgreSQL."""
+ended wrap-ups, due escalations, offers nobody settled.
+
+The live state is trusted only if it was built during the present life of the Redis server (its run_id,
+new at every start, is kept in the state's marker). Redis runs with `appendonly yes`: a restarted Redis
+replays its file and brings back the keys of an earlier life, maybe a second or a week behind what happened
+since. So at start and at every tick (that is, within a tick of any reconnection) an engine that finds no
+marker, or the marker of another life, rebuilds the live state from PostgreSQL (one node does it, the
+others wait for it); a reconnection to the same server life (a network blip) keeps the state, which Redis
+never lost."""
 
 from __future__ import annotations
 
@@ -31,10 +38,12 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+import redis.exceptions
 from aiohttp import web
 
 from dialplans.models import CHANNELS, Agent, Queue, RoutingConfig
 from flows.hours import Calendars, UnknownCalendar
+from hilo.degraded import REDIS_DOWN
 from routing import estimate
 from routing.estimate import WaitEstimate
 from routing.model import (
@@ -52,6 +61,7 @@ from routing.store import RoutingStore
 log = logging.getLogger(__name__)
 
 _SKILL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+REBUILD_CLAIM_MS = 60_000  # how long the node rebuilding after a Redis restart holds the others off at most
 
 
 class NotQueued(RoutingError):
@@ -96,7 +106,9 @@ class RoutingEngine:
         self.tick_s = tick_s
         self.queues: dict[str, Queue] = {}
         self.notify_channel = f"{self.state.prefix}:notify"
-        self._marker = f"{self.state.prefix}:built"
+        self._marker = f"{self.state.prefix}:built"  # the Redis run_id the live state was built in
+        # held by the one node rebuilding after a restart (outside the prefix: the rebuild clears that)
+        self._rebuilding = f"{self.state.prefix}-rebuilding"
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -109,14 +121,17 @@ class RoutingEngine:
 
     async def start(self, seed: RoutingConfig | None = None) -> None:
         """Seed PostgreSQL with `seed` (routing.yaml: the queues and agents it defines are replaced), bring
-        the live state in line (rebuilt from PostgreSQL if Redis has none), and start listening and ticking."""
+        the live state in line (rebuilt from PostgreSQL unless Redis holds one built in its present life),
+        and start listening and ticking."""
         if seed is not None:
             await self.store.put_queues(seed.queues)
             await self.store.put_agents(seed.agents)
-        if await self.redis.exists(self._marker):
+        async with self._lock:
+            checked = await self._check_live()
+        if checked == "trusted":
             await self.load_config()
-        else:
-            await self.rebuild_from_postgres()
+        elif checked == "elsewhere":  # another node is rebuilding it; this one's tick goes on once it is done
+            self.queues = {q.id: q for q in await self.store.queues()}
         self._pubsub = self.redis.pubsub()
         await self._pubsub.subscribe(self.notify_channel)
         self._tasks = [
@@ -149,7 +164,6 @@ class RoutingEngine:
             for agent_id in await self.state.agent_ids():
                 if agent_id not in known:
                     await self.state.drop_agent(agent_id)
-            await self.redis.set(self._marker, "1")
 
     async def rebuild_from_postgres(self) -> dict[str, int]:
         """Make the live state again from the durable record, after Redis lost it: queues and agents from
@@ -161,6 +175,7 @@ class RoutingEngine:
 
     async def _rebuild(self) -> dict[str, int]:
         """Under self._lock."""
+        life = await self._server_life()
         await self.state.clear()
         await self.state.configure(offer_ttl_s=self.offer_ttl_s)
         queues = await self.store.queues()
@@ -211,9 +226,46 @@ class RoutingEngine:
             reason = last_seen.reason if last_seen and presence == "away" else None
             # each agent now takes the best interaction waiting for it
             await self._record(await self.state.set_presence(agent.id, presence, reason=reason))
-        await self.redis.set(self._marker, "1")
+        await self.redis.set(self._marker, life)
         log.info("routing state rebuilt from PostgreSQL: %s", counts)
         return counts
+
+    async def _server_life(self) -> str:
+        """The Redis server's run_id: a new one at every start of the server. Empty where INFO is refused."""
+        try:
+            return str((await self.redis.info("server")).get("run_id", ""))
+        except redis.exceptions.ResponseError:
+            return ""
+
+    async def _check_live(self) -> str:
+        """Under self._lock. "trusted": Redis holds live state built in its present life. Otherwise the
+        state is missing or came back from the append-only file of an earlier life (a restart): "rebuilt"
+        here from PostgreSQL, or "elsewhere" when another node has taken the rebuild on (this one waits).
+        Without INFO (a restricted Redis) the life cannot be told: the marker alone is believed."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.info("server")
+            pipe.get(self._marker)
+            info, marker = await pipe.execute(raise_on_error=False)
+        life = "" if isinstance(info, Exception) else str(info.get("run_id", ""))
+        if isinstance(marker, Exception):
+            raise marker
+        built_in = marker.decode() if isinstance(marker, bytes) else marker
+        if built_in is not None and (built_in == life or not life):
+            return "trusted"
+        if not await self.redis.set(self._rebuilding, life or "?", nx=True, px=REBUILD_CLAIM_MS):
+            return "elsewhere"
+        try:
+            if built_in is None:
+                log.warning("routing state is missing from Redis: rebuilding it from PostgreSQL")
+            else:
+                log.warning(
+                    "routing state in Redis is from an earlier server life (restored from its file, or a "
+                    "restart): rebuilding it from PostgreSQL"
+                )
+            await self._rebuild()
+        finally:
+            await self.redis.delete(self._rebuilding)
+        return "rebuilt"
 
     async def _end_vanished(self, interaction_ids: list[str]) -> int:
         """Redis lost the state, and maybe also the hang-ups that happened meanwhile: interactions whose
@@ -241,7 +293,7 @@ class RoutingEngine:
             await self.state.configure(offer_ttl_s=self.offer_ttl_s)
             for queue in self.queues.values():
                 await self.state.put_queue(queue, default_max_wait_s=self.default_max_wait_s)
-            await self.redis.set(self._marker, "1")
+            await self.redis.set(self._marker, await self._server_life())
 
     # Interactions ---------------------------------------------------------------------------------
 
@@ -350,14 +402,36 @@ class RoutingEngine:
         outcome = await self._record(await self.state.requeue(check_interaction_id(interaction_id)))
         return outcome.status in ("waiting", "offered")
 
-    async def release(self, interaction_id: str, wrapup_s: float = 0) -> None:
-        """The agent is done with the interaction: wrap-up for `wrapup_s`, then free for the next."""
-        await self._record(await self.state.release(check_interaction_id(interaction_id), wrapup_s=wrapup_s))
+    async def release(self, interaction_id: str, wrapup_s: float = 0) -> bool:
+        """The agent is done with the interaction: wrap-up for `wrapup_s`, then free for the next. False if
+        routing held nothing of it."""
+        iid = check_interaction_id(interaction_id)
+        outcome = await self._record(await self.state.release(iid, wrapup_s=wrapup_s))
+        if outcome.status == "unknown":
+            return await self.store.end_open(iid, "released", ms_to_datetime(self.clock()), "released")
+        return True
 
-    async def remove(self, interaction_id: str, reason: str) -> None:
+    async def remove(self, interaction_id: str, reason: str) -> bool:
         """The interaction ended wherever it was (abandoned, timed out, transferred...): out of the queue,
-        and an agent it was offered to is free again (no wrap-up)."""
-        await self._record(await self.state.remove(check_interaction_id(interaction_id), reason=reason))
+        and an agent it was offered to is free again (no wrap-up). Ended everywhere: a record Redis no
+        longer matches (lost, or a former removal whose record could not be written) is closed too. False
+        if routing held nothing of it; calling it again has no second effect."""
+        iid = check_interaction_id(interaction_id)
+        outcome = await self._record(await self.state.remove(iid, reason=reason))
+        if outcome.status == "unknown":
+            return await self.store.end_open(iid, reason, ms_to_datetime(self.clock()))
+        return True
+
+    async def holds_offer(self, interaction_id: str, agent_id: str) -> bool:
+        """Whether this offer still stands (asked just before the agent's phone rings): the interaction is
+        with this agent now (offered, or already taken), not withdrawn, expired or moved meanwhile."""
+        live = await self.state.interaction(check_interaction_id(interaction_id))
+        return live.get("state") in ("offered", "assigned") and live.get("agent") == agent_id
+
+    async def held(self) -> dict[str, dict[str, str]]:
+        """Every interaction held in the live state (waiting, offered, assigned): id -> state, agent, queue,
+        channel."""
+        return await self.state.held()
 
     async def move(self, interaction_id: str, *, queue: str | None = None, agent: str | None = None) -> dict[str, Any]:
         """Move a waiting interaction (a supervisor's decision), atomically: to another `queue`, keeping its
@@ -656,13 +730,12 @@ class RoutingEngine:
             await asyncio.sleep(self.tick_s)
             try:
                 async with self._lock:
-                    if not await self.redis.exists(self._marker):
-                        log.warning("routing state is missing from Redis (restarted?): rebuilding it from PostgreSQL")
-                        await self._rebuild()
-                    else:
+                    if await self._check_live() == "trusted":
                         await self.tick()
             except asyncio.CancelledError:
                 raise
+            except REDIS_DOWN as exc:  # the next tick tries again, and checks the state's life first
+                log.warning("routing tick: Redis does not answer (%s)", type(exc).__name__)
             except Exception:
                 log.exception("routing tick failed")
 

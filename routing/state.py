@@ -227,6 +227,24 @@ class RoutingState:
         raw = cast(dict[Any, Any], await self.redis.hgetall(f"{self.prefix}:int:{interaction_id}"))
         return {_text(k): _text(v) for k, v in raw.items()}
 
+    async def held(self) -> dict[str, dict[str, str]]:
+        """Every interaction held now (waiting, offered or assigned), in two round trips: id -> state, agent
+        (while offered or assigned), queue, channel."""
+        fields = ("state", "agent", "queue", "channel")
+        ids = sorted(_text(i) for i in cast(set[Any], await self.redis.smembers(f"{self.prefix}:interactions")))
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for iid in ids:
+                pipe.hmget(f"{self.prefix}:int:{iid}", fields)
+            rows = cast(list[list[Any]], await pipe.execute())
+        held: dict[str, dict[str, str]] = {}
+        for iid, values in zip(ids, rows, strict=True):
+            found = {name: _text(v) for name, v in zip(fields, values, strict=True) if v is not None}
+            if found.get("state"):  # ended between the two reads
+                held[iid] = found
+        return held
+
     async def waiting(self, queue: str) -> list[tuple[str, float]]:
         """Interactions waiting in a queue (overflowed ones included), best first: (id, score)."""
         found: dict[str, float] = {}

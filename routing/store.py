@@ -217,6 +217,27 @@ class RoutingStore:
                     ],
                 )
 
+    async def end_open(self, interaction_id: str, reason: str, at: datetime, offer_outcome: str = "withdrawn") -> bool:
+        """Close the record of an interaction the live state does not hold (Redis lost it, or it was taken
+        out of Redis while this record could not be written): its open offer ends with `offer_outcome`, it
+        ends with `reason`. False if the record had nothing open of it (ended already, or never routed)."""
+        key = uuid.UUID(interaction_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            offers = await conn.execute(
+                "UPDATE routing_offers SET ended_at = $2, outcome = $3 WHERE interaction_id = $1 AND ended_at IS NULL",
+                key,
+                at,
+                offer_outcome,
+            )
+            ended = await conn.fetchval(
+                "UPDATE routing_interactions SET state = 'ended', ended_at = $2, end_reason = $3"
+                " WHERE interaction_id = $1 AND state <> 'ended' RETURNING true",
+                key,
+                at,
+                reason,
+            )
+        return bool(ended) or offers != "UPDATE 0"
+
     # Reading back ---------------------------------------------------------------------------------
 
     async def last_states(self) -> dict[str, Presence]:

@@ -32,10 +32,12 @@ from dialplans.models import load_phones, load_routing
 from flows import rest as flows_rest
 from flows.hours import Calendars
 from flows.runtime import FLOWS, FlowRuntime, LiveFlows, checks_for
+from hilo.degraded import Degradations
 from hilo.notifier import Notifier
 from hilo.passwords import Peppers
 from hilo.settings import Settings
-from hilo.stores import redis_client, server_pool
+from hilo.spool import Spool
+from hilo.stores import background_pool, redis_client, server_pool
 from hilo.web.api import add_api, build_api
 from hilo.web.auth import AUTH_KEY, TokenAuth
 from hilo.web.forwarded import Proxies, add_transport_security
@@ -43,7 +45,9 @@ from hilo.web.keys import POOL, REDIS, REGISTRY, SETTINGS
 from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
 from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
+from ivr.call_owners import CallOwners, tell_workers
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
+from ivr.reconcile import ReconcileMetrics
 from ivr.waiting import warm_up
 from recordings import rest as recordings_rest
 from recordings import setup as recording_setup
@@ -120,13 +124,35 @@ def init_app(settings: Settings) -> web.Application:
         started=Counter("hilo_calls_started", "Inbound calls answered", registry=registry),
         ended=Counter("hilo_calls_ended", "Calls ended, by outcome", ["outcome"], registry=registry),
         active=Gauge("hilo_calls_active", "Calls in progress on this node", registry=registry),
+        reconcile=ReconcileMetrics(
+            reconciled=Counter(
+                "hilo_reconciled",
+                "Interactions the reconciler ended because nothing was behind them any more, by reason",
+                ["reason"],
+                registry=registry,
+            ),
+            violations=Gauge(
+                "hilo_invariant_violations", "Breaches of the routing invariants the last pass found", registry=registry
+            ),
+        ),
     )
+    # A slow or missing store never drops a call: each degraded moment is counted, and timeline writes that
+    # could not reach PostgreSQL in time wait in this node's spool (hilo/spool.py).
+    degradations = Degradations(registry)
+    spool = Spool(settings.spool_dir / f"{settings.node}.spool", settings.spool_max_mb * 1024 * 1024)
+    Gauge("hilo_spool_records", "Timeline writes waiting in this node's spool", registry=registry).set_function(
+        lambda: len(spool)
+    )
+    Gauge("hilo_spool_bytes", "Size of this node's spool file", registry=registry).set_function(lambda: spool.size)
 
     async def postgres(app: web.Application) -> AsyncIterator[None]:
+        # Two pools, so background work can never starve the calls (hilo/stores.py).
         services.pool = await server_pool(settings)
+        services.background_pool = await background_pool(settings)
         await upsert_agents(services.pool, routing.agents)
         app[POOL] = services.pool
         yield
+        await services.background_pool.close()
         await services.pool.close()
 
     async def redis(app: web.Application) -> AsyncIterator[None]:
@@ -157,8 +183,18 @@ def init_app(settings: Settings) -> web.Application:
     async def telephony(app: web.Application) -> AsyncIterator[None]:
         assert services.pool is not None and services.redis is not None and services.board is not None
         assert services.routing is not None
-        notifier = Notifier(services.redis, settings.namespace)
-        services.timeline = Timeline(services.pool, notifier.publish)
+        notifier = Notifier(services.redis, settings.namespace, degradations)
+        left = await asyncio.to_thread(spool.open)
+        if left:
+            log.warning("the spool %s holds %d timeline writes of an earlier run: replaying them", spool.path, left)
+        services.timeline = Timeline(
+            services.pool,
+            notifier.publish,
+            spool=spool,
+            budget_s=settings.store_write_budget_s,
+            degradations=degradations,
+        )
+        await services.timeline.start()
         app[TIMELINE] = services.timeline
         # kept prompts for good; personal ones (rendered from a caller's data) deleted once unused a while
         prompts = PromptCache(settings.tts_cache_dir, settings.sounds_dir, personal_ttl_s=settings.tts_personal_ttl_s)
@@ -166,7 +202,9 @@ def init_app(settings: Settings) -> web.Application:
             settings.ami_host, settings.ami_port, settings.ami_user, settings.ami_password.get_secret_value()
         )
         numbers_dialplan = NumbersDialplanSync(services.ami, settings.asterisk_root)
-        if settings.sip_guard:  # Asterisk's security events counted; sources that keep failing refused
+        # Asterisk's security events counted; sources that keep failing refused. Every worker would count each
+        # event again (AMI sends it to every session): the first worker alone guards.
+        if settings.sip_guard and settings.worker <= 1:
             ami = services.ami
             services.sip_guard = SipGuard(
                 services.redis,
@@ -205,8 +243,8 @@ def init_app(settings: Settings) -> web.Application:
         # One screen-pop publisher for voice and text: the pop before an agent's phone rings, chat events after.
         services.screenpops = ScreenPops(services.pool, services.redis, settings.namespace, lambda: flows.current.flows)
         app[SCREENPOPS] = services.screenpops
-        services.ari = AriClient(
-            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.namespace
+        services.ari = AriClient(  # its Stasis app: the calls this process owns (one per worker)
+            settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.stasis_app
         )
         services.calls = InboundCalls(
             ari=services.ari,
@@ -223,6 +261,10 @@ def init_app(settings: Settings) -> web.Application:
             wrapup_s=settings.wrapup_s,
             # the screen-pop is published to the agent's console before their phone rings
             on_offer=services.screenpops.on_offer,
+            identify_budget_s=settings.identify_budget_s,
+            degradations=degradations,
+            reconcile_interval_s=settings.reconcile_interval_s,
+            reconcile_grace_s=settings.reconcile_grace_s,
         )
         app[CALLS] = services.calls
         dialler = services.calls.callbacks
@@ -245,6 +287,13 @@ def init_app(settings: Settings) -> web.Application:
         EndpointPresence(
             services.ari, {a.sip_endpoint: a.id for a in routing.agents}, routing_presence(services.routing)
         )
+        owners = None
+        if settings.workers > 1:  # a call another worker owns is acted on by its owner (hold, unhold)
+            owners = CallOwners(services.redis, settings.namespace, settings.stasis_app, services.calls.live)
+            await owners.start()
+            services.calls.owners = owners
+        ari = services.ari  # the dialplan learns how many worker apps serve this namespace (context hilo-stasis)
+        ari.on_connect.append(lambda: tell_workers(ari, settings.namespace, settings.workers))
         await services.ari.start()
         await services.ami.start()
         if services.sip_guard is not None:
@@ -254,6 +303,8 @@ def init_app(settings: Settings) -> web.Application:
         if services.sip_guard is not None:
             await services.sip_guard.close()
         await services.calls.close()
+        if owners is not None:
+            await owners.close()
         speech.close()
         if enrichment is not None:
             await enrichment.close()
@@ -263,16 +314,18 @@ def init_app(settings: Settings) -> web.Application:
         for task in list(syncing):
             task.cancel()
         prompts.close()
+        await services.timeline.close()
+        spool.close()
 
     async def webhooks(_: web.Application) -> AsyncIterator[None]:
-        assert services.pool is not None
+        assert services.background_pool is not None
         policy = RetryPolicy(
             settings.webhook_max_attempts,
             settings.webhook_backoff_s,
             settings.webhook_backoff_max_s,
             settings.webhook_timeout_s,
         )
-        services.webhooks = DeliveryWorker(services.pool, settings.database_url.get_secret_value(), policy)
+        services.webhooks = DeliveryWorker(services.background_pool, settings.database_url.get_secret_value(), policy)
         await services.webhooks.start()
         yield
         await services.webhooks.close()
@@ -290,9 +343,13 @@ def init_app(settings: Settings) -> web.Application:
     async def messaging(_: web.Application) -> AsyncIterator[None]:
         # Inbound SMS/WhatsApp are stored before they are acknowledged, then processed by the inbox's
         # handler: the conversation layer (`to_conversations`, started just after this).
-        assert services.pool is not None
+        assert services.pool is not None and services.background_pool is not None
         services.messaging = bridges_http.create_messaging(
-            settings, services.pool, config=messaging_config, handler=to_conversations
+            settings,
+            services.pool,
+            outbox_pool=services.background_pool,  # sending out is background work
+            config=messaging_config,
+            handler=to_conversations,
         )
         await services.messaging.start()
         yield
@@ -362,9 +419,11 @@ def init_app(settings: Settings) -> web.Application:
         services.calls.recorder = services.recordings
         app[RECORDER] = services.recordings
         speech = services.calls.speech or SpeechService.from_config(settings.vosk_models, settings.speech_engines)
+        assert services.background_pool is not None
+        background = services.background_pool
         async with (
-            recording_setup.housekeeping(services.recordings, settings),  # spool sweep + retention purge
-            recording_setup.transcription(services.recordings, speech.engines, settings) as transcripts,
+            recording_setup.housekeeping(services.recordings, settings, background),  # spool sweep + retention purge
+            recording_setup.transcription(services.recordings, speech.engines, settings, background) as transcripts,
         ):
             services.transcripts = transcripts
             yield
@@ -372,11 +431,12 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(recordings)
 
     async def wallboard(app: web.Application) -> AsyncIterator[None]:
-        assert services.pool is not None and services.redis is not None and services.board is not None
-        board = Wallboard(services.pool, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
+        assert services.background_pool is not None and services.redis is not None and services.board is not None
+        background = services.background_pool  # the wallboard's reads and the KPI reports
+        board = Wallboard(background, services.board, kpi_config, [QueueInfo(q.id, q.name) for q in routing.queues])
         services.wallboard = WallboardMonitor(
             board,
-            Reports(services.pool, kpi_config, timeout=settings.db_report_timeout_s),
+            Reports(background, kpi_config, timeout=settings.db_report_timeout_s),
             services.redis,
             settings.namespace,
         )
@@ -399,5 +459,10 @@ def init_app(settings: Settings) -> web.Application:
 
 def run(settings: Settings) -> None:
     app = init_app(settings)
-    log.info("Hilo listening on http://%s:%d", settings.http_host, settings.http_port)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)
+    log.info(
+        "Hilo listening on http://%s:%d (Stasis app %s)", settings.http_host, settings.http_port, settings.stasis_app
+    )
+    # Workers share the port (SO_REUSEPORT: the kernel spreads connections); every request any worker takes
+    # reaches the call it names through its owner (ivr/call_owners.py).
+    reuse_port = True if settings.workers > 1 else None
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, reuse_port=reuse_port)

@@ -1,4 +1,4 @@
-"""The `hilo` command: serve, database migrations, demo seed, a test call, and the flow tools."""
+"""The `hilo` command: serve, database migrations, demo seed, a test call, the load test and the flow tools."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from hilo.logs import setup_logging
 from hilo.settings import Settings, load_settings
 from recordings.cli import add_recordings_commands, run_recordings_command
 from reports.cli import add_reports_commands, run_reports_command
+from server.loadtest.cli import add_loadtest_command, run_loadtest_command
 from speech.cli import add_speech_commands, run_speech_command
 
 
@@ -36,7 +37,16 @@ def _secrets(settings: Settings) -> list[str]:
     # the connection URLs' passwords alone too (a driver's message may name one without its URL)
     passwords = [urlsplit(u.get_secret_value()).password or "" for u in (settings.database_url, settings.redis_url)]
     keys = settings.recording_keys.get_secret_value()  # the whole list, and each key in it
-    return [v.get_secret_value() for v in values] + passwords + [keys, *(k.partition(":")[2] for k in keys.split(","))]
+    peppers = [
+        settings.secret_pepper.get_secret_value(),
+        *settings.secret_pepper_previous.get_secret_value().split(","),
+    ]
+    return (
+        [v.get_secret_value() for v in values]
+        + passwords
+        + [keys, *(k.partition(":")[2] for k in keys.split(","))]
+        + [p.strip() for p in peppers]
+    )
 
 
 async def _migrate(settings: Settings) -> int:
@@ -69,7 +79,13 @@ async def _seed_demo(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hilo", description="Hilo contact-center core")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the Hilo server (HTTP API + Stasis app)")
+    serve = sub.add_parser("serve", help="run the Hilo server (HTTP API + Stasis app)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine, each owning its own calls (default: HILO_WORKERS, or 1)",
+    )
     db = sub.add_parser("db", help="database tasks").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply pending schema migrations")
     seed = sub.add_parser("seed", help="seed data").add_subparsers(dest="seed_command", required=True)
@@ -90,11 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     add_speech_commands(sub)
     add_recordings_commands(sub)
     add_reports_commands(sub)
+    add_loadtest_command(sub)
     args = parser.parse_args(argv)
 
     settings = load_settings()
     setup_logging(secrets=_secrets(settings))
     if args.command == "serve":
+        workers = settings.workers if args.workers is None else args.workers
+        if workers < 1:
+            parser.error(f"--workers {workers}: give at least 1")
+        if workers > 1 and settings.worker == 0:  # the parent: it starts the workers and keeps them running
+            from server.workers import serve_workers
+
+            return serve_workers(workers)
         from server.app import run
 
         run(settings)
@@ -134,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_recordings_command(args, settings))
     if args.command == "reports":
         return asyncio.run(run_reports_command(args, settings))
+    if args.command == "loadtest":
+        return asyncio.run(run_loadtest_command(args, settings))
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -34,7 +34,9 @@ from routing.live import AgentBoard
 class Services:
     settings: Settings
     registry: CollectorRegistry
-    pool: asyncpg.Pool | None = None
+    pool: asyncpg.Pool | None = None  # the call path's: calls, routing, the console and the API
+    # webhook deliveries, transcripts, reports and the wallboard, the outbox, recording housekeeping
+    background_pool: asyncpg.Pool | None = None
     redis: aioredis.Redis | None = None
     ari: AriClient | None = None
     ami: AmiClient | None = None

@@ -10,11 +10,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from asterisk.ari import AriClient
 from hilo.notifier import events_channel
 from hilo.settings import Settings
+from hilo.stores import redis_client
 from speech.tts import PromptCache, voice_for
 
 
@@ -31,7 +30,7 @@ async def originate_sim_call(
     digits: str,
     *,
     namespace: str,
-    hold_s: int = 600,
+    hold_s: float = 600,
     in_app: bool = False,
     tone: str = "",
     say: str = "",
@@ -55,7 +54,7 @@ async def originate_sim_call(
         # `__` makes the variable inherited by the Local channel's other half, which runs hilo-inbound.
         variables={
             "SIM_DIGITS": digits,
-            "SIM_HOLD": str(hold_s),
+            "SIM_HOLD": f"{hold_s:g}",
             "SIM_TONE": tone,
             "SIM_SAY": say,
             "SIM_SAY_AFTER": f"{say_after_s:g}",
@@ -92,7 +91,7 @@ async def place_call(
     say_after_s: float = 3.0,
 ) -> int:
     sound = await _spoken(settings, say) if say else ""
-    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    redis = redis_client(settings)
     pubsub = redis.pubsub()
     await pubsub.subscribe(events_channel(settings.namespace))
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), "hilo-cli")

@@ -394,7 +394,7 @@ if ((START_SERVER)); then
     else
         tcp_listening "$HILO_HTTP_PORT" &&
             die "port $HILO_HTTP_PORT (Hilo HTTP) is taken by another process:"$'\n'"$(who_listens "$HILO_HTTP_PORT")"
-        step "Starting the Hilo server (hilo serve)"
+        step "Starting the Hilo server (hilo serve, ${HILO_WORKERS:-1} worker process(es): HILO_WORKERS)"
         (umask 027 && printf '\n===== %s hilo serve =====\n' "$(date '+%F %T')" >>"$LOGS/hilo.log")
         (cd "$ROOT" && exec setsid nohup "$VENV/bin/hilo" serve >>"$LOGS/hilo.log" 2>&1 </dev/null) &
         echo $! >"$RUN/hilo.pid"

@@ -112,12 +112,14 @@
   // -- the pop ----------------------------------------------------------------------------------
   function showPop(pop) {
     if (me && me.role === "agent" && pop.agent_id !== me.agent_id) return;
+    // The same call's pop again (e.g. the caller was identified after it began): what the agent typed stays.
+    const again = current === pop.interaction_id;
     current = pop.interaction_id;
     const customer = pop.customer;
     $("pop-empty").hidden = true;
     $("pop-card").hidden = false;
     $("pop-card").dataset.interaction = pop.interaction_id;
-    $("pop-customer-name").textContent = customer.name || "Unknown caller";
+    $("pop-customer-name").textContent = customer.name || (customer.identifying ? "Identifying the caller…" : "Unknown caller");
     $("pop-verified").textContent = customer.verified
       ? "verified" + (customer.verified_by ? " (" + customer.verified_by + ")" : "")
       : "not verified" + (customer.identified_by ? ": identified by " + customer.identified_by.replace("_", " ") : "");
@@ -164,6 +166,7 @@
       pop.open_cases.map((c) => item("li", `${c.subject} (${c.status})`)),
       "no open cases",
     );
+    if (again) return;
     $("hold-form").hidden = false;
     $("hold-status").textContent = "";
     $("wrapup").hidden = false;

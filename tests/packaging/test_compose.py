@@ -3,21 +3,29 @@ tree first, from the layer cache), the four services up on a loopback address of
 nothing clashes with the local stack), the Hilo container healthy, and one call through it: `hilo call` inside
 the Hilo container places a simulated caller into the compose Asterisk (ARI), who takes the demo line's menu
 to the sales queue and hangs up; the interaction must then be on the customer's timeline through the REST API.
-Everything is torn down (`podman-compose down -v`) whatever happens.
+The production profile: SIP is published over TLS only (5061, with the certificate made here; plain SIP is
+not published), the phones are rendered with passwords generated into their volume, on TLS with SRTP, and a
+REGISTER over TLS has its credentials checked (wrong: 401; right, for a phone Asterisk reaches at a fixed
+address: 403). Everything is torn down (`podman-compose down -v`) whatever happens.
 
 Skips, saying why, where podman is missing or cannot start a container, or where the base images were never
 built (`make images`: debootstrap, root)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +38,7 @@ import pytest
 import yaml
 
 from tests.packaging.layout import ROOT
+from tests.stack.sip import SipTlsPhone
 
 if importlib.util.find_spec("pytest_timeout") is not None:
     pytestmark = [pytest.mark.timeout(600)]
@@ -82,6 +91,8 @@ class Compose:
     env: dict[str, str]
     http: str
     token: str
+    tls_port: int
+    certificate: str  # Asterisk's (sip.crt), which the phones trust
 
     def run(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         return sh(["podman-compose", "-p", self.project, *args], timeout=timeout, env=self.env)
@@ -142,34 +153,72 @@ class Compose:
             return exc.code, exc.read().decode(errors="replace")
 
 
+def make_certificate(folder: str) -> str:
+    """sip.crt and sip.key for PUBLISH_ADDR in `folder`, made with openssl as docs/security.md says."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={PUBLISH_ADDR}",
+            "-addext",
+            f"subjectAltName=IP:{PUBLISH_ADDR}",
+            "-keyout",
+            os.path.join(folder, "sip.key"),
+            "-out",
+            os.path.join(folder, "sip.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return os.path.join(folder, "sip.crt")
+
+
 @contextlib.contextmanager
 def compose_stack() -> Iterator[Compose]:
     project = f"hilotest{secrets.token_hex(3)}"
-    http_port, sip_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    http_port, tls_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
     rtp_port = free_port(socket.SOCK_DGRAM, within=(10000, 20000))  # one of Asterisk's RTP ports (rtp.conf)
     token = secrets.token_hex(16)
+    certs = tempfile.TemporaryDirectory(prefix="hilo-compose-tls-")
+    certificate = make_certificate(certs.name)
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
         "LANG": "C.UTF-8",
         **{
             f"HILO_{k}": secrets.token_hex(16)
-            for k in ("ARI_PASSWORD", "AMI_PASSWORD", "DB_PASSWORD", "REDIS_PASSWORD")
+            for k in ("ARI_PASSWORD", "AMI_PASSWORD", "DB_PASSWORD", "REDIS_PASSWORD", "METRICS_TOKEN", "SECRET_PEPPER")
         },
         "HILO_API_TOKEN": token,
+        "HILO_RECORDING_KEYS": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "HILO_RECORDING_KEY_ID": "k1",
+        "HILO_TRUSTED_PROXIES": "127.0.0.1/32",  # no proxy in this test: nobody's X-Forwarded-* is believed
+        "HILO_SIP_TLS_CERTS": certs.name,
         "HILO_MEDIA_ADDR": "127.0.0.1",  # no media leaves the compose Asterisk in this test
         "HILO_PUBLISH_ADDR": PUBLISH_ADDR,
+        "HILO_HTTP_PUBLISH_ADDR": PUBLISH_ADDR,
         "HILO_HTTP_PUBLISH_PORT": str(http_port),
-        "HILO_SIP_PUBLISH_PORT": str(sip_port),
+        "HILO_SIP_TLS_PUBLISH_PORT": str(tls_port),
         "HILO_RTP_PORTS": str(rtp_port),
     }
-    stack = Compose(project, env, f"http://{PUBLISH_ADDR}:{http_port}", token)
+    stack = Compose(project, env, f"http://{PUBLISH_ADDR}:{http_port}", token, tls_port, certificate)
     try:
         up = stack.run("up", "-d", "--no-build", timeout=UP_WITHIN_S)
         assert up.returncode == 0, f"podman-compose up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
         yield stack
     finally:
         tear_down(stack)
+        certs.cleanup()
 
 
 def tear_down(stack: Compose) -> None:
@@ -272,3 +321,35 @@ def test_compose_stack_takes_a_call() -> None:
         ended = next(e for e in events if e["type"] == "interaction.ended")
         assert ended["data"]["hangup_by"] == "caller", ended
         assert len({e["interaction_id"] for e in events}) == 1
+
+        check_sip_over_tls(stack)
+
+
+def check_sip_over_tls(stack: Compose) -> None:
+    """SIP published over TLS only; the phones rendered on it with SRTP, their generated passwords checked."""
+    ports = sh(["podman", "port", stack.container("asterisk")], timeout=30).stdout
+    assert "5061/tcp" in ports and "5060" not in ports, ports
+    show = sh(["podman", "exec", stack.container("hilo"), "hilo", "phones", "show", "agent-alice"], timeout=60)
+    assert show.returncode == 0, show.stderr
+    assert re.search(r"^server\s+127\.0\.0\.1:5061 \(TLS only\)$", show.stdout, re.MULTILINE), show.stdout
+    found = re.search(r"^password\s+(\S+)$", show.stdout, re.MULTILINE)
+    assert found, show.stdout
+    endpoint = sh(
+        ["podman", "exec", stack.container("asterisk"), "asterisk", "-rx", "pjsip show endpoint agent-alice"],
+        timeout=60,
+    ).stdout
+    assert re.search(r"^ media_encryption\s+: sdes$", endpoint, re.MULTILINE), endpoint
+    assert re.search(r"^ transport\s+: transport-tls$", endpoint, re.MULTILINE), endpoint
+
+    async def register(password: str) -> int:
+        context = ssl.create_default_context(cafile=stack.certificate)  # checks the certificate names 127.0.0.9
+        # from the system's choice of address: podman's port forwarding does not answer one bound to PUBLISH_ADDR
+        phone = SipTlsPhone((PUBLISH_ADDR, stack.tls_port), context, "agent-alice", password)
+        await phone.open(within=10)
+        try:
+            return (await phone.register(within=10)).status
+        finally:
+            await phone.close()
+
+    assert asyncio.run(register("not-alices-password")) == 401
+    assert asyncio.run(register(found.group(1))) == 403  # her password, but her phone takes no registration

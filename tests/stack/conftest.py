@@ -1,8 +1,10 @@
 """The stack fixtures: a Hilo server of its own (Stasis app and namespace `hilo-test`, database
-`hilo_test`) run in-process against the real Asterisk, PostgreSQL and Redis that `make stack` started.
+`hilo_test`, the tests' own configuration tests/dialplans/) run in-process against the real Asterisk,
+PostgreSQL and Redis that `make stack` started.
 
-After every test: no call task still running, no test channel or bridge left in Asterisk, no row left
-in the test database, and every agent available again."""
+After every test: no call task still running, no test channel or bridge left in Asterisk, no timeline
+write left in the node's spool, no row left in the test database, and every agent available again. The
+session starts so too, whatever an interrupted session left (`start_clean`)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from asterisk.ari import AriClient, AriError
+from dialplans.models import load_routing
 from flows.bundle import FlowBundle
 from hilo.db import migrate
 from hilo.notifier import events_channel
@@ -32,6 +35,7 @@ from hilo.settings import REPO_ROOT, Settings
 from server.app import init_app
 from server.seed import seed_demo
 from server.services import SERVICES, Services
+from tests.paths import DIALPLANS
 from tests.stack.expect import EventStream, follow_ari, follow_redis
 
 NAMESPACE = "hilo-test"
@@ -92,6 +96,14 @@ class Stack:
     ari_events: EventStream
     hilo_events: EventStream
     token: str
+    follower: asyncio.Task[None] | None = None  # follows Hilo's events on Redis into hilo_events
+
+    def check_followers(self) -> None:
+        """The event streams are still fed: without this, a dead follower makes every later test fail with
+        a misleading "expected X within N s"."""
+        if self.follower is not None and self.follower.done():
+            error = None if self.follower.cancelled() else self.follower.exception()
+            raise AssertionError(f"the follower of Hilo's events on Redis has stopped: {error!r}")
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -109,13 +121,9 @@ async def stack() -> AsyncIterator[Stack]:
         queue_max_wait_s=30,
         wrapup_s=0,
         recordings_dir=REPO_ROOT / ".run" / "recordings-test",  # not the demo server's recordings
+        dialplans_dir=DIALPLANS,  # the tests' own configuration (tests/paths.py), never what admins edit
     )
-    conn = await asyncpg.connect(settings.database_url.get_secret_value())
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
+    await start_clean(settings)
     app = init_app(settings)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
@@ -140,15 +148,31 @@ async def stack() -> AsyncIterator[Stack]:
     await services.ari.wait_connected(10)
     assert services.ami is not None
     await asyncio.wait_for(services.ami.logged_in.wait(), 10)
-    # A session stopped mid-call (killed, timed out) can leave its recordings in Asterisk's spool; the tests
-    # start from a clean one (the check after each test then sees only its own).
+    # A session stopped mid-call (killed, timed out) can leave its calls up in Asterisk and its recordings in
+    # Asterisk's spool; the tests start without them (the checks after each test then see only its own).
+    for channel in await observer.request("GET", "/channels"):
+        if channel["id"].startswith(OURS):
+            with contextlib.suppress(AriError):
+                await observer.hangup(channel["id"])
+    for bridge in await observer.request("GET", "/bridges"):
+        if bridge["id"].startswith(OURS):
+            with contextlib.suppress(AriError):
+                await observer.destroy_bridge(bridge["id"])
     for recording in await observer.request("GET", "/recordings/stored"):
         if recording["name"].startswith(f"{NAMESPACE}-"):
             with contextlib.suppress(AriError):
                 await observer.request("DELETE", f"/recordings/stored/{recording['name']}")
 
     yield Stack(
-        env, settings, services, client, observer, ari_events, hilo_events, settings.api_token.get_secret_value()
+        env,
+        settings,
+        services,
+        client,
+        observer,
+        ari_events,
+        hilo_events,
+        settings.api_token.get_secret_value(),
+        follower,
     )
 
     follower.cancel()
@@ -161,9 +185,44 @@ async def stack() -> AsyncIterator[Stack]:
 
 # Tables that hold configuration the tests share rather than rows a test makes.
 KEPT_TABLES = frozenset({"schema_migrations", "agents"})
+OURS = ("sim-", f"{NAMESPACE}-")  # the channels and bridges of the tests' calls
 
 
-async def truncate_test_rows(pool: asyncpg.Pool) -> None:
+async def start_clean(settings: Settings) -> None:
+    """Before the first test, what every test leaves behind is made true too: no row, only the configuration's
+    agents, no key in the namespace, nothing spooled or recorded. A session stopped mid-way (killed, timed
+    out) leaves agents busy or ringing, rows and live routing state (which Redis keeps on disk), and its
+    spooled writes, which the first test would otherwise inherit."""
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        await migrate(conn)
+        await clean_rows_and_agents(conn, settings)
+    finally:
+        await conn.close()
+    redis = aioredis.from_url(settings.redis_url.get_secret_value())
+    try:
+        await delete_namespace(redis, settings.namespace)
+    finally:
+        await redis.aclose()
+    spool = settings.spool_dir / f"{settings.namespace}.spool"
+    for path in (spool, spool.with_name(spool.name + ".done"), spool.with_name(spool.name + ".rejected")):
+        path.unlink(missing_ok=True)
+    await asyncio.to_thread(shutil.rmtree, settings.recordings_dir / "store", True)
+
+
+async def clean_rows_and_agents(db: asyncpg.Pool | asyncpg.Connection, settings: Settings) -> None:
+    await truncate_test_rows(db)
+    configured = [agent.id for agent in load_routing(settings.dialplans_dir).agents]
+    await db.execute("DELETE FROM agents WHERE NOT (id = ANY($1::text[]))", configured)
+
+
+async def delete_namespace(redis: aioredis.Redis, namespace: str) -> None:
+    keys = [key async for key in redis.scan_iter(match=f"{namespace}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await redis.delete(*keys[start : start + 1000])
+
+
+async def truncate_test_rows(pool: asyncpg.Pool | asyncpg.Connection) -> None:
     """Empty every table a test may have written to (all but KEPT_TABLES), so new tables are covered too."""
     names = [
         r["tablename"]
@@ -176,15 +235,16 @@ async def truncate_test_rows(pool: asyncpg.Pool) -> None:
         try:
             await pool.execute(f"TRUNCATE {', '.join(map(quote_ident, names))} RESTART IDENTITY CASCADE")
             return
-        except asyncpg.DeadlockDetectedError:
+        except (asyncpg.DeadlockDetectedError, asyncpg.exceptions.LockNotAvailableError):
             # A background worker of the test server (transcripts, outbox, ...) read the same tables in
-            # another order; PostgreSQL aborted one side, so the truncation can simply be tried again.
+            # another order, or held one longer than the pool's lock bound (HILO_DB_LOCK_TIMEOUT_S):
+            # PostgreSQL gave up on one side, so the truncation can simply be tried again.
             if attempt == 4:
                 raise
 
 
 async def restore_working_copy_flows(services: Services) -> None:
-    """Tests may apply flow versions: the next test starts again on the dialplans/ working copy."""
+    """Tests may apply flow versions: the next test starts again on the tests' own copy (tests/dialplans/)."""
     assert services.flows is not None
     await services.flows.versions.apply(
         FlowBundle.from_dir(services.settings.dialplans_dir), applied_by="system:tests@system", comment="working copy"
@@ -209,15 +269,15 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
     assert stack.services.board is not None and stack.services.ari is not None
     await stack.services.ari.wait_connected(30)  # e.g. still reconnecting after a test restarted Asterisk
     await stack.observer.wait_connected(30)
+    stack.check_followers()
     await seed_demo(stack.pool, stack.settings.dialplans_dir, stack.settings.default_region)
     stack.ari_events.baseline = stack.ari_events.mark()
     stack.hilo_events.baseline = stack.hilo_events.mark()
     yield
     await _wait_calls_finished(stack.services, 10)
-    ours = ("sim-", f"{NAMESPACE}-")
     leftovers = []
     for channel in await stack.observer.request("GET", "/channels"):
-        if not channel["id"].startswith(ours):
+        if not channel["id"].startswith(OURS):
             continue
         try:  # a channel hung up a moment ago may still be on its way out
             await stack.ari_events.expect("ChannelDestroyed", within=5, since=0, channel__id=channel["id"])
@@ -227,7 +287,7 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
     await _wait_calls_finished(stack.services, 10)
     bridges = []
     for bridge in await stack.observer.request("GET", "/bridges"):
-        if not bridge["id"].startswith(ours):
+        if not bridge["id"].startswith(OURS):
             continue
         try:  # a bridge emptied a moment ago (its recorder leaving last) may still be on its way out
             await stack.ari_events.expect("BridgeDestroyed", within=5, since=0, bridge__id=bridge["id"])
@@ -236,14 +296,16 @@ async def clean_stack(stack: Stack) -> AsyncIterator[None]:
             with contextlib.suppress(AriError):
                 await stack.observer.destroy_bridge(bridge["id"])
     open_calls = list(stack.services.calls.tasks) if stack.services.calls else []
+    # Timeline writes still in the node's spool (the store was slow) are written before the rows go.
+    assert stack.services.timeline is not None
+    spooled = await stack.services.timeline.written(30)
     await truncate_test_rows(stack.pool)
     # Recording files of the rows just emptied (calls to a recording queue are recorded).
     await asyncio.to_thread(shutil.rmtree, stack.settings.recordings_dir / "store", True)
     await restore_working_copy_flows(stack.services)
     await stack.services.board.clear()
-    from dialplans.models import load_routing
-
     await stack.services.board.load(load_routing(stack.settings.dialplans_dir).agents)
     assert not leftovers, f"test left channels behind: {leftovers}"
     assert not bridges, f"test left bridges behind: {bridges}"
     assert not open_calls, f"call tasks still running: {open_calls}"
+    assert spooled, "timeline writes were still in the spool 30 s after the test"

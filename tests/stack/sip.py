@@ -1,6 +1,7 @@
-"""A few SIP requests over UDP from a chosen loopback address, as someone on the network would send them: a
-REGISTER for a phone (with no, a wrong or the right password, answering Asterisk's digest challenge), an
-INVITE naming a trunk. Enough SIP to see what Asterisk answers; nothing of a phone's call handling."""
+"""A few SIP requests, as someone on the network would send them: over UDP from a chosen loopback address, a
+REGISTER for a phone (with no, a wrong or the right password, answering Asterisk's digest challenge) and an
+INVITE naming a trunk; over TLS, a phone that registers and places a call with an SDP offer of its choosing.
+Enough SIP to see what Asterisk answers; nothing of a phone's call handling beyond that."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import ssl
 import uuid
 from dataclasses import dataclass, field
 
@@ -163,3 +165,173 @@ def digest_authorization(method: str, uri: str, user: str, password: str, challe
     if "opaque" in challenge:
         parts.append(f'opaque="{challenge["opaque"]}"')
     return "Digest " + ", ".join(parts)
+
+
+@dataclass
+class Dialog:
+    """What a call answered over TLS left to end it: the answer's final status, headers and SDP body."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+    call_id: str
+    from_tag: str
+    cseq: int
+
+
+class SipTlsPhone:
+    """A phone that speaks SIP over TLS to Asterisk (one connection, as a softphone keeps it): REGISTER and
+    INVITE with digest credentials, answering Asterisk's challenge. Its own address is the connection's."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        ssl_context: ssl.SSLContext,
+        user: str,
+        password: str,
+        local: str | None = None,
+    ) -> None:
+        self.server, self.ssl_context, self.user, self.password = server, ssl_context, user, password
+        self.local = local  # the address it connects from (None: the system's choice)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.responses: asyncio.Queue[tuple[Response, str]] = asyncio.Queue()
+        self.requests: list[str] = []
+        self._reading: asyncio.Task[None] | None = None
+        self.me = ""
+
+    async def open(self, within: float = 5.0) -> SipTlsPhone:
+        host = self.server[0]
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                *self.server,
+                ssl=self.ssl_context,
+                server_hostname=host,
+                local_addr=None if self.local is None else (self.local, 0),
+            ),
+            within,
+        )
+        self.reader, self.writer = reader, writer
+        address, port = writer.get_extra_info("sockname")[:2]
+        self.me = f"{address}:{port}"
+        self._reading = asyncio.create_task(self._read())
+        return self
+
+    async def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+        if self.writer is not None:
+            self.writer.transport.abort()  # Asterisk sends no TLS close_notify to wait for
+
+    @property
+    def tls_version(self) -> str:
+        assert self.writer is not None
+        version: str = self.writer.get_extra_info("ssl_object").version()
+        return version
+
+    @property
+    def certificate(self) -> dict[str, object]:
+        """The server's certificate as the TLS handshake checked it."""
+        assert self.writer is not None
+        peer: dict[str, object] = self.writer.get_extra_info("peercert")
+        return peer
+
+    async def _read(self) -> None:
+        assert self.reader is not None
+        while True:
+            head = (await self.reader.readuntil(b"\r\n\r\n")).decode(errors="replace")
+            lines = head.rstrip("\r\n").split("\r\n")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    headers.setdefault(name.strip().lower(), value.strip())
+            length = int(headers.get("content-length", headers.get("l", "0")))
+            body = (await self.reader.readexactly(length)).decode(errors="replace") if length else ""
+            if lines[0].startswith("SIP/2.0 "):
+                _, code, *reason = lines[0].split(" ", 2)
+                if not code.startswith("1"):
+                    self.responses.put_nowait((Response(int(code), reason[0] if reason else "", headers), body))
+            else:
+                self.requests.append(lines[0])
+
+    def _send(self, lines: list[str], body: str = "") -> None:
+        assert self.writer is not None
+        text = "\r\n".join([*lines, f"Content-Length: {len(body.encode())}", "", ""]) + body
+        self.writer.write(text.encode())
+
+    async def _answer(self, within: float) -> tuple[Response, str]:
+        return await asyncio.wait_for(self.responses.get(), within)
+
+    def _head(self, method: str, uri: str, call_id: str, tag: str, cseq: int, branch: str, to: str) -> list[str]:
+        host = f"{self.server[0]}:{self.server[1]}"
+        return [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/TLS {self.me};rport;branch={branch}",
+            "Max-Forwards: 70",
+            f"From: <sip:{self.user}@{host}>;tag={tag}",
+            f"To: {to}",
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{self.user}@{self.me};transport=tls>",
+        ]
+
+    async def _with_credentials(
+        self, method: str, uri: str, to: str, extra: list[str], body: str, within: float
+    ) -> tuple[Response, str, str, str, int, str]:
+        """Send a request; answer a 401 challenge once (ACKing it for an INVITE). The final answer, its body,
+        the Call-ID, From tag, CSeq and the Via branch of the request answered."""
+        call_id, tag = uuid.uuid4().hex, uuid.uuid4().hex[:8]
+        content = ["Content-Type: application/sdp"] if body else []
+        branch = f"z9hG4bK{uuid.uuid4().hex}"
+        self._send([*self._head(method, uri, call_id, tag, 1, branch, to), *extra, *content], body)
+        answer, text = await self._answer(within)
+        if answer.status != 401:
+            return answer, text, call_id, tag, 1, branch
+        if method == "INVITE":
+            self._ack(uri, call_id, tag, 1, branch, answer.headers["to"])
+        challenge = dict(
+            (k.lower(), a or b) for k, a, b in _CHALLENGE_PARAM.findall(answer.headers.get("www-authenticate", ""))
+        )
+        authorization = digest_authorization(method, uri, self.user, self.password, challenge)
+        branch = f"z9hG4bK{uuid.uuid4().hex}"
+        head = self._head(method, uri, call_id, tag, 2, branch, to)
+        self._send([*head, *extra, f"Authorization: {authorization}", *content], body)
+        answer, text = await self._answer(within)
+        return answer, text, call_id, tag, 2, branch
+
+    def _ack(self, uri: str, call_id: str, tag: str, cseq: int, branch: str, to: str) -> None:
+        self._send(self._head("ACK", uri, call_id, tag, cseq, branch, to))
+
+    async def register(self, within: float = 5.0) -> Response:
+        """REGISTER this connection as the phone's contact; the final answer (its Contact lists the bindings)."""
+        host = f"{self.server[0]}:{self.server[1]}"
+        answer, *_ = await self._with_credentials(
+            "REGISTER", f"sip:{host}", f"<sip:{self.user}@{host}>", ["Expires: 300"], "", within
+        )
+        return answer
+
+    async def call(self, number: str, sdp: str, within: float = 5.0) -> Dialog:
+        """INVITE `number` offering `sdp`; a 2xx is ACKed (end it with `hang_up`), any other answer too."""
+        host = f"{self.server[0]}:{self.server[1]}"
+        uri = f"sip:{number}@{host}"
+        answer, body, call_id, tag, cseq, branch = await self._with_credentials(
+            "INVITE", uri, f"<{uri}>", [], sdp, within
+        )
+        to = answer.headers.get("to", f"<{uri}>")
+        if answer.status >= 300:
+            self._ack(uri, call_id, tag, cseq, branch, to)
+        else:
+            self._ack(uri, call_id, tag, cseq, f"z9hG4bK{uuid.uuid4().hex}", to)
+        return Dialog(answer.status, answer.headers, body, call_id, tag, cseq)
+
+    async def hang_up(self, dialog: Dialog, number: str, within: float = 5.0) -> int:
+        host = f"{self.server[0]}:{self.server[1]}"
+        uri = f"sip:{number}@{host}"
+        to = dialog.headers["to"]
+        branch = f"z9hG4bK{uuid.uuid4().hex}"
+        self._send(self._head("BYE", uri, dialog.call_id, dialog.from_tag, dialog.cseq + 1, branch, to))
+        answer, _ = await self._answer(within)
+        return answer.status

@@ -14,14 +14,13 @@ import pytest
 
 from asterisk.ari import AriError
 from dialplans.models import OutboundLimit
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from routing.engine import RoutingEngine
 from routing.live import AgentBoard
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
 from tests.stack.expect import eventually
+from tests.stack.lines import apply_line
 
 NUMBER = "172"
 FLOW = """
@@ -59,16 +58,8 @@ ANA = "+34911222333"  # a demo customer: a Madrid fixed line, dialled back
 async def callback_line(stack: Stack) -> AsyncIterator[RoutingEngine]:
     """The flow on NUMBER; bob (support) away until the test sets him available; customers dialled in the
     simulated network (hilo-callback-sim), never out through the trunk."""
-    assert stack.services.flows is not None and stack.services.routing is not None
-    assert stack.services.calls is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": callmeback\n'
-    bundle = base.changed({"flows/callmeback.yaml": FLOW, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions, bundle, checks_for(stack.settings.dialplans_dir), applied_by="tests"
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    assert stack.services.routing is not None and stack.services.calls is not None
+    await apply_line(stack, NUMBER, {"callmeback": FLOW})
     engine = stack.services.routing
     assert await engine.set_state("bob", "away", "test")
     dialler = stack.services.calls.callbacks
@@ -80,15 +71,8 @@ async def callback_line(stack: Stack) -> AsyncIterator[RoutingEngine]:
 
 
 async def _choose(stack: Stack, caller: str, key: str) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, NUMBER, caller, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
-    interaction = str(started["interaction_id"])
-    await stack.hilo_events.expect("ivr.menu", within=10, since=mark, interaction_id=interaction)
-    await stack.observer.send_dtmf(call.caller_leg, key)
-    return call, interaction
+    call, started = await place(stack, caller, number=NUMBER, menu_key=key)
+    return call, str(started["interaction_id"])
 
 
 async def _ended(stack: Stack, call: SimCall, interaction: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from crm_bridge.connectors import CallerEnrichment, EnrichmentStore, ExternalCustomer, RestCrmConnector, parse_mapping
 from crm_bridge.timeline import Interaction
+from tests.stack.calls import hang_up
 from tests.stack.conftest import Stack
 from tests.stack.test_calls import KNOWN_CALLER, place
 
@@ -103,11 +104,6 @@ async def customer_by_phone(stack: Stack, number: str) -> dict[str, Any]:
     assert resp.status == 200, await resp.text()
     found: dict[str, Any] = await resp.json()
     return found
-
-
-async def hang_up(stack: Stack, caller_leg: str, interaction: str) -> dict[str, Any]:
-    await stack.observer.hangup(caller_leg)
-    return await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
 
 
 async def test_an_unknown_caller_is_enriched_from_the_crm_and_greeted_by_name(stack: Stack, crm: FakeCrm) -> None:

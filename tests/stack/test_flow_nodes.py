@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
-from server.simcall import originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
+from tests.stack.lines import apply_line
 
 NUMBER = "160"
 KINDS_FLOW = """
@@ -100,29 +98,14 @@ async def shop() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
 
 async def _use_kinds_line(stack: Stack, shop_url: str) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": kinds\n'
     kinds = KINDS_FLOW.replace("{{ shop_url }}", shop_url)
-    bundle = base.changed({"flows/kinds.yaml": kinds, "flows/kinds_end.yaml": KINDS_END_FLOW, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, NUMBER, {"kinds": kinds, "kinds_end": KINDS_END_FLOW})
 
 
 async def test_every_other_node_kind_over_a_real_call(stack: Stack, shop: tuple[str, list[dict[str, Any]]]) -> None:
     shop_url, orders = shop
     await _use_kinds_line(stack, shop_url)
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, NUMBER, "+1 212 555 0142", "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, "+1 212 555 0142", number=NUMBER, in_app=True)
     i = started["interaction_id"]
     await stack.hilo_events.expect("ivr.play", within=15, interaction_id=i, data__file="beep")
     # Asterisk really played the file (not only Hilo asking for it).

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import KNOWN_CALLER, place
+from tests.stack.conftest import Stack
+from tests.stack.lines import apply_line
 
 NUMBER = "150"
 OUTCOMES_FLOW = """
@@ -50,31 +49,13 @@ nodes:
 @pytest.fixture
 async def outcomes_line(stack: Stack) -> AsyncIterator[None]:
     """The outcomes flow live on NUMBER beside the working copy (conftest restores the working copy after)."""
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": outcomes\n'
-    bundle = base.changed({"flows/outcomes.yaml": OUTCOMES_FLOW, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, NUMBER, {"outcomes": OUTCOMES_FLOW})
     yield
 
 
 async def _call(stack: Stack, key: str) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, NUMBER, "+34911222333", "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
-    interaction = started["interaction_id"]
-    await stack.hilo_events.expect("ivr.menu", within=10, since=mark, interaction_id=interaction)
-    await stack.observer.send_dtmf(call.caller_leg, key)
-    return call, interaction
+    call, started = await place(stack, KNOWN_CALLER, number=NUMBER, menu_key=key)
+    return call, str(started["interaction_id"])
 
 
 async def _ended(stack: Stack, interaction: str) -> dict[str, Any]:

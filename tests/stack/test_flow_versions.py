@@ -1,5 +1,5 @@
 """Flow versions over real calls: apply without a restart while a call is in progress, roll back, and the
-admin API's answers and refusals. The `dialplans/` working copy is live again after every test."""
+admin API's answers and refusals. The tests' own `dialplans/` copy is live again after every test."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hilo.settings import REPO_ROOT
 from hilo.web.auth import AUTH_KEY
+from tests.paths import DIALPLANS
+from tests.stack.calls import hang_up
 from tests.stack.conftest import Stack
 from tests.stack.test_calls import KNOWN_CALLER, place
 
-DEMO = (REPO_ROOT / "dialplans" / "flows" / "demo.yaml").read_text()
+DEMO = (DIALPLANS / "flows" / "demo.yaml").read_text()
 # Version 2 of the demo line: keys 1 and 2 swap queues.
 SWAPPED = (
     DEMO.replace("next: to_support}", "next: TO_SALES}")
@@ -39,11 +40,6 @@ async def _apply(stack: Stack, files: dict[str, Any], comment: str = "") -> dict
 async def _queue_of(stack: Stack, interaction: str, since: int) -> str:
     queued = await stack.hilo_events.expect("routing.queued", within=20, since=since, interaction_id=interaction)
     return str(queued["data"]["queue"])
-
-
-async def _hang_up(stack: Stack, caller_leg: str, interaction: str) -> None:
-    await stack.observer.hangup(caller_leg)
-    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
 
 
 async def test_apply_while_a_call_runs_then_roll_back(stack: Stack) -> None:
@@ -72,8 +68,8 @@ async def test_apply_while_a_call_runs_then_roll_back(stack: Stack) -> None:
     b = started_b["interaction_id"]
     await stack.hilo_events.expect("ivr.flow_started", within=10, interaction_id=b, data__version=v2)
     assert await _queue_of(stack, b, after_apply) == "sales"
-    await _hang_up(stack, call_a.caller_leg, a)
-    await _hang_up(stack, call_b.caller_leg, b)
+    await hang_up(stack, call_a.caller_leg, a)
+    await hang_up(stack, call_b.caller_leg, b)
 
     resp = await stack.client.post("/api/flows/rollback", json={"version": v1}, headers=_auth(stack))
     rolled = await resp.json()
@@ -83,7 +79,7 @@ async def test_apply_while_a_call_runs_then_roll_back(stack: Stack) -> None:
     c = started_c["interaction_id"]
     await stack.hilo_events.expect("ivr.flow_started", within=10, interaction_id=c, data__version=v2 + 1)
     assert await _queue_of(stack, c, stack.hilo_events.baseline) == "support"
-    await _hang_up(stack, call_c.caller_leg, c)
+    await hang_up(stack, call_c.caller_leg, c)
 
     history = await (await stack.client.get("/api/flows/history", headers=_auth(stack))).json()
     assert history["live"] == v2 + 1
@@ -159,7 +155,7 @@ async def test_flow_api_is_for_admins_only_and_names_bad_fields(stack: Stack) ->
 async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack, tmp_path: Path) -> None:
     """`hilo flows apply` in another process: the server learns of it by NOTIFY, no API call, no restart."""
     folder = tmp_path / "dialplans"
-    shutil.copytree(REPO_ROOT / "dialplans", folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(DIALPLANS, folder)
     (folder / "flows" / "demo.yaml").write_text(SWAPPED)
     env = {
         **os.environ,
@@ -169,9 +165,11 @@ async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack,
     assert stack.services.flows is not None
     before = stack.services.flows.current.version
     cli = [sys.executable, "-m", "server.cli", "flows"]
-    done = await asyncio.to_thread(
-        subprocess.run, [*cli, "apply", "--by", "ana", "--comment", "cli"], env=env, capture_output=True, text=True
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:  # bounded: a thread cannot be cancelled
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    done = await asyncio.to_thread(run, "apply", "--by", "ana", "--comment", "cli")
     assert done.returncode == 0, done.stderr
     assert "is live" in done.stdout
     newest = await stack.pool.fetchval("SELECT applied_by FROM flow_versions ORDER BY version DESC LIMIT 1")
@@ -181,11 +179,11 @@ async def test_cli_apply_reaches_a_running_server_through_postgres(stack: Stack,
     await stack.hilo_events.expect("flows.live", within=3, data__version=lambda v: v != before)
     assert stack.services.flows.current.files["flows/demo.yaml"] == SWAPPED
 
-    again = await asyncio.to_thread(subprocess.run, [*cli, "apply"], env=env, capture_output=True, text=True)
+    again = await asyncio.to_thread(run, "apply")
     assert again.returncode == 0 and "nothing to apply" in again.stdout
     (folder / "numbers.yaml").write_text('numbers:\n  "100": demo\n  "200": nowhere\n')
-    bad = await asyncio.to_thread(subprocess.run, [*cli, "apply"], env=env, capture_output=True, text=True)
+    bad = await asyncio.to_thread(run, "apply")
     assert bad.returncode == 1
     assert "dialplans/numbers.yaml:3:1: number '200' goes to unknown flow 'nowhere'" in bad.stderr
-    history = await asyncio.to_thread(subprocess.run, [*cli, "history"], env=env, capture_output=True, text=True)
+    history = await asyncio.to_thread(run, "history")
     assert history.returncode == 0 and "login:ana@cli" in history.stdout and "cli" in history.stdout

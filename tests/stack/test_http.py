@@ -7,8 +7,14 @@ import re
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stack.conftest import Stack
+from tests.stack.expect import eventually
+from tests.stack.outages import postgres_away, redis_away
+from tests.stack.test_calls import KNOWN_CALLER, place
 
 PARTS = ("ari", "ami", "postgres", "redis")
 
@@ -24,25 +30,78 @@ async def test_health_reports_each_dependency(stack: Stack) -> None:
     assert details["ari"]["asterisk"].startswith("22.")
 
 
+async def _health(stack: Stack) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """/healthz (anonymous) and /api/health (staff): the status and both bodies."""
+    anonymous = await stack.client.get("/healthz")
+    staff = await stack.client.get("/api/health", headers={"Authorization": f"Bearer {stack.token}"})
+    assert anonymous.status == staff.status
+    return anonymous.status, await anonymous.json(), await staff.json()
+
+
+async def _healthy(stack: Stack) -> bool:
+    return (await _health(stack))[0] == 200
+
+
 async def test_health_is_503_when_a_dependency_is_down(stack: Stack) -> None:
-    assert stack.services.ari is not None
+    assert stack.services.ari is not None and stack.services.redis is not None
     stack.services.ari.connected.clear()  # as if the events socket were down
     try:
-        resp = await stack.client.get("/healthz")
-        body = await resp.json()
-        assert resp.status == 503
+        status, body, details = await _health(stack)
+        assert status == 503
         assert body["ari"] == {"ok": False} and body["postgres"]["ok"] is True  # no error text
-        resp = await stack.client.get("/api/health", headers={"Authorization": f"Bearer {stack.token}"})
-        assert resp.status == 503
-        assert (await resp.json())["ari"]["error"] == "ConnectionError: events socket not connected"
+        assert details["ari"]["error"] == "ConnectionError: events socket not connected"
     finally:
         stack.services.ari.connected.set()
 
+    # Redis really away for the server: its connections cut, every reconnection refused.
+    async with redis_away(stack.services.redis):
+        status, body, details = await _health(stack)
+        assert status == 503
+        assert body == {"ok": False, **{k: {"ok": k != "redis"} for k in PARTS}}
+        assert details["redis"]["error"].startswith("ConnectionError: Error 111 connecting to 127.0.0.1")
+    await eventually(lambda: _healthy(stack), within=10, what="healthy again once Redis is back")
 
-async def test_metrics_are_prometheus_text(stack: Stack) -> None:
+    # PostgreSQL really away for the server's pool.
+    async with postgres_away(stack.pool):
+        status, body, details = await _health(stack)
+        assert status == 503
+        assert body == {"ok": False, **{k: {"ok": k != "postgres"} for k in PARTS}}
+        assert "Connect call failed" in details["postgres"]["error"]
+    await eventually(lambda: _healthy(stack), within=10, what="healthy again once PostgreSQL is back")
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The exposition parsed (a malformed one raises): sample name and labels -> value."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def _metrics(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     resp = await stack.client.get("/metrics")
     assert resp.status == 200
-    assert "hilo_calls_active" in await resp.text()
+    assert resp.content_type == "text/plain"
+    return _samples(await resp.text())
+
+
+async def test_metrics_are_prometheus_text_that_counts_the_calls(stack: Stack) -> None:
+    before = await _metrics(stack)
+    active, started = ("hilo_calls_active", ()), ("hilo_calls_started_total", ())
+    completed = ("hilo_calls_ended_total", (("outcome", "completed"),))
+    assert before[active] == 0
+    call, begun = await place(stack, KNOWN_CALLER, "2")
+    interaction = begun["interaction_id"]
+    await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction)
+    during = await _metrics(stack)
+    assert (during[active], during[started]) == (1, before[started] + 1)
+    await stack.observer.hangup(call.caller_leg)
+    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+    after = await _metrics(stack)
+    assert (after[active], after[completed]) == (0, before.get(completed, 0) + 1)
+    # anonymous: the aggregates only, no series of one agent
+    assert not [name for name, labels in after if ("by", "agent") in labels or "agent" in dict(labels)]
 
 
 async def test_api_needs_a_valid_token(stack: Stack) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import datetime, timedelta
 
 from hilo.settings import REPO_ROOT
 from routing.presence import PHONE_UNREACHABLE
@@ -15,6 +16,13 @@ from tests.stack.conftest import Stack
 from tests.stack.test_calls import KNOWN_CALLER, place
 
 BOB_PID_FILE = REPO_ROOT / ".run" / "sipp" / "agent-bob.pid"
+OFFER_WOULD_COME_S = 2.0  # an available agent is offered a queued interaction within milliseconds
+SAME_CHANGE = timedelta(milliseconds=200)  # two ARI events of one state change, stamped a moment apart
+
+
+def _instant(text: str) -> datetime:
+    """Hilo's ISO times and Asterisk's (`2026-12-07T21:27:17.123+0000`): the same clock, this machine's."""
+    return datetime.fromisoformat(text.replace("+0000", "+00:00"))
 
 
 async def _agent_becomes(stack: Stack, agent: str, within: float = 5, **fields: str) -> None:
@@ -45,17 +53,19 @@ async def test_an_unreachable_phone_takes_its_agent_out_of_routing_until_it_answ
         call, started = await place(stack, KNOWN_CALLER, "2")  # support: bob is its only agent
         interaction = started["interaction_id"]
         await stack.hilo_events.expect("routing.queued", within=20, interaction_id=interaction)
-        mark = stack.hilo_events.mark()
+        # Not offered while the phone is gone: bob, the queue's only agent, would be offered it at once.
+        await stack.hilo_events.expect_none("routing.offered", within=OFFER_WOULD_COME_S, interaction_id=interaction)
     finally:
         os.kill(pid, signal.SIGCONT)
-    await stack.ari_events.expect(
+    online = await stack.ari_events.expect(
         "PeerStatusChange", within=20, endpoint__resource="agent-bob", endpoint__state="online"
     )
-    # Not offered while the phone was gone: the first offer comes only after it answers again.
+    # The first offer comes once the phone answers again, and none before it did.
     offered = await stack.hilo_events.expect(
         "routing.offered", within=20, interaction_id=interaction, data__agent="bob"
     )
-    assert stack.hilo_events.events.index(offered) >= mark
+    # (Hilo follows the endpoint's EndpointStateChange, which Asterisk sends with this one, in either order)
+    assert _instant(offered["at"]) >= _instant(online["timestamp"]) - SAME_CHANGE
     await stack.hilo_events.expect("agent.answered", within=15, interaction_id=interaction)
     await stack.observer.hangup(call.caller_leg)
     await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)

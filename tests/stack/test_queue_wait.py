@@ -15,9 +15,11 @@ import pytest
 from dialplans.models import Queue, QueueAnnounce, load_routing
 from ivr import waiting
 from routing.engine import RoutingEngine
-from server.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall
 from speech.tts import prompt_key, voice_for
+from tests.stack.calls import place
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.expect import eventually
 from tests.stack.lines import apply_line
 
 NUMBER = "170"
@@ -96,12 +98,7 @@ async def hang_up_leftovers(stack: Stack) -> AsyncIterator[None]:
 async def _call(
     stack: Stack, number: str, caller: str, digits: str = "", *, in_app: bool = False
 ) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, number, caller, digits, namespace=NAMESPACE, in_app=in_app)
-    _PLACED.append(call)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, caller, digits, number=number, in_app=in_app, placed=_PLACED)
     return call, str(started["interaction_id"])
 
 
@@ -151,7 +148,7 @@ async def test_the_waiting_caller_hears_their_place_and_the_wait_and_an_offer_cu
     # The one ahead leaves: the next announcement says number 1.
     await engine.remove(ahead, "test")
     mark = stack.ari_events.mark()
-    await stack.ari_events.expect(
+    announcement = await stack.ari_events.expect(
         "PlaybackStarted", within=6, since=mark, **_playing(call.ivr_leg, media_of(stack, waiting.YOU_ARE))
     )
     await _heard(stack, call.ivr_leg, media_of(stack, "1"), within=5, since=mark)
@@ -164,9 +161,16 @@ async def test_the_waiting_caller_hears_their_place_and_the_wait_and_an_offer_cu
         ],
         within=12,
     )
-    await stack.ari_events.expect(
-        "PlaybackFinished", within=2, since=mark, playback__target_uri=f"channel:{call.ivr_leg}"
-    )
+    playback = announcement["playback"]["id"]
+    await stack.ari_events.expect("PlaybackFinished", within=2, since=mark, playback__id=playback)
+    # Cut short: its last part ("less than a minute"), which an announcement left to its end plays last,
+    # never began.
+    last = media_of(stack, waiting.UNDER_A_MINUTE)
+    assert not [
+        e
+        for e in stack.ari_events.events[mark:]
+        if e.get("playback", {}).get("id") == playback and e["playback"].get("media_uri") == last
+    ], "the announcement was played to its end, not stopped by the offer"
     await stack.observer.hangup(call.caller_leg)
     ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
     assert ended["data"]["outcome"] == "completed"
@@ -306,18 +310,47 @@ async def test_after_redis_loses_the_state_a_call_that_vanished_meanwhile_is_not
     engine = bob_away
     call, interaction = await _call(stack, "100", ANA, "2")
     await position_is(engine, interaction, 1)
-    # Redis loses the routing keys, and the caller hangs up before the rebuild: the call's own removal
-    # finds nothing in Redis, so only the durable record still says "waiting". (The engine's lock keeps
-    # its tick from rebuilding in between.)
+    # Redis loses the routing keys, and the caller hangs up before the rebuild: the call's own removal finds
+    # nothing in Redis and closes the durable record itself. (The engine's lock keeps its tick from
+    # rebuilding in between.)
     async with engine._lock:
         await engine.state.clear()
         await stack.observer.hangup(call.caller_leg)
         await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
         row = await stack.pool.fetchrow(
+            "SELECT state, end_reason FROM routing_interactions WHERE interaction_id = $1::uuid", interaction
+        )
+        assert row is not None and (row["state"], row["end_reason"]) == ("ended", "abandoned")
+    # The tick rebuilds from PostgreSQL: nothing of it comes back.
+    await eventually(lambda: engine.redis.exists(engine._marker), within=5, what="routing rebuilt from PostgreSQL")
+    assert await engine.position(interaction) is None
+
+
+async def test_after_redis_loses_the_state_a_call_whose_removal_was_lost_is_ended_by_the_rebuild(
+    stack: Stack, bob_away: RoutingEngine
+) -> None:
+    engine = bob_away
+    call, interaction = await _call(stack, "100", ANA, "2")
+    await position_is(engine, interaction, 1)
+
+    async def lost(*args: Any, **kwargs: Any) -> bool:
+        raise TimeoutError("no connection from the pool in time (injected)")
+
+    # Redis loses the routing keys, the caller hangs up before the rebuild, and the call's removal cannot
+    # be written either: only the durable record still says "waiting".
+    async with engine._lock:
+        await engine.state.clear()
+        engine.store.end_open = lost  # type: ignore[method-assign]
+        try:
+            await stack.observer.hangup(call.caller_leg)
+            await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+        finally:
+            del engine.store.end_open
+        row = await stack.pool.fetchrow(
             "SELECT state FROM routing_interactions WHERE interaction_id = $1::uuid", interaction
         )
         assert row is not None and row["state"] == "waiting"
-    # The tick rebuilds from PostgreSQL, asks Asterisk which calls exist, and ends this one.
+    # The tick rebuilds from PostgreSQL, asks which calls still exist (the reconciler), and ends this one.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5
     while (

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
-import wave
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,13 +16,12 @@ from typing import Any
 import pytest
 
 from console.users import UserError, add_user, get_user
-from crm_bridge import identity
 from recordings import catalog, transcripts
 from recordings.access import UrlSigner
 from recordings.cli import run_recordings_command
 from recordings.transcribe import Transcript
 from tests.stack.conftest import Stack
-from tests.stack.test_calls import KNOWN_CALLER
+from tests.stack.recordings import stored_recording
 from tests.stack.test_recordings import recorder
 from tests.stack.test_screenpop import bearer, forget_cookies, sign_in
 from tests.stack.test_webhooks import Receiver, subscribe
@@ -53,46 +51,24 @@ async def make_recording(
     """A stored recording (an encrypted quiet second in the store) kept 30 days. With `said`, its transcript
     is written by the transcript worker's own code, as if the worker had heard that; without, its job waits
     leased (the running worker leaves it alone)."""
-    assert stack.services.timeline is not None and stack.services.recordings is not None
     worker = stack.services.transcripts
     assert worker is not None, "the test stack transcribes (HILO_TRANSCRIPTS defaults on)"
-    found = await identity.identify_or_create(stack.pool, "phone", KNOWN_CALLER, "ES")
-    interaction = await stack.services.timeline.start_interaction(
-        found.customer_id, "voice", "inbound", context={"flow_language": "en"}
-    )
-    rec = await catalog.create(
-        stack.pool,
-        kind=kind,
-        interaction_id=interaction.id,
-        customer_id=found.customer_id,
+
+    async def leased(rec: catalog.Recording) -> None:
+        # Queued and leased before the recording is stored (the trigger's own insert then does nothing).
+        await stack.pool.execute(
+            "INSERT INTO recording_transcripts (recording_id, attempts, leased_until) VALUES ($1, 1, now() + '1 hour')",
+            rec.id,
+        )
+
+    rec = await stored_recording(
+        stack,
         agent_id=agent_id,
         queue=queue,
-        asterisk_name=f"test-access-{uuid.uuid4()}",
-        started_at=datetime.now(UTC) - timedelta(days=days_ago),
-        retention_days=30,
-    )
-    plain = stack.settings.recordings_dir / f"access-{rec.id}.wav"
-    with wave.open(str(plain), "wb") as w:
-        w.setparams((1, 2, 8000, 0, "NONE", "not compressed"))
-        w.writeframes(b"\x10\x00" * 8000)
-    try:
-        stored = await stack.services.recordings.store.put_file(f"test/{rec.id}.hrec", plain, context=str(rec.id))
-    finally:
-        plain.unlink()
-    # Queued and leased before the recording is stored (the trigger's own insert then does nothing).
-    await stack.pool.execute(
-        "INSERT INTO recording_transcripts (recording_id, attempts, leased_until) VALUES ($1, 1, now() + '1 hour')",
-        rec.id,
-    )
-    rec = await catalog.update(
-        stack.pool,
-        rec.id,
-        state="stored",
-        storage_key=stored.key,
-        key_id=stored.key_id,
-        sha256=stored.sha256,
-        size_bytes=stored.size,
-        duration_s=1.0,
+        kind=kind,
+        days_ago=days_ago,
+        context={"flow_language": "en"},
+        before_stored=leased,
     )
     if said is not None:
         mark = stack.hilo_events.mark()
@@ -238,8 +214,9 @@ async def test_retention_redacts_the_transcript_on_the_timeline_and_webhooks_nev
         f"/api/recordings/{held}/hold", json={"hold": True, "reason": "case 2026-7"}, headers=bearer(stack.token)
     )
     assert resp.status == 200
-    sent = await hook.requests.expect("webhook", within=5, body__data__recording_id=str(expired))
-    assert sent["body"]["type"] == "recording.transcribed"
+    sent = await hook.requests.expect(
+        "webhook", within=5, body__type="recording.transcribed", body__data__recording_id=str(expired)
+    )
     assert "text" not in sent["body"]["data"] and BOB_SAID.encode() not in sent["raw"]
     assert sent["body"]["data"]["withheld"] == ["text"]
     assert sent["body"]["data"]["transcript_url"] == f"/api/recordings/{expired}/transcript"

@@ -9,19 +9,18 @@ import json
 import logging
 import re
 import uuid
-import wave
 from datetime import UTC, datetime
 
 import pytest
 
 from crm_bridge import identity
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from recordings import catalog, transcripts
-from server.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall
 from speech.tts import voice_for
+from tests.stack.calls import place
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.lines import apply_line
+from tests.stack.recordings import stored_recording
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_recordings import SILENCE_MAX_RMS, call_support, levels
 from tests.stack.test_screenpop import bearer, sign_in
@@ -41,30 +40,11 @@ async def say_as_caller(stack: Stack, call: SimCall, text: str) -> None:
     await stack.ari_events.expect("PlaybackFinished", within=15, playback__id=playback_id)
 
 
-async def apply_flow(stack: Stack, number: str, flow_id: str, text: str) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{number}": {flow_id}\n'
-    bundle = base.changed({f"flows/{flow_id}.yaml": text, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
-
-
 async def call_flow(stack: Stack, number: str, flow_id: str, text: str) -> tuple[SimCall, str]:
     """A known caller rings `number`, answered by the flow `text` applied for it: the call and its
     interaction id."""
-    await apply_flow(stack, number, flow_id, text)
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, number, KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    await apply_line(stack, number, {flow_id: text})
+    call, started = await place(stack, KNOWN_CALLER, number=number, in_app=True)
     return call, str(started["interaction_id"])
 
 
@@ -118,9 +98,22 @@ async def _stored_recording(
     """A recording made stored now, as the recorder does (the trigger queues its transcript): with an
     encrypted file of a quiet second, or naming a file that is not there. With `leased_for_s`, its job is
     first left as a worker that died mid-way leaves it: tried once, still leased."""
-    found = await identity.identify_or_create(stack.pool, "phone", KNOWN_CALLER, "ES")
-    assert stack.services.timeline is not None and stack.services.recordings is not None
+
+    async def leased(rec: catalog.Recording) -> None:
+        if leased_for_s:
+            await stack.pool.execute(
+                "INSERT INTO recording_transcripts (recording_id, attempts, leased_until)"
+                " VALUES ($1, 1, now() + make_interval(secs => $2))",
+                rec.id,
+                leased_for_s,
+            )
+
     context = {"flow_language": flow_language} if flow_language else {}
+    if with_file:
+        return (await stored_recording(stack, context=context, before_stored=leased)).id
+    # A row stored without its file: no recorder leaves one (it stores the file first); a store that lost it.
+    assert stack.services.timeline is not None
+    found = await identity.identify_or_create(stack.pool, "phone", KNOWN_CALLER, "ES")
     interaction = await stack.services.timeline.start_interaction(
         found.customer_id, "voice", "inbound", context=context
     )
@@ -135,24 +128,8 @@ async def _stored_recording(
         started_at=datetime.now(UTC),
         retention_days=30,
     )
-    key = f"test/{rec.id}.hrec"
-    if with_file:
-        plain = stack.settings.recordings_dir / f"quiet-{rec.id}.wav"
-        with wave.open(str(plain), "wb") as w:
-            w.setparams((1, 2, 8000, 0, "NONE", "not compressed"))
-            w.writeframes(b"\x10\x00" * 8000)
-        try:
-            await stack.services.recordings.store.put_file(key, plain, context=str(rec.id))
-        finally:
-            plain.unlink()
-    if leased_for_s:
-        await stack.pool.execute(
-            "INSERT INTO recording_transcripts (recording_id, attempts, leased_until)"
-            " VALUES ($1, 1, now() + make_interval(secs => $2))",
-            rec.id,
-            leased_for_s,
-        )
-    await catalog.update(stack.pool, rec.id, state="stored", storage_key=key, duration_s=1.0)
+    await leased(rec)
+    await catalog.update(stack.pool, rec.id, state="stored", storage_key=f"test/{rec.id}.hrec", duration_s=1.0)
     return rec.id
 
 

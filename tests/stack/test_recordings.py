@@ -14,23 +14,21 @@ import re
 import time
 import uuid
 import wave
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crm_bridge import identity
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
 from recordings import catalog
 from recordings.access import UrlSigner
 from recordings.audio import rms
 from recordings.calls import CallRecorder
 from recordings.cli import run_recordings_command
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
+from tests.stack.lines import apply_line
+from tests.stack.recordings import stored_recording
 from tests.stack.test_calls import KNOWN_CALLER
 from tests.stack.test_screenpop import bearer, sign_in
 
@@ -52,15 +50,8 @@ async def talk(seconds: float) -> None:
 
 async def call_support(stack: Stack, number: str = "100", menu_key: str | None = "2") -> tuple[SimCall, str]:
     """A call from Ana García that reaches bob (support); the caller's phone stays under the test's control."""
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, number, KNOWN_CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, number=number, in_app=True, menu_key=menu_key)
     interaction = str(started["interaction_id"])
-    if menu_key is not None:
-        await stack.hilo_events.expect("ivr.menu", within=15, interaction_id=interaction)
-        await stack.observer.send_dtmf(call.caller_leg, menu_key)
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction, data__agent="bob")
     return call, interaction
 
@@ -225,18 +216,7 @@ nodes:
 
 
 async def test_a_caller_who_declines_is_not_recorded(stack: Stack) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + '\n  "151": consent\n'
-    bundle = base.changed({"flows/consent.yaml": CONSENT_FLOW, "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, "151", {"consent": CONSENT_FLOW})
     call, interaction = await call_support(stack, "151", menu_key=None)
     skipped = await stack.hilo_events.expect("recording.skipped", within=5, interaction_id=interaction)
     assert skipped["data"] == {"reason": "consent"}
@@ -247,31 +227,7 @@ async def test_a_caller_who_declines_is_not_recorded(stack: Stack) -> None:
 
 async def _old_recording(stack: Stack, days_ago: int, retention_days: int) -> catalog.Recording:
     """A stored recording made `days_ago` days ago (its file encrypted in the store like any other)."""
-    found = await identity.identify_or_create(stack.pool, "phone", KNOWN_CALLER, "ES")
-    assert stack.services.timeline is not None
-    interaction = await stack.services.timeline.start_interaction(found.customer_id, "voice", "inbound")
-    rec = await catalog.create(
-        stack.pool,
-        kind="call",
-        interaction_id=interaction.id,
-        customer_id=found.customer_id,
-        agent_id="bob",
-        queue="support",
-        asterisk_name=f"test-old-{uuid.uuid4()}",
-        started_at=datetime.now(UTC) - timedelta(days=days_ago),
-        retention_days=retention_days,
-    )
-    plain = stack.settings.recordings_dir / f"old-{rec.id}.wav"
-    with wave.open(str(plain), "wb") as w:
-        w.setparams((1, 2, 8000, 0, "NONE", "not compressed"))
-        w.writeframes(b"\x10\x00" * 8000)
-    try:
-        stored = await recorder(stack).store.put_file(f"test/{rec.id}.hrec", plain, context=str(rec.id))
-    finally:
-        plain.unlink()
-    return await catalog.update(
-        stack.pool, rec.id, state="stored", storage_key=stored.key, key_id=stored.key_id, sha256=stored.sha256
-    )
+    return await stored_recording(stack, days_ago=days_ago, retention_days=retention_days)
 
 
 async def test_retention_deletes_expired_recordings_but_not_held_ones(

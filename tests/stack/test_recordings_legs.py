@@ -19,9 +19,9 @@ import pytest
 
 from dialplans.models import QueueRecording
 from recordings.calls import CallRecorder
-from server.simcall import originate_sim_call
 from tests.stack.audio import talk_into, tone_amplitude
-from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.calls import place
+from tests.stack.conftest import Stack
 from tests.stack.test_screenpop import bearer, sign_in
 
 KNOWN_CALLER = "+34911222333"
@@ -70,13 +70,7 @@ async def test_a_queue_with_legs_records_each_side_apart_and_pauses_them_togethe
     bob = await sign_in(stack, f"bob-{uuid.uuid4().hex[:6]}", "agent", "bob")
     alice = await sign_in(stack, f"alice-{uuid.uuid4().hex[:6]}", "agent", "alice")
     with support_records_legs(recorder):
-        mark = stack.hilo_events.mark()
-        call = await originate_sim_call(
-            stack.observer, "100", KNOWN_CALLER, "2", namespace=NAMESPACE, tone=str(CALLER_HZ)
-        )
-        started = await stack.hilo_events.expect(
-            "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-        )
+        call, started = await place(stack, KNOWN_CALLER, "2", tone=str(CALLER_HZ))
         interaction = started["interaction_id"]
         await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction, data__agent="bob")
         mixed_started = await stack.hilo_events.expect(

@@ -11,8 +11,9 @@ import pytest
 
 from dialplans.models import Agent, Queue, load_routing
 from routing.engine import RoutingEngine
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import hang_up, place
+from tests.stack.conftest import Stack
 
 CALLERS = ("+34911000101", "+34911000102")
 SALES, SUPPORT = "1", "2"  # the demo line's menu keys
@@ -32,17 +33,8 @@ def demo_queue(stack: Stack, queue_id: str) -> Queue:
 
 
 async def call(stack: Stack, caller: str, key: str) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    placed = await originate_sim_call(stack.observer, "100", caller, key, namespace=NAMESPACE)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=placed.ivr_leg
-    )
+    placed, started = await place(stack, caller, key)
     return placed, started["interaction_id"]
-
-
-async def hang_up(stack: Stack, placed: SimCall, interaction: str) -> None:
-    await stack.observer.hangup(placed.caller_leg)
-    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from dialplans.models import Agent, Queue, load_routing
 from hilo.db import create_pool
 from routing.engine import RoutingEngine
 from routing.state import RoutingState
-from server.simcall import originate_sim_call
+from tests.stack.calls import KNOWN_CALLER, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import eventually
 
@@ -92,7 +93,10 @@ async def test_the_live_state_is_rebuilt_from_postgres_after_redis_loses_it(stac
         await engine.remove(i, "test over")
 
 
-async def test_a_decision_on_one_node_wakes_the_call_waiting_on_another(stack: Stack) -> None:
+async def test_a_decision_on_one_node_wakes_the_interaction_waiting_on_another(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two routing engines on one Redis, as two nodes (no call: the engine is what a call waits on)."""
     engine = engine_of(stack)
     redis = aioredis.from_url(stack.settings.redis_url.get_secret_value())
     pool = await create_pool(stack.settings.database_url.get_secret_value(), min_size=1, max_size=2)
@@ -103,14 +107,28 @@ async def test_a_decision_on_one_node_wakes_the_call_waiting_on_another(stack: S
         assert await engine.enqueue(x, "support") is not None
         assert await engine.answered(x, "bob")
         assert await other.enqueue(y, "support") is None
+        # The other node's questions to routing, counted: it asks once, finds nothing, and waits to be woken.
+        asked: list[Any] = []
+        found_nothing = asyncio.Event()
+        real_try_assign = other.try_assign
+
+        async def try_assign(interaction_id: str) -> Any:
+            offer = await real_try_assign(interaction_id)
+            asked.append(offer)
+            if offer is None:
+                found_nothing.set()
+            return offer
+
+        monkeypatch.setattr(other, "try_assign", try_assign)
         loop = asyncio.get_running_loop()
         waiting = asyncio.create_task(other.wait_for_offer(y, timeout=10))
-        await asyncio.sleep(0.2)  # let it subscribe its waiter
+        await asyncio.wait_for(found_nothing.wait(), 5)
         started = loop.time()
         await engine.release(x)  # node one frees bob: its decision gives him y
         offer = await asyncio.wait_for(waiting, 5)
         assert offer is not None and offer.agent_id == "bob"
-        assert loop.time() - started < 1.0, "woken by the notification, not by a timeout"
+        assert loop.time() - started < 1.0, "woken by the notification, not by its timeout"
+        assert len(asked) == 2 and asked[0] is None  # asked again only once woken
         await other.remove(y, "test over")
     finally:
         await other.close()
@@ -329,11 +347,7 @@ async def test_a_call_nobody_qualifies_for_escalates_to_a_wider_requirement(stac
     )
     await engine.put_queue(strict)  # bob has no billing skill: nobody qualifies for 2 seconds
     try:
-        mark = stack.hilo_events.mark()
-        call = await originate_sim_call(stack.observer, "100", "+34911222333", "2", namespace=NAMESPACE)
-        started = await stack.hilo_events.expect(
-            "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-        )
+        call, started = await place(stack, KNOWN_CALLER, "2")
         interaction = started["interaction_id"]
         queued, offered = await stack.hilo_events.expect_in_order(
             [

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
-from server.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall
 from speech.tts import PromptCache, prompt_key, voice_for
+from tests.stack.calls import hang_up, place
 from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.lines import apply_line
 
 NUMBER = "171"
 CALLER = "+34911222333"
@@ -53,18 +52,7 @@ nodes:
 
 
 async def _use_speech_line(stack: Stack, prompt: str) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{NUMBER}": speech_menu\n'
-    bundle = base.changed({"flows/speech_menu.yaml": SPEECH_FLOW.format(prompt=prompt), "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, NUMBER, {"speech_menu": SPEECH_FLOW.format(prompt=prompt)})
 
 
 async def _utterance(stack: Stack, text: str) -> str:
@@ -83,11 +71,7 @@ def _seconds(stack: Stack, text: str) -> float:
 
 
 async def _call(stack: Stack) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, NUMBER, CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, CALLER, number=NUMBER, in_app=True)
     return call, started["interaction_id"]
 
 
@@ -99,11 +83,6 @@ async def _prompt_started(stack: Stack, call: SimCall, since: int) -> dict[str, 
 
 async def _say(stack: Stack, call: SimCall, media: str) -> None:
     await stack.observer.play(call.caller_leg, media, f"sim-say-{time.monotonic_ns()}")
-
-
-async def _hang_up(stack: Stack, call: SimCall, interaction: str) -> None:
-    await stack.observer.hangup(call.caller_leg)
-    await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
 
 
 @pytest.fixture
@@ -133,7 +112,7 @@ async def test_saying_technical_support_routes_the_call_to_support(stack: Stack,
     await stack.ari_events.expect(
         "ChannelDestroyed", within=5, since=ari_mark, channel__id=lambda c: c.startswith(f"{NAMESPACE}-speech-media-")
     )
-    await _hang_up(stack, call, i)
+    await hang_up(stack, call, i)
 
 
 async def test_speaking_stops_a_long_prompt(stack: Stack) -> None:
@@ -153,7 +132,7 @@ async def test_speaking_stops_a_long_prompt(stack: Stack) -> None:
     heard = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i)
     assert (heard["data"]["via"], heard["data"]["digit"], heard["data"]["valid"]) == ("speech", "1", True), heard
     await stack.hilo_events.expect("routing.queued", within=10, interaction_id=i, data__queue="sales")
-    await _hang_up(stack, call, i)
+    await hang_up(stack, call, i)
 
 
 async def test_gibberish_then_silence_lead_to_the_reprompt_then_keys_only(
@@ -174,7 +153,7 @@ async def test_gibberish_then_silence_lead_to_the_reprompt_then_keys_only(
     typed = await stack.hilo_events.expect("ivr.input", within=15, interaction_id=i, data__attempt=3)
     assert (typed["data"]["digit"], typed["data"]["valid"]) == ("3", True), typed
     await stack.hilo_events.expect("routing.queued", within=10, interaction_id=i, data__queue="support")
-    await _hang_up(stack, call, i)
+    await hang_up(stack, call, i)
 
 
 DEMO_PROMPT = "For sales, say sales or press 1. For technical support, say technical support or press 2."
@@ -190,11 +169,8 @@ async def test_the_demo_line_routes_a_spoken_choice_to_its_agent(
     want and reaches that queue's agent on a real SIP phone."""
     utterance = await _utterance(stack, said)
     prompt_media = f"sound:hilo/{prompt_key(DEMO_PROMPT, voice_for('en', 'gmw/en-US'), 'en')}"
-    ari_mark, mark = stack.ari_events.mark(), stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "100", CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    ari_mark = stack.ari_events.mark()
+    call, started = await place(stack, CALLER, in_app=True)
     i = started["interaction_id"]
     await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=i, data__attempt=1, data__speech=True)
     await stack.ari_events.expect(
@@ -215,7 +191,7 @@ async def test_the_demo_line_routes_a_spoken_choice_to_its_agent(
         ],
         within=30,
     )
-    await _hang_up(stack, call, i)
+    await hang_up(stack, call, i)
 
 
 DIGITS_NUMBER = "172"
@@ -239,24 +215,10 @@ nodes:
 
 
 async def test_an_account_number_said_on_a_call_fills_the_gather(stack: Stack) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + f'\n  "{DIGITS_NUMBER}": speech_digits\n'
-    bundle = base.changed({"flows/speech_digits.yaml": DIGITS_FLOW, "numbers.yaml": numbers})
-    applied = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not applied.problems, applied.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, DIGITS_NUMBER, {"speech_digits": DIGITS_FLOW})
     said = await _utterance(stack, "four two seven one")
-    ari_mark, mark = stack.ari_events.mark(), stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, DIGITS_NUMBER, CALLER, "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    ari_mark = stack.ari_events.mark()
+    call, started = await place(stack, CALLER, number=DIGITS_NUMBER, in_app=True)
     i = started["interaction_id"]
     await _prompt_started(stack, call, ari_mark)
     await _say(stack, call, said)
@@ -270,13 +232,9 @@ async def test_the_simulated_caller_of_hilo_call_can_say_its_choice(stack: Stack
     """`hilo call --say`: the caller's words played by the dialplan side (hilo-caller-sim's SIM_SAY) while
     the menu prompt plays, no test hand on the call."""
     sound = (await _utterance(stack, "sales")).removeprefix("sound:")
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "100", CALLER, "", namespace=NAMESPACE, say=sound, say_after_s=3.0)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, CALLER, say=sound, say_after_s=3.0)
     i = started["interaction_id"]
     heard = await stack.hilo_events.expect("ivr.input", within=20, interaction_id=i)
     assert (heard["data"]["via"], heard["data"]["digit"], heard["data"]["heard"]) == ("speech", "1", "sales"), heard
     await stack.hilo_events.expect("agent.answered", within=20, interaction_id=i, data__agent="alice")
-    await _hang_up(stack, call, i)
+    await hang_up(stack, call, i)

@@ -8,10 +8,10 @@ that leg's channel and the two tones are measured in it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from server.simcall import SimCall, originate_sim_call
+from server.simcall import SimCall
 from tests.stack.audio import Heard, record_what_it_hears
+from tests.stack.calls import hang_up, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_screenpop import bearer, sign_in
 
@@ -24,13 +24,9 @@ NOT_HEARD = 5.0  # below which it is not there at all (silence measures under 1)
 
 async def call_with_bob(stack: Stack) -> tuple[SimCall, str, str]:
     """A caller who talks (400 Hz), through the demo flow's support choice, bridged with bob."""
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "100", KNOWN_CALLER, "2", namespace=NAMESPACE, tone=str(CALLER_HZ))
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, "2", tone=str(CALLER_HZ))
     interaction = started["interaction_id"]
-    await stack.hilo_events.expect("agent.answered", within=30, since=mark, interaction_id=interaction)
+    await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction)
     assert stack.services.calls is not None
     agent_leg = stack.services.calls.live.get(interaction).agent.id
     return call, interaction, agent_leg
@@ -41,12 +37,6 @@ async def both_legs(stack: Stack, call: SimCall, agent_leg: str, folder: Path) -
     agent = await record_what_it_hears(stack.observer, stack.ari_events, agent_leg, 2, folder)
     assert caller.seconds >= 1.5 and agent.seconds >= 1.5, (caller.seconds, agent.seconds)  # each ear was open
     return caller, agent
-
-
-async def end_call(stack: Stack, call: SimCall, interaction: str) -> dict[str, Any]:
-    await stack.observer.hangup(call.caller_leg)
-    ended: dict[str, Any] = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
-    return ended
 
 
 async def test_whisper_reaches_the_agent_only_listen_nobody_barge_both(stack: Stack, tmp_path: Path) -> None:
@@ -93,7 +83,7 @@ async def test_whisper_reaches_the_agent_only_listen_nobody_barge_both(stack: St
     resp = await stack.client.delete(f"/api/supervisions/{supervision}", headers=bearer(supervisor))
     assert (resp.status, (await resp.json())["active"]) == (200, False)
     await stack.ari_events.expect("ChannelDestroyed", within=5, channel__id=phone_leg)
-    ended = await end_call(stack, call, interaction)
+    ended = await hang_up(stack, call, interaction)
     assert ended["data"]["outcome"] == "completed"
 
     resp = await stack.client.get(
@@ -153,7 +143,7 @@ async def test_hold_and_unhold_from_the_api_are_on_the_timeline_and_audited(stac
     assert agent_ear.amplitude(CALLER_HZ) > HEARD, "back: the agent hears the caller again"
 
     await stack.client.post(f"/api/calls/{interaction}/hold", headers=bearer(bob))
-    await end_call(stack, call, interaction)  # hung up on hold: the hold lasts until the agent's end
+    await hang_up(stack, call, interaction)  # hung up on hold: the hold lasts until the agent's end
     await stack.hilo_events.expect("agent.call_ended", within=5, interaction_id=interaction)
     rows = await stack.pool.fetch(
         "SELECT actor, action, ok, detail ->> 'changed' AS changed FROM supervisor_actions ORDER BY id"

@@ -7,11 +7,11 @@ from __future__ import annotations
 from playwright.async_api import Browser, expect
 
 from console.users import add_user
-from server.simcall import originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.calls import KNOWN_CALLER, hang_up, place
+from tests.stack.conftest import Stack
 from tests.stack.test_console_browser import browser, sign_in_on_the_page  # noqa: F401 (fixture)
 from tests.stack.test_screenpop import new_password
-from tests.stack.test_supervision import call_with_bob, end_call
+from tests.stack.test_supervision import call_with_bob
 
 
 async def test_listen_whisper_stop_from_the_wallboard(stack: Stack, browser: Browser) -> None:  # noqa: F811
@@ -37,7 +37,7 @@ async def test_listen_whisper_stop_from_the_wallboard(stack: Stack, browser: Bro
     finally:
         await page.close()
     await stack.ari_events.expect("ChannelDestroyed", within=5, channel__name=lambda n: "hilo-phone-sim" in n)
-    await end_call(stack, call, interaction)
+    await hang_up(stack, call, interaction)
     rows = await stack.pool.fetch("SELECT actor, action, target_kind, ok FROM supervisor_actions ORDER BY id")
     assert [(r["actor"], r["action"], r["target_kind"], r["ok"]) for r in rows] == [
         ("user:wall-sup@console", "listen", "interaction", True),
@@ -49,11 +49,7 @@ async def test_listen_whisper_stop_from_the_wallboard(stack: Stack, browser: Bro
 async def test_moving_a_waiting_caller_from_the_wallboard(stack: Stack, browser: Browser) -> None:  # noqa: F811
     assert stack.services.board is not None
     await stack.services.board.set_state("bob", "away")  # nobody takes support: the caller waits
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "100", "+34911222333", "2", namespace=NAMESPACE)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, "2")
     interaction = started["interaction_id"]
     await stack.hilo_events.expect("routing.queued", within=20, interaction_id=interaction, data__queue="support")
     password = new_password()
@@ -73,7 +69,7 @@ async def test_moving_a_waiting_caller_from_the_wallboard(stack: Stack, browser:
     assert moved["data"] == {"queue": "sales", "from": "support", "by": "user:wall-mover@console"}
     # alice serves sales: the caller is offered to her and answered
     await stack.hilo_events.expect("agent.answered", within=20, interaction_id=interaction, data__agent="alice")
-    await end_call(stack, call, interaction)
+    await hang_up(stack, call, interaction)
     routed = await stack.pool.fetchval(
         "SELECT queue FROM routing_interactions WHERE interaction_id = $1::uuid", interaction
     )
@@ -105,7 +101,7 @@ async def test_the_agent_holds_the_caller_from_the_console(stack: Stack, browser
         )
     finally:
         await page.close()
-    await end_call(stack, call, interaction)
+    await hang_up(stack, call, interaction)
     rows = await stack.pool.fetch("SELECT actor, actor_role, action FROM supervisor_actions ORDER BY id")
     assert [tuple(r) for r in rows] == [
         ("user:bob-page@console", "agent", "hold"),

@@ -7,16 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from reports.facts import load_contacts
-from server.simcall import originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from tests.stack.calls import KNOWN_CALLER, place
+from tests.stack.conftest import Stack
 
 
 async def test_the_caller_answers_the_survey_after_the_agent_hangs_up(stack: Stack) -> None:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "150", "+34911222333", "", namespace=NAMESPACE, in_app=True)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, number="150", in_app=True)
     interaction = started["interaction_id"]
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction, data__agent="bob")
     assert stack.services.calls is not None

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reports.monitor import WallboardMonitor
-from server.simcall import originate_sim_call
+from tests.stack.calls import KNOWN_CALLER, hang_up, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.test_conversations import HOLD, visitor
 from tests.stack.test_kpis import kpi_monitor, scripted_day  # noqa: F401 (fixture)
 from tests.stack.test_screenpop import bearer, console_feed, offered_interaction, sign_in
-from tests.stack.test_supervision import call_with_bob, end_call
+from tests.stack.test_supervision import call_with_bob
 
 FRONT, BACK, BOTH = ["front-office"], ["back-office"], ["front-office", "back-office"]
 PHONE = "Local/silent@hilo-phone-sim"
@@ -93,7 +93,7 @@ async def test_live_actions_on_a_call_are_for_the_supervisors_of_its_agent(stack
     moved = await stack.hilo_events.expect("routing.transferred", within=5, interaction_id=interaction)
     assert moved["data"] == {"kind": "blind", "from_agent": "bob", "to_queue": "sales", "by": "user:back-sup@api"}
     await stack.hilo_events.expect("agent.answered", within=20, interaction_id=interaction, data__agent="alice")
-    await end_call(stack, call, interaction)
+    await hang_up(stack, call, interaction)
 
     assert await audit_rows(stack) == [
         ("user:front-sup@api", "listen", "interaction", False),
@@ -149,7 +149,7 @@ async def test_attended_transfers_by_the_admin_and_a_supervisor_name_who_did_the
     handed = await stack.hilo_events.expect("routing.transferred", within=5, since=mark, interaction_id=interaction)
     assert handed["data"] == {"kind": "attended", "from_agent": "bob", "to_agent": "alice", "by": "user:back-sup@api"}
     await stack.hilo_events.expect("agent.answered", within=10, since=mark, interaction_id=interaction)
-    await end_call(stack, call, interaction)
+    await hang_up(stack, call, interaction)
 
     assert await audit_rows(stack) == [
         ("token:admin@api", "transfer", "interaction", True),
@@ -237,11 +237,7 @@ async def test_chats_are_listed_read_and_answered_within_the_teams(stack: Stack)
 async def test_waiting_callers_and_routings_records_within_the_teams(stack: Stack) -> None:
     assert stack.services.board is not None
     await stack.services.board.set_state("bob", "away")  # nobody takes support: the caller waits
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "100", "+34911222333", "2", namespace=NAMESPACE)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, "2")
     interaction = started["interaction_id"]
     await stack.hilo_events.expect("routing.queued", within=20, interaction_id=interaction, data__queue="support")
     front = await sign_in(stack, "front-sup", "supervisor", teams=FRONT)
@@ -270,7 +266,7 @@ async def test_waiting_callers_and_routings_records_within_the_teams(stack: Stac
     status, body = await post(stack, move, both, {"queue": "sales"})
     assert (status, body["status"]) == (200, "offered"), body
     await stack.hilo_events.expect("agent.answered", within=20, interaction_id=interaction, data__agent="alice")
-    await end_call(stack, call, interaction)
+    await hang_up(stack, call, interaction)
 
     rows = await stack.pool.fetch(
         "SELECT actor, action, target_kind, target_id, ok, detail ->> 'read' AS read"

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from dialplans.models import Agent
-from flows.admin import apply_bundle
-from flows.bundle import FlowBundle
-from flows.runtime import checks_for
-from server.simcall import SimCall, originate_sim_call
-from tests.stack.conftest import NAMESPACE, Stack
+from server.simcall import SimCall
+from tests.stack.calls import hang_up, place
+from tests.stack.conftest import Stack
+from tests.stack.lines import apply_line
 from tests.stack.test_screenpop import bearer, sign_in
 
 KNOWN_CALLER = "+34911222333"
@@ -29,12 +28,7 @@ async def hang_up_leftovers(stack: Stack) -> AsyncIterator[None]:
 
 
 async def call_with_bob(stack: Stack) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "100", KNOWN_CALLER, "2", namespace=NAMESPACE)
-    _PLACED.append(call)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, "2", placed=_PLACED)
     interaction = str(started["interaction_id"])
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction, data__agent="bob")
     return call, interaction
@@ -43,12 +37,6 @@ async def call_with_bob(stack: Stack) -> tuple[SimCall, str]:
 async def transfer(stack: Stack, interaction: str, token: str, **body: Any) -> tuple[int, dict[str, Any]]:
     resp = await stack.client.post(f"/api/calls/{interaction}/transfer", json=body, headers=bearer(token))
     return resp.status, await resp.json()
-
-
-async def hang_up(stack: Stack, call: SimCall, interaction: str) -> dict[str, Any]:
-    await stack.observer.hangup(call.caller_leg)
-    ended: dict[str, Any] = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
-    return ended
 
 
 def _alice_leg(name: str) -> bool:
@@ -240,27 +228,11 @@ nodes:
 
 
 async def _xfer_line(stack: Stack, target: str) -> None:
-    assert stack.services.flows is not None
-    base = FlowBundle.from_dir(stack.settings.dialplans_dir)
-    numbers = base.files["numbers.yaml"].rstrip() + '\n  "180": xfer\n'
-    bundle = base.changed({"flows/xfer.yaml": XFER_FLOW.format(target=target), "numbers.yaml": numbers})
-    result = await apply_bundle(
-        stack.services.flows.versions,
-        bundle,
-        checks_for(stack.settings.dialplans_dir),
-        applied_by="system:tests@system",
-    )
-    assert not result.problems, result.problems
-    assert not isinstance(await stack.services.flows.reload(), list)
+    await apply_line(stack, "180", {"xfer": XFER_FLOW.format(target=target)})
 
 
 async def _flow_call(stack: Stack) -> tuple[SimCall, str]:
-    mark = stack.hilo_events.mark()
-    call = await originate_sim_call(stack.observer, "180", KNOWN_CALLER, "", namespace=NAMESPACE)
-    _PLACED.append(call)
-    started = await stack.hilo_events.expect(
-        "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
-    )
+    call, started = await place(stack, KNOWN_CALLER, number="180", placed=_PLACED)
     return call, str(started["interaction_id"])
 
 

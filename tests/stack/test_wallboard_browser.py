@@ -170,7 +170,7 @@ async def test_the_reports_page_charts_a_period(stack: Stack, browser: Browser, 
         await page.select_option("#by", "queue")
         await page.click("#query button[type=submit]")
         rows = page.locator("#rows tbody tr")
-        await expect(rows).to_have_count(24 * 4 * 2, timeout=10_000)  # quarters x (sales, support)
+        await expect(rows).to_have_count(script.quarter_hours() * 2, timeout=10_000)  # quarters x (sales, support)
         # the service level of support's three offered contacts: one in time
         support_points = page.locator("#chart circle.point[data-group=support]")
         await expect(support_points).to_have_count(3)

@@ -229,6 +229,23 @@ def test_an_unknown_caller_pops_with_what_there_is() -> None:
     assert pop["ivr"] == {"flow": None, "ended_at_node": None, "path": [], "variables": {}}
 
 
+def test_a_caller_the_store_has_not_identified_yet_pops_as_identifying_until_it_is() -> None:
+    degraded = {"type": "call.degraded", "at": "x", "data": {"part": "store", "what": "identify"}}
+    late = {"type": "customer.identified", "at": "y", "data": {"by": "caller_number", "new": False, "late": True}}
+    common: dict[str, Any] = {
+        "interaction": interaction({}),
+        "customer": None,
+        "history": [],
+        "cases": [],
+        "agent_id": "alice",
+        "facts": FlowFacts(),
+    }
+    before = assemble(events=[degraded], **common)
+    assert before["customer"]["identifying"] is True and before["customer"]["identified_by"] is None
+    after = assemble(events=[degraded, late], **common)
+    assert after["customer"]["identifying"] is False and after["customer"]["identified_by"] == "caller_number"
+
+
 def test_shown_variables_mask_only_secrets() -> None:
     facts = FlowFacts(secret_variables=frozenset({"pin"}))
     assert shown_variables({"pin": "1234", "tier": "gold"}, facts) == {"pin": MASK, "tier": "gold"}

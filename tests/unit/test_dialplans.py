@@ -3,11 +3,36 @@ from pathlib import Path
 
 import pytest
 
-from dialplans.models import RoutingConfig, load_demo_customers, load_numbers, load_routing
-from flows.runtime import load_live_flows
+from dialplans.models import RoutingConfig, load_demo_customers, load_numbers, load_phones, load_routing
+from flows.runtime import checks_for, load_live_flows
 from hilo.yamlconf import ConfigError, load_model
+from tests.paths import DIALPLANS as TESTS_OWN
+from tests.paths import SHIPPED_DIALPLANS
 
-DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
+DIALPLANS = SHIPPED_DIALPLANS  # these tests are of the shipped files themselves (but the next)
+
+
+def test_the_tests_own_dialplans_load_with_what_the_tests_rely_on() -> None:
+    """tests/dialplans/ (tests/paths.py), which the stack tests' server runs on: it loads as the server loads
+    it, and has what the tests are written against, whatever an admin does to dialplans/."""
+    routing = load_routing(TESTS_OWN)
+    assert {a.id: (a.queues, a.sip_endpoint) for a in routing.agents} == {
+        "alice": (["sales"], "agent-alice"),
+        "bob": (["support"], "agent-bob"),
+    }
+    support = next(q for q in routing.queues if q.id == "support")
+    assert [(step.after_s, step.overflow) for step in support.escalation] == [(60, None), (120, "sales")]
+    assert load_phones(TESTS_OWN).endpoints() >= {"agent-alice", "agent-bob", "agent-noanswer", "supervisor-demo"}
+    assert dict(load_numbers(TESTS_OWN).numbers) == {"100": "demo", "150": "feedback"}
+    customers = {c.name: c for c in load_demo_customers(TESTS_OWN).customers}
+    assert "Ana García" in customers
+    checks_for(TESTS_OWN)  # what the server checks at its start
+    live = load_live_flows(TESTS_OWN)
+    flows = {number: live.for_number(number) for number in ("100", "150")}
+    assert {number: flow.flow if flow else None for number, flow in flows.items()} == {
+        "100": "demo",
+        "150": "feedback",
+    }
 
 
 def test_shipped_dialplans_load_and_agree() -> None:

@@ -1,7 +1,10 @@
 """docker-compose.yml and the images it runs, checked without a container engine: the file parses and points
 at files that exist, every image is built on a local Debian base (no registry), stack/images.sh builds each,
-the Hilo image gets every package of pyproject.toml with its data files. (tests/packaging/test_compose.py
-runs the stack for real where podman can.)"""
+the Hilo image gets every package of pyproject.toml with its data files; and the deployment is secure by
+default: every secret is required (compose stops naming the one missing), SIP is published over TLS only with
+the production profile rendered (TLS transport, phones on it with SRTP and their own generated passwords),
+Hilo's plain HTTP only on loopback, `.env` kept out of git and images. (tests/packaging/test_compose.py runs
+the stack for real where podman can.)"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from asterisk.render_config import MARKER
+from asterisk.render_config import MARKER, render_folder, templates
 from tests.packaging.layout import ROOT, covered_by_package_data, data_files, package_dir, packages, pyproject
 
 
@@ -75,6 +78,8 @@ def test_compose_parses_and_references_existing_files() -> None:
                     assert (context / source).exists(), f"{dockerfile}: {instruction.keyword} {source} does not exist"
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
+            if source.startswith("${"):  # a host folder the operator names (required, see below)
+                continue
             if source.startswith((".", "/")):
                 assert (ROOT / source).exists(), f"service {name}: volume {source} missing"
             else:
@@ -223,13 +228,15 @@ def test_compose_gives_every_template_marker_a_value() -> None:
     data = compose()
     config = data["services"]["asterisk-config"]
     env = dict(config["environment"])
-    markers = {m for f in (ROOT / "asterisk" / "etc").glob("*.conf") for m in MARKER.findall(f.read_text())}
-    assert markers, "templates have markers"
+    etc = ROOT / "asterisk" / "etc"
+    markers = {m for f in templates(etc, production=True) for m in MARKER.findall(f.read_text())}
+    assert {"SIP_TLS_PORT", "SIP_TLS_DIR"} <= markers, "the production profile's templates have markers"
     missing = {m for m in markers if f"HILO_{m}" not in env}
     assert not missing, f"asterisk-config lacks values for {sorted(missing)}"
-    # the templates it renders are the installed package's (package data), into the volume Asterisk reads
+    # the templates it renders are the installed package's (package data), with the production profile, into
+    # the volume Asterisk reads
     command = " ".join(config["command"])
-    out = re.search(r"python -m asterisk\.render_config --out (\S+)", command)
+    out = re.search(r"python -m asterisk\.render_config --production --out (\S+)", command)
     assert out, command
     mounts = {v.split(":")[0]: v.split(":")[1] for v in config["volumes"]}
     assert out.group(1) in mounts.values()
@@ -237,6 +244,114 @@ def test_compose_gives_every_template_marker_a_value() -> None:
     volume = next(k for k, v in mounts.items() if v == out.group(1))
     start = (ROOT / build_of("asterisk", data["services"]["asterisk"])[0] / "start.sh").read_text()
     assert f"src={asterisk_mounts[volume]}" in start, "Asterisk starts on the rendered files"
+
+
+# What compose must be given, each with a message that names it (`${VAR:?set VAR ...}`), and where.
+REQUIRED = {
+    "HILO_ARI_PASSWORD": "asterisk-config",
+    "HILO_AMI_PASSWORD": "asterisk-config",
+    "HILO_DB_PASSWORD": "postgres",
+    "HILO_REDIS_PASSWORD": "redis",
+    "HILO_MEDIA_ADDR": "asterisk-config",
+    "HILO_API_TOKEN": "hilo",
+    "HILO_METRICS_TOKEN": "hilo",
+    "HILO_SECRET_PEPPER": "hilo",
+    "HILO_RECORDING_KEYS": "hilo",
+    "HILO_RECORDING_KEY_ID": "hilo",
+    "HILO_TRUSTED_PROXIES": "hilo",
+    "HILO_SIP_TLS_CERTS": "asterisk",
+}
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+
+
+def interpolated(value: Any) -> list[tuple[str, str, str]]:
+    """Every `${NAME}`, `${NAME:-default}` and `${NAME:?message}` in a compose value: (name, kind, text)."""
+    if isinstance(value, dict):
+        return [found for v in value.values() for found in interpolated(v)]
+    if isinstance(value, list):
+        return [found for v in value for found in interpolated(v)]
+    if isinstance(value, str):
+        return [(m.group(1), m.group(2) or "", m.group(3) or "") for m in INTERPOLATION.finditer(value)]
+    return []
+
+
+def test_every_secret_and_address_is_required_with_a_message_naming_it() -> None:
+    services = compose()["services"]
+    for name, service in REQUIRED.items():
+        found = [(kind, text) for n, kind, text in interpolated(services[service]) if n == name]
+        assert found, f"service {service} does not take {name}"
+        assert all(kind == "?" for kind, _ in found), f"{service}: {name} has a default or none required: {found}"
+        assert all(text.startswith(f"set {name}") for _, text in found), f"{service}: {name}: {found}"
+    # the value reaches the program, under its own name where it is a setting of Hilo's
+    hilo = services["hilo"]["environment"]
+    for name in ("HILO_METRICS_TOKEN", "HILO_SECRET_PEPPER", "HILO_TRUSTED_PROXIES", "HILO_RECORDING_KEYS"):
+        assert hilo[name].startswith(f"${{{name}:?"), (name, hilo[name])
+    # and nothing anywhere falls back to a default secret (a plain `${NAME}` is one required above)
+    for name, kind, text in interpolated(compose()):
+        if re.search(r"PASSWORD|TOKEN|PEPPER|KEYS|CERTS", name) and name != "HILO_SECRET_PEPPER_PREVIOUS":
+            assert kind == "?" or (kind == "" and name in REQUIRED), (name, kind, text)
+
+
+def test_sip_is_published_over_tls_only_and_http_on_loopback() -> None:
+    services = compose()["services"]
+    published = services["asterisk"]["ports"]
+    assert [p for p in published if p.endswith(":5061/tcp")], published
+    assert not [p for p in published if "5060" in p], f"plain SIP is published: {published}"
+    assert all(p.startswith("${HILO_PUBLISH_ADDR:-0.0.0.0}:") for p in published)
+    [http] = services["hilo"]["ports"]
+    assert http.startswith("${HILO_HTTP_PUBLISH_ADDR:-127.0.0.1}:"), "plain HTTP for the TLS proxy on the host only"
+    for name, service in services.items():
+        if name not in ("asterisk", "hilo"):
+            assert not service.get("ports"), f"service {name} publishes {service['ports']}"
+    # The certificate folder is mounted read-only where start.sh installs it from, into the folder the
+    # production profile's transport reads.
+    mounts = {v.rsplit(":", 2)[1]: v for v in services["asterisk"]["volumes"] if v.startswith("${HILO_SIP_TLS_CERTS")}
+    assert list(mounts) == ["/etc/asterisk-tls"] and mounts["/etc/asterisk-tls"].endswith(":ro")
+    tls_dir = services["asterisk-config"]["environment"]["HILO_SIP_TLS_DIR"]
+    start = (ROOT / "containers" / "asterisk" / "start.sh").read_text()
+    assert "tls=/etc/asterisk-tls" in start and f'"$tls/sip.crt" "$tls/sip.key" {tls_dir}/' in start
+    dockerfile = (ROOT / "containers" / "asterisk" / "Dockerfile").read_text()
+    assert "ca-certificates" in dockerfile, "the CAs hilo-tls.conf checks trunks' certificates against"
+
+
+def test_the_production_profile_is_rendered_with_tls(tmp_path: Path) -> None:
+    """What the asterisk-config service renders, with compose's environment: the TLS transport on 5061 reading
+    the certificate start.sh installs, and pjsip.conf including it."""
+    config = compose()["services"]["asterisk-config"]
+    env = {k: str(v) for k, v in config["environment"].items()}
+    env = {k: ("secret" if "${" in v else v) for k, v in env.items()}
+    render_folder(ROOT / "asterisk" / "etc", tmp_path, env, production=True)
+    tls = (tmp_path / "hilo-tls.conf").read_text()
+    assert "[transport-tls]\ntype=transport\nprotocol=tls\nbind=0.0.0.0:5061\n" in tls
+    assert f"cert_file={env['HILO_SIP_TLS_DIR']}/sip.crt\npriv_key_file={env['HILO_SIP_TLS_DIR']}/sip.key\n" in tls
+    assert "[carrier-tls-endpoint](!,carrier-endpoint)\ntransport=transport-tls\nmedia_encryption=sdes\n" in tls
+    assert '#tryinclude "hilo-tls.conf"' in (tmp_path / "pjsip.conf").read_text()
+
+
+def test_phones_are_rendered_on_tls_with_passwords_generated_into_a_volume() -> None:
+    services = compose()["services"]
+    config, hilo = services["asterisk-config"], services["hilo"]
+    steps = [s.strip() for s in config["command"][2].split("&&")]
+    new, render = (
+        steps.index("hilo phones new-secrets"),
+        steps.index("hilo phones render --output /etc/asterisk-hilo/hilo-phones.conf"),
+    )
+    assert new < render < steps.index("touch /etc/asterisk-hilo/.ready")
+    secrets_file = config["environment"]["HILO_PHONE_SECRETS_FILE"]
+    assert hilo["environment"]["HILO_PHONE_SECRETS_FILE"] == secrets_file  # `hilo phones show` reads it
+    folder = str(Path(secrets_file).parent)
+    written = [v for v in config["volumes"] if v.split(":")[1] == folder]
+    read = [v for v in hilo["volumes"] if v.split(":")[1] == folder]
+    assert len(written) == 1 and len(read) == 1 and read[0] == written[0] + ":ro"
+    assert written[0].split(":")[0] in compose()["volumes"], "a named volume of its own"
+    assert "asterisk" not in {s for s, svc in services.items() if any(folder in v for v in svc.get("volumes", []))}
+    for service in (config, hilo):  # phones rendered on TLS with SRTP, and `show` says so
+        assert int(service["environment"]["HILO_SIP_TLS_PORT"]) == 5061
+
+
+def test_the_env_file_is_kept_out_of_git_and_images() -> None:
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+    assert dockerignored(".env", dockerignore_rules())
 
 
 def test_no_secret_is_on_a_command_line() -> None:

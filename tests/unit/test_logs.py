@@ -117,6 +117,9 @@ def test_the_server_masks_its_connection_passwords_and_tokens() -> None:
         database_url=SecretStr("postgresql://hilo:pg-pass-456@127.0.0.1:5432/hilo"),
         redis_url=SecretStr("redis://:redis-pass-123@127.0.0.1:6379/0"),
         metrics_token=SecretStr("scrape-token-789"),
+        secret_pepper=SecretStr("pepper-of-the-pins-0123"),
+        secret_pepper_previous=SecretStr("older-pepper-4567890, oldest-pepper-98765432"),
     )
     found = set(_secrets(settings))
     assert {"pg-pass-456", "redis-pass-123", "redis://:redis-pass-123@127.0.0.1:6379/0", "scrape-token-789"} <= found
+    assert {"pepper-of-the-pins-0123", "older-pepper-4567890", "oldest-pepper-98765432"} <= found

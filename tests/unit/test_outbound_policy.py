@@ -12,8 +12,7 @@ import pytest
 from dialplans.models import Outbound, OutboundLimit, load_routing
 from hilo.yamlconf import ConfigError
 from routing.outbound import OutboundGuard, OutboundPolicy
-
-DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
+from tests.paths import DIALPLANS
 
 
 def policy(region: str = "ES", **config: object) -> OutboundPolicy:

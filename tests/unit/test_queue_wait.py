@@ -4,13 +4,20 @@ failure exit (file:line of the node at fault)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+import redis.exceptions
 
 from dialplans.models import QueueAnnounce
 from flows.validate import Checks, validate_paths
 from ivr import waiting
 from routing.estimate import WaitEstimate, expected_wait_s, spoken_minutes
+from routing.model import Assignment
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
@@ -102,3 +109,43 @@ def test_a_valid_waiting_line(tmp_path: Path) -> None:
         "  message: {kind: voicemail, prompt: Leave a message.}\n"
     )
     assert problems(tmp_path, text) == []
+
+
+class FlakyRouting:
+    """A routing engine whose Redis does not answer for the first `failures` questions."""
+
+    def __init__(self, failures: int, offer: Assignment) -> None:
+        self.failures = failures
+        self.offer = offer
+        self.asked = 0
+
+    async def wait_for_offer(self, interaction_id: str, timeout: float) -> Assignment | None:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise redis.exceptions.ConnectionError("Redis is restarting")
+        return self.offer
+
+
+async def test_a_routing_that_does_not_answer_keeps_the_caller_waiting_and_is_one_degraded_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(waiting, "POLL_S", 0.02)
+    offer = Assignment("i", "bob", "support", "support", "voice", "agent-bob", 0, 0, 0)
+    engine = FlakyRouting(3, offer)
+    told: list[tuple[str, str]] = []
+
+    async def degraded(part: str, what: str) -> None:
+        told.append((part, what))
+
+    wait = waiting.QueueWait(
+        cast(Any, None),
+        cast(Any, SimpleNamespace(channel=None)),
+        cast(Any, engine),
+        "i",
+        announce=None,
+        callback=None,
+        on_degraded=degraded,
+    )
+    assert await asyncio.wait_for(wait._watch(), 5) is offer
+    assert engine.asked == 4
+    assert told == [("redis", "wait")]

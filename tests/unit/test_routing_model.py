@@ -22,8 +22,7 @@ from routing.model import (
     encode_levels,
     encode_steps,
 )
-
-DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
+from tests.paths import DIALPLANS, SHIPPED_DIALPLANS
 
 OLD_STYLE = """\
 queues:
@@ -45,7 +44,7 @@ def write(tmp_path: Path, text: str, hours: bool = False) -> Path:
 
 
 def test_the_shipped_routing_has_skills_levels_capacity_and_slas() -> None:
-    routing = load_routing(DIALPLANS)
+    routing = load_routing(SHIPPED_DIALPLANS)
     queues = {q.id: q for q in routing.queues}
     assert queues["support"].skills == {"support": 1}
     assert (queues["support"].sla.percent, queues["support"].sla.within_s) == (80, 30)

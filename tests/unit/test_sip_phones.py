@@ -5,16 +5,20 @@ string."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from asterisk.phones import PhoneError, digest_hash, render_phones
+from asterisk.phones_cli import run_phones_command
 from asterisk.stasis import ChannelState
 from dialplans.models import Agent, Phones, load_phones, load_routing
+from hilo.settings import Settings
 from hilo.yamlconf import ConfigError
 from ivr.agent_leg import ring_agent
 
@@ -122,3 +126,73 @@ async def test_a_stored_endpoint_that_is_not_a_phone_name_is_never_dialled() -> 
         ring_timeout_s=5,
     )
     assert offer is None
+
+
+def test_in_production_every_phone_talks_sip_over_tls_and_requires_srtp() -> None:
+    phones = load_phones(DIALPLANS)
+    plain = render_phones(phones, SECRETS, source="dialplans/phones.yaml")
+    assert "transport=" not in plain and "media_encryption" not in plain  # the local stack: loopback UDP
+    text = render_phones(phones, SECRETS, source="dialplans/phones.yaml", tls=True)
+    for phone in phones.phones:
+        name = phone.endpoint
+        endpoint = text.split(f"[{name}](phone-endpoint)\n", 1)[1].split("\n\n", 1)[0]
+        assert endpoint.splitlines()[-3:] == [
+            "transport=transport-tls",
+            "media_encryption=sdes",
+            "media_encryption_optimistic=no",
+        ]
+    assert text.replace("transport=transport-tls\nmedia_encryption=sdes\nmedia_encryption_optimistic=no\n", "") == plain
+
+
+PHONES_YAML = """phones:
+  - {endpoint: desk-1, caller_name: Desk 1, caller_number: "1"}
+  - {endpoint: desk-2, caller_name: Desk 2, caller_number: "2", contact: "sip:desk-2@10.0.0.2:5060"}
+"""
+
+
+def phones_cli(settings: Settings, command: str, **options: object) -> int:
+    return run_phones_command(argparse.Namespace(phones_command=command, **options), settings)
+
+
+def test_a_deployment_without_an_env_file_gets_each_phone_a_password_kept_in_a_private_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docker-compose.yml: `hilo phones new-secrets`, then `render` and `show` read the file it keeps."""
+    (tmp_path / "dialplans").mkdir()
+    (tmp_path / "dialplans" / "phones.yaml").write_text(PHONES_YAML)
+    path = tmp_path / "phones" / "phones.env"
+    settings = Settings(
+        dialplans_dir=tmp_path / "dialplans", phone_secrets_file=path, sip_tls_port=5061, sip_host="sip.example.com"
+    )
+    assert phones_cli(settings, "new-secrets", renew=[]) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    made = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    assert set(made) == {"HILO_PHONE_SECRET_DESK_1", "HILO_PHONE_SECRET_DESK_2"}
+    assert all(len(v) == 32 and int(v, 16) >= 0 for v in made.values()) and len(set(made.values())) == 2
+    out = capsys.readouterr().out
+    assert "new password: HILO_PHONE_SECRET_DESK_1" in out and not [v for v in made.values() if v in out]
+
+    assert phones_cli(settings, "new-secrets", renew=[]) == 0  # kept: a restart changes nothing
+    assert path.read_text().splitlines() == [f"{k}={v}" for k, v in made.items()]
+    assert phones_cli(settings, "new-secrets", renew=["desk-1"]) == 0  # one renewed, the other kept
+    again = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    assert again["HILO_PHONE_SECRET_DESK_1"] != made["HILO_PHONE_SECRET_DESK_1"]
+    assert again["HILO_PHONE_SECRET_DESK_2"] == made["HILO_PHONE_SECRET_DESK_2"]
+    assert phones_cli(settings, "new-secrets", renew=["desk-9"]) == 1
+    assert "no phone desk-9" in capsys.readouterr().err
+
+    output = tmp_path / "hilo-phones.conf"
+    assert phones_cli(settings, "render", output=output) == 0
+    conf = output.read_text()
+    assert f"password_digest=MD5:{digest_hash('desk-1', again['HILO_PHONE_SECRET_DESK_1'])}" in conf
+    assert conf.count("transport=transport-tls\nmedia_encryption=sdes\n") == 2  # HILO_SIP_TLS_PORT is set
+    assert not [v for v in again.values() if v in conf]
+
+    assert phones_cli(settings, "show", endpoint="desk-1") == 0
+    shown = capsys.readouterr().out
+    assert f"password  {again['HILO_PHONE_SECRET_DESK_1']}\n" in shown
+    assert "server    sip.example.com:5061 (TLS only)\n" in shown and "SRTP" in shown
+
+    nowhere = Settings(dialplans_dir=tmp_path / "dialplans", phone_secrets_file=None)
+    assert phones_cli(nowhere, "new-secrets", renew=[]) == 1
+    assert "HILO_PHONE_SECRETS_FILE is not set" in capsys.readouterr().err

@@ -11,8 +11,7 @@ from flows.cli import add_flows_commands, run_flows_command, simulate_command, v
 from flows.paths import shown_path
 from flows.schema import NODE_KINDS
 from hilo.settings import Settings
-
-DIALPLANS = Path(__file__).resolve().parents[3] / "dialplans"
+from tests.paths import DIALPLANS
 
 
 def settings() -> Settings:

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from flows.hours import load_calendars
 from flows.loader import FlowProblem, load_flow_text
 from flows.validate import Checks, validate_paths
+from tests.paths import DIALPLANS
 
-FLOWS = Path(__file__).resolve().parents[3] / "dialplans" / "flows"
+FLOWS = DIALPLANS / "flows"
 DEMO_LINES = (FLOWS / "demo.yaml").read_text().splitlines()
 SUPPORT_LINES = (FLOWS / "support.yaml").read_text().splitlines()
 HOURS_LINES = (FLOWS.parent / "hours.yaml").read_text().splitlines()

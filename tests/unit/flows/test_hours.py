@@ -16,8 +16,9 @@ from flows.hours import (
     parse_span,
     weekdays_of,
 )
+from tests.paths import SHIPPED_DIALPLANS
 
-DIALPLANS = Path(__file__).resolve().parents[3] / "dialplans"
+DIALPLANS = SHIPPED_DIALPLANS  # these tests are of the shipped files themselves
 MADRID = ZoneInfo("Europe/Madrid")
 UTC = dt.UTC
 
