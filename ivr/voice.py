@@ -62,9 +62,23 @@ class VoiceSession:
         if self.channel.gone.is_set():
             raise CallerGone(self.channel.gone_reason)
 
+    async def render(self, text: str, *, keep: bool = False) -> str | None:
+        """The media of `text` in this call's voice, or None when text to speech fails for it (an empty text,
+        espeak or sox failing, a full disk): the caller hears nothing where that prompt should be, and the
+        call goes on, as for a prompt Asterisk cannot play. Logged without the text (it may be personal)."""
+        try:
+            return await self.prompts.render(text, self.voice, self.language, keep=keep)
+        except Exception:
+            log.exception("a prompt (%d characters) could not be rendered for %s: left out", len(text), self.channel.id)
+            self.failed_prompts += 1
+            return None
+
     async def say(self, text: str, *, interruptible: bool = True) -> None:
         """Speak `text`. If `interruptible`, a digit typed meanwhile stops the prompt (barge-in)."""
-        media = await self.prompts.render(text, self.voice, self.language)
+        media = await self.render(text)
+        if media is None:
+            self.check_alive()
+            return
         await self.play_media(media, interruptible=interruptible)
 
     async def play(self, file: str, text_alt: str) -> None:
@@ -160,8 +174,9 @@ class VoiceSession:
 
     async def _ask_listening(self, prompt: str, request: SpeechRequest, speech: SpeechService) -> Answer | None:
         async with speech.listen(self.ari, self.stasis, self.channel.id, _turn(request)) as listener:
-            media = await self.prompts.render(prompt, self.voice, self.language)
-            await self.play_media(media, stop_on=listener.speech_started)
+            media = await self.render(prompt)
+            if media is not None:
+                await self.play_media(media, stop_on=listener.speech_started)
             if not listener.speech_started.is_set():
                 await self._first_of([self.channel.digit_arrived, listener.speech_started], request.timeout_s)
             if (typed := self.channel.pop_digit()) is not None:

@@ -129,8 +129,8 @@ class QueueWait:
                 elif now >= next_offer and self.callback is not None:
                     session = self.session
                     # rendered from the flow's variables: kept only if the flow's text has no template
-                    prompt = await session.prompts.render(self.callback.prompt, session.voice, session.language)
-                    await self._interlude([prompt], offered)
+                    prompt = await session.render(self.callback.prompt)
+                    await self._interlude([prompt] if prompt is not None else [], offered)
                     next_offer = loop.time() + self.callback.every_s
                 else:
                     until = min(next_announce, next_offer, deadline) - now
@@ -194,8 +194,11 @@ class QueueWait:
             return []
         texts = announcement_parts(estimate, self.announce)
         log.info("call %s: announcing %s", self.channel.id, " ".join(texts))
-        session = self.session  # fixed parts and numbers: the same for every caller
-        return [await session.prompts.render(t, session.voice, session.language, keep=True) for t in texts]
+        # fixed parts and numbers, the same for every caller; a part that cannot be rendered leaves out the whole
+        # announcement (half of "you are number 2 in the queue" says nothing)
+        media = [await self.session.render(t, keep=True) for t in texts]
+        rendered = [m for m in media if m is not None]
+        return rendered if len(rendered) == len(media) else []
 
     async def _interlude(self, media: list[str], offered: asyncio.Event) -> None:
         """Music off, the prompt (stopped at once by an offer or a key), music on again (also while an
