@@ -64,6 +64,8 @@ STEPS_HEAD = (
     "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 )
 SECTION = "## Capacity: Hilo against plain dialplan (bench/capacity.py)"
+# Written by hand under the section (findings of a profile): kept when the section is written again.
+KEPT = ("### Profile of a loaded server",)
 OUT = REPO_ROOT / ".run" / "bench" / "capacity"
 STACK = ("asterisk", "hilo", "postgres", "redis")  # the processes whose CPU a call costs
 HILO_NUMBER = "100"
@@ -607,7 +609,9 @@ def write_from(folder: Path) -> int:
         summary["measured_at"] = datetime.strptime(folder.name, "%Y%m%d-%H%M%S").strftime("%Y-%m-%d %H:%M UTC (start)")
     full = folder.resolve()
     where = full.relative_to(REPO_ROOT) if full.is_relative_to(REPO_ROOT) else full
-    benchmarks_md.write_section(SECTION, section(summary, reduced, "python -m bench.capacity", rendered_from=where))
+    benchmarks_md.write_section(
+        SECTION, section(summary, reduced, "python -m bench.capacity", rendered_from=where), keep=KEPT
+    )
     print(f"BENCHMARKS.md written from {folder}")
     return 0
 
@@ -640,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary["targets"], indent=1, ensure_ascii=False))
     if not args.no_write:
         reduced = args.step < 60 or args.soak < 600
-        benchmarks_md.write_section(SECTION, section(summary, reduced, "python -m bench.capacity"))
+        benchmarks_md.write_section(SECTION, section(summary, reduced, "python -m bench.capacity"), keep=KEPT)
         print("BENCHMARKS.md written")
     return 0
 

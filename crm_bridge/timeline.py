@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
@@ -96,26 +96,42 @@ async def open_interaction(
 ) -> uuid.UUID:
     """A new interaction (in the IVR state); its id. `interaction_id`: the id Hilo gave it (opening it again
     has no second effect). `new_customer`: its customer is made with it (a caller not identified yet)."""
-    async with connection(db) as conn, conn.transaction() if new_customer else contextlib.nullcontext():
-        if new_customer:
-            await conn.execute("INSERT INTO customers (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", customer_id)
-        made: uuid.UUID | None = await conn.fetchval(
-            "INSERT INTO interactions"
-            " (id, customer_id, channel, direction, state, dialed, channel_ref, context, started_at)"
-            " VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, 'ivr', $5, $6, $7, coalesce($8, now()))"
-            " ON CONFLICT (id) DO NOTHING RETURNING id",
-            interaction_id,
-            customer_id,
-            channel,
-            direction,
-            details.get("dialed"),
-            details.get("channel_ref"),
-            details.get("context") or {},
-            details.get("started_at"),
-        )
+    async with connection(db) as conn:
+        # within the caller's transaction (the opening events with it), no savepoint: two round trips less
+        atomic = new_customer and not conn.is_in_transaction()
+        async with conn.transaction() if atomic else contextlib.nullcontext():
+            made = await _open(conn, customer_id, channel, direction, interaction_id, new_customer, details)
     result = interaction_id or made
     assert result is not None
     return result
+
+
+async def _open(
+    conn: Conn,
+    customer_id: uuid.UUID,
+    channel: str,
+    direction: str,
+    interaction_id: uuid.UUID | None,
+    new_customer: bool,
+    details: InteractionDetails,
+) -> uuid.UUID | None:
+    if new_customer:
+        await conn.execute("INSERT INTO customers (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", customer_id)
+    made: uuid.UUID | None = await conn.fetchval(
+        "INSERT INTO interactions"
+        " (id, customer_id, channel, direction, state, dialed, channel_ref, context, started_at)"
+        " VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, 'ivr', $5, $6, $7, coalesce($8, now()))"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        interaction_id,
+        customer_id,
+        channel,
+        direction,
+        details.get("dialed"),
+        details.get("channel_ref"),
+        details.get("context") or {},
+        details.get("started_at"),
+    )
+    return made
 
 
 # An event's customer and channel default to the interaction's (its customer as it is now, after any merge).
@@ -199,12 +215,16 @@ class Timeline:
         *,
         interaction_id: uuid.UUID | None = None,
         new_customer: bool = False,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
         **details: Unpack[InteractionDetails],
     ) -> Interaction:
         """`interaction_id`: given by the caller, so nothing waits on the store to have one (a new one if
-        None). `new_customer`: the customer is made with the interaction (a caller not identified yet)."""
+        None). `new_customer`: the customer is made with the interaction (a caller not identified yet).
+        `events` (type, data): the interaction's first events, written in the same transaction (one commit
+        and one connection for the lot, not one each: a call's opening costs one round of the store)."""
         iid = interaction_id or uuid.uuid4()
         context = dict(details.get("context") or {})
+        interaction = Interaction(iid, customer_id, channel, context)
         await self._write(
             {
                 "op": "start",
@@ -217,9 +237,10 @@ class Timeline:
                 "channel_ref": details.get("channel_ref"),
                 "context": context,
                 "started_at": _iso(details.get("started_at")),
+                "events": [self._event(interaction, type_, data, None) for type_, data in events],
             }
         )
-        return Interaction(iid, customer_id, channel, context)
+        return interaction
 
     async def record(
         self, interaction: Interaction, type_: str, data: dict[str, Any] | None = None, *, at: datetime | None = None
@@ -336,7 +357,8 @@ class Timeline:
         """Write one record, atomically; the events it wrote. Idempotent: every record can be applied again
         (a replay after a crash, a write that timed out but had committed) with one effect."""
         op = record["op"]
-        async with pool.acquire() as conn, conn.transaction() if op in ("end", "link") else contextlib.nullcontext():
+        atomic = op in ("end", "link") or (op == "start" and bool(record.get("events")))
+        async with pool.acquire() as conn, conn.transaction() if atomic else contextlib.nullcontext():
             if op == "start":
                 await open_interaction(
                     conn,
@@ -350,7 +372,7 @@ class Timeline:
                     context=record["context"],
                     started_at=_when(record["started_at"]),
                 )
-                return []
+                return [await _append_record(conn, event) for event in record.get("events", ())]
             if op == "event":
                 return [await _append_record(conn, record)]
             if op == "update":
@@ -493,8 +515,12 @@ def _unwritten_event(event: dict[str, Any]) -> dict[str, Any]:
 def _stamp(record: dict[str, Any], accepted: datetime) -> None:
     """A record going to the spool keeps the moment it was accepted as the time of its fact."""
     at = _iso(accepted)
-    if record["op"] == "start" and record["started_at"] is None:
-        record["started_at"] = at
+    if record["op"] == "start":
+        if record["started_at"] is None:
+            record["started_at"] = at
+        for event in record.get("events", ()):
+            if event["at"] is None:
+                event["at"] = at
     event = record if record["op"] == "event" else record.get("event")
     if event is not None and event["at"] is None:
         event["at"] = at

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     db_lock_timeout_s: float = Field(default=5.0, gt=0, le=3600)
     db_idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
     redis_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # Connections of a server's Redis client. At a peak every caller in a queue sends commands at once:
+    # past this many, a command waits (at most redis_timeout_s) for a connection instead of failing.
+    redis_max_connections: int = Field(default=200, ge=4, le=10000)
     # Two PostgreSQL pools per server (hilo/stores.py), so background work can never starve the calls:
     # db_pool_size connections for the call path (calls, routing, the console and the API) and
     # db_background_pool_size for the background (webhook deliveries, transcripts, KPI reports and the

@@ -80,12 +80,17 @@ def redis_client(settings: Settings, *, client_name: str | None = None) -> aiore
     """The Redis client of a Hilo server (and of its commands): connecting and each command's answer bounded
     by HILO_REDIS_TIMEOUT_S (redis.exceptions.TimeoutError past it). Listening on pub/sub is not: redis-py
     (8.2 and later) reads a subscription without the socket timeout; TCP keepalive ends a subscription to a
-    Redis that is gone without a word within 30 s."""
-    return aioredis.from_url(
+    Redis that is gone without a word within 30 s. A blocking pool: redis-py's default one fails a command
+    at once (MaxConnectionsError) when all its connections are busy, which at a peak left callers in the
+    queue after they hung up; this one waits, within the same bound, for a free one."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url.get_secret_value(),
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         socket_keepalive=True,
         socket_keepalive_options=_keepalive_options(),
         client_name=client_name,
     )
+    return aioredis.Redis.from_pool(pool)

@@ -252,23 +252,27 @@ class InboundCalls:
             if identifying.done() and identifying.exception() is None:
                 who = identifying.result()
         stand_in = who is None  # anonymous, or not identified yet: a customer of its own, made with the interaction
+        # The opening events go with the interaction, in one transaction: the greeting waits on one commit.
+        started = {"dialed": dialed, "channel_ref": channel_id}
+        opening: list[tuple[str, dict[str, Any]]] = [("interaction.started", started)]
+        if identifying is None:
+            opening.append(("customer.identified", {"by": "anonymous", "new": True}))
+        elif who is not None:
+            opening.append(("customer.identified", {"by": "caller_number", "new": who.created}))
         interaction = await self.timeline.start_interaction(
             uuid.uuid4() if who is None else who.customer_id,
             "voice",
             "inbound",
             interaction_id=uuid.uuid4(),
             new_customer=stand_in,
+            events=opening,
             dialed=dialed,
             channel_ref=channel_id,
             context={"caller_number": phone, "dialed": dialed},
         )
-        await self.timeline.record(interaction, "interaction.started", {"dialed": dialed, "channel_ref": channel_id})
         if identifying is None:
             who = customers.Identification(interaction.customer_id, None, created=True)
-            await self.timeline.record(interaction, "customer.identified", {"by": "anonymous", "new": True})
-        elif who is not None:
-            await self.timeline.record(interaction, "customer.identified", {"by": "caller_number", "new": who.created})
-        else:
+        elif who is None:
             assert phone is not None
             await self._degraded(interaction, "store", "identify")
             self._spawn(f"identify-{interaction.id}", self._identify_late(interaction, identifying, phone))

@@ -130,8 +130,10 @@ class VoiceSession:
             return "speech recognition is not set up on this server"
         try:
             turn = _turn(request)
-            # The first time, this loads the model and compiles the grammar: off the event loop.
-            await asyncio.get_running_loop().run_in_executor(None, self.speech.check, turn)
+            # The first time, this loads the model and compiles the grammar: off the event loop; afterwards
+            # the answer is known.
+            if self.speech.checked(turn) is None:
+                await asyncio.get_running_loop().run_in_executor(None, self.speech.check, turn)
         except (EngineUnavailable, GrammarError) as exc:
             return str(exc)
         return None

@@ -562,8 +562,11 @@ elseif cmd == 'requeue' then
     wait_add(i, it)
     escalate(i, it)
     if ag ~= nil then serve_agent(a, ag) end
-    local offer = serve_interaction(i, it)
-    result = {status = offer and 'offered' or 'waiting'}
+    -- read again: the agent may have taken it back just now (serve_agent works on its own copy), and an
+    -- interaction offered twice would leave the first agent ringing for nobody
+    local again = hash(K_int(i))
+    local offer = serve_interaction(i, again)
+    result = {status = (offer or again.state == 'offered') and 'offered' or 'waiting'}
   end
 
 elseif cmd == 'release' or cmd == 'remove' then

@@ -132,17 +132,23 @@ class SpeechEngines:
 
 class RecognizerPool:
     """Idle recognizers kept per (engine, language, grammar), so a menu's next caller does not wait for
-    a model to load. At most `keep` idle ones per key; the rest are closed."""
+    a model to load. At most `keep` idle ones per key; the rest are closed. A pocketsphinx recognizer
+    takes some 110 ms of CPU to make, holding the GIL (the whole server waits), and 28 MB: keeping as
+    many as the calls listening at once at a peak costs no memory that peak did not take, while keeping
+    fewer makes (and stalls the server for) one per turn above them (BENCHMARKS.md, Profile of a
+    loaded server)."""
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 16) -> None:
         self.keep = keep
         self._idle: dict[tuple[str, str, Grammar | None], list[Recognizer]] = {}
 
     def acquire(self, engine: Engine, language: str, grammar: Grammar | None) -> Recognizer:
+        return self.idle(engine, language, grammar) or engine.recognizer(language, grammar)
+
+    def idle(self, engine: Engine, language: str, grammar: Grammar | None) -> Recognizer | None:
+        """An idle recognizer for the key, or None (making one loads a model: not on the event loop)."""
         idle = self._idle.get((engine.name, language, grammar))
-        if idle:
-            return idle.pop()
-        return engine.recognizer(language, grammar)
+        return idle.pop() if idle else None
 
     def release(self, engine: Engine, language: str, grammar: Grammar | None, recognizer: Recognizer) -> None:
         idle = self._idle.setdefault((engine.name, language, grammar), [])

@@ -117,6 +117,8 @@ class SpeechService:
         self.engines = engines
         self.media_host = media_host
         self.pool = RecognizerPool()
+        # Turns found servable: checked again, they answer at once instead of making a recognizer each time.
+        self._servable: dict[tuple[str, str | None, Grammar], Engine] = {}
 
     @classmethod
     def from_config(
@@ -126,11 +128,18 @@ class SpeechService:
         engines = SpeechEngines([VoskEngine(dict(vosk_models)), PocketsphinxEngine()], dict(preferred))
         return cls(engines, media_host)
 
+    def checked(self, turn: Turn) -> Engine | None:
+        """The engine of a turn like this one already found servable, or None (then `check` it)."""
+        return self._servable.get((turn.language, turn.engine, turn.grammar))
+
     def check(self, turn: Turn) -> Engine:
         """The engine for this turn; EngineUnavailable or GrammarError when it cannot be served."""
+        if (engine := self.checked(turn)) is not None:
+            return engine
         engine = self.engines.pick(turn.language, turn.engine)
         recognizer = self.pool.acquire(engine, turn.language, turn.grammar)  # compiles the grammar once
         self.pool.release(engine, turn.language, turn.grammar, recognizer)
+        self._servable[(turn.language, turn.engine, turn.grammar)] = engine
         return engine
 
     @contextlib.asynccontextmanager
@@ -138,7 +147,10 @@ class SpeechService:
         self, ari: AriClient, stasis: StasisRouter, channel_id: str, turn: Turn
     ) -> AsyncIterator[Listener]:
         engine = self.engines.pick(turn.language, turn.engine)
-        recognizer = self.pool.acquire(engine, turn.language, turn.grammar)
+        recognizer = self.pool.idle(engine, turn.language, turn.grammar)
+        if recognizer is None:  # all in use: a new one loads its model (in a thread; pocketsphinx keeps the GIL)
+            loop = asyncio.get_running_loop()
+            recognizer = await loop.run_in_executor(None, engine.recognizer, turn.language, turn.grammar)
         audio = CallAudio(ari, stasis, channel_id, self.media_host)
         task: asyncio.Task[None] | None = None
         try:

@@ -30,7 +30,8 @@ import logging
 import struct
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 from asterisk.ari import AriClient, AriError
 from asterisk.stasis import StasisRouter
@@ -159,13 +160,17 @@ class CallAudio:
         snoop_state = self.stasis.watch(self.snoop_id)
         media_state = self.stasis.watch(self.media_id)
         try:
-            await self.ari.create_bridge(self.bridge_id)
-            answer = await self.ari.external_media(self.media_id, f"{self.host}:{port}", fmt=FORMAT)
+            # The three are independent: one round trip of ARI, not three, before the prompt plays. Each is
+            # waited for (none left in flight to make a channel after close() hung up).
+            _, answer, _ = await _all(
+                self.ari.create_bridge(self.bridge_id),
+                self.ari.external_media(self.media_id, f"{self.host}:{port}", fmt=FORMAT),
+                self.ari.snoop(self.caller_channel, self.snoop_id, spy="in", app_args="speech"),
+            )
             source = media_source(answer)
             if source is None:
                 raise AriError(502, "POST", "/channels/externalMedia", "the answer names no RTP source to accept")
             self.receiver.expect(source)
-            await self.ari.snoop(self.caller_channel, self.snoop_id, spy="in", app_args="speech")
             await asyncio.wait_for(
                 asyncio.gather(snoop_state.in_stasis.wait(), media_state.in_stasis.wait()), STASIS_WAIT_S
             )
@@ -182,12 +187,19 @@ class CallAudio:
             yield frame
 
     async def close(self) -> None:
+        # Together, one round trip: what the flow says next waits on it. A part that failed or is gone is
+        # left to Asterisk (a missing one answers 404).
+        ended = await asyncio.gather(
+            self.ari.hangup(self.snoop_id),
+            self.ari.hangup(self.media_id),
+            self.ari.destroy_bridge(self.bridge_id),
+            return_exceptions=True,
+        )
+        for failed in ended:
+            if isinstance(failed, Exception) and not isinstance(failed, AriError):
+                log.warning("speech on %s: ending the turn's audio: %r", self.caller_channel, failed)
         for channel_id in (self.snoop_id, self.media_id):
-            with contextlib.suppress(AriError):
-                await self.ari.hangup(channel_id)
             self.stasis.forget(channel_id)
-        with contextlib.suppress(AriError):
-            await self.ari.destroy_bridge(self.bridge_id)
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -199,3 +211,12 @@ class CallAudio:
                 self.caller_channel,
                 self.receiver.refused,
             )
+
+
+async def _all(*requests: Awaitable[Any]) -> list[Any]:
+    """Every request's answer; when one failed, the first failure, raised once all of them have ended."""
+    answers = await asyncio.gather(*requests, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return answers

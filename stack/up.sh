@@ -36,10 +36,11 @@ PG_PORT_START=55432
 REDIS_PORT_START=56379
 # SIPp phones that answer every call: the demo agents, and the demo supervisor's phone (listen/whisper/barge).
 # name, SIP port, media port, scenario (asterisk/sipp/): the demo agents, the demo supervisor's phone, and
-# a phone that rings and is never answered (for ring-no-answer tests). Their endpoints in dialplans/phones.yaml
+# a phone that rings and is never answered (for ring-no-answer tests), and one that is always busy (486, for
+# busy-phone tests). Their endpoints in dialplans/phones.yaml
 # have these static contacts; the phones only answer calls, so they never need their credentials.
 SIPP_AGENTS=("agent-alice 5071 6000 agent_uas" "agent-bob 5072 6010 agent_uas" "supervisor-demo 5073 6020 agent_uas"
-    "agent-noanswer 5074 6030 agent_no_answer_uas")
+    "agent-noanswer 5074 6030 agent_no_answer_uas" "agent-busy 5075 6040 agent_busy_uas")
 
 # ------------------------------------------------------------ a. packages
 step "Checking Debian packages"

@@ -80,6 +80,26 @@ class SipPeer:
             return await asyncio.wait_for(self.responses.get(), within)
         return None
 
+    async def send_raw(self, data: bytes, within: float = 1.0) -> Response | None:
+        """Send any bytes as one datagram (a malformed request); the final answer that names its Call-ID (not
+        a retransmission answering an earlier request), or None when none came within `within` seconds."""
+        assert self.transport is not None
+        found = re.search(rb"\r\nCall-ID: *([^\r\n]+)", data)
+        call_id = found.group(1).decode(errors="replace").strip() if found else None
+        while not self.responses.empty():
+            self.responses.get_nowait()
+        self.transport.sendto(data, self.server)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (left := deadline - loop.time()) > 0:
+            try:
+                answer = await asyncio.wait_for(self.responses.get(), left)
+            except TimeoutError:
+                return None
+            if call_id is None or answer.headers.get("call-id") == call_id:
+                return answer
+        return None
+
     def _request(self, method: str, uri: str, user: str, call_id: str, cseq: int, extra: list[str]) -> str:
         host = f"{self.server[0]}:{self.server[1]}"
         me = f"{self.address}:{self.port}"

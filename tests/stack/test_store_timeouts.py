@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from hilo.stores import background_pool, server_pool
+from hilo.stores import background_pool, redis_client, server_pool
 from reports import facts
 from reports.monitor import WALLBOARD
 from reports.service import Reports
@@ -155,3 +155,19 @@ async def test_the_servers_pools_carry_postgresqls_bounds(stack: Stack) -> None:
     assert (settings.db_lock_timeout_s, settings.db_idle_in_transaction_timeout_s) == (5, 60)
     assert call_path == ("10s", "5s", "1min")
     assert background == ("1min", "5s", "1min")
+
+
+async def test_a_burst_of_redis_commands_past_the_pool_waits_for_connections_instead_of_failing(stack: Stack) -> None:
+    """At a peak every waiting caller talks to Redis at once: with redis-py's default pool the commands past
+    its size failed at once (MaxConnectionsError), and callers who had hung up stayed in the queue."""
+    settings = stack.settings.model_copy(update={"redis_max_connections": 4})
+    client = redis_client(settings, client_name="hilo-test-pool-burst")
+    key = f"{settings.namespace}:test:pool-burst"
+    try:
+        await asyncio.wait_for(asyncio.gather(*(client.incr(key) for _ in range(60))), 10)
+        assert int(await client.get(key) or 0) == 60
+        clients = await client.client_list()
+        assert 1 <= sum(c.get("name") == "hilo-test-pool-burst" for c in clients) <= 4
+    finally:
+        await client.delete(key)
+        await client.aclose()

@@ -57,3 +57,32 @@ async def test_a_bad_frame_is_skipped_and_the_events_go_on(caplog: pytest.LogCap
         done.set()
         await client.close()
         await server.close()
+
+
+def _key(digit: str, at: str) -> str:
+    return json.dumps(
+        {
+            "type": "ChannelDtmfReceived",
+            "timestamp": at,
+            "digit": digit,
+            "duration_ms": 120,
+            "channel": {"id": "c1", "name": "PJSIP/carrier-test-00000001"},
+            "application": "hilo",
+        }
+    )
+
+
+def test_an_event_sent_once_per_subscription_is_handled_once() -> None:
+    """A trunk caller's channel is in the app and on the PJSIP endpoints the app follows: ARI sends each of
+    its events twice. A key pressed twice is two events (two moments), and both count."""
+    client = AriClient("http://127.0.0.1:1/ari", "u", "p", "hilo")
+    seen: list[Event] = []
+    client.handlers.append(seen.append)
+    first, again = _key("1", "2026-12-07T20:36:33.156+0000"), _key("1", "2026-12-07T20:36:33.496+0000")
+    for frame in (first, first, again, _key("0", "2026-12-07T20:36:33.836+0000"), again):
+        client._dispatch_text(frame)
+    assert [(e.raw["digit"], e.raw["timestamp"][-10:]) for e in seen] == [
+        ("1", "3.156+0000"),
+        ("1", "3.496+0000"),
+        ("0", "3.836+0000"),
+    ]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 
-from dialplans.models import Queue
+from dialplans.models import Escalation, Queue
 from routing.state import RoutingState
 from tests.unit.test_routing_decisions import Clock, add_agents, agent, iid
 
@@ -66,3 +66,27 @@ async def test_requeue_puts_it_back_in_its_place_and_frees_the_agent_without_res
     assert (await state.agent("ann"))["presence"] == "available"
     assert [i for i, _ in await state.waiting("support")] == [iid(2)]
     assert (await state.requeue(iid(2))).status == "not-held"  # only what is with an agent
+
+
+async def test_a_requeued_interaction_its_agent_takes_back_is_not_offered_to_another_agent_as_well(
+    routing: tuple[RoutingState, Clock],
+) -> None:
+    """The agent freed by a requeue takes the best waiting one, often the requeued interaction itself; it must
+    then not also go to an agent its escalation made eligible meanwhile (offered twice: the first agent rings
+    for nobody, and the durable record refuses a second open offer)."""
+    state, clock = routing
+    await state.put_queue(
+        Queue(id="support", name="Support", escalation=[Escalation(after_s=30, overflow="sales")]),
+        default_max_wait_s=300,
+    )
+    await add_agents(state, clock, agent("ann", ["support"]))
+    first = await state.enqueue(iid(1), "support")
+    assert [a.agent_id for a in first.assignments] == ["ann"]
+    await add_agents(state, clock, agent("cy", ["sales"]))  # free, and eligible once the overflow is due
+    clock.advance(40)  # the overflow is due; the offer (60 s to live) still stands
+    back = await state.requeue(iid(1))
+    assert [(a.interaction_id, a.agent_id) for a in back.assignments] == [(iid(1), "ann")]
+    assert [e["kind"] for e in back.events if e["kind"] == "offered"] == ["offered"]
+    assert back.status == "offered"
+    assert (await state.agent("cy"))["state"] == "available"
+    assert (await state.agent("ann"))["offer"] == iid(1)

@@ -28,12 +28,13 @@ SECRETS = {
     "HILO_PHONE_SECRET_AGENT_BOB": "b" * 32,
     "HILO_PHONE_SECRET_AGENT_NOANSWER": "c" * 32,
     "HILO_PHONE_SECRET_SUPERVISOR_DEMO": "d" * 32,
+    "HILO_PHONE_SECRET_AGENT_BUSY": "e" * 32,
 }
 
 
 def test_every_shipped_phone_gets_its_own_credentials_as_a_digest_hash_only() -> None:
     phones = load_phones(DIALPLANS)
-    assert phones.endpoints() == {"agent-alice", "agent-bob", "agent-noanswer", "supervisor-demo"}
+    assert phones.endpoints() == {"agent-alice", "agent-bob", "agent-noanswer", "agent-busy", "supervisor-demo"}
     text = render_phones(phones, SECRETS, source="dialplans/phones.yaml")
     for phone in phones.phones:
         name, secret = phone.endpoint, SECRETS[phone.secret_key]

