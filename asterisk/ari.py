@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,6 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Event], None]
 ConnectHandler = Callable[[], Awaitable[None]]
-
-# ARI sends an app one copy of an event for each of its subscriptions that covers it: a SIP channel in the app is
-# also a channel of the `endpoint:PJSIP` that agent presence follows (routing/presence.py), so every event of a
-# caller from a trunk came twice, a key pressed included (a caller's "1" was read as "11"). The copies are the
-# same frame, byte for byte, a few frames apart at most; the frames already seen among this many recent ones
-# are dropped.
-RECENT_FRAMES = 1024
 
 
 class AriError(Exception):
@@ -77,8 +69,6 @@ class AriClient:
         self.connected = asyncio.Event()
         self.connections = 0  # how many times the events socket has been (re)established
         self._connection_waiters: list[asyncio.Future[None]] = []
-        self._recent: deque[str] = deque()  # the last RECENT_FRAMES distinct frames, oldest first
-        self._recent_set: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,13 +149,7 @@ class AriClient:
 
     def _dispatch_text(self, text: str) -> None:
         """One frame of the events socket: a frame that is not a JSON object is logged and skipped (the
-        socket and the events that follow are not given up for it); a second copy of a frame is dropped."""
-        if text in self._recent_set:
-            return
-        self._recent.append(text)
-        self._recent_set.add(text)
-        if len(self._recent) > RECENT_FRAMES:
-            self._recent_set.discard(self._recent.popleft())
+        socket and the events that follow are not given up for it)."""
         try:
             message = json.loads(text)
         except ValueError as exc:
