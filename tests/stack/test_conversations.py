@@ -17,6 +17,7 @@ import pytest
 
 from bridges.conversations import Conversations
 from bridges.fakes.whatsapp import FakeWhatsApp
+from bridges.webchat import visitor_id
 from tests.stack.conftest import Stack
 from tests.stack.expect import EventStream, eventually
 from tests.stack.test_calls import place
@@ -308,6 +309,10 @@ class Visitor:
         return [f for f in self.frames.events if f["type"] == "message"]
 
 
+async def _mailbox_has(webchat: Any, token: str, text: str) -> bool:
+    return any(json.loads(body)["text"] == text for body in await webchat.mailbox(visitor_id(token)))
+
+
 @contextlib.asynccontextmanager
 async def visitor(stack: Stack, token: str | None = None) -> AsyncIterator[tuple[Visitor, str]]:
     ws = await stack.client.ws_connect("/chat/ws")
@@ -350,7 +355,15 @@ async def test_web_chat_over_a_real_websocket_with_an_agent_who_hands_back(stack
         f"/console/api/chats/{interaction}/reply", json={"text": "Alice here, how can I help?"}, headers=bearer(alice)
     )
     assert resp.status == 201, await resp.json()
-    # The visitor was away: the hold message (never marked delivered) and the agent's reply wait for them.
+    # The visitor was away: the hold message (never marked delivered) and the agent's reply wait for them
+    # (the reply is sent by the outbox: in the mailbox before the visitor is back, not also live after it).
+    assert stack.services.webchat is not None
+    webchat = stack.services.webchat
+    await eventually(
+        lambda: _mailbox_has(webchat, token, "Alice here, how can I help?"),
+        within=10,
+        what="the agent's reply in the visitor's mailbox",
+    )
     async with visitor(stack, token) as (chat, same):
         assert same == token
         texts = [r["text"] for r in await chat.replies(2)]
@@ -552,8 +565,6 @@ async def test_a_web_chat_visitor_who_verifies_becomes_the_known_customer(stack:
     )
     assert linked["data"]["customer"] == str(ana)
     # The visitor's token now finds Ana; the date of birth is nowhere in the conversation or the timeline.
-    from bridges.webchat import visitor_id
-
     owner = await stack.pool.fetchval(
         "SELECT customer_id FROM identities WHERE kind = 'webchat' AND value = $1", visitor_id(token)
     )

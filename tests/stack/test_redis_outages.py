@@ -105,8 +105,13 @@ async def test_a_running_engine_rebuilds_state_replayed_from_an_earlier_redis_li
     assert (await engine.agent("bob"))["load:voice"] == "1"  # the replay: bob busy on what has ended
     # Within a tick of the replay (of any reconnection) the engine sees the marker of another life and
     # rebuilds from PostgreSQL: bob free, alice away as she said, the ended interaction nowhere.
-    await eventually(lambda: _stale_gone(engine, ended), within=5, what="the replayed state rebuilt from PostgreSQL")
-    assert await engine.redis.get(f"{engine.state.prefix}:built") == (await run_id(engine.redis)).encode()
+    life = (await run_id(engine.redis)).encode()
+
+    async def rebuilt() -> bool:  # the marker is set last: once it is this life's, the rebuild is over
+        return await engine.redis.get(f"{engine.state.prefix}:built") == life
+
+    await eventually(rebuilt, within=5, what="the replayed state rebuilt from PostgreSQL")
+    assert await _stale_gone(engine, ended)
     nxt = new_id()
     offer = await engine.enqueue(nxt, "support")
     assert offer is not None and offer.agent_id == "bob"  # and routing goes on from the truth
