@@ -44,6 +44,7 @@ from aiohttp import web
 from dialplans.models import CHANNELS, Agent, Queue, RoutingConfig
 from flows.hours import Calendars, UnknownCalendar
 from hilo.degraded import REDIS_DOWN
+from hilo.tasks import cancel_until_done
 from routing import estimate
 from routing.estimate import WaitEstimate
 from routing.model import (
@@ -140,9 +141,7 @@ class RoutingEngine:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_until_done(self._tasks)
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
