@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from hilo.settings import REPO_ROOT
 from tests.stack.conftest import Stack
+from tests.stack.faults import FaultReport, kept_by_callers, outcomes, timeline_missing
 from tests.stack.test_calls import KNOWN_CALLER, place
 
+pytestmark = pytest.mark.fault
+# What a call's timeline has, whatever happened to it.
+OPENED_AND_CLOSED = ("interaction.started", "interaction.ended")
 
-async def test_call_continues_after_the_events_socket_drops(stack: Stack) -> None:
+
+async def test_call_continues_after_the_events_socket_drops(stack: Stack, fault_report: FaultReport) -> None:
     assert stack.services.ari is not None
+    mark = stack.hilo_events.mark()
     call, started = await place(stack, KNOWN_CALLER, "", in_app=True)
     interaction = started["interaction_id"]
     await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=interaction)
@@ -23,10 +31,20 @@ async def test_call_continues_after_the_events_socket_drops(stack: Stack) -> Non
     await stack.observer.hangup(call.caller_leg)
     ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
     assert ended["data"]["outcome"] == "completed"
+    fault = fault_report.fault("ARI events socket dropped")
+    fault.calls(in_flight=1, kept=await kept_by_callers(stack.pool, [interaction]))
+    fault.timeline(
+        *await timeline_missing(
+            stack.pool, stack.hilo_events, mark, {interaction: (*OPENED_AND_CLOSED, "ivr.menu", "agent.answered")}
+        )
+    )
 
 
-async def test_asterisk_restart_ends_calls_cleanly_and_the_client_recovers(stack: Stack) -> None:
+async def test_asterisk_restart_ends_calls_cleanly_and_the_client_recovers(
+    stack: Stack, fault_report: FaultReport
+) -> None:
     assert stack.services.ari is not None
+    mark = stack.hilo_events.mark()
     call, started = await place(stack, KNOWN_CALLER, "")
     interaction = started["interaction_id"]
     await stack.hilo_events.expect("ivr.menu", within=10, interaction_id=interaction)
@@ -42,6 +60,11 @@ async def test_asterisk_restart_ends_calls_cleanly_and_the_client_recovers(stack
     # The call that was in the IVR is ended, not left open: Asterisk lost it, so Hilo records a drop.
     ended = await stack.hilo_events.expect("interaction.ended", within=30, interaction_id=interaction)
     assert ended["data"] == {"outcome": "dropped", "hangup_by": "system"}
+    # Asterisk carries the call's media: its restart ends the call, which Hilo must have on record as dropped
+    # (cut), not left open or forgotten (lost).
+    cut = list((await outcomes(stack.pool, [interaction])).values()).count(("dropped", "system"))
+    fault = fault_report.fault("Asterisk restarted")
+    fault.calls(in_flight=1, kept=await kept_by_callers(stack.pool, [interaction]), cut=cut)
     await stack.services.ari.wait_for_connection(before + 1, timeout=30)
     await stack.observer.wait_connected(30)
     assert stack.services.ami is not None
@@ -55,3 +78,11 @@ async def test_asterisk_restart_ends_calls_cleanly_and_the_client_recovers(stack
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=started["interaction_id"])
     await stack.observer.hangup(call.caller_leg)
     await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=started["interaction_id"])
+    fault.timeline(
+        *await timeline_missing(
+            stack.pool,
+            stack.hilo_events,
+            mark,
+            {interaction: OPENED_AND_CLOSED, started["interaction_id"]: (*OPENED_AND_CLOSED, "agent.answered")},
+        )
+    )
