@@ -28,7 +28,6 @@ import asyncpg
 import pytest
 
 from hilo.settings import REPO_ROOT
-from tests.stack.expect import EventStream
 
 REPORTS = REPO_ROOT / ".run" / "reports"
 
@@ -184,19 +183,15 @@ def fault_report(request: pytest.FixtureRequest) -> FaultReport:
 
 
 async def timeline_missing(
-    pool: asyncpg.Pool, events: EventStream, since: int, required: Mapping[str, Iterable[str]]
+    pool: asyncpg.Pool, published: Iterable[dict[str, Any]], required: Mapping[str, Iterable[str]]
 ) -> tuple[int, list[str]]:
     """What the calls produced against what is stored, for the interactions in `required`: every event Hilo
-    published for them on its feed from position `since` (an event is published once written: its row id must
-    still be there), and, for each interaction, the event types the test knows happened (`a|b`: either),
-    published or not (an outage may have kept them off the feed). Returns how many facts were checked and a
-    line for each that is not in timeline_events."""
+    `published` for them (e.g. its feed since the test began: an event is published once written, so its row
+    id must still be there), and, for each interaction, the event types the test knows happened (`a|b`:
+    either), published or not (an outage may have kept them off the feed). Returns how many facts were checked
+    and a line for each that is not in timeline_events."""
     ids = list(required)
-    published = {
-        e["id"]: e
-        for e in events.events[since:]
-        if e.get("interaction_id") in required and isinstance(e.get("id"), int)
-    }
+    seen = {e["id"]: e for e in published if e.get("interaction_id") in required and isinstance(e.get("id"), int)}
     rows = await pool.fetch(
         "SELECT id, interaction_id::text AS interaction, type FROM timeline_events"
         " WHERE interaction_id = ANY($1::uuid[])",
@@ -207,14 +202,14 @@ async def timeline_missing(
     for r in rows:
         stored_types[r["interaction"]].add(r["type"])
     published_types: dict[str, set[str]] = {i: set() for i in ids}
-    for e in published.values():
+    for e in seen.values():
         published_types[e["interaction_id"]].add(e["type"])
     missing = [
         f"{e['type']} #{row_id} of {e['interaction_id']} (published, not stored)"
-        for row_id, e in published.items()
+        for row_id, e in seen.items()
         if row_id not in stored_ids
     ]
-    checked = len(published)
+    checked = len(seen)
     for interaction, types in required.items():
         for spec in types:
             either = set(spec.split("|"))

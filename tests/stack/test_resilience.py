@@ -35,7 +35,9 @@ async def test_call_continues_after_the_events_socket_drops(stack: Stack, fault_
     fault.calls(in_flight=1, kept=await kept_by_callers(stack.pool, [interaction]))
     fault.timeline(
         *await timeline_missing(
-            stack.pool, stack.hilo_events, mark, {interaction: (*OPENED_AND_CLOSED, "ivr.menu", "agent.answered")}
+            stack.pool,
+            stack.hilo_events.events[mark:],
+            {interaction: (*OPENED_AND_CLOSED, "ivr.menu", "agent.answered")},
         )
     )
 
@@ -81,8 +83,7 @@ async def test_asterisk_restart_ends_calls_cleanly_and_the_client_recovers(
     fault.timeline(
         *await timeline_missing(
             stack.pool,
-            stack.hilo_events,
-            mark,
+            stack.hilo_events.events[mark:],
             {interaction: OPENED_AND_CLOSED, started["interaction_id"]: (*OPENED_AND_CLOSED, "agent.answered")},
         )
     )

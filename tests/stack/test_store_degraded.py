@@ -18,8 +18,22 @@ import redis.exceptions
 from crm_bridge.timeline import Timeline
 from hilo.spool import Spool
 from tests.stack.conftest import Stack
+from tests.stack.faults import FaultReport, kept_by_callers, timeline_missing
 from tests.stack.test_calls import KNOWN_CALLER, place
 from tests.stack.test_screenpop import console_feed, sign_in
+
+pytestmark = pytest.mark.fault
+# What a call answered by an agent has on its timeline, whatever happened on the way.
+ANSWERED = ("interaction.started", "routing.queued", "agent.answered", "interaction.ended")
+
+
+async def one_call_figures(
+    stack: Stack, fault_report: FaultReport, fault: str, mark: int, interaction: str, *happened: str
+) -> None:
+    """One call through `fault`: kept if its caller ended it; its timeline against what it produced."""
+    figures = fault_report.fault(fault).calls(in_flight=1, kept=await kept_by_callers(stack.pool, [interaction]))
+    required = {interaction: (*ANSWERED, *happened)}
+    figures.timeline(*await timeline_missing(stack.pool, stack.hilo_events.events[mark:], required))
 
 
 @contextlib.asynccontextmanager
@@ -35,7 +49,10 @@ async def stalled(stack: Stack, table: str) -> AsyncIterator[None]:
         await blocker.close()
 
 
-async def test_a_call_placed_while_identification_is_stalled_is_routed_then_identified(stack: Stack) -> None:
+async def test_a_call_placed_while_identification_is_stalled_is_routed_then_identified(
+    stack: Stack, fault_report: FaultReport
+) -> None:
+    mark = stack.hilo_events.mark()
     ana = await ana_id(stack)
     bob = await sign_in(stack, "bob", "agent", "bob")
     async with console_feed(stack, bob) as agent:
@@ -90,10 +107,19 @@ async def test_a_call_placed_while_identification_is_stalled_is_routed_then_iden
     assert types == ["interaction.started", "customer.identified"]
     metrics = await (await stack.client.get("/metrics")).text()
     assert 'hilo_degraded_total{part="store",what="identify"}' in metrics
+    await one_call_figures(
+        stack,
+        fault_report,
+        "PostgreSQL identification stalled",
+        mark,
+        interaction,
+        "call.degraded",
+        "customer.identified",
+    )
 
 
 async def test_timeline_writes_while_the_store_is_unreachable_are_spooled_and_written_once(
-    stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path, fault_report: FaultReport
 ) -> None:
     ana = await ana_id(stack)
     published: list[dict[str, Any]] = []
@@ -154,9 +180,18 @@ async def test_timeline_writes_while_the_store_is_unreachable_are_spooled_and_wr
     assert before <= row["started_at"] <= events[0]["at"] <= events[1]["at"] == row["ended_at"] < replayed_at
     assert [e["type"] for e in published] == ["call.degraded", "ivr.flow_started", "interaction.ended"]
     assert path.stat().st_size == 0
+    # No call here (the timeline is driven directly): the events accepted while the store was away against
+    # the rows written once it was back.
+    accepted = {str(interaction.id): ("call.degraded", "ivr.flow_started", "interaction.ended")}
+    fault_report.fault("PostgreSQL unreachable: timeline spooled").timeline(
+        *await timeline_missing(stack.pool, published, accepted)
+    )
 
 
-async def test_background_work_holding_all_its_connections_does_not_starve_a_call(stack: Stack) -> None:
+async def test_background_work_holding_all_its_connections_does_not_starve_a_call(
+    stack: Stack, fault_report: FaultReport
+) -> None:
+    mark = stack.hilo_events.mark()
     background = stack.services.background_pool
     assert background is not None and background is not stack.pool
     assert stack.services.webhooks is not None and stack.services.webhooks.pool is background
@@ -171,11 +206,13 @@ async def test_background_work_holding_all_its_connections_does_not_starve_a_cal
     finally:
         for conn in held:
             await background.release(conn)
+    await one_call_figures(stack, fault_report, "background pool exhausted", mark, interaction)
 
 
 async def test_a_call_waits_with_music_while_routing_does_not_answer_and_is_routed_when_it_does(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, fault_report: FaultReport
 ) -> None:
+    mark = stack.hilo_events.mark()
     engine = stack.services.routing
     assert engine is not None
     real_enqueue, real_wait = engine.enqueue, engine.wait_for_offer
@@ -215,6 +252,7 @@ async def test_a_call_waits_with_music_while_routing_does_not_answer_and_is_rout
     await stack.observer.hangup(call.caller_leg)
     ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
     assert ended["data"] == {"outcome": "completed", "hangup_by": "caller"}
+    await one_call_figures(stack, fault_report, "routing not answering", mark, interaction, "call.degraded")
 
 
 async def ana_id(stack: Stack) -> uuid.UUID:
