@@ -146,15 +146,15 @@ RESULTS: list[Fault] = []
 class FaultReport:
     """A test's faults (`fault_report.fault("Redis away 30 s").calls(in_flight=2, kept=2)`)."""
 
-    def __init__(self, test: str) -> None:
-        self.test = test
+    def __init__(self, test: str, results: list[Fault] = RESULTS) -> None:
+        self.test, self.results = test, results
         self.faults: dict[str, Fault] = {}
         self.began = time.monotonic()
 
     def fault(self, name: str) -> Fault:
         if name not in self.faults:
             self.faults[name] = Fault(name, self.test)
-            RESULTS.append(self.faults[name])
+            self.results.append(self.faults[name])
         return self.faults[name]
 
     def finish(self, outcome: str) -> None:
