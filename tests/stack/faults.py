@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,18 @@ async def timeline_missing(
             if not either & stored_types[interaction]:
                 missing.append(f"{spec} of {interaction} (happened, not stored)")
     return checked, missing
+
+
+async def calls_up_during(pool: asyncpg.Pool, began: datetime, ended: datetime) -> list[str]:
+    """The voice interactions (the test's own: each test starts with none) up at some moment between `began`
+    and `ended`: the calls in flight during a fault, as the store has them."""
+    rows = await pool.fetch(
+        "SELECT id::text AS id FROM interactions WHERE channel = 'voice' AND started_at <= $2"
+        " AND (ended_at IS NULL OR ended_at >= $1) ORDER BY started_at",
+        began,
+        ended,
+    )
+    return [r["id"] for r in rows]
 
 
 async def outcomes(pool: asyncpg.Pool, interactions: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ from server.simcall import originate_sim_call
 from tests.stack.calls import hang_up, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import EventStream, eventually
-from tests.stack.faults import FaultReport, kept_by_callers, timeline_missing
+from tests.stack.faults import FaultReport, calls_up_during, kept_by_callers, timeline_missing
 from tests.stack.outages import redis_away
 from tests.stack.test_conversations import visitor
 from tests.stack.test_screenpop import bearer, console_feed, offered_interaction, sign_in
@@ -212,6 +213,7 @@ async def test_a_30_s_redis_outage_costs_no_call(
     )
     before = degraded(await (await stack.client.get("/metrics")).text(), "redis", "enqueue")
 
+    outage_began = datetime.now(UTC)
     async with redis_away(stack.services.redis):
         began, mark = loop.time(), stack.ari_events.mark()
         with pytest.raises(redis.exceptions.ConnectionError):
@@ -238,6 +240,7 @@ async def test_a_30_s_redis_outage_costs_no_call(
             "ChannelDestroyed", within=OUTAGE_S - (loop.time() - began), since=mark, channel__id=lambda i: i in legs
         )
     assert loop.time() - began >= OUTAGE_S
+    in_flight = await calls_up_during(stack.pool, outage_began, datetime.now(UTC))
 
     # Redis is back: the waiting caller is queued and reaches alice; the call with bob was never touched.
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=arriving_id, data__agent="alice")
@@ -248,8 +251,9 @@ async def test_a_30_s_redis_outage_costs_no_call(
     assert after == before + 1  # one degraded moment for the outage, not one per try
     assert not [e for e in stack.hilo_events.events[stack.hilo_events.baseline :] if e["type"] == "routing.refused"]
     # In flight: every call up at some moment of the outage (one talking as it began, one arriving in it).
+    assert set(in_flight) == {talking_id, arriving_id}
     fault = fault_report.fault("Redis away 30 s")
-    fault.calls(in_flight=2, kept=await kept_by_callers(stack.pool, [talking_id, arriving_id]))
+    fault.calls(in_flight=len(in_flight), kept=await kept_by_callers(stack.pool, in_flight))
     answered = ("interaction.started", "agent.answered", "interaction.ended")
     # The arriving call's events were written while nothing could be published: they count, feed or not.
     required = {talking_id: answered, arriving_id: (*answered, "call.degraded", "routing.queued")}
