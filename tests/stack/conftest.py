@@ -37,9 +37,10 @@ from server.seed import seed_demo
 from server.services import SERVICES, Services
 from tests.paths import DIALPLANS
 from tests.stack.expect import EventStream, follow_ari, follow_redis
-from tests.stack.faults import FaultReport, fault_report, summarize
+from tests.stack.faults import fault_report, pytest_runtest_call, pytest_terminal_summary
 
-__all__ = ["fault_report"]  # the fault suite's fixture (tests/stack/faults.py), for every stack test
+# The fault suite's fixture and hooks (tests/stack/faults.py), for every stack test.
+__all__ = ["fault_report", "pytest_runtest_call", "pytest_terminal_summary"]
 
 NAMESPACE = "hilo-test"
 ENV_FILE = REPO_ROOT / ".run" / "env"
@@ -57,25 +58,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 unreported.append(item.nodeid)
     if unreported:
         raise pytest.UsageError(f"a test marked `fault` must take `fault_report`, and only those do: {unreported}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> object:
-    """A fault test's figures are checked once its body is over: a lost or duplicated figure fails it."""
-    report = getattr(item, "funcargs", {}).get("fault_report")
-    try:
-        result = yield
-    except BaseException:
-        if isinstance(report, FaultReport):
-            report.finish("failed")
-        raise
-    if isinstance(report, FaultReport):
-        report.check()
-    return result
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    summarize(terminalreporter)
 
 
 # Stack tests share one Asterisk, one `hilo-test` Stasis app and one test database, and empty its tables

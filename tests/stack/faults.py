@@ -28,9 +28,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hilo.settings import REPO_ROOT
-
-REPORTS = REPO_ROOT / ".run" / "reports"
+REPORTS = Path(".run") / "reports"  # under the session's root directory (the repository's)
 
 # (column, heading): the figures in the order the table shows them.
 COLUMNS = (
@@ -270,7 +268,7 @@ def table(results: list[Fault]) -> list[str]:
     return out
 
 
-def write(results: list[Fault], directory: Path = REPORTS) -> tuple[Path, Path]:
+def write(results: list[Fault], directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     tests = {one.test: one.duration_s or 0.0 for one in results}
     summary = {
@@ -321,8 +319,27 @@ that fault.</p>
 """
 
 
-def summarize(terminal: Any) -> None:
+# The hooks (tests/stack/conftest.py takes them from here) ---------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    """A fault test's figures are checked once its body is over: a lost or duplicated figure fails it."""
+    report = getattr(item, "funcargs", {}).get("fault_report")
+    try:
+        result = yield
+    except BaseException:
+        if isinstance(report, FaultReport):
+            report.finish("failed")
+        raise
+    if isinstance(report, FaultReport):
+        report.check()
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The session's report on the terminal, and its files."""
+    terminal = terminalreporter
     if not RESULTS:
         return
     terminal.write_sep("=", "fault report")
@@ -331,6 +348,6 @@ def summarize(terminal: Any) -> None:
     for one in RESULTS:
         if one.not_applicable:
             terminal.write_line(f"n/a {one.name}: {one.not_applicable}")
-    as_json, as_html = write(RESULTS)
+    as_json, as_html = write(RESULTS, terminal.config.rootpath / REPORTS)
     tests = {one.test: one.duration_s or 0.0 for one in RESULTS}
     terminal.write_line(f"{len(tests)} fault tests, {sum(tests.values()):.0f} s; report: {as_json}, {as_html}")

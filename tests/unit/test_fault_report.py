@@ -4,10 +4,15 @@ them, naming the fault and the figure; the session's figures are written as JSON
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
+from hilo.settings import REPO_ROOT
 from tests.stack.faults import Fault, FaultReport, table, write
 
 
@@ -76,3 +81,42 @@ def test_the_session_report_is_a_table_a_json_file_and_a_page(tmp_path: Path) ->
     page = as_html.read_text()
     assert "<td title='tests/stack/test_x.py::test_y'>Asterisk restarted</td>" in page
     assert "every lost and duplicated figure is 0" in page
+
+
+def test_a_session_fails_the_test_that_lost_something_and_reports_every_fault(tmp_path: Path) -> None:
+    """The hooks as a stack session runs them (a session of its own, in a directory of its own)."""
+    (tmp_path / "test_faults.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            @pytest.mark.fault
+            def test_kept(fault_report):
+                fault_report.fault("kept it").calls(in_flight=2, kept=2)
+
+            @pytest.mark.fault
+            def test_lost(fault_report):
+                fault_report.fault("lost one").calls(in_flight=2, kept=1)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.stack.faults", "-p", "no:cacheprovider", "-o", "markers=fault"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout
+    assert run.returncode == 1, out
+    assert "1 failed, 1 passed" in out
+    assert "AssertionError: fault 'lost one': calls lost = 1 (in flight 2, kept 1, cut 0)" in out
+    assert "fault report" in out and "kept it" in out
+    saved = json.loads((tmp_path / ".run" / "reports" / "faults.json").read_text())
+    assert [(f["name"], f["calls_lost"], f["outcome"]) for f in saved["faults"]] == [
+        ("kept it", 0, "passed"),
+        ("lost one", 1, "failed"),
+    ]
+    assert saved["all_zero"] is False
