@@ -156,3 +156,4 @@ async def test_records_appended_while_replaying_are_replayed_too(tmp_path: Path)
             await task
     assert store.order == [f"e{n}" for n in range(20)] + ["late"]
     spool.close()
+
