@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .run/venv/bin
 
-.PHONY: run stack down lint typecheck layers test clean bench lock
+.PHONY: run stack down lint typecheck layers test faults clean bench lock
 
 run:            ## whole stack, Hilo server included
 	bash stack/up.sh
@@ -34,6 +34,9 @@ bench:          ## caller identification vs a bare lookup on 1M imported custome
 
 test: stack lint typecheck layers
 	set -a && . .run/env && set +a && $(VENV)/pytest
+
+faults: stack    ## the fault suite alone (stack tests marked `fault`; `make test` runs them too): per fault, calls and messages kept or lost, timeline events lost -> a table, .run/reports/faults.{json,html}
+	set -a && . .run/env && set +a && $(VENV)/pytest -m fault tests/stack $(FAULTS_ARGS)
 
 clean: down     ## stop, then delete .run (data, logs, venv, chroot)
 	@if grep -qs " $(CURDIR)/.run/" /proc/mounts; then echo "error: mounts remain under .run/" >&2; exit 1; fi

@@ -37,6 +37,10 @@ from server.seed import seed_demo
 from server.services import SERVICES, Services
 from tests.paths import DIALPLANS
 from tests.stack.expect import EventStream, follow_ari, follow_redis
+from tests.stack.faults import fault_report, pytest_runtest_call, pytest_terminal_summary
+
+# The fault suite's fixture and hooks (tests/stack/faults.py), for every stack test.
+__all__ = ["fault_report", "pytest_runtest_call", "pytest_terminal_summary"]
 
 NAMESPACE = "hilo-test"
 ENV_FILE = REPO_ROOT / ".run" / "env"
@@ -44,9 +48,16 @@ ENV_FILE = REPO_ROOT / ".run" / "env"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
+    unreported = []
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.stack)
+            # A fault test reports what its fault cost, and what reports is a fault test (`make faults`).
+            reports = "fault_report" in getattr(item, "fixturenames", ())
+            if reports != (item.get_closest_marker("fault") is not None):
+                unreported.append(item.nodeid)
+    if unreported:
+        raise pytest.UsageError(f"a test marked `fault` must take `fault_report`, and only those do: {unreported}")
 
 
 # Stack tests share one Asterisk, one `hilo-test` Stasis app and one test database, and empty its tables

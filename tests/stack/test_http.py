@@ -9,10 +9,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.stack.conftest import Stack
 from tests.stack.expect import eventually
+from tests.stack.faults import FaultReport
 from tests.stack.outages import postgres_away, redis_away
 from tests.stack.test_calls import KNOWN_CALLER, place
 
@@ -42,7 +44,11 @@ async def _healthy(stack: Stack) -> bool:
     return (await _health(stack))[0] == 200
 
 
-async def test_health_is_503_when_a_dependency_is_down(stack: Stack) -> None:
+@pytest.mark.fault
+async def test_health_is_503_when_a_dependency_is_down(stack: Stack, fault_report: FaultReport) -> None:
+    fault_report.fault("/healthz with ARI, Redis, PostgreSQL away").nothing_to_count(
+        "the health answer only: no call, message or timeline event is involved"
+    )
     assert stack.services.ari is not None and stack.services.redis is not None
     stack.services.ari.connected.clear()  # as if the events socket were down
     try:

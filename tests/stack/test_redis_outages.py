@@ -16,6 +16,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from server.simcall import originate_sim_call
 from tests.stack.calls import hang_up, place
 from tests.stack.conftest import NAMESPACE, Stack
 from tests.stack.expect import EventStream, eventually
+from tests.stack.faults import FaultReport, calls_up_during, kept_by_callers, timeline_missing
 from tests.stack.outages import redis_away
 from tests.stack.test_conversations import visitor
 from tests.stack.test_screenpop import bearer, console_feed, offered_interaction, sign_in
@@ -96,9 +98,14 @@ async def _stale_gone(engine: RoutingEngine, ended: str) -> bool:
     )
 
 
+NO_CALL = "routing state only: no call, message or timeline event is involved"
+
+
+@pytest.mark.fault
 async def test_a_running_engine_rebuilds_state_replayed_from_an_earlier_redis_life(
-    stack: Stack, stale_replay: tuple[dict[bytes, bytes], str]
+    stack: Stack, stale_replay: tuple[dict[bytes, bytes], str], fault_report: FaultReport
 ) -> None:
+    fault_report.fault("Redis replays an earlier life (running engine)").nothing_to_count(NO_CALL)
     engine = engine_of(stack)
     dumped, ended = stale_replay
     await replay(engine, dumped)
@@ -118,9 +125,11 @@ async def test_a_running_engine_rebuilds_state_replayed_from_an_earlier_redis_li
     await engine.remove(nxt, "test over")
 
 
+@pytest.mark.fault
 async def test_a_starting_engine_rebuilds_state_replayed_from_an_earlier_redis_life(
-    stack: Stack, stale_replay: tuple[dict[bytes, bytes], str]
+    stack: Stack, stale_replay: tuple[dict[bytes, bytes], str], fault_report: FaultReport
 ) -> None:
+    fault_report.fault("Redis replays an earlier life (starting engine)").nothing_to_count(NO_CALL)
     engine = engine_of(stack)
     dumped, ended = stale_replay
     redis = aioredis.from_url(stack.settings.redis_url.get_secret_value())
@@ -189,9 +198,13 @@ def degraded(metrics: str, part: str, what: str) -> float:
     return 0.0
 
 
-async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long: None) -> None:
+@pytest.mark.fault
+async def test_a_30_s_redis_outage_costs_no_call(
+    stack: Stack, sales_waits_long: None, fault_report: FaultReport
+) -> None:
     assert stack.services.redis is not None
     loop = asyncio.get_running_loop()
+    mark = stack.hilo_events.mark()
     talking, started = await place(stack, TALKING, SUPPORT)
     talking_id = started["interaction_id"]
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=talking_id, data__agent="bob")
@@ -200,6 +213,7 @@ async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long:
     )
     before = degraded(await (await stack.client.get("/metrics")).text(), "redis", "enqueue")
 
+    outage_began = datetime.now(UTC)
     async with redis_away(stack.services.redis):
         began, mark = loop.time(), stack.ari_events.mark()
         with pytest.raises(redis.exceptions.ConnectionError):
@@ -226,6 +240,7 @@ async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long:
             "ChannelDestroyed", within=OUTAGE_S - (loop.time() - began), since=mark, channel__id=lambda i: i in legs
         )
     assert loop.time() - began >= OUTAGE_S
+    in_flight = await calls_up_during(stack.pool, outage_began, datetime.now(UTC))
 
     # Redis is back: the waiting caller is queued and reaches alice; the call with bob was never touched.
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=arriving_id, data__agent="alice")
@@ -235,12 +250,23 @@ async def test_a_30_s_redis_outage_costs_no_call(stack: Stack, sales_waits_long:
     after = degraded(await (await stack.client.get("/metrics")).text(), "redis", "enqueue")
     assert after == before + 1  # one degraded moment for the outage, not one per try
     assert not [e for e in stack.hilo_events.events[stack.hilo_events.baseline :] if e["type"] == "routing.refused"]
+    # In flight: every call up at some moment of the outage (one talking as it began, one arriving in it).
+    assert set(in_flight) == {talking_id, arriving_id}
+    fault = fault_report.fault("Redis away 30 s")
+    fault.calls(in_flight=len(in_flight), kept=await kept_by_callers(stack.pool, in_flight))
+    answered = ("interaction.started", "agent.answered", "interaction.ended")
+    # The arriving call's events were written while nothing could be published: they count, feed or not.
+    required = {talking_id: answered, arriving_id: (*answered, "call.degraded", "routing.queued")}
+    fault.timeline(*await timeline_missing(stack.pool, stack.hilo_events.events[mark:], required))
 
 
 # The live feeds after a hiccup ---------------------------------------------------------------------------
 
 
-async def test_the_live_feeds_reconnect_and_catch_up_after_a_redis_hiccup(stack: Stack) -> None:
+@pytest.mark.fault
+async def test_the_live_feeds_reconnect_and_catch_up_after_a_redis_hiccup(
+    stack: Stack, fault_report: FaultReport
+) -> None:
     assert stack.services.redis is not None and stack.services.webchat is not None
     assert stack.services.screenpops is not None and stack.services.board is not None
     bob = await sign_in(stack, "bob", "agent", "bob")
@@ -286,8 +312,17 @@ async def test_the_live_feeds_reconnect_and_catch_up_after_a_redis_hiccup(stack:
     # The pages reconnect, as console/static/api.js and the chat widget do, and catch up.
     async with console_feed(stack, bob) as again:
         await again.messages.expect("screenpop", within=5, interaction_id=str(offered.id))
+        pops = [m for m in again.messages.events if m.get("type") == "screenpop"]
     async with visitor(stack, token) as (back, _):
         await back.frames.expect("message", within=5, id=990_001, text="Written while you were away.")
+        replies = [f for f in back.frames.events if f.get("type") == "message" and f.get("id") == 990_001]
+    # Messages: the agent's pop and the visitor's reply, published while their pages were away; "stored" is
+    # what each page got on reconnecting (the pop the latest only: one), "duplicated" what it got twice.
+    fault_report.fault("Redis hiccup under the live feeds").messages(
+        accepted=2,
+        stored=min(len(pops), 1) + min(len(replies), 1),
+        duplicated=max(len(pops) - 1, 0) + max(len(replies) - 1, 0),
+    )
 
 
 async def _read(ws: Any, stream: EventStream) -> None:

@@ -18,8 +18,33 @@ import redis.exceptions
 from crm_bridge.timeline import Timeline
 from hilo.spool import Spool
 from tests.stack.conftest import Stack
+from tests.stack.faults import FaultReport, calls_up_during, kept_by_callers, timeline_missing
 from tests.stack.test_calls import KNOWN_CALLER, place
 from tests.stack.test_screenpop import console_feed, sign_in
+
+pytestmark = pytest.mark.fault
+# What a call answered by an agent has on its timeline, whatever happened on the way.
+ANSWERED = ("interaction.started", "routing.queued", "agent.answered", "interaction.ended")
+
+
+async def one_call_figures(
+    stack: Stack,
+    fault_report: FaultReport,
+    fault: str,
+    window: tuple[datetime, datetime],
+    mark: int,
+    interaction: str,
+    *happened: str,
+) -> None:
+    """The calls up while the fault lasted (`window`): kept if their callers ended them; the test's call's
+    timeline against what it produced."""
+    in_flight = await calls_up_during(stack.pool, *window)
+    assert interaction in in_flight, (interaction, in_flight)
+    figures = fault_report.fault(fault).calls(
+        in_flight=len(in_flight), kept=await kept_by_callers(stack.pool, in_flight)
+    )
+    required = {interaction: (*ANSWERED, *happened)}
+    figures.timeline(*await timeline_missing(stack.pool, stack.hilo_events.events[mark:], required))
 
 
 @contextlib.asynccontextmanager
@@ -35,11 +60,15 @@ async def stalled(stack: Stack, table: str) -> AsyncIterator[None]:
         await blocker.close()
 
 
-async def test_a_call_placed_while_identification_is_stalled_is_routed_then_identified(stack: Stack) -> None:
+async def test_a_call_placed_while_identification_is_stalled_is_routed_then_identified(
+    stack: Stack, fault_report: FaultReport
+) -> None:
+    mark = stack.hilo_events.mark()
     ana = await ana_id(stack)
     bob = await sign_in(stack, "bob", "agent", "bob")
     async with console_feed(stack, bob) as agent:
         async with stalled(stack, "identities"):  # the identification query waits behind the lock
+            began = datetime.now(UTC)
             call, started = await place(stack, KNOWN_CALLER, "2")
             interaction = started["interaction_id"]
             await stack.hilo_events.expect(
@@ -58,6 +87,7 @@ async def test_a_call_placed_while_identification_is_stalled_is_routed_then_iden
                 for e in stack.hilo_events.events[stack.hilo_events.baseline :]
                 if e["type"] == "customer.identified" and e["interaction_id"] == interaction
             ]
+            stalled_window = (began, datetime.now(UTC))
         # The store answers: the caller is identified, the interaction is Ana's, and bob's pop says so.
         identified = await stack.hilo_events.expect(
             "customer.identified", within=15, interaction_id=interaction, data__late=True
@@ -90,10 +120,20 @@ async def test_a_call_placed_while_identification_is_stalled_is_routed_then_iden
     assert types == ["interaction.started", "customer.identified"]
     metrics = await (await stack.client.get("/metrics")).text()
     assert 'hilo_degraded_total{part="store",what="identify"}' in metrics
+    await one_call_figures(
+        stack,
+        fault_report,
+        "PostgreSQL identification stalled",
+        stalled_window,
+        mark,
+        interaction,
+        "call.degraded",
+        "customer.identified",
+    )
 
 
 async def test_timeline_writes_while_the_store_is_unreachable_are_spooled_and_written_once(
-    stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path, fault_report: FaultReport
 ) -> None:
     ana = await ana_id(stack)
     published: list[dict[str, Any]] = []
@@ -154,14 +194,24 @@ async def test_timeline_writes_while_the_store_is_unreachable_are_spooled_and_wr
     assert before <= row["started_at"] <= events[0]["at"] <= events[1]["at"] == row["ended_at"] < replayed_at
     assert [e["type"] for e in published] == ["call.degraded", "ivr.flow_started", "interaction.ended"]
     assert path.stat().st_size == 0
+    # No call here (the timeline is driven directly): the events accepted while the store was away against
+    # the rows written once it was back.
+    accepted = {str(interaction.id): ("call.degraded", "ivr.flow_started", "interaction.ended")}
+    fault_report.fault("PostgreSQL unreachable: timeline spooled").timeline(
+        *await timeline_missing(stack.pool, published, accepted)
+    )
 
 
-async def test_background_work_holding_all_its_connections_does_not_starve_a_call(stack: Stack) -> None:
+async def test_background_work_holding_all_its_connections_does_not_starve_a_call(
+    stack: Stack, fault_report: FaultReport
+) -> None:
+    mark = stack.hilo_events.mark()
     background = stack.services.background_pool
     assert background is not None and background is not stack.pool
     assert stack.services.webhooks is not None and stack.services.webhooks.pool is background
     assert stack.services.messaging is not None and stack.services.messaging.outbox.pool is background
     held = [await background.acquire() for _ in range(background.get_max_size())]
+    began = datetime.now(UTC)
     try:
         call, started = await place(stack, KNOWN_CALLER, "2")
         interaction = started["interaction_id"]
@@ -169,13 +219,16 @@ async def test_background_work_holding_all_its_connections_does_not_starve_a_cal
         await stack.observer.hangup(call.caller_leg)
         await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
     finally:
+        window = (began, datetime.now(UTC))
         for conn in held:
             await background.release(conn)
+    await one_call_figures(stack, fault_report, "background pool exhausted", window, mark, interaction)
 
 
 async def test_a_call_waits_with_music_while_routing_does_not_answer_and_is_routed_when_it_does(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, fault_report: FaultReport
 ) -> None:
+    mark = stack.hilo_events.mark()
     engine = stack.services.routing
     assert engine is not None
     real_enqueue, real_wait = engine.enqueue, engine.wait_for_offer
@@ -195,6 +248,7 @@ async def test_a_call_waits_with_music_while_routing_does_not_answer_and_is_rout
 
     monkeypatch.setattr(engine, "enqueue", enqueue)
     monkeypatch.setattr(engine, "wait_for_offer", wait_for_offer)
+    began = datetime.now(UTC)
     # Nobody can take it at first: the caller waits (where routing is asked for an offer) before bob is free.
     assert stack.services.board is not None
     await stack.services.board.set_state("bob", "away", reason="test")
@@ -210,11 +264,13 @@ async def test_a_call_waits_with_music_while_routing_does_not_answer_and_is_rout
     await stack.services.board.set_state("bob", "available")
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=interaction, data__agent="bob")
     assert failures == {"enqueue": 0, "wait": 0}
+    window = (began, datetime.now(UTC))  # routing answers again
     seen = [e["type"] for e in stack.hilo_events.events[stack.hilo_events.baseline :]]
     assert "routing.refused" not in seen  # never turned away for it
     await stack.observer.hangup(call.caller_leg)
     ended = await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
     assert ended["data"] == {"outcome": "completed", "hangup_by": "caller"}
+    await one_call_figures(stack, fault_report, "routing not answering", window, mark, interaction, "call.degraded")
 
 
 async def ana_id(stack: Stack) -> uuid.UUID:

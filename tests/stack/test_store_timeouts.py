@@ -19,11 +19,16 @@ from reports.monitor import WALLBOARD
 from reports.service import Reports
 from tests.stack.conftest import Stack
 from tests.stack.expect import eventually
+from tests.stack.faults import FaultReport
+
+NO_CALL = "a pool's bound on a pool of its own: no call, message or timeline event is involved"
 
 
+@pytest.mark.fault
 async def test_a_statement_over_the_command_timeout_fails_and_reports_have_their_own(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, fault_report: FaultReport
 ) -> None:
+    fault_report.fault("PostgreSQL statement past the command timeout").nothing_to_count(NO_CALL)
     settings = stack.settings.model_copy(update={"db_command_timeout_s": 0.3})
     pool = await server_pool(settings, min_size=1, max_size=1)
     try:
@@ -69,10 +74,12 @@ async def _pool_of(stack: Stack, which: str) -> asyncpg.Pool:
     return await background_pool(settings.model_copy(update={"db_background_pool_size": 1}))
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize(("which", "statement"), [("call path", "1s"), ("background", "1500ms")])
 async def test_postgresql_cuts_a_long_statement_a_long_lock_wait_and_an_idle_transaction(
-    stack: Stack, which: str, statement: str
+    stack: Stack, which: str, statement: str, fault_report: FaultReport
 ) -> None:
+    fault_report.fault(f"PostgreSQL long statement, lock wait, idle transaction ({which})").nothing_to_count(NO_CALL)
     pool = await _pool_of(stack, which)
     blocker = await asyncpg.connect(stack.settings.database_url.get_secret_value())
     loop = asyncio.get_running_loop()
@@ -157,7 +164,10 @@ async def test_the_servers_pools_carry_postgresqls_bounds(stack: Stack) -> None:
     assert background == ("1min", "5s", "1min")
 
 
-async def test_a_burst_of_redis_commands_past_the_pool_waits_for_connections_instead_of_failing(stack: Stack) -> None:
+@pytest.mark.fault
+async def test_a_burst_of_redis_commands_past_the_pool_waits_for_connections_instead_of_failing(
+    stack: Stack, fault_report: FaultReport
+) -> None:
     """At a peak every waiting caller talks to Redis at once: with redis-py's default pool the commands past
     its size failed at once (MaxConnectionsError), and callers who had hung up stayed in the queue."""
     settings = stack.settings.model_copy(update={"redis_max_connections": 4})
@@ -165,7 +175,12 @@ async def test_a_burst_of_redis_commands_past_the_pool_waits_for_connections_ins
     key = f"{settings.namespace}:test:pool-burst"
     try:
         await asyncio.wait_for(asyncio.gather(*(client.incr(key) for _ in range(60))), 10)
-        assert int(await client.get(key) or 0) == 60
+        done = int(await client.get(key) or 0)
+        # The commands as messages: 60 sent, each applied once (an INCR applied twice would count 61).
+        fault_report.fault("Redis pool exhausted by a burst").messages(
+            accepted=60, stored=min(done, 60), duplicated=max(done - 60, 0)
+        )
+        assert done == 60
         clients = await client.client_list()
         assert 1 <= sum(c.get("name") == "hilo-test-pool-burst" for c in clients) <= 4
     finally:

@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -25,6 +25,7 @@ from crm_bridge.timeline import Interaction
 from crm_bridge.webhooks import DeliveryWorker, RetryPolicy
 from tests.stack.conftest import Stack
 from tests.stack.expect import EventStream, eventually
+from tests.stack.faults import FaultReport
 
 FAST = RetryPolicy(max_attempts=3, backoff_s=0.05, backoff_max_s=0.2, timeout_s=2.0)
 
@@ -118,6 +119,25 @@ async def delivery_states(stack: Stack, subscription_id: str) -> list[tuple[int,
     return [(r["event_id"], r["state"], r["attempts"]) for r in rows]
 
 
+async def delivery_figures(
+    stack: Stack, fault_report: FaultReport, fault: str, accepted: int, hooks: Mapping[str, Receiver]
+) -> None:
+    """The receiver's fault in messages: `accepted` deliveries (events written x subscriptions wanting them);
+    stored: each delivered or held as a dead letter to replay (not lost); duplicated: each acknowledged (200)
+    more than once by a receiver. (A send the sender gave up on, past its timeout, may reach the receiver again
+    with the same Hilo-Webhook-Id: that is how a receiver drops it, and it is not counted here.)"""
+    stored = await stack.pool.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE subscription_id = ANY($1::uuid[])"
+        " AND state IN ('delivered', 'dead')",
+        [uuid.UUID(s) for s in hooks],
+    )
+    duplicated = 0
+    for hook in hooks.values():
+        acknowledged = [e["body"]["id"] for e in hook.requests.events if e["answer"] == 200]
+        duplicated += len(acknowledged) - len(set(acknowledged))
+    fault_report.fault(fault).messages(accepted=accepted, stored=stored, duplicated=duplicated)
+
+
 def independent_signature(secret: str, timestamp: str, body: bytes) -> str:
     return "v1=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
@@ -163,8 +183,9 @@ async def _all_in(stack: Stack, subscription_id: str, state: str) -> list[tuple[
     return states if states and all(s == state for _, s, _ in states) else None
 
 
+@pytest.mark.fault
 async def test_a_failing_receiver_gets_it_on_the_third_attempt_and_order_is_kept(
-    stack: Stack, receiver: Callable[..., Awaitable[Receiver]]
+    stack: Stack, receiver: Callable[..., Awaitable[Receiver]], fault_report: FaultReport
 ) -> None:
     hook = await receiver([500, 503])
     sub = await subscribe(stack, hook.url, ["*"])
@@ -188,10 +209,12 @@ async def test_a_failing_receiver_gets_it_on_the_third_attempt_and_order_is_kept
         "SELECT last_status, last_error FROM webhook_deliveries WHERE event_id = $1", first["id"]
     )
     assert row is not None and (row["last_status"], row["last_error"]) == (200, None)
+    await delivery_figures(stack, fault_report, "webhook receiver failing (500, 503)", 2, {sub["id"]: hook})
 
 
+@pytest.mark.fault
 async def test_a_receiver_slower_than_the_timeout_is_retried(
-    stack: Stack, receiver: Callable[..., Awaitable[Receiver]]
+    stack: Stack, receiver: Callable[..., Awaitable[Receiver]], fault_report: FaultReport
 ) -> None:
     worker = stack.services.webhooks
     assert worker is not None
@@ -209,6 +232,7 @@ async def test_a_receiver_slower_than_the_timeout_is_retried(
     )
     states = await eventually(lambda: _all_in(stack, sub["id"], "delivered"), within=5, what="delivered")
     assert states == [(event["id"], "delivered", 2)]
+    await delivery_figures(stack, fault_report, "webhook receiver slower than the timeout", 1, {sub["id"]: hook})
 
 
 def _closed_port() -> int:
@@ -218,8 +242,9 @@ def _closed_port() -> int:
     return port  # nothing listens there now: connections are refused
 
 
+@pytest.mark.fault
 async def test_a_down_receiver_dead_letters_and_replay_delivers(
-    stack: Stack, receiver: Callable[..., Awaitable[Receiver]]
+    stack: Stack, receiver: Callable[..., Awaitable[Receiver]], fault_report: FaultReport
 ) -> None:
     sub = await subscribe(stack, f"http://127.0.0.1:{_closed_port()}/hook", ["test.*"])
     call = await interaction(stack, "+34 600 70 00 04")
@@ -268,10 +293,12 @@ async def test_a_down_receiver_dead_letters_and_replay_delivers(
     resp = await stack.client.post(f"/api/webhooks/dead-letters/{uuid.uuid4()}/replay", headers=admin(stack))
     assert resp.status == 404
     assert len(hook.requests.events) == 1
+    await delivery_figures(stack, fault_report, "webhook receiver down", 2, {sub["id"]: hook})
 
 
+@pytest.mark.fault
 async def test_two_workers_share_the_work_without_duplicates_or_disorder(
-    stack: Stack, receiver: Callable[..., Awaitable[Receiver]]
+    stack: Stack, receiver: Callable[..., Awaitable[Receiver]], fault_report: FaultReport
 ) -> None:
     """A second worker, as another Hilo node would run, on the same database."""
     hooks = [await receiver([500]), await receiver(), await receiver([503, 500])]
@@ -291,6 +318,10 @@ async def test_two_workers_share_the_work_without_duplicates_or_disorder(
             assert delivered == ids, "each event delivered once, in order"
             states = await eventually(partial(_all_in, stack, sub["id"], "delivered"), within=5, what="delivered")
             assert len(states) == len(ids)
+        by_sub = {sub["id"]: hook for sub, hook in zip(subs, hooks, strict=True)}
+        await delivery_figures(
+            stack, fault_report, "webhooks: two nodes, failing receivers", len(ids) * len(subs), by_sub
+        )
     finally:
         await other_node.close()
 
@@ -342,8 +373,9 @@ async def test_subscription_admin(stack: Stack, receiver: Callable[..., Awaitabl
     assert await stack.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 0
 
 
+@pytest.mark.fault
 async def test_worker_stops_cleanly_with_a_send_in_flight(
-    stack: Stack, receiver: Callable[..., Awaitable[Receiver]]
+    stack: Stack, receiver: Callable[..., Awaitable[Receiver]], fault_report: FaultReport
 ) -> None:
     """A node stopping mid-send leaves the delivery pending; another node sends it once the lease ends."""
     hook = await receiver(["hang"])
@@ -370,6 +402,7 @@ async def test_worker_stops_cleanly_with_a_send_in_flight(
     await hook.requests.expect("webhook", within=quick.lease_s + 5, body__id=event["id"], answer=200)
     states = await eventually(lambda: _all_in(stack, sub["id"], "delivered"), within=5, what="delivered")
     assert states == [(event["id"], "delivered", 2)]
+    await delivery_figures(stack, fault_report, "webhook node stopped mid-send", 1, {sub["id"]: hook})
 
 
 async def test_the_worker_sleeps_while_a_line_waits_for_its_retry(stack: Stack) -> None:
