@@ -204,7 +204,7 @@ async def test_a_30_s_redis_outage_costs_no_call(
 ) -> None:
     assert stack.services.redis is not None
     loop = asyncio.get_running_loop()
-    mark = stack.hilo_events.mark()
+    published = stack.hilo_events.mark()
     talking, started = await place(stack, TALKING, SUPPORT)
     talking_id = started["interaction_id"]
     await stack.hilo_events.expect("agent.answered", within=30, interaction_id=talking_id, data__agent="bob")
@@ -257,7 +257,7 @@ async def test_a_30_s_redis_outage_costs_no_call(
     answered = ("interaction.started", "agent.answered", "interaction.ended")
     # The arriving call's events were written while nothing could be published: they count, feed or not.
     required = {talking_id: answered, arriving_id: (*answered, "call.degraded", "routing.queued")}
-    fault.timeline(*await timeline_missing(stack.pool, stack.hilo_events.events[mark:], required))
+    fault.timeline(*await timeline_missing(stack.pool, stack.hilo_events.events[published:], required))
 
 
 # The live feeds after a hiccup ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,6 +21,7 @@ import redis.exceptions
 from tests.stack.calls import hang_up, place
 from tests.stack.conftest import Stack
 from tests.stack.expect import eventually
+from tests.stack.faults import FaultReport, calls_up_during, kept_by_callers, timeline_missing
 from tests.stack.test_redis_outages import (  # noqa: F401 (sales_waits_long is a fixture)
     SALES,
     SUPPORT,
@@ -69,9 +71,11 @@ async def redis_restarted(url: str) -> AsyncIterator[str]:
         await client.aclose()
 
 
+@pytest.mark.fault
 @pytest.mark.usefixtures("sales_waits_long")
-async def test_a_real_redis_restart_on_its_file_costs_no_call(stack: Stack) -> None:
+async def test_a_real_redis_restart_on_its_file_costs_no_call(stack: Stack, fault_report: FaultReport) -> None:
     engine = engine_of(stack)
+    published = stack.hilo_events.mark()
     url = stack.settings.redis_url.get_secret_value()
     talking, started = await place(stack, TALKING, SUPPORT)
     talking_id = started["interaction_id"]
@@ -90,6 +94,7 @@ async def test_a_real_redis_restart_on_its_file_costs_no_call(stack: Stack) -> N
     legs = {talking.caller_leg, talking.ivr_leg, bob_leg["channel"]["id"], waiting.caller_leg, waiting.ivr_leg}
     mark = stack.ari_events.mark()
 
+    restart_began = datetime.now(UTC)
     async with redis_restarted(url) as life:
         # Routing sees the marker of another life and rebuilds from PostgreSQL: the marker, set last, is this
         # life's once the rebuild is over.
@@ -98,6 +103,8 @@ async def test_a_real_redis_restart_on_its_file_costs_no_call(stack: Stack) -> N
 
         await eventually(rebuilt, within=15, what="routing rebuilt from PostgreSQL in the new Redis life")
 
+    in_flight = await calls_up_during(stack.pool, restart_began, datetime.now(UTC))
+    assert set(in_flight) == {talking_id, waiting_id}
     # Rebuilt from the truth: bob busy on the call he is on, the waiting caller first in sales, in their place.
     bob = await engine.agent("bob")
     assert bob.get("load:voice") == "1", bob
@@ -117,3 +124,8 @@ async def test_a_real_redis_restart_on_its_file_costs_no_call(stack: Stack) -> N
     for call, interaction in ((talking, talking_id), (waiting, waiting_id)):
         ended = await hang_up(stack, call, interaction)
         assert ended["data"] == {"outcome": "completed", "hangup_by": "caller"}
+    fault = fault_report.fault("Redis restarted on its append-only file")
+    fault.calls(in_flight=len(in_flight), kept=await kept_by_callers(stack.pool, in_flight))
+    answered = ("interaction.started", "agent.answered", "interaction.ended")
+    required = {talking_id: answered, waiting_id: (*answered, "routing.queued")}
+    fault.timeline(*await timeline_missing(stack.pool, stack.hilo_events.events[published:], required))
