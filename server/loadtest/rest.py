@@ -22,10 +22,11 @@ class Rest:
     async def close(self) -> None:
         await self._session.close()
 
-    async def call(self, method: str, path: str, **params: Any) -> Any:
+    async def call(self, method: str, path: str, *, body: Any = None, **params: Any) -> Any:
+        """`body`: sent as JSON."""
         clean = {k: str(v) for k, v in params.items() if v is not None}
         try:
-            async with self._session.request(method, self.base + path, params=clean) as resp:
+            async with self._session.request(method, self.base + path, params=clean, json=body) as resp:
                 text = await resp.text()
                 if resp.status == 404 and method == "DELETE":
                     return None
