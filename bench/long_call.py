@@ -191,6 +191,7 @@ class Where:
 class Result:
     command: str
     minutes: float
+    beside: str = ""  # the load it ran alongside (the capacity soak), if any
     started_at: str = ""
     ok: bool = False
     problems: list[str] = field(default_factory=list)
@@ -223,6 +224,8 @@ class LongCall:
         self.agent = Phone("agent", AGENT_TONE)
         self.asterisk_pids = pids_listening(settings.sip_port, udp=True)
         self.result = Result(args.command, args.minutes, machine=machine())
+        self.talking = asyncio.Event()  # set once both phones talk: `channels` are known then
+        self.channels: frozenset[str] = frozenset()
 
     def say(self, text: str) -> None:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {text}", flush=True)
@@ -263,11 +266,15 @@ class LongCall:
             self.say(f"calling {NUMBER} from {CALLER} (SIPp on {TRUNK_IP}), key {KEY}: {QUEUE}, agent {AGENT}")
             try:
                 where = await self.connect(tail)
+                self.channels = frozenset({where.caller_channel, where.agent_channel})
+                self.talking.set()
                 await self.hold(where, tail)
                 await self.after(where, tail)
             except LongCallError as exc:
                 self.result.problems.append(str(exc))
                 self.say(f"FAILED: {exc}")
+            finally:
+                self.talking.set()  # whoever waits for it learns the call broke from `result`
             self.result.memory_mb["hilo"].append(rss_mb(self.hilo_pids))
             self.result.memory_mb["asterisk"].append(rss_mb(self.asterisk_pids))
         self.result.seconds = round(time.time() - started, 1)
@@ -542,9 +549,10 @@ def section(result: Result) -> str:
 
     problems = "\n".join(f"- {p}" for p in result.problems) or "- none"
     span = f"{samples[-1]['t'] - samples[0]['t']:.0f} s" if samples else "-"
+    beside = f", alongside {result.beside}" if result.beside else ""
     return f"""{SECTION}
 
-Produced by `{result.command}` on {result.started_at} ({result.seconds / 60:.0f} minutes in all).
+Produced by `{result.command}` on {result.started_at} ({result.seconds / 60:.0f} minutes in all){beside}.
 Machine: {result.machine}; Asterisk {result.asterisk}.
 
 What runs: one SIPp caller on the carrier trunk (127.0.0.2) dials the demo line {NUMBER} of a `hilo serve` of
@@ -555,7 +563,7 @@ agent's a {AGENT_TONE} Hz one (20 ms PCMU packets, sent by the bench) until the 
 in Asterisk (ARI), the interaction open in PostgreSQL, and that Asterisk's RTP counts of both channels and the
 audible packets each phone received grew by at least {FLOWING:.0%} of 50 packets/s.
 
-**Result: {"passed" if result.ok else "**failed**"}.** Talk (agent answer to hang-up): {result.talk_s} s;
+**Result: {"passed" if result.ok else "failed"}.** Talk (agent answer to hang-up): {result.talk_s} s;
 outcome `{result.outcome}` (hung up by {result.hangup_by}); {len(samples)} checks over {span}.
 
 | RTP packets during the talk | tx (Asterisk sent) | rx (Asterisk received) | audible packets the phone heard |
@@ -578,7 +586,7 @@ def _every(result: Result) -> str:
     return f"{min(gaps):.0f}" if gaps else "-"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.long_call", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=20.0, help="talk time (default 20)")
     parser.add_argument("--check-every", type=float, default=30.0, help="seconds between checks (default 30)")
@@ -588,9 +596,20 @@ def main(argv: list[str] | None = None) -> int:
                         " seconds from its key to the agent's answer (default 5)")  # fmt: skip
     parser.add_argument("--database", default="hilo_bench_long_call", help="the bench server's database")
     parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def args_for(minutes: float, command: str, own_server: bool) -> argparse.Namespace:
+    """The options of a long call placed by another benchmark (bench/capacity.py's soak): the defaults."""
+    args = parser().parse_args(["--minutes", f"{minutes:g}"])
+    args.command, args.own_server = command, own_server
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if not 0 < args.minutes <= 59:
-        parser.error(f"--minutes: {args.minutes:g} must be above 0 and at most 59")
+        parser().error(f"--minutes: {args.minutes:g} must be above 0 and at most 59")
     args.own_server = True
     args.command = ("python -m bench.long_call " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
     try:
