@@ -207,6 +207,7 @@ class Bench:
     ari: Ari
     steps: list[Step] = field(default_factory=list)
     after_runs: list[dict[str, Any]] = field(default_factory=list)
+    long_call_minutes: float = 0.0  # of the long call held through the soak (0: none)
 
     def voice(self, system: str, rate: float, duration: float) -> VoiceLoad:
         return VoiceLoad(
@@ -331,10 +332,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             b.steps.append(step)
                         compared[system] = step.report
                 soak_rate = round(max(args.min_rate, args.soak_share * knees["hilo"]), 2)
-                minutes = args.long_call if args.long_call is not None else max(20.0, args.soak / 60)
+                b.long_call_minutes = args.long_call if args.long_call is not None else max(20.0, args.soak / 60)
                 held: long_call.Result | None = None
-                if minutes > 0:
-                    soak, held = await b.soak_with_long_call(soak_rate, minutes, served, hilo_settings)
+                if b.long_call_minutes > 0:
+                    soak, held = await b.soak_with_long_call(soak_rate, b.long_call_minutes, served, hilo_settings)
                 else:
                     soak = await b.run("hilo", soak_rate, args.soak, f"soak-{soak_rate:g}")
         finally:
@@ -391,6 +392,7 @@ def summarize(
             "step_s": b.args.step,
             "soak_s": b.args.soak,
             "soak_share": b.args.soak_share,
+            "long_call_minutes": b.long_call_minutes,
             "start_rate": b.args.start_rate,
             "max_rate": b.args.max_rate,
             "resolution": b.args.resolution,
@@ -617,8 +619,12 @@ Errors in the Hilo server's log during the benchmark (grouped; digits masked):
 
 def _long_call_text(summary: dict[str, Any]) -> str:
     held = summary.get("long_call")
-    if held is None:
-        return "No long call was held through the soak (`--long-call 0`)."
+    if held is None:  # a run saved before the long call was part of the soak says nothing of it
+        return (
+            "No long call was held through the soak (`--long-call 0`)."
+            if "long_call_minutes" in summary["profile"]
+            else ""
+        )
     verdict = "passed" if held["ok"] else "failed: " + "; ".join(held["problems"])
     return (
         f"A long call (bench/long_call.py, {held['minutes']:g} minutes, the demo line keyed to sales) was held"

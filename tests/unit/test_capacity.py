@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from bench.capacity import _unsaturated, _why, evaluate, judge, knee, memory_growth, next_rate, server_errors
+from bench.capacity import (
+    _long_call_text,
+    _unsaturated,
+    _why,
+    evaluate,
+    judge,
+    knee,
+    memory_growth,
+    next_rate,
+    server_errors,
+)
 from bench.plain_menu import EXTENSIONS, shipped_lines
 from server.loadtest.checks import trunk_for
 
@@ -213,3 +223,13 @@ def test_a_long_call_held_through_the_soak_is_a_target_of_its_own() -> None:
     summary["long_call"] = {"ok": False, "talk_s": 912.0, "problems": ["outcome 'dropped' (hung up by system)"]}
     held = evaluate(summary)["long_call"]
     assert held["met"] is False and held["detail"].endswith(": outcome 'dropped' (hung up by system)")
+
+
+def test_the_soak_paragraph_says_what_became_of_the_long_call() -> None:
+    assert _long_call_text({"profile": {}}) == ""  # a run saved before the soak held one
+    assert "`--long-call 0`" in _long_call_text({"profile": {"long_call_minutes": 0}})
+    held = {"ok": False, "minutes": 20, "problems": ["left behind: bridge b1"]}
+    text = _long_call_text({"profile": {"long_call_minutes": 20}, "long_call": held})
+    assert (
+        "20 minutes" in text and "failed: left behind: bridge b1" in text and '"Long call (bench/long_call.py)"' in text
+    )
