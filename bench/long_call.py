@@ -30,6 +30,7 @@ import itertools
 import json
 import math
 import random
+import re
 import shlex
 import sys
 import time
@@ -65,6 +66,7 @@ CALLER_TONE, AGENT_TONE = 440, 300
 PACKETS_PER_S = 50  # 20 ms packets
 FLOWING = 0.5  # a check passes when each count grew by at least this share of PACKETS_PER_S x seconds
 AUDIBLE = threshold_from_dbfs(-30)
+_TROUBLE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (WARNING|ERROR|CRITICAL) ")
 
 
 # The phones' audio -------------------------------------------------------------------------------
@@ -202,6 +204,7 @@ class Result:
     recording_state: str | None = None
     agent_available_after: bool | None = None
     left_behind: list[str] = field(default_factory=list)
+    server_log: list[str] = field(default_factory=list)  # the Hilo server's warnings and errors meanwhile (own)
     samples: list[dict[str, Any]] = field(default_factory=list)
     memory_mb: dict[str, list[float | None]] = field(default_factory=dict)  # hilo / asterisk: [start, end]
     machine: str = ""
@@ -367,6 +370,12 @@ class LongCall:
         row = await self._interaction(where.interaction)
         if row is None or row["ended_at"] is not None:
             problems.append(f"interaction {where.interaction} is not open: {dict(row) if row else 'no row'}")
+        try:  # the agent stays taken while talking: never offered another call mid-way
+            state = {a["id"]: a.get("state") for a in (await self.api.wallboard()).get("agents", [])}.get(AGENT)
+            if state == "available":
+                problems.append(f"{AGENT} shows available while talking")
+        except RestError as exc:
+            problems.append(f"wallboard: {exc}")
         return Sample(
             round(time.time() - where.answered_at, 1),
             problems,
@@ -509,7 +518,9 @@ async def long_call(args: argparse.Namespace) -> Result:
         call = LongCall(hilo_settings, served.base, served.dsn, {served.pid}, args)
         result = await call.run(folder)
         await _drop_stored_file(settings, served.dsn)
-        (folder / "hilo-serve.log").write_text(served.log_text())
+        log = served.log_text()
+        (folder / "hilo-serve.log").write_text(log)
+        result.server_log = [line for line in log.splitlines() if _TROUBLE.search(line)]
     (folder / "long_call.json").write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
     print(f"result: {folder / 'long_call.json'}")
     return result
@@ -577,7 +588,15 @@ Resident memory from the call's start to its end: Hilo server {mem("hilo")}; Ast
 
 Problems:
 {problems}
-"""
+{_server_log(result)}"""
+
+
+def _server_log(result: Result) -> str:
+    if not result.server_log:
+        return "" if result.beside else "\nThe Hilo server logged no warning or error during the run.\n"
+    shown = "\n".join(f"    {line[:200]}" for line in result.server_log[:5])
+    count = len(result.server_log)
+    return f"\nThe Hilo server's warnings and errors during the run ({count}; the first five):\n\n{shown}\n"
 
 
 def _every(result: Result) -> str:

@@ -96,3 +96,12 @@ def test_the_section_says_the_command_the_counts_and_the_verdict() -> None:
     assert "stored, 1203.5 s long against 1203.9 s of talk" in text
     assert "Hilo server 140.0 -> 147.0 MB (+5.0%)" in text
     assert "- none" in text
+
+
+def test_the_section_lists_the_servers_warnings() -> None:
+    result = Result("python -m bench.long_call --minutes 2", 2, started_at="2026-12-08 00:00 UTC")
+    assert "logged no warning or error" in section(result)
+    result.server_log = ["2026-12-08 00:10:00,000 WARNING ivr.reconcile: ended interaction x: no-live-channel"]
+    text = section(result)
+    assert "warnings and errors during the run (1; the first five)" in text and "no-live-channel" in text
+    assert "**Result: failed.**" in text
