@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import asyncpg
 
 from bench import benchmarks_md
@@ -66,6 +67,7 @@ CALLER_TONE, AGENT_TONE = 440, 300
 PACKETS_PER_S = 50  # 20 ms packets
 FLOWING = 0.5  # a check passes when each count grew by at least this share of PACKETS_PER_S x seconds
 AUDIBLE = threshold_from_dbfs(-30)
+STALL_S = 1.0  # a /healthz answer slower than this is a stall of the server
 _TROUBLE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (WARNING|ERROR|CRITICAL) ")
 
 
@@ -205,6 +207,10 @@ class Result:
     agent_available_after: bool | None = None
     left_behind: list[str] = field(default_factory=list)
     server_log: list[str] = field(default_factory=list)  # the Hilo server's warnings and errors meanwhile (own)
+    # the Hilo server's /healthz, asked every second from the call's start to the end of the checks after it:
+    # the slowest answer, and every one slower than STALL_S [(UTC time it was asked, seconds)]
+    health_slowest_s: float | None = None
+    health_stalls: list[tuple[str, float]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     memory_mb: dict[str, list[float | None]] = field(default_factory=dict)  # hilo / asterisk: [start, end]
     machine: str = ""
@@ -266,6 +272,8 @@ class LongCall:
             tail = LogTail(sipp.log_file)
             stack.callback(tail.close)
             self.result.memory_mb = {"hilo": [rss_mb(self.hilo_pids)], "asterisk": [rss_mb(self.asterisk_pids)]}
+            watch = asyncio.create_task(self.watch_health())
+            stack.push_async_callback(_cancelled, watch)
             self.say(f"calling {NUMBER} from {CALLER} (SIPp on {TRUNK_IP}), key {KEY}: {QUEUE}, agent {AGENT}")
             try:
                 where = await self.connect(tail)
@@ -284,6 +292,22 @@ class LongCall:
         self.result.ok = not self.result.problems
         return self.result
 
+    async def watch_health(self) -> None:
+        """How fast the server answers while the call lasts and after it (a stalled event loop shows here)."""
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                asked, began = datetime.now(UTC), time.monotonic()
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{self.api.base}/healthz") as resp:
+                        await resp.read()
+                took = round(time.monotonic() - began, 2)
+                self.result.health_slowest_s = max(self.result.health_slowest_s or 0.0, took)
+                if took > STALL_S:
+                    self.result.health_stalls.append((f"{asked:%H:%M:%S}", took))
+                    self.say(f"the Hilo server took {took:g} s to answer /healthz (asked at {asked:%H:%M:%S})")
+                await asyncio.sleep(max(0.0, 1.0 - took))
+
     async def record_queue(self) -> Any:
         """Recording on for the sales queue (over the admin API); returns what puts the queue back."""
         path = f"/api/routing/queues/{QUEUE}"
@@ -291,8 +315,11 @@ class LongCall:
         await self.api.call("PUT", path, body={**before, "recording": {"record": True}})
 
         async def restore() -> None:
-            with contextlib.suppress(RestError):
+            try:
                 await self.api.call("PUT", path, body=before)
+            except RestError as exc:
+                self.result.problems.append(f"putting the {QUEUE} queue back: {exc}")
+                self.say(f"FAILED: putting the {QUEUE} queue back: {exc}")
 
         return restore
 
@@ -489,12 +516,22 @@ class LongCall:
         return sorted(set(left))
 
     async def _wait(self, probe: Any, within: float) -> Any:
+        """`probe()` until it finds something (not None) or `within` has passed; a server that does not answer
+        counts as "not yet" (its stalls are in `health_stalls`)."""
         deadline = time.monotonic() + within
         while True:
-            found = await probe()
+            found = None
+            with contextlib.suppress(RestError):
+                found = await probe()
             if found is not None or time.monotonic() >= deadline:
                 return found
             await asyncio.sleep(0.25)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class LongCallError(RuntimeError):
@@ -585,10 +622,18 @@ outcome `{result.outcome}` (hung up by {result.hangup_by}); {len(samples)} check
 Recording: {result.recording_state}, {result.recording_s} s long against {result.talk_s} s of talk. {AGENT}
 available again afterwards: {result.agent_available_after}; left behind: {", ".join(result.left_behind) or "nothing"}.
 Resident memory from the call's start to its end: Hilo server {mem("hilo")}; Asterisk {mem("asterisk")}.
+The Hilo server's `/healthz`, asked every second from the call's start to the end of the checks after it:
+slowest answer {result.health_slowest_s} s; answers slower than {STALL_S:g} s: {_stalls(result)}.
 
 Problems:
 {problems}
 {_server_log(result)}"""
+
+
+def _stalls(result: Result) -> str:
+    if not result.health_stalls:
+        return "none"
+    return ", ".join(f"{took:g} s (asked at {asked} UTC)" for asked, took in result.health_stalls[:5])
 
 
 def _server_log(result: Result) -> str:

@@ -35,6 +35,8 @@ class Rest:
                 return await resp.json(content_type=None) if text else None
         except aiohttp.ClientError as exc:
             raise RestError(f"{method} {self.base}{path}: {exc}") from exc
+        except TimeoutError as exc:  # the session's total timeout: the server did not answer in time
+            raise RestError(f"{method} {self.base}{path}: no answer within {self._session.timeout.total:g} s") from exc
 
 
 class Ari(Rest):
