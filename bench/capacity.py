@@ -715,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         benchmarks_md.write_section(SECTION, section(summary, reduced, "python -m bench.capacity"), keep=KEPT)
         if "long_call" in summary:
             held = long_call.Result(**summary["long_call"])
-            benchmarks_md.write_section(long_call.SECTION, long_call.section(held))
+            benchmarks_md.write_section(long_call.SECTION, long_call.section(held), keep=long_call.KEPT)
         print("BENCHMARKS.md written")
     return 0
 
