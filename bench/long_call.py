@@ -64,7 +64,7 @@ NUMBER = "100"  # the demo line
 KEY = "1"  # sales: alice's queue, which the capacity benchmark's callers (key 2, support) leave alone
 QUEUE, AGENT = "sales", "alice"
 CALLER = "+441632960001"  # Ofcom's drama range for 01632: never a subscriber's, outside `hilo loadtest`'s
-TRUNK_IP = "127.0.0.2"  # carrier-sim: its calls go to the Stasis app `hilo`
+TRUNK_IP, TRUNK = "127.0.0.2", "carrier-sim"  # its calls go to the Stasis app `hilo`
 CALLER_TONE, AGENT_TONE = 440, 300
 PACKETS_PER_S = 50  # 20 ms packets
 FLOWING = 0.5  # a check passes when each count grew by at least this share of PACKETS_PER_S x seconds
@@ -229,8 +229,6 @@ class LongCall:
         self.ari = Ari(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value())
         self.api = HiloApi(hilo_url, settings.api_token.get_secret_value())
         self.events = HiloEvents()
-        self.raw: list[dict[str, Any]] = []
-        self.events.listeners.append(self.raw.append)
         self.caller = Phone("caller", CALLER_TONE)
         self.agent = Phone("agent", AGENT_TONE)
         self.asterisk_pids = pids_listening(settings.sip_port, udp=True)
@@ -273,6 +271,7 @@ class LongCall:
             stack.push_async_callback(sipp.stop)
             tail = LogTail(sipp.log_file)
             stack.callback(tail.close)
+            stack.push_async_callback(self.end_call)  # before SIPp stops: a call that broke is not left up
             self.result.memory_mb = {"hilo": [rss_mb(self.hilo_pids)], "asterisk": [rss_mb(self.asterisk_pids)]}
             watch = asyncio.create_task(self.watch_health())
             stack.push_async_callback(_cancelled, watch)
@@ -293,6 +292,17 @@ class LongCall:
         self.result.seconds = round(time.time() - started, 1)
         self.result.ok = not self.result.problems
         return self.result
+
+    async def end_call(self) -> None:
+        """Hang up what is left of the call (nothing, when it ended as planned): its legs, and the caller's
+        channel on the trunk when it broke before they were known."""
+        with contextlib.suppress(RestError):
+            left = set(self.channels)
+            for channel in await self.ari.endpoint_channels("PJSIP", TRUNK):
+                if await self._is_ours(channel):
+                    left.add(channel)
+            for channel in left:
+                await self.ari.hangup(channel)
 
     async def watch_health(self) -> None:
         """How fast the server answers while the call lasts and after it (a stalled event loop shows here)."""
@@ -514,7 +524,7 @@ class LongCall:
         bridges = {b["id"] for b in await self.ari.call("GET", "/bridges") or []}
         left += [f"bridge {where.bridge}"] if where.bridge in bridges else []
         if self.args.own_server:  # the whole trunk and every agent leg: nothing else calls meanwhile
-            left += [f"channel {c}" for c in await ghosts(self.ari, "carrier-sim", self.settings.namespace)]
+            left += [f"channel {c}" for c in await ghosts(self.ari, TRUNK, self.settings.namespace)]
         return sorted(set(left))
 
     async def _wait(self, probe: Any, within: float) -> Any:
