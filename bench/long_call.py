@@ -566,24 +566,12 @@ async def long_call(args: argparse.Namespace) -> Result:
         hilo_settings = settings.model_copy(update={"namespace": "hilo", "http_port": served.port})
         call = LongCall(hilo_settings, served.base, served.dsn, {served.pid}, args)
         result = await call.run(folder)
-        await _drop_stored_file(settings, served.dsn)
         log = served.log_text()
         (folder / "hilo-serve.log").write_text(log)
         result.server_log = [line for line in log.splitlines() if _TROUBLE.search(line)]
     (folder / "long_call.json").write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
     print(f"result: {folder / 'long_call.json'}")
     return result
-
-
-async def _drop_stored_file(settings: Settings, dsn: str) -> None:
-    """The bench's recording file (its database is dropped afterwards, the file would be an orphan)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        keys = [r["storage_key"] for r in await conn.fetch("SELECT storage_key FROM recordings") if r["storage_key"]]
-    finally:
-        await conn.close()
-    for key in keys:
-        (settings.recordings_dir / key).unlink(missing_ok=True)
 
 
 # BENCHMARKS.md ------------------------------------------------------------------------------------
