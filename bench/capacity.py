@@ -18,35 +18,40 @@
 5. Soaks Hilo for --soak seconds at --soak-share of its knee: memory of the Hilo server and Asterisk from the
    end of the soak's first quarter to its end, and ghosts (channels left, callers left waiting, agents not
    available again) after it.
+   A long call (bench/long_call.py: the demo line keyed to sales, alice answering, both sides talking) is held
+   through the soak for --long-call minutes (default 20, or the soak's length if longer; 0: none), checked
+   as it lasts and after; the soak starts once it talks and ends before it (its channels are not the soak's).
 6. After every run: within 5 s no caller waiting, every agent available, no channel left, and the next call
    reaches an agent (Hilo's runs).
 7. Writes each run's report (JSON and HTML with plots) under .run/bench/capacity/<time>/, a summary there,
    and the section of BENCHMARKS.md.
 
     .run/venv/bin/python -m bench.capacity [--step 60] [--soak 600] [--start-rate 4] [--max-rate 64]
-        [--resolution 0.1] [--no-write]
+        [--resolution 0.1] [--long-call 20] [--no-write]
 
-The full profile is the default (about 40 minutes); `--step 20 --soak 120` is the reduced one (about 15).
+The full profile is the default (about 50 minutes: the long call outlasts the soak by 10); `--step 20
+--soak 120` is the reduced one (about 33; 15 with `--long-call 0`).
 It places real calls into the shared Asterisk: run it alone (the stack tests' lock, /tmp/hilo-stack-tests.lock)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from asterisk.ami import AmiClient
-from bench import benchmarks_md
-from bench.hilo_serve import hilo_server
+from bench import benchmarks_md, long_call
+from bench.hilo_serve import Served, hilo_server
 from bench.plain_menu import NUMBER as PLAIN_NUMBER
 from bench.plain_menu import plain_line
 from bench.screenpop import machine
@@ -202,6 +207,7 @@ class Bench:
     ari: Ari
     steps: list[Step] = field(default_factory=list)
     after_runs: list[dict[str, Any]] = field(default_factory=list)
+    long_call_minutes: float = 0.0  # of the long call held through the soak (0: none)
 
     def voice(self, system: str, rate: float, duration: float) -> VoiceLoad:
         return VoiceLoad(
@@ -217,24 +223,47 @@ class Bench:
             callers=1000,
         )
 
-    async def run(self, system: str, rate: float, duration: float, name: str) -> dict[str, Any]:
+    async def run(
+        self, system: str, rate: float, duration: float, name: str, ignore: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         voice = self.voice(system, rate, duration)
         profile = Profile(voice=voice, probe=system == "hilo", settle_s=5.0)
         profile.check()
-        await self.quiet()
-        target = self.hilo_target if system == "hilo" else self.plain_target
+        await self.quiet(ignore=ignore)
+        target = replace(self.hilo_target if system == "hilo" else self.plain_target, ignore_channels=ignore)
         run = LoadRun(profile, target, self.folder / name, label=f"{system} {rate:g}/s", command=self.args.command)
         report = await run.execute()
         self.after_runs.append({"run": name, **report["after_run"]})
         return report
 
-    async def quiet(self, within: float = 60.0) -> None:
+    async def quiet(self, within: float = 60.0, ignore: frozenset[str] = frozenset()) -> None:
         """No call of an earlier step left on the trunk before the next starts."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            if not await ghosts(self.ari, self.hilo_target.trunk, None):
+            if not await ghosts(self.ari, self.hilo_target.trunk, None, ignore):
                 return
             await asyncio.sleep(0.5)
+
+    async def soak_with_long_call(
+        self, rate: float, minutes: float, served: Served, settings: Settings
+    ) -> tuple[dict[str, Any], long_call.Result]:
+        """The soak with one long call (bench/long_call.py) held through it: the call is placed first, the soak
+        starts once it talks (its channels are not the soak's ghosts), and the call lasts `minutes`."""
+        await self.quiet()
+        args = long_call.args_for(minutes, self.args.command, own_server=False)
+        call = long_call.LongCall(settings, served.base, served.dsn, {served.pid}, args)
+        call.result.beside = f"the capacity soak ({rate:g} calls/s for {self.args.soak:g} s)"
+        task = asyncio.create_task(call.run(self.folder / "long-call"))
+        try:
+            await call.talking.wait()
+            soak = await self.run("hilo", rate, self.args.soak, f"soak-{rate:g}", ignore=call.channels)
+            result = await task
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return soak, result
 
     async def find_knee(self, system: str) -> list[tuple[float, bool]]:
         tried: list[tuple[float, bool]] = []
@@ -303,11 +332,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             b.steps.append(step)
                         compared[system] = step.report
                 soak_rate = round(max(args.min_rate, args.soak_share * knees["hilo"]), 2)
-                soak = await b.run("hilo", soak_rate, args.soak, f"soak-{soak_rate:g}")
+                b.long_call_minutes = args.long_call if args.long_call is not None else max(20.0, args.soak / 60)
+                held: long_call.Result | None = None
+                if b.long_call_minutes > 0:
+                    soak, held = await b.soak_with_long_call(soak_rate, b.long_call_minutes, served, hilo_settings)
+                else:
+                    soak = await b.run("hilo", soak_rate, args.soak, f"soak-{soak_rate:g}")
         finally:
             await ari.close()
             await ami.close()
     summary = summarize(b, tried, knees, compare_rate, compared, soak, soak_rate, added)
+    if held is not None:
+        summary["long_call"] = asdict(held)
     summary["targets"] = evaluate(summary)
     summary["seconds"] = round(time.time() - started)
     summary["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -356,6 +392,7 @@ def summarize(
             "step_s": b.args.step,
             "soak_s": b.args.soak,
             "soak_share": b.args.soak_share,
+            "long_call_minutes": b.long_call_minutes,
             "start_rate": b.args.start_rate,
             "max_rate": b.args.max_rate,
             "resolution": b.args.resolution,
@@ -423,6 +460,17 @@ def evaluate(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         f"Hilo server memory {_signed(growth)}% (target under 5%); after it {ghosts['channels']} channel(s) left,"
         f" {ghosts['waiting']} caller(s) waiting, agents not available: {ghosts['agents_not_available'] or 'none'}",
     )
+    held = summary.get("long_call")
+    if held is not None:
+        targets["long_call"] = (
+            bool(held["ok"]),
+            f"one call held {held['talk_s']} s through the soak"
+            + (
+                ": completed, recorded, agent available again, nothing left"
+                if held["ok"]
+                else ": " + "; ".join(held["problems"])
+            ),
+        )
     every = summary["after_runs"]
     probes = [a["probe"] for a in every if "probe" in a]
     at_rest = sum(bool(a.get("after_run_at_rest")) for a in every)
@@ -558,6 +606,7 @@ Compared at {summary["compare_rate"]:g} calls/s (the highest rate both passed):
 **Soak**: Hilo at {soak["rate"]:g} calls/s ({p["soak_share"]:.0%} of its knee) for {p["soak_s"]:g} s:
 {soak["counts"]["offered"]} calls, {soak["counts"]["succeeded"]} succeeded, failures {soak["failures"] or "none"}.
 Resident memory from a quarter into the soak to its end: {mem or "not measured"}. After it: {soak["after_run"]}
+{_long_call_text(summary)}
 
 Errors in the Hilo server's log during the benchmark (grouped; digits masked):
 {errors}
@@ -566,6 +615,21 @@ Errors in the Hilo server's log during the benchmark (grouped; digits masked):
 | --- | --- | --- |
 {targets}
 """
+
+
+def _long_call_text(summary: dict[str, Any]) -> str:
+    held = summary.get("long_call")
+    if held is None:  # a run saved before the long call was part of the soak says nothing of it
+        return (
+            "No long call was held through the soak (`--long-call 0`)."
+            if "long_call_minutes" in summary["profile"]
+            else ""
+        )
+    verdict = "passed" if held["ok"] else "failed: " + "; ".join(held["problems"])
+    return (
+        f"A long call (bench/long_call.py, {held['minutes']:g} minutes, the demo line keyed to sales) was held"
+        f' through the soak: {verdict}; its figures are in the section "{long_call.SECTION.removeprefix("## ")}".'
+    )
 
 
 def _saturated(step: dict[str, Any]) -> bool:
@@ -626,6 +690,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-rate", type=float, default=0.5, help="lowest rate tried (default 0.5)")
     parser.add_argument("--resolution", type=float, default=0.1, help="knee found within this share (0.1)")
     parser.add_argument("--max-steps", type=int, default=8, help="rates tried at most per system (default 8)")
+    parser.add_argument(
+        "--long-call", type=float, default=None, help="minutes of a long call (bench/long_call.py) held through the"
+        " soak (default: 20, or the soak's length if longer; 0: none)",
+    )  # fmt: skip
     parser.add_argument("--database", default="hilo_bench_capacity", help="the bench server's database")
     parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument(
@@ -645,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         reduced = args.step < 60 or args.soak < 600
         benchmarks_md.write_section(SECTION, section(summary, reduced, "python -m bench.capacity"), keep=KEPT)
+        if "long_call" in summary:
+            held = long_call.Result(**summary["long_call"])
+            benchmarks_md.write_section(long_call.SECTION, long_call.section(held), keep=long_call.KEPT)
         print("BENCHMARKS.md written")
     return 0
 

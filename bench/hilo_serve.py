@@ -4,7 +4,8 @@ database of its own (migrated, demo-seeded). Used by bench/capacity.py, and by h
     .run/venv/bin/python -m bench.hilo_serve [--namespace hilo] [--database hilo_bench_capacity] [--port N]
         [--wrapup S] [--keep]
 
-serves until Ctrl-C, then drops the database (unless --keep) and the namespace's Redis keys."""
+serves until Ctrl-C, then drops the database and its recordings' files (unless --keep) and the namespace's
+Redis keys."""
 
 from __future__ import annotations
 
@@ -86,6 +87,19 @@ async def clear_namespace(redis_url: str, namespace: str) -> int:
         await redis.aclose()
 
 
+async def drop_recordings(settings: Settings, dsn: str) -> int:
+    """The encrypted files of the bench database's recordings (recordings/setup.py's store): with the database
+    dropped they would be orphans nothing lists or purges."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        keys = [r["storage_key"] for r in await conn.fetch("SELECT storage_key FROM recordings") if r["storage_key"]]
+    finally:
+        await conn.close()
+    for key in keys:
+        (settings.recordings_dir / "store" / key).unlink(missing_ok=True)
+    return len(keys)
+
+
 def running_servers(namespace: str) -> list[int]:
     """Pids of `hilo serve` processes of `namespace` on this machine (their environment says which; an ARI
     app stays listed after its server stopped, so Asterisk cannot tell)."""
@@ -155,6 +169,7 @@ async def hilo_server(
                 await proc.wait()
         await clear_namespace(settings.redis_url.get_secret_value(), namespace)
         if not keep:
+            await drop_recordings(settings, dsn)
             await recreate_database(settings.database_url.get_secret_value(), database, drop_only=True)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,13 @@ class Rest:
     errors: list[str] = field(default_factory=list)
 
 
-async def ghosts(ari: Ari, trunk: str, namespace: str | None) -> list[str]:
-    """The run's channels still in Asterisk: the trunk's calls and, for Hilo, its agent legs."""
+async def ghosts(ari: Ari, trunk: str, namespace: str | None, ignore: Collection[str] = ()) -> list[str]:
+    """The run's channels still in Asterisk: the trunk's calls and, for Hilo, its agent legs. `ignore`: the
+    channels of a call not of the run's that may outlive it (the capacity soak's long call)."""
     found = list(await ari.endpoint_channels("PJSIP", trunk))
     if namespace:
         found += [c["id"] for c in await ari.channels() if c["id"].startswith(f"{namespace}-agent-")]
-    return found
+    return [c for c in found if c not in ignore]
 
 
 async def wait_at_rest(
@@ -66,6 +68,7 @@ async def wait_at_rest(
     agents_before: set[str],
     within_s: float,
     since: float | None = None,
+    ignore: Collection[str] = (),
 ) -> Rest:
     """Polls until the centre is at rest or `within_s` has passed since `since` (epoch: the last call's end;
     default now); the last look is what is reported, `after_s` counted from `since`."""
@@ -74,7 +77,7 @@ async def wait_at_rest(
     while True:
         result = Rest()
         try:
-            result.ghost_channels = await ghosts(ari, trunk, namespace)
+            result.ghost_channels = await ghosts(ari, trunk, namespace, ignore)
         except RestError as exc:
             result.errors.append(str(exc))
         if api is not None:

@@ -22,10 +22,11 @@ class Rest:
     async def close(self) -> None:
         await self._session.close()
 
-    async def call(self, method: str, path: str, **params: Any) -> Any:
+    async def call(self, method: str, path: str, *, body: Any = None, **params: Any) -> Any:
+        """`body`: sent as JSON."""
         clean = {k: str(v) for k, v in params.items() if v is not None}
         try:
-            async with self._session.request(method, self.base + path, params=clean) as resp:
+            async with self._session.request(method, self.base + path, params=clean, json=body) as resp:
                 text = await resp.text()
                 if resp.status == 404 and method == "DELETE":
                     return None
@@ -34,6 +35,8 @@ class Rest:
                 return await resp.json(content_type=None) if text else None
         except aiohttp.ClientError as exc:
             raise RestError(f"{method} {self.base}{path}: {exc}") from exc
+        except TimeoutError as exc:  # the session's total timeout: the server did not answer in time
+            raise RestError(f"{method} {self.base}{path}: no answer within {self._session.timeout.total:g} s") from exc
 
 
 class Ari(Rest):

@@ -58,6 +58,9 @@ class Target:
     redis_url: str = ""
     ports: dict[str, int | None] = field(default_factory=dict)  # sip, http, postgres, redis
     sla_s: dict[str, float] = field(default_factory=dict)
+    # channels of a call that is not the run's and may outlive it (the capacity soak's long call): never a
+    # ghost of the run, never swept
+    ignore_channels: frozenset[str] = frozenset()
 
 
 class CallDriver:
@@ -254,7 +257,7 @@ class LoadRun:
         after: dict[str, Any] = {"at_rest_within_s": self.profile.settle_s}
         rest = await wait_at_rest(
             ari, api, trunk=self.target.trunk, namespace=namespace, agents_before=agents_before,
-            within_s=self.profile.settle_s, since=load_end,
+            within_s=self.profile.settle_s, since=load_end, ignore=self.target.ignore_channels,
         )  # fmt: skip
         after.update(_rest_json(rest, "after_run"))
         probe: dict[str, Any] | None = None
@@ -264,7 +267,7 @@ class LoadRun:
             after["probe"] = probe
             again = await wait_at_rest(
                 ari, api, trunk=self.target.trunk, namespace=namespace, agents_before=agents_before,
-                within_s=self.profile.settle_s, since=probe_end,
+                within_s=self.profile.settle_s, since=probe_end, ignore=self.target.ignore_channels,
             )  # fmt: skip
             after.update(_rest_json(again, "after_probe"))
         after["ok"] = (
@@ -280,6 +283,8 @@ class LoadRun:
         ended = 0
         with contextlib.suppress(RestError):
             for channel in await ari.endpoint_channels("PJSIP", self.target.trunk):
+                if channel in self.target.ignore_channels:
+                    continue
                 await ari.hangup(channel)
                 ended += 1
         if ended:

@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from bench.capacity import _unsaturated, _why, evaluate, judge, knee, memory_growth, next_rate, server_errors
+from bench.capacity import (
+    _long_call_text,
+    _unsaturated,
+    _why,
+    evaluate,
+    judge,
+    knee,
+    memory_growth,
+    next_rate,
+    server_errors,
+)
 from bench.plain_menu import EXTENSIONS, shipped_lines
 from server.loadtest.checks import trunk_for
 
@@ -193,3 +203,33 @@ def test_the_targets_are_judged_from_the_saved_figures() -> None:
     assert "0.17x plain's" in targets["knee"]["detail"] and "0.31x plain's highest rate" in targets["knee"]["detail"]
     summary["soak"]["ghosts"]["channels"] = 1
     assert evaluate(summary)["soak"]["met"] is False
+
+
+def test_a_long_call_held_through_the_soak_is_a_target_of_its_own() -> None:
+    summary: dict[str, Any] = {
+        "knees": {"plain": 0.0, "hilo": 0.0},
+        "steps": [],
+        "latency_ms": {},
+        "cpu_ms_per_call": {},
+        "soak": {"memory": {}, "ghosts": {"channels": 0, "waiting": 0, "agents_not_available": None}},
+        "after_runs": [],
+    }
+    assert "long_call" not in evaluate(summary)  # --long-call 0
+    summary["long_call"] = {"ok": True, "talk_s": 1203.4, "problems": []}
+    assert evaluate(summary)["long_call"] == {
+        "met": True,
+        "detail": "one call held 1203.4 s through the soak: completed, recorded, agent available again, nothing left",
+    }
+    summary["long_call"] = {"ok": False, "talk_s": 912.0, "problems": ["outcome 'dropped' (hung up by system)"]}
+    held = evaluate(summary)["long_call"]
+    assert held["met"] is False and held["detail"].endswith(": outcome 'dropped' (hung up by system)")
+
+
+def test_the_soak_paragraph_says_what_became_of_the_long_call() -> None:
+    assert _long_call_text({"profile": {}}) == ""  # a run saved before the soak held one
+    assert "`--long-call 0`" in _long_call_text({"profile": {"long_call_minutes": 0}})
+    held = {"ok": False, "minutes": 20, "problems": ["left behind: bridge b1"]}
+    text = _long_call_text({"profile": {"long_call_minutes": 20}, "long_call": held})
+    assert (
+        "20 minutes" in text and "failed: left behind: bridge b1" in text and '"Long call (bench/long_call.py)"' in text
+    )

@@ -112,6 +112,31 @@ async def test_the_centre_is_at_rest_once_calls_agents_and_queues_are() -> None:
     assert stuck.ghost_channels == ["hilo-agent-9"] and stuck.waiting == 1 and stuck.agents_not_available == ["bob"]
 
 
+async def test_a_call_that_is_not_the_runs_is_no_ghost_of_it() -> None:
+    """The capacity soak's long call outlives the soak: its channels are left out of the after-run check."""
+    calm = {"queues": [{"waiting": 0}], "agents": [{"id": "bob", "state": "available"}]}
+    long_call = ["caller-long", "hilo-agent-long"]
+    rest = await wait_at_rest(
+        cast(Ari, FakeAri([{"id": "hilo-agent-long"}], trunk=[["caller-long"]])),
+        cast(HiloApi, FakeApi([calm])),
+        trunk="carrier-sim",
+        namespace="hilo",
+        agents_before={"bob"},
+        within_s=0.3,
+        ignore=long_call,
+    )
+    assert rest.at_rest and rest.ghost_channels == []
+    seen = await wait_at_rest(
+        cast(Ari, FakeAri([{"id": "hilo-agent-long"}], trunk=[["caller-long"]])),
+        cast(HiloApi, FakeApi([calm])),
+        trunk="carrier-sim",
+        namespace="hilo",
+        agents_before={"bob"},
+        within_s=0.3,
+    )
+    assert seen.ghost_channels == long_call  # without `ignore`, the same channels are the run's ghosts
+
+
 def test_replies_count_once_the_fake_accepted_them() -> None:
     records: list[dict[str, Any]] = [{"form": {"To": "+447700900001"}, "sid": "SM1"}, {"body": None}]
     replies = Replies(records, lambda r: (r.get("form") or {}).get("To") or (r.get("body") or {}).get("to"))
