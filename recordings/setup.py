@@ -19,7 +19,6 @@ from recordings.policy import RecordingPolicy
 from recordings.retention import run_periodically
 from recordings.storage import EncryptedStore, FilesystemBackend
 from recordings.transcripts import RetryPolicy, TranscriptWorker
-from speech.engines import SpeechEngines
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ async def housekeeping(
 
 @contextlib.asynccontextmanager
 async def transcription(
-    recorder: CallRecorder, engines: SpeechEngines, settings: Settings, pool: asyncpg.Pool | None = None
+    recorder: CallRecorder, settings: Settings, pool: asyncpg.Pool | None = None
 ) -> AsyncIterator[TranscriptWorker | None]:
     """The background worker that transcribes stored recordings (None when HILO_TRANSCRIPTS is off: the
     jobs wait in the queue until a server with transcripts on takes them), on `pool` (the server's
@@ -88,7 +87,8 @@ async def transcription(
         pool or recorder.pool,
         settings.database_url.get_secret_value(),
         recorder.store,
-        engines,
+        settings.vosk_models,
+        settings.speech_engines,
         recorder.timeline.publish,
         default_language=settings.transcript_language,
         policy=RetryPolicy(settings.transcript_max_attempts, settings.transcript_retry_s),

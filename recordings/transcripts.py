@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,10 +31,11 @@ from crm_bridge.timeline import Publish, append
 from hilo.claim_loop import ClaimLoop
 from recordings import catalog
 from recordings.catalog import Recording
-from recordings.crypto import decrypt_stream
+from recordings.decode_child import DecodeJob, decode_in_child
 from recordings.storage import EncryptedStore
-from recordings.transcribe import SegmentStream, Transcript, transcribe_wav
-from speech.engines import EngineUnavailable, SpeechEngines
+from recordings.transcribe import Transcript
+from speech.engines import EngineUnavailable
+from speech.standard import standard_engines
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,8 @@ async def get(pool: asyncpg.Pool | Any, recording_id: uuid.UUID) -> dict[str, An
 
 
 class TranscriptWorker(ClaimLoop[Job]):
-    """Works the queue on this node, one recording at a time (decoding is CPU work, done in a thread)."""
+    """Works the queue on this node, one recording at a time (decoding is CPU work, done in a process of its
+    own: recordings/decode_child.py says why)."""
 
     name = "recording-transcripts"
 
@@ -111,7 +114,8 @@ class TranscriptWorker(ClaimLoop[Job]):
         pool: asyncpg.Pool,
         dsn: str,
         store: EncryptedStore,
-        engines: SpeechEngines,
+        vosk_models: Mapping[str, Path],
+        preferred: Mapping[str, str],
         publish: Publish,
         *,
         default_language: str = "en",
@@ -121,7 +125,8 @@ class TranscriptWorker(ClaimLoop[Job]):
         super().__init__(dsn, NOTIFY_CHANNEL, concurrency=1, poll_s=poll_s)
         self.pool = pool
         self.store = store
-        self.engines = engines
+        self.vosk_models, self.preferred = dict(vosk_models), dict(preferred)
+        self.engines = standard_engines(vosk_models, preferred)  # which engine serves a language, decided here
         self.publish = publish  # the notifier: events are published after their transaction commits
         self.default_language = default_language
         self.policy = policy or RetryPolicy()
@@ -171,20 +176,25 @@ class TranscriptWorker(ClaimLoop[Job]):
             await self._give_up(job, str(exc), final=True, rec=rec, language=language)
             return
         try:
-            transcript = await asyncio.to_thread(self._transcribe, rec, engine.name, language)
+            transcript = await decode_in_child(self._job(rec, engine.name, language))
         except Exception as exc:
             log.warning("transcript of recording %s failed (attempt %d): %s", rec.id, job.attempts, exc)
             await self._give_up(job, f"{type(exc).__name__}: {exc}", final=False, rec=rec, language=language)
             return
         await self._done(job, rec, language, engine.name, transcript)
 
-    def _transcribe(self, rec: Recording, engine_name: str, language: str) -> Transcript:
-        """Blocking: decrypt segment by segment and decode, skipping the paused spans."""
+    def _job(self, rec: Recording, engine_name: str, language: str) -> DecodeJob:
         assert rec.storage_key is not None and rec.duration_s is not None
-        engine = self.engines.engines[engine_name]
-        with self.store.backend.open(rec.storage_key) as source:
-            stream = io.BufferedReader(SegmentStream(decrypt_stream(self.store.ring, source, str(rec.id))))
-            return transcribe_wav(stream, rec.spans(rec.duration_s), engine, language)
+        return DecodeJob(
+            store=self.store,
+            storage_key=rec.storage_key,
+            recording_id=str(rec.id),
+            paused=rec.spans(rec.duration_s),
+            vosk_models=self.vosk_models,
+            preferred=self.preferred,
+            engine=engine_name,
+            language=language,
+        )
 
     async def _done(self, job: Job, rec: Recording, language: str, engine: str, transcript: Transcript) -> None:
         data = {

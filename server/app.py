@@ -418,12 +418,11 @@ def init_app(settings: Settings) -> web.Application:
         )
         services.calls.recorder = services.recordings
         app[RECORDER] = services.recordings
-        speech = services.calls.speech or SpeechService.from_config(settings.vosk_models, settings.speech_engines)
         assert services.background_pool is not None
         background = services.background_pool
         async with (
             recording_setup.housekeeping(services.recordings, settings, background),  # spool sweep + retention purge
-            recording_setup.transcription(services.recordings, speech.engines, settings, background) as transcripts,
+            recording_setup.transcription(services.recordings, settings, background) as transcripts,
         ):
             services.transcripts = transcripts
             yield

@@ -26,9 +26,8 @@ from asterisk.stasis import StasisRouter
 from speech.engines import Engine, Heard, Recognizer, RecognizerPool, SpeechEngines, decide
 from speech.matching import Grammar
 from speech.media import CallAudio
-from speech.pocketsphinx_engine import PocketsphinxEngine
+from speech.standard import standard_engines
 from speech.vad import Endpointer
-from speech.vosk_engine import VoskEngine
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +124,7 @@ class SpeechService:
         cls, vosk_models: Mapping[str, Path], preferred: Mapping[str, str], media_host: str = "127.0.0.1"
     ) -> SpeechService:
         """Vosk for the languages it has a model for, pocketsphinx (English, out of the box) otherwise."""
-        engines = SpeechEngines([VoskEngine(dict(vosk_models)), PocketsphinxEngine()], dict(preferred))
-        return cls(engines, media_host)
+        return cls(standard_engines(vosk_models, preferred), media_host)
 
     def checked(self, turn: Turn) -> Engine | None:
         """The engine of a turn like this one already found servable, or None (then `check` it)."""
