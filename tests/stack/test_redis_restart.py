@@ -89,10 +89,13 @@ async def test_a_real_redis_restart_on_its_file_costs_no_call(stack: Stack, faul
     waiting, queued = await place(stack, WAITING, SALES)
     waiting_id = queued["interaction_id"]
     await stack.hilo_events.expect("routing.queued", within=20, interaction_id=waiting_id)
-    enqueued_at = await stack.pool.fetchval(
-        "SELECT enqueued_at FROM routing_interactions WHERE interaction_id = $1::uuid", waiting_id
+    enqueued_at = await eventually(
+        lambda: stack.pool.fetchval(
+            "SELECT enqueued_at FROM routing_interactions WHERE interaction_id = $1::uuid", waiting_id
+        ),
+        within=10,
+        what="routing's record of the waiting caller in PostgreSQL",
     )
-    assert enqueued_at is not None
     legs = {talking.caller_leg, talking.ivr_leg, bob_leg["channel"]["id"], waiting.caller_leg, waiting.ivr_leg}
     mark = stack.ari_events.mark()
 
