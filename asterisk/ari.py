@@ -31,6 +31,15 @@ EventHandler = Callable[[Event], None]
 ConnectHandler = Callable[[], Awaitable[None]]
 
 
+# Asterisk's HTTP server serves at most `sessionlimit` connections (http.conf, 100 by default) and closes one
+# idle for `session_keep_alive` (15 s). The REST connections of one client stay well under the first (a
+# request past them waits a moment for a free one, rather than being refused by Asterisk when several
+# clients, workers or a burst open more), and are let go before the second, so a request is never sent on
+# a connection Asterisk is closing at that moment.
+ARI_CONNECTIONS = 32
+ARI_KEEPALIVE_S = 10.0
+
+
 class AriError(Exception):
     def __init__(self, status: int, method: str, path: str, body: str, params: dict[str, str] | None = None) -> None:
         query = f" {params}" if params else ""
@@ -72,7 +81,8 @@ class AriClient:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        connector = aiohttp.TCPConnector(limit=ARI_CONNECTIONS, keepalive_timeout=ARI_KEEPALIVE_S)
+        self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
         self._task = asyncio.create_task(self._run_events(), name=f"ari-events-{self.app}")
 
     async def close(self) -> None:

@@ -346,8 +346,8 @@ class Timeline:
         return None
 
     async def _publish(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for event in events:
-            await self.publish(event)
+        # Handed over together, in order: the notifier sends them in one round trip (hilo/notifier.py).
+        await asyncio.gather(*(self.publish(event) for event in events))
         return events
 
     async def _replay_one(self, record: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import aiohttp
 from jinja2 import TemplateError
 
 from flows.hours import Calendars, UnknownCalendar, now_variables
+from flows.opening import opening
 from flows.schema import (
     CONSENT_VARIABLE,
     Branch,
@@ -824,6 +825,22 @@ class _Run:
         await self.record("ivr.goto", {"node": node_id, "to_flow": target.flow, "to_node": start})
         self.flow = target
         return start
+
+
+async def say_opening(flow: Flow, session: Session, context: FlowContext) -> str:
+    """Say the flow's opening (flows/opening.py: the prompts that need not know who calls) and return the
+    node the flow goes on from, for `run_flow(start=...)`. A prompt that fails to render is not said here:
+    the flow goes on from it, and its own run records the failure."""
+    run = _Run(flow, session, context)
+    node_id = flow.start
+    for node_id in opening(flow):
+        try:
+            following = await run.step(node_id, flow.nodes[node_id])
+        except (FlowError, TemplateError):
+            return node_id
+        assert isinstance(following, str)  # a say or play node always goes on
+        node_id = following
+    return node_id
 
 
 async def run_flow(flow: Flow, session: Session, context: FlowContext, *, start: str | None = None) -> Outcome:

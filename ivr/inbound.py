@@ -30,7 +30,7 @@ from asterisk.stasis import ChannelState, StasisRouter
 from crm_bridge import customers, flow_services, identity
 from crm_bridge.timeline import Interaction, Timeline
 from dialplans.models import RoutingConfig
-from flows.engine import FlowContext, FlowServices, Outcome, run_flow
+from flows.engine import FlowContext, FlowServices, Outcome, run_flow, say_opening
 from flows.runtime import LiveFlows
 from flows.schema import Flow
 from flows.schema import Queue as QueueNode
@@ -94,6 +94,25 @@ NEW_CALLER_HOOK_DEADLINE_S = 2.0  # a cap over the hook's own time box, should i
 
 class RoutingUnavailable(RoutingError):
     """Routing did not answer for as long as the caller could wait in the queue."""
+
+
+def _seen(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: asyncio does not log it as lost (whoever awaits the task still gets it)
+
+
+@dataclass
+class _Opened:
+    """A call just opened: its interaction and caller (as `_begin` found them), and its flow with the opening
+    being said meanwhile (`greeting`: ends with the node the flow goes on from)."""
+
+    interaction: Interaction
+    who: customers.Identification | None
+    phone: str | None
+    live: LiveFlows
+    flow: Flow | None
+    session: VoiceSession | None = None
+    greeting: asyncio.Task[str] | None = None
 
 
 @dataclass
@@ -234,16 +253,19 @@ class InboundCalls:
 
     # -- the call ---------------------------------------------------------------------------------
     async def _begin(
-        self, channel_id: str, raw_number: str, dialed: str
+        self,
+        channel_id: str,
+        raw_number: str,
+        dialed: str,
+        then: list[tuple[str, dict[str, Any]]] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> tuple[Interaction, customers.Identification | None, str | None]:
         """Open the call's interaction at once (its id is Hilo's, so nothing waits on the store for one) and
         identify the caller within the budget. The caller's identification, or None when the store did not
         answer in time: the call goes on as not yet identified (its interaction belongs to a stand-in
-        customer) and the caller is identified in the background when the store answers."""
-        try:
-            phone: str | None = identity.normalize("phone", raw_number, self.default_region)
-        except identity.InvalidIdentity:
-            phone = None
+        customer) and the caller is identified in the background when the store answers. `then`: events
+        written with the opening, after it; `context`: more of the interaction's context."""
+        phone = self._phone(raw_number)
         who: customers.Identification | None = None
         identifying: asyncio.Task[customers.Identification] | None = None
         if phone is not None:
@@ -259,6 +281,7 @@ class InboundCalls:
             opening.append(("customer.identified", {"by": "anonymous", "new": True}))
         elif who is not None:
             opening.append(("customer.identified", {"by": "caller_number", "new": who.created}))
+        opening.extend(then or ())
         interaction = await self.timeline.start_interaction(
             uuid.uuid4() if who is None else who.customer_id,
             "voice",
@@ -268,7 +291,7 @@ class InboundCalls:
             events=opening,
             dialed=dialed,
             channel_ref=channel_id,
-            context={"caller_number": phone, "dialed": dialed},
+            context={"caller_number": phone, "dialed": dialed, **(context or {})},
         )
         if identifying is None:
             who = customers.Identification(interaction.customer_id, None, created=True)
@@ -277,6 +300,61 @@ class InboundCalls:
             await self._degraded(interaction, "store", "identify")
             self._spawn(f"identify-{interaction.id}", self._identify_late(interaction, identifying, phone))
         return interaction, who, phone
+
+    def _phone(self, raw_number: str) -> str | None:
+        try:
+            return identity.normalize("phone", raw_number, self.default_region)
+        except identity.InvalidIdentity:
+            return None
+
+    async def _open(self, channel: ChannelState, raw_number: str, dialed: str) -> _Opened:
+        """Open the call (`_begin`) while its flow's opening is said: the caller hears the first prompt at once,
+        not after identification and the store's writes (flows/opening.py says which prompts need neither).
+        `ivr.flow_started` is written with the interaction; the opening's own steps as soon as it is open."""
+        live = self.live_flows()  # read once per call: a call keeps the version it began with
+        flow = live.for_number(dialed)
+        if flow is None:
+            interaction, who, phone = await self._begin(channel.id, raw_number, dialed)
+            return _Opened(interaction, who, phone, live, None)
+        session = VoiceSession(
+            self.ari,
+            self.stasis,
+            channel,
+            self.prompts,
+            voice=voice_for(flow.language, flow.voice),
+            language=flow.language,
+            speech=self.speech,
+        )
+        held: list[tuple[str, dict[str, Any]]] = []
+        recorded_on: Interaction | None = None
+
+        async def record(type_: str, data: dict[str, Any]) -> None:
+            if recorded_on is None:
+                held.append((type_, data))  # the interaction is not open yet: written, in order, once it is
+            else:
+                await self.timeline.record(recorded_on, type_, data)
+
+        before = FlowContext(caller_number=self._phone(raw_number), record=record, flows=live.flows)
+        greeting = asyncio.create_task(say_opening(flow, session, before), name=f"opening-{channel.id}")
+        greeting.add_done_callback(_seen)  # a call that ends before it goes on never awaits it
+        try:
+            interaction, who, phone = await self._begin(
+                channel.id,
+                raw_number,
+                dialed,
+                then=[("ivr.flow_started", {"flow": flow.flow, "version": live.version})],
+                # e.g. the language of the call's transcripts
+                context={"flow_version": live.version, "flow_language": flow.language},
+            )
+            while held:  # steps held while this writes are appended to `held` and written too
+                type_, data = held.pop(0)
+                await self.timeline.record(interaction, type_, data)
+            recorded_on = interaction
+        except BaseException:
+            greeting.cancel()
+            await asyncio.gather(greeting, return_exceptions=True)
+            raise
+        return _Opened(interaction, who, phone, live, flow, session, greeting)
 
     async def _identify(self, phone: str) -> customers.Identification:
         async with self._identify_slots:
@@ -341,13 +419,15 @@ class InboundCalls:
         self.metrics.started.inc()
         self.metrics.active.inc()
         interaction: Interaction | None = None
+        opened: _Opened | None = None
         outcome, hangup_by = "failed", "system"
         try:
             await self.ari.answer(channel.id)
-            interaction, identification, phone = await self._begin(channel.id, start.channel.caller.number, dialed)
+            opened = await self._open(channel, start.channel.caller.number, dialed)
+            interaction = opened.interaction
             self._pops[interaction.id] = (None, asyncio.Lock())
-            identification = await self._enrich_new_caller(interaction, identification, phone)
-            outcome, hangup_by = await self._journey(channel, interaction, identification)
+            identification = await self._enrich_new_caller(interaction, opened.who, opened.phone)
+            outcome, hangup_by = await self._journey(channel, opened, identification)
         except CallerGone as gone:
             outcome, hangup_by = ("dropped", "system") if gone.reason == "lost" else ("abandoned", "caller")
         except asyncio.CancelledError:
@@ -356,32 +436,22 @@ class InboundCalls:
         except Exception:
             log.exception("call %s failed", channel.id)
         finally:
+            if opened is not None and opened.greeting is not None:
+                opened.greeting.cancel()  # ended already, unless the call ended before the flow went on
             if interaction is not None:
                 self._pops.pop(interaction.id, None)
             await self._finish(channel, interaction, outcome, hangup_by)
 
     async def _journey(
-        self, channel: ChannelState, interaction: Interaction, who: customers.Identification | None
+        self, channel: ChannelState, opened: _Opened, who: customers.Identification | None
     ) -> tuple[str, str]:
+        interaction, live, flow, session = opened.interaction, opened.live, opened.flow, opened.session
         dialed = interaction.context.get("dialed", "")
-        live = self.live_flows()
-        flow = live.for_number(dialed)
-        if flow is None:
+        if flow is None or session is None or opened.greeting is None:
             log.error("no flow answers number %s (numbers.yaml, flow version %s)", dialed, live.version)
             await self.timeline.record(interaction, "ivr.no_flow", {"dialed": dialed, "version": live.version})
             return "no-flow", "system"
-        interaction.context["flow_version"] = live.version
-        interaction.context["flow_language"] = flow.language  # e.g. the language of the call's transcripts
-        await self.timeline.record(interaction, "ivr.flow_started", {"flow": flow.flow, "version": live.version})
-        session = VoiceSession(
-            self.ari,
-            self.stasis,
-            channel,
-            self.prompts,
-            voice=voice_for(flow.language, flow.voice),
-            language=flow.language,
-            speech=self.speech,
-        )
+        resume = await opened.greeting  # the opening said (CallerGone if the caller left meanwhile)
 
         async def record(type_: str, data: dict[str, Any]) -> None:
             await self.timeline.record(interaction, type_, data)
@@ -413,7 +483,7 @@ class InboundCalls:
             else None,
         )
         context.services.save_survey_answer = answers_of(self.pool, self.timeline.publish, interaction.id)
-        outcome = await run_flow(flow, session, context)
+        outcome = await run_flow(flow, session, context, start=resume)
         # Set while the interaction still holds its place in a queue after the wait there ended (the
         # caller asked for a callback, or waited too long) and the flow goes on: a callback booked then
         # keeps the place; any other end of the flow gives it up.

@@ -45,7 +45,8 @@ async def test_digit_2_reaches_the_support_agent_and_the_timeline_tells_the_stor
     )
     assert resp.status == 200
     types = [e["type"] for e in (await resp.json())["events"] if e["interaction_id"] == interaction]
-    story = ["ivr.say", "ivr.input", "routing.queued", "agent.answered", "interaction.ended"]
+    # the greeting said at once, then the one by name once the caller was identified
+    story = ["ivr.say", "ivr.say", "ivr.input", "routing.queued", "agent.answered", "interaction.ended"]
     assert [t for t in types if t in story] == story
     assert all(e["channel"] == "voice" for e in (await resp.json())["events"])
     row = await stack.pool.fetchrow("SELECT * FROM interactions WHERE id = $1::uuid", interaction)
