@@ -37,7 +37,8 @@ async def list_agents(request: web.Request) -> web.Response:
         if not scope.has_agent(row["id"]):
             continue
         live = await board.agent(row["id"])
-        agents.append({**dict(row), "state": live.get("state", "offline"), "since_ms": live.get("since")})
+        since = live.get("since")  # Redis holds it as text: the document declares an integer
+        agents.append({**dict(row), "state": live.get("state", "offline"), "since_ms": int(since) if since else None})
     return web.json_response({"agents": agents})
 
 

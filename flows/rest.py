@@ -22,6 +22,7 @@ from hilo.web.keys import SETTINGS
 from hilo.web.openapi import Routes, error_response
 
 ROUTES = Routes()
+MAX_VERSION = 2**31 - 1  # flow_versions.version is a PostgreSQL integer
 
 
 def _problems(problems: list[FlowProblem]) -> list[dict[str, Any]]:
@@ -152,8 +153,9 @@ async def rollback_flows(request: web.Request) -> web.Response:
     except ValueError:
         return error_response(400, "bad_request", 'body must be JSON: {"version": 3}', "body")
     version = body.get("version") if isinstance(body, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        return error_response(400, "bad_request", "version must be a positive whole number", "version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_VERSION:
+        reason = f"version must be a whole number from 1 to {MAX_VERSION}"
+        return error_response(400, "bad_request", reason, "version")
     comment = body.get("comment", "") if isinstance(body.get("comment", ""), str) else ""
     runtime = request.app[FLOWS]
     try:
@@ -177,7 +179,7 @@ class FlowChangeIn(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
     comment: str = Field("", max_length=500)
 
 

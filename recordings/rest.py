@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, RootModel, model_validator
 
 from hilo import audit
 from hilo.web.auth import ADMIN, EVERYONE, principal
@@ -123,6 +123,10 @@ class AudioQuery(BaseModel):
     expires: int
     actor: str = Field(max_length=200)
     sig: str = Field(max_length=128)
+
+
+class WavAudio(RootModel[bytes]):
+    """The recording's audio, a WAV file (the body of GET …/audio: described, never a JSON value)."""
 
 
 class HoldIn(BaseModel):
@@ -300,7 +304,8 @@ async def recording_url(request: web.Request, path: RecordingPath, query: UrlQue
     summary="The recording as audio/wav, through a signed URL from POST …/url (no other credentials)",
     tag="recordings",
     roles=None,
-    ok={200: None},
+    ok={200: WavAudio},
+    media_type="audio/wav",
     errors={
         403: "the link is expired or altered, or whoever it was issued to may no longer use the recording",
         404: "no such recording",
