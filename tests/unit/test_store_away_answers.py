@@ -19,6 +19,7 @@ from bridges.http import STORE_RETRY_AFTER_S, Messaging, add_routes
 from bridges.twilio import signature as twilio_signature
 from bridges.webchat import STORE_RETRY_S, WebChat
 from bridges.whatsapp import signature as whatsapp_signature
+from hilo.web.unavailable import RETRY_AFTER_S, unavailable
 
 ACCOUNT = "AC" + "1" * 32
 PHONE_ID = "109876543210001"
@@ -109,3 +110,23 @@ async def test_a_web_chat_message_not_stored_is_refused_naming_the_store(error: 
         "reason": "not stored: the store is unavailable",
         "retry_after": STORE_RETRY_S,
     }
+
+
+@pytest.mark.parametrize("error", STORE_AWAY, ids=lambda e: type(e).__name__)
+async def test_an_api_request_that_finds_postgres_away_gets_503_with_retry_after(error: BaseException) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        raise error
+
+    async def bug(request: web.Request) -> web.Response:
+        raise ValueError("a bug")
+
+    app = web.Application(middlewares=[unavailable])
+    app.router.add_get("/api/wallboard", handler)
+    app.router.add_get("/api/bug", bug)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        async with client.get("/api/wallboard") as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == str(RETRY_AFTER_S)
+            assert (await response.json())["error"] == "unavailable"
+        async with client.get("/api/bug") as response:
+            assert response.status == 500
