@@ -139,6 +139,7 @@ def figures(
     messages_accepted: int,
     messages_stored: int,
     messages_duplicated: int,
+    timeline_events_checked: int,
     timeline_events_lost: int,
     timeline_events_duplicated: int,
 ) -> dict[str, int]:
@@ -150,6 +151,7 @@ def figures(
         "messages_accepted": messages_accepted,
         "messages_stored": messages_stored,
         "messages_duplicated": messages_duplicated,
+        "timeline_events_checked": timeline_events_checked,
         "timeline_events_lost": timeline_events_lost,
         "timeline_events_duplicated": timeline_events_duplicated,
     }
