@@ -6,7 +6,10 @@ listens on.
 `redis_away` reaches into redis-py's connection pool (its connections' address): there is no public way to
 move a client's existing connections, pub/sub ones included, and a proxy in front of every stack test's
 Redis traffic would cost all of them for the sake of these few. `postgres_away` uses asyncpg's own
-`set_connect_args` and `expire_connections`, reading the pool's connection arguments to put them back."""
+`set_connect_args` and `expire_connections`, reading the pool's connection arguments to put them back.
+
+`postgres_stopped` is the real thing, for everyone: the stack's own PostgreSQL stopped and started again
+(tests/stack/test_postgres_outages.py). `figures` is what an outage cost, as the fault report collects it."""
 
 from __future__ import annotations
 
