@@ -25,6 +25,7 @@ import pytest
 from bridges.fakes.twilio import FakeTwilio
 from bridges.fakes.whatsapp import FakeWhatsApp, meta_json
 from bridges.twilio import signature as twilio_signature
+from bridges.webchat import visitor_id
 from bridges.whatsapp import signature as whatsapp_signature
 from dialplans.models import load_routing
 from routing.engine import RoutingEngine
@@ -33,6 +34,7 @@ from tests.stack.calls import KNOWN_CALLER, hang_up, place
 from tests.stack.conftest import ENV_FILE, NAMESPACE, Stack
 from tests.stack.expect import eventually
 from tests.stack.outages import figures, postgres_answers, postgres_stopped
+from tests.stack.test_conversations import visitor
 
 OUTAGE_S = 30.0
 SALES, SUPPORT = "1", "2"  # the demo line's menu keys
@@ -198,6 +200,7 @@ async def test_a_postgres_restart_mid_calls_drops_no_call_and_loses_no_event(
         timeline_events_lost=lost,
         timeline_events_duplicated=duplicated,
     )
+    print("figures:", found)  # what the fault report collects
     assert found == {
         "calls_in_flight": 3,
         "calls_kept": 3,
@@ -270,84 +273,95 @@ async def test_a_30_s_postgres_outage_loses_no_call_no_message_and_no_event(
     loop = asyncio.get_running_loop()
     provider = Provider(stack, *providers)
     try:
-        # Before: one SMS stored and acknowledged.
-        before = provider.sms(caller(), "hello before")
-        assert await provider.deliver(before) == 200
+        async with visitor(stack) as (chat, token):
+            # Before: one SMS stored and acknowledged.
+            before = provider.sms(caller(), "hello before")
+            assert await provider.deliver(before) == 200
 
-        began = loop.time()
-        async with postgres_stopped(ENV_FILE):
-            # Ana calls while the store is away: answered, greeted as a caller not identified yet, served by
-            # the menu, and waiting for support (its events go to the spool).
-            mark = stack.ari_events.mark()
-            call = await originate_sim_call(stack.observer, "100", KNOWN_CALLER, SUPPORT, namespace=NAMESPACE)
-            await stack.ari_events.expect("ChannelDtmfReceived", within=30, since=mark, channel__id=call.ivr_leg)
-            # The providers' webhooks meanwhile: refused with a clear 503 and Retry-After, never acknowledged.
-            sms, whatsapp = provider.sms(caller(), "hello during"), provider.whatsapp(caller()[1:], "hola")
-            assert await provider.deliver(sms) == 503
-            assert await provider.deliver(whatsapp) == 503
-            # For the rest of the 30 s the call stays up, and the providers redeliver as they would.
-            legs = {call.caller_leg, call.ivr_leg}
-            while (left := OUTAGE_S - (loop.time() - began)) > 0:
-                await stack.ari_events.expect_none(
-                    "ChannelDestroyed", within=min(left, 10), since=mark, channel__id=lambda i: i in legs
-                )
-                await provider.redeliver()
-            assert not provider.acknowledged.keys() - {before}
-        await postgres_answers(stack.pool, BACK_WITHIN_S)
+            began = loop.time()
+            async with postgres_stopped(ENV_FILE):
+                # Ana calls while the store is away: answered, greeted as a caller not identified yet, served by
+                # the menu, and waiting for support (its events go to the spool).
+                mark = stack.ari_events.mark()
+                call = await originate_sim_call(stack.observer, "100", KNOWN_CALLER, SUPPORT, namespace=NAMESPACE)
+                await stack.ari_events.expect("ChannelDtmfReceived", within=30, since=mark, channel__id=call.ivr_leg)
+                # The providers' webhooks meanwhile: refused with a clear 503 and Retry-After, never acknowledged.
+                sms, whatsapp = provider.sms(caller(), "hello during"), provider.whatsapp(caller()[1:], "hola")
+                assert await provider.deliver(sms) == 503
+                assert await provider.deliver(whatsapp) == 503
+                # A web chat message: not acknowledged, refused naming the store (the widget sends it again).
+                at = chat.frames.mark()
+                await chat.ws.send_json({"type": "message", "id": "during-1", "text": "hola web"})
+                refused = await chat.frames.expect("error", within=10, since=at, id="during-1")
+                assert refused["field"] == "store" and refused["retry_after"] > 0
+                # For the rest of the 30 s the call stays up, and the providers redeliver as they would.
+                legs = {call.caller_leg, call.ivr_leg}
+                while (left := OUTAGE_S - (loop.time() - began)) > 0:
+                    await stack.ari_events.expect_none(
+                        "ChannelDestroyed", within=min(left, 10), since=mark, channel__id=lambda i: i in legs
+                    )
+                    await provider.redeliver()
+                assert not provider.acknowledged.keys() - {before}
+            await postgres_answers(stack.pool, BACK_WITHIN_S)
 
-        # Back: the provider's next redelivery is stored and acknowledged; one more (a lost 200) changes nothing.
-        await eventually(
-            provider.redeliver,
-            within=30,
-            what="every message acknowledged after the outage",
-        )
-        assert await provider.deliver(sms) == 200
-        # The call reaches bob, and the caller is identified late, as Ana.
-        interaction = await eventually(
-            lambda: stack.pool.fetchval("SELECT id::text FROM interactions WHERE channel_ref = $1", call.ivr_leg),
-            within=30,
-            what="the call's interaction written from the spool",
-        )
-        await stack.hilo_events.expect("agent.answered", within=60, interaction_id=interaction, data__agent="bob")
-        identified = await stack.hilo_events.expect("customer.identified", within=30, interaction_id=interaction)
-        assert identified["data"]["late"] is True
-        ended = await hang_up(stack, call, interaction)
-        kept = int(ended["data"] == {"outcome": "completed", "hangup_by": "caller"})
-        checked, lost, events_duplicated = await check_timeline(stack, interaction, TALKED)
-        # Served as not identified yet (greeted as a new caller), with the store's absence on the record.
-        rows = await timeline_of(stack, interaction)
-        types = [r["type"] for r in rows]
-        greeted = [json.loads(r["data"]).get("node") for r in rows if r["type"] == "ivr.say"]
-        assert greeted[:1] == ["greet"], greeted
-        assert types.index("call.degraded") < types.index("routing.queued")
+            # Back: the provider's next redelivery is stored and acknowledged; one more (a lost 200) changes nothing.
+            await eventually(
+                provider.redeliver,
+                within=30,
+                what="every message acknowledged after the outage",
+            )
+            assert await provider.deliver(sms) == 200
+            # The widget sends its message again, with the same id: stored now, once; again, a duplicate.
+            assert (await chat.say("during-1", "hola web"))["duplicate"] is False
+            assert (await chat.say("during-1", "hola web"))["duplicate"] is True
+            web_id = f"{visitor_id(token)}:during-1"
+            # The call reaches bob, and the caller is identified late, as Ana.
+            interaction = await eventually(
+                lambda: stack.pool.fetchval("SELECT id::text FROM interactions WHERE channel_ref = $1", call.ivr_leg),
+                within=30,
+                what="the call's interaction written from the spool",
+            )
+            await stack.hilo_events.expect("agent.answered", within=60, interaction_id=interaction, data__agent="bob")
+            identified = await stack.hilo_events.expect("customer.identified", within=30, interaction_id=interaction)
+            assert identified["data"]["late"] is True
+            ended = await hang_up(stack, call, interaction)
+            kept = int(ended["data"] == {"outcome": "completed", "hangup_by": "caller"})
+            checked, lost, events_duplicated = await check_timeline(stack, interaction, TALKED)
+            # Served as not identified yet (greeted as a new caller), with the store's absence on the record.
+            rows = await timeline_of(stack, interaction)
+            types = [r["type"] for r in rows]
+            greeted = [json.loads(r["data"]).get("node") for r in rows if r["type"] == "ivr.say"]
+            assert greeted[:1] == ["greet"], greeted
+            assert types.index("call.degraded") < types.index("routing.queued")
 
-        stored = await stack.pool.fetch(
-            "SELECT provider_message_id, count(*) AS n FROM messages WHERE provider_message_id = ANY($1::text[])"
-            " GROUP BY provider_message_id",
-            list(provider.pending),
-        )
-        counts = {r["provider_message_id"]: r["n"] for r in stored}
-        assert all(status == 503 and retry for m in (sms, whatsapp) for status, retry in provider.refused[m])
-        found = figures(
-            calls_in_flight=1,
-            calls_kept=kept,
-            messages_accepted=len(provider.acknowledged),
-            messages_stored=sum(1 for m in provider.acknowledged if counts.get(m, 0) >= 1),
-            messages_duplicated=sum(max(0, n - 1) for n in counts.values()),
-            timeline_events_checked=checked,
-            timeline_events_lost=lost,
-            timeline_events_duplicated=events_duplicated,
-        )
-        assert found == {
-            "calls_in_flight": 1,
-            "calls_kept": 1,
-            "calls_lost": 0,
-            "messages_accepted": 3,
-            "messages_stored": 3,
-            "messages_duplicated": 0,
-            "timeline_events_checked": checked,
-            "timeline_events_lost": 0,
-            "timeline_events_duplicated": 0,
-        }
+            stored = await stack.pool.fetch(
+                "SELECT provider_message_id, count(*) AS n FROM messages WHERE provider_message_id = ANY($1::text[])"
+                " GROUP BY provider_message_id",
+                [*provider.pending, web_id],
+            )
+            counts = {r["provider_message_id"]: r["n"] for r in stored}
+            assert all(status == 503 and retry for m in (sms, whatsapp) for status, retry in provider.refused[m])
+            found = figures(
+                calls_in_flight=1,
+                calls_kept=kept,
+                messages_accepted=len(provider.acknowledged) + 1,  # and the web chat's
+                messages_stored=sum(1 for m in [*provider.acknowledged, web_id] if counts.get(m, 0) >= 1),
+                messages_duplicated=sum(max(0, n - 1) for n in counts.values()),
+                timeline_events_checked=checked,
+                timeline_events_lost=lost,
+                timeline_events_duplicated=events_duplicated,
+            )
+            print("figures:", found)  # what the fault report collects
+            assert found == {
+                "calls_in_flight": 1,
+                "calls_kept": 1,
+                "calls_lost": 0,
+                "messages_accepted": 4,
+                "messages_stored": 4,
+                "messages_duplicated": 0,
+                "timeline_events_checked": checked,
+                "timeline_events_lost": 0,
+                "timeline_events_duplicated": 0,
+            }
     finally:
         await provider.http.close()
