@@ -8,7 +8,8 @@
 Every POST is authenticated before anything else: no or a forged signature is answered 401/403 and changes
 nothing; a body that cannot be read is answered 400 naming the field. What a webhook carries is committed
 to PostgreSQL before it is answered 200, so a provider that gets no 200 sends it again and a redelivery is a
-no-op. Replies never go in the webhook answer (`<Response/>`): they go through the outbox.
+no-op; while PostgreSQL cannot store it (restarting, away) it is answered 503 with Retry-After. Replies
+never go in the webhook answer (`<Response/>`): they go through the outbox.
 
 The URL Twilio signed is the public one it called: HILO_PUBLIC_BASE_URL when set; otherwise the scheme and
 host of the request, taken from X-Forwarded-Proto/-Host only when the request comes from one of
@@ -29,6 +30,7 @@ from bridges.inbox import Inbox, ignore_message
 from bridges.messages import BadPayload, InboundHandler
 from bridges.outbox import Outbox, RateLimit
 from hilo.db import create_pool
+from hilo.degraded import STORE_DOWN
 from hilo.settings import Settings
 from hilo.web.forwarded import Network, within
 from hilo.web.forwarded import parse_proxies as parse_proxies  # HILO_TRUSTED_PROXIES, read with channels.yaml
@@ -158,6 +160,25 @@ def _refused(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
 
 
+# A webhook that cannot be stored (PostgreSQL restarting or away) is answered 503 with this Retry-After: the
+# provider sends it again (Meta for days; Twilio as its connection overrides say, docs/messaging.md), and it is
+# never acknowledged before it is committed.
+STORE_RETRY_AFTER_S = 5
+
+
+def _not_stored(provider: str, exc: BaseException) -> web.Response:
+    log.warning(
+        "%s: webhook not stored, the store does not answer (%s); answered 503 for the provider to send it again",
+        provider,
+        type(exc).__name__,
+    )
+    return web.json_response(
+        {"error": "the message store is unavailable; nothing was stored, send it again later"},
+        status=503,
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
+
+
 def add_routes(app: web.Application, lookup: Callable[[], Messaging | None]) -> None:
     def messaging() -> Messaging:
         found = lookup()
@@ -187,7 +208,10 @@ def add_routes(app: web.Application, lookup: Callable[[], Messaging | None]) -> 
             received = twilio.parse_inbound(form, m.channels)
         except BadPayload as exc:
             return _bad(exc)
-        [(message_id, new)] = await m.inbox.accept_all([received])
+        try:
+            [(message_id, new)] = await m.inbox.accept_all([received])
+        except STORE_DOWN as exc:
+            return _not_stored("twilio", exc)
         log.info(
             "twilio: message %s stored as %s%s",
             received.provider_message_id,
@@ -205,7 +229,10 @@ def add_routes(app: web.Application, lookup: Callable[[], Messaging | None]) -> 
             update = twilio.parse_status(form)
         except BadPayload as exc:
             return _bad(exc)
-        await m.outbox.record(update)
+        try:
+            await m.outbox.record(update)
+        except STORE_DOWN as exc:
+            return _not_stored("twilio", exc)
         return web.Response(text=twilio.EMPTY_TWIML, content_type="text/xml")
 
     async def whatsapp_verify(request: web.Request) -> web.Response:
@@ -230,9 +257,12 @@ def add_routes(app: web.Application, lookup: Callable[[], Messaging | None]) -> 
             messages, statuses = whatsapp.parse_webhook(body, m.channels)
         except BadPayload as exc:
             return _bad(exc)
-        await m.inbox.accept_all(messages)
-        for update in statuses:
-            await m.outbox.record(update)
+        try:  # a batch half stored is sent again whole: what was stored is a redelivery, a no-op
+            await m.inbox.accept_all(messages)
+            for update in statuses:
+                await m.outbox.record(update)
+        except STORE_DOWN as exc:
+            return _not_stored("whatsapp", exc)
         return web.Response(text="OK")
 
     app.router.add_post("/webhooks/twilio/messages", twilio_message)

@@ -17,6 +17,8 @@ Socket protocol (JSON text frames):
   server  -> {"type": "error", "id": ..., "field": "rate"|"sockets", "reason": "too many ...", "retry_after": <s>}
              over a limit (bridges/webchat_limits.py): a refused connection is then closed (code 4429),
              a refused message is not stored (send it again later, with the same id)
+  server  -> {"type": "error", "id": ..., "field": "store", "reason": "...", "retry_after": <s>}
+             the store (PostgreSQL) is away: not stored, send it again later with the same id
   server closes with 1013 (try again later): this node lost its live feed; reconnect and read the mailbox
 
 A message is acknowledged only after the inbox committed it; the client id makes a resend after a lost
@@ -58,11 +60,13 @@ from bridges.webchat_limits import (
     SocketSlot,
     client_address,
 )
+from hilo.degraded import STORE_DOWN
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PROVIDER: Provider = "webchat"
+STORE_RETRY_S = 5  # a message refused while the store is away: send it again after this long
 DEFAULT_SITE = "web"
 MAILBOX_TTL_S = 7 * 24 * 3600  # replies wait this long for a visitor to come back
 TEXT_MAX = 4096
@@ -287,16 +291,20 @@ class WebChat:
             return _error(client_id, "text", "is empty")
         if text is not None and len(text) > TEXT_MAX:
             return _error(client_id, "text", f"is {len(text)} characters long; at most {TEXT_MAX}")
-        message_id, is_new = await self.inbox.accept(
-            channel="webchat",
-            provider=PROVIDER,
-            provider_message_id=f"{visitor}:{client_id}",
-            sender=visitor,
-            recipient=site,
-            text=text,
-            choice_id=choice_id,
-            channel_name=channel.name if (channel := self.channels.for_site(site)) else None,
-        )
+        try:
+            message_id, is_new = await self.inbox.accept(
+                channel="webchat",
+                provider=PROVIDER,
+                provider_message_id=f"{visitor}:{client_id}",
+                sender=visitor,
+                recipient=site,
+                text=text,
+                choice_id=choice_id,
+                channel_name=channel.name if (channel := self.channels.for_site(site)) else None,
+            )
+        except STORE_DOWN as exc:  # not stored, not acknowledged: the widget sends it again with the same id
+            log.warning("webchat: message not stored, the store does not answer (%s)", type(exc).__name__)
+            return {**_error(client_id, "store", "not stored: the store is unavailable"), "retry_after": STORE_RETRY_S}
         return {"type": "ack", "id": client_id, "message_id": message_id, "duplicate": not is_new}
 
 

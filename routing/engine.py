@@ -43,7 +43,7 @@ from aiohttp import web
 
 from dialplans.models import CHANNELS, Agent, Queue, RoutingConfig
 from flows.hours import Calendars, UnknownCalendar
-from hilo.degraded import REDIS_DOWN
+from hilo.degraded import DOWN, part_of
 from hilo.tasks import cancel_until_done
 from routing import estimate
 from routing.estimate import WaitEstimate
@@ -733,8 +733,8 @@ class RoutingEngine:
                         await self.tick()
             except asyncio.CancelledError:
                 raise
-            except REDIS_DOWN as exc:  # the next tick tries again, and checks the state's life first
-                log.warning("routing tick: Redis does not answer (%s)", type(exc).__name__)
+            except DOWN as exc:  # the next tick tries again, and checks the state's life first
+                log.warning("routing tick: %s does not answer (%s)", part_of(exc), type(exc).__name__)
             except Exception:
                 log.exception("routing tick failed")
 

@@ -45,6 +45,7 @@ from hilo.web.keys import POOL, REDIS, REGISTRY, SETTINGS
 from hilo.web.openapi import Api
 from hilo.web.sessions import SESSIONS, SessionStore
 from hilo.web.signin import SIGNIN, SignInLimiter, signin_limits
+from hilo.web.unavailable import unavailable
 from ivr.call_owners import CallOwners, tell_workers
 from ivr.inbound import CALLS, TECHNICAL_PROBLEM_PROMPT, CallMetrics, InboundCalls
 from ivr.reconcile import ReconcileMetrics
@@ -109,7 +110,7 @@ def init_app(settings: Settings) -> web.Application:
     kpi_config = load_kpi_config(settings.dialplans_dir, {q.id: q.sla.within_s for q in routing.queues})
     registry = CollectorRegistry()
     services = Services(settings=settings, registry=registry)
-    app = web.Application()
+    app = web.Application(middlewares=[unavailable])  # PostgreSQL away: 503 with Retry-After, not 500
     app[SERVICES] = services
     app[SETTINGS] = settings
     app[REGISTRY] = registry

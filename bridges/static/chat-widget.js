@@ -68,7 +68,10 @@
         ws.send(JSON.stringify({ type: "delivered", ids: [msg.id] }));
       } else if (msg.type === "error") {
         const item = msg.id && unacked.get(msg.id);
-        if (item) { item.li.classList.remove("pending"); item.li.textContent += " (not sent: " + msg.reason + ")"; unacked.delete(msg.id); }
+        if (item && msg.field === "store") {
+          // not stored while the store is away: stays pending, sent again with the same id when the server says
+          setTimeout(() => { if (unacked.has(msg.id) && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(item.frame)); }, msg.retry_after * 1000);
+        } else if (item) { item.li.classList.remove("pending"); item.li.textContent += " (not sent: " + msg.reason + ")"; unacked.delete(msg.id); }
         // a refused connection (rate limit): wait as long as the server says before reconnecting
         if (!msg.id && msg.retry_after) { statusBox.textContent = msg.reason; retry = msg.retry_after * 1000; }
       }

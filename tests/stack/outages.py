@@ -6,17 +6,24 @@ listens on.
 `redis_away` reaches into redis-py's connection pool (its connections' address): there is no public way to
 move a client's existing connections, pub/sub ones included, and a proxy in front of every stack test's
 Redis traffic would cost all of them for the sake of these few. `postgres_away` uses asyncpg's own
-`set_connect_args` and `expire_connections`, reading the pool's connection arguments to put them back."""
+`set_connect_args` and `expire_connections`, reading the pool's connection arguments to put them back.
+
+`postgres_stopped` is the real thing, for everyone: the stack's own PostgreSQL stopped and started again
+(tests/stack/test_postgres_outages.py). `figures` is what an outage cost, as the fault report collects it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+
+from tests.stack.expect import eventually
 
 
 def closed_port() -> int:
@@ -61,3 +68,93 @@ async def postgres_away(pool: asyncpg.Pool) -> AsyncIterator[None]:
     finally:
         pool.set_connect_args(dsn, **kwargs)
         await pool.expire_connections()
+
+
+# The stack's own PostgreSQL, stopped and started for real ---------------------------------------------------
+#
+# What `stack/up.sh` started (`pg_ctl` as user postgres, the cluster in .run/pg/data of the checkout whose
+# .run/env the tests read, maybe a symlink), stopped as `stack/down.sh` does (`-m fast`: every session ended
+# at once) and started again with up.sh's own command. Every test database client sees a server restart.
+
+PG_COMMAND_S = 60.0  # pg_ctl's own wait (-t), and this side's bound on it
+
+
+def _cluster(env_file: Path) -> tuple[Path, Path]:
+    """(the cluster's folder, its pg_ctl): from the .run of the checkout the env file belongs to."""
+    folder = (env_file.resolve().parent / "pg").resolve()
+    version = (folder / "data" / "PG_VERSION").read_text().strip()
+    return folder, Path("/usr/lib/postgresql") / version / "bin" / "pg_ctl"
+
+
+async def _pg_ctl(env_file: Path, *args: str) -> None:
+    folder, pg_ctl = _cluster(env_file)
+    command = ["runuser", "-u", "postgres", "--", str(pg_ctl), "-D", str(folder / "data"), *args]
+    proc = await asyncio.create_subprocess_exec(
+        *command, cwd="/", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), PG_COMMAND_S + 5)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"pg_ctl {args[-1]} did not end within {PG_COMMAND_S + 5} s") from None
+    if proc.returncode != 0:
+        raise AssertionError(f"pg_ctl {args[-1]} failed ({proc.returncode}): {out.decode(errors='replace')[-500:]}")
+
+
+async def stop_postgres(env_file: Path) -> None:
+    await _pg_ctl(env_file, "-m", "fast", "-w", "-t", str(int(PG_COMMAND_S)), "stop")
+
+
+async def start_postgres(env_file: Path) -> None:
+    """Started as stack/up.sh starts it (same log), waiting until it accepts connections."""
+    folder, _ = _cluster(env_file)
+    await _pg_ctl(env_file, "-l", str(folder / "postgresql.log"), "-w", "-t", str(int(PG_COMMAND_S)), "start")
+
+
+@contextlib.asynccontextmanager
+async def postgres_stopped(env_file: Path) -> AsyncIterator[None]:
+    """The stack's PostgreSQL is down inside the block (stopped fast), and always started again after it."""
+    await stop_postgres(env_file)
+    try:
+        yield
+    finally:
+        await start_postgres(env_file)
+
+
+async def postgres_answers(pool: asyncpg.Pool, within: float) -> None:
+    """`pool` gets a working connection again (asyncpg drops the connections a restart closed, and the
+    pool opens new ones), within a bound."""
+
+    async def answers() -> bool:
+        try:
+            return bool(await pool.fetchval("SELECT 1"))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    await eventually(answers, within=within, what="PostgreSQL answering the pool again")
+
+
+def figures(
+    *,
+    calls_in_flight: int,
+    calls_kept: int,
+    messages_accepted: int,
+    messages_stored: int,
+    messages_duplicated: int,
+    timeline_events_checked: int,
+    timeline_events_lost: int,
+    timeline_events_duplicated: int,
+) -> dict[str, int]:
+    """What an outage cost, as the fault report collects it (each test asserts its own)."""
+    return {
+        "calls_in_flight": calls_in_flight,
+        "calls_kept": calls_kept,
+        "calls_lost": calls_in_flight - calls_kept,
+        "messages_accepted": messages_accepted,
+        "messages_stored": messages_stored,
+        "messages_duplicated": messages_duplicated,
+        "timeline_events_checked": timeline_events_checked,
+        "timeline_events_lost": timeline_events_lost,
+        "timeline_events_duplicated": timeline_events_duplicated,
+    }
