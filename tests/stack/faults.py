@@ -178,6 +178,20 @@ def fault_report(request: pytest.FixtureRequest) -> FaultReport:
     return FaultReport(request.node.nodeid)
 
 
+def record_figures(report: FaultReport, name: str, found: Mapping[str, int]) -> Fault:
+    """Records the figures of `tests/stack/outages.py`'s `figures()` (a test that counts its own) as one fault."""
+    fault = report.fault(name)
+    fault.calls(in_flight=found["calls_in_flight"], kept=found["calls_kept"])
+    fault.messages(
+        accepted=found["messages_accepted"],
+        stored=found["messages_stored"],
+        duplicated=found["messages_duplicated"],
+    )
+    lost = found["timeline_events_lost"]
+    fault.timeline(found["timeline_events_checked"], [f"expected event {i + 1} of {lost} missing" for i in range(lost)])
+    return fault
+
+
 # Measuring -----------------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from server.simcall import SimCall, originate_sim_call
 from tests.stack.calls import KNOWN_CALLER, hang_up, place
 from tests.stack.conftest import ENV_FILE, NAMESPACE, Stack
 from tests.stack.expect import eventually
+from tests.stack.faults import FaultReport, record_figures
 from tests.stack.outages import figures, postgres_answers, postgres_stopped
 from tests.stack.test_conversations import visitor
 
@@ -145,8 +146,9 @@ async def legs_of(stack: Stack, call: SimCall, agent: str | None) -> set[str]:
 # A restart mid-calls ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.fault
 async def test_a_postgres_restart_mid_calls_drops_no_call_and_loses_no_event(
-    stack: Stack, queues_wait_long: None
+    stack: Stack, queues_wait_long: None, fault_report: FaultReport
 ) -> None:
     loop = asyncio.get_running_loop()
     # One call talking to bob, one waiting for him in support, one at the IVR's menu.
@@ -200,7 +202,7 @@ async def test_a_postgres_restart_mid_calls_drops_no_call_and_loses_no_event(
         timeline_events_lost=lost,
         timeline_events_duplicated=duplicated,
     )
-    print("figures:", found)  # what the fault report collects
+    record_figures(fault_report, "PostgreSQL restarted mid-calls", found)
     assert found == {
         "calls_in_flight": 3,
         "calls_kept": 3,
@@ -267,8 +269,9 @@ class Provider:
         return self.acknowledged.keys() >= self.pending.keys()
 
 
+@pytest.mark.fault
 async def test_a_30_s_postgres_outage_loses_no_call_no_message_and_no_event(
-    stack: Stack, queues_wait_long: None, providers: tuple[FakeTwilio, FakeWhatsApp]
+    stack: Stack, queues_wait_long: None, providers: tuple[FakeTwilio, FakeWhatsApp], fault_report: FaultReport
 ) -> None:
     loop = asyncio.get_running_loop()
     provider = Provider(stack, *providers)
@@ -351,7 +354,7 @@ async def test_a_30_s_postgres_outage_loses_no_call_no_message_and_no_event(
                 timeline_events_lost=lost,
                 timeline_events_duplicated=events_duplicated,
             )
-            print("figures:", found)  # what the fault report collects
+            record_figures(fault_report, "PostgreSQL away 30 s", found)
             assert found == {
                 "calls_in_flight": 1,
                 "calls_kept": 1,
