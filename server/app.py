@@ -227,7 +227,8 @@ def init_app(settings: Settings) -> web.Application:
             syncing.add(task)
             task.add_done_callback(syncing.discard)
 
-        for text in [TECHNICAL_PROBLEM_PROMPT, *(q.no_agent_prompt for q in routing.queues)]:
+        queue_prompts = [text for q in routing.queues for text in (q.no_agent_prompt, q.closed_prompt)]
+        for text in [TECHNICAL_PROBLEM_PROMPT, *queue_prompts]:
             await prompts.render(text, voice_for("en", None), "en", keep=True)
         services.flows = FlowRuntime(
             services.pool,
@@ -284,7 +285,7 @@ def init_app(settings: Settings) -> web.Application:
         speech = SpeechService.from_config(settings.vosk_models, settings.speech_engines, settings.speech_media_host)
         services.calls.speech = speech
         # Agents whose phone stops answering Asterisk's OPTIONS are not offered calls until it answers again.
-        EndpointPresence(
+        presence = EndpointPresence(
             services.ari, {a.sip_endpoint: a.id for a in routing.agents}, routing_presence(services.routing)
         )
         owners = None
@@ -308,6 +309,7 @@ def init_app(settings: Settings) -> web.Application:
         speech.close()
         if enrichment is not None:
             await enrichment.close()
+        await presence.close()
         await services.ari.close()
         await services.ami.close()
         await services.flows.close()

@@ -61,14 +61,6 @@ nodes:
   bye: {kind: hangup, text: Goodbye.}
 """
 
-KEYS_TWICE = (
-    "ARI sends each event of a trunk caller's channel twice (app and endpoint subscriptions), so keys are"
-    " read twice; a frame dedupe in asterisk/ari.py fixed it but stopped agents answering in the load test's"
-    " pipeline (tests/stack/test_loadtest.py), so it was taken out until that is understood: docs/limits.md"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=KEYS_TWICE)
 async def test_keys_sent_as_rfc4733_events_by_the_carrier_drive_the_ivr_to_the_agent(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -156,11 +148,6 @@ async def test_a_caller_who_hangs_up_before_the_answer_leaves_nothing_behind(sta
     assert not [e for e in events if e["type"].startswith(("routing.", "agent."))], events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in ivr/inbound.py _run_call: the answer of a call the caller cancelled fails (ARI 404) and the "
-    "call is logged with a traceback and counted as a failed call instead of an abandoned one",
-)
 async def test_a_caller_who_hangs_up_before_the_answer_is_not_a_failed_call(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
