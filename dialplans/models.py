@@ -80,6 +80,8 @@ class Queue(_Strict):
     name: str
     # Said when nobody could take the call within the queue's maximum wait.
     no_agent_prompt: str = "Sorry, all our agents are busy. Please call again later. Goodbye."
+    # Said when the queue's hours say it is closed (and the flow's queue node has no on_closed).
+    closed_prompt: str = "Sorry, we are closed now. Please call again during our opening hours. Goodbye."
     # The lowest skill levels an agent of this queue needs to be offered its interactions ({}: any agent).
     skills: Skills = Field(default_factory=dict)
     # Added to the interaction's own priority (0-10); weighs queues against each other for agents in several.

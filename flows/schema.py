@@ -356,6 +356,9 @@ class Queue(_Strict):
     # Where the flow goes on once max_wait_s has passed (e.g. a voicemail or callback node); without it the
     # caller hears the queue's no_agent_prompt and the call ends.
     on_timeout: NodeId | None = None
+    # Where the flow goes on when the queue is closed by its hours (e.g. a voicemail or callback node); without
+    # it the caller hears the queue's closed_prompt and the call ends.
+    on_closed: NodeId | None = None
     callback_offer: CallbackOffer | None = None
     # Where the flow goes on when the agent hangs up first and the caller is still on the line (e.g. a
     # `survey` node); without it the call ends with the agent's hang-up.
@@ -512,7 +515,7 @@ class Flow(_Strict):
 
 
 # A queue's wait that ran out, a transfer nobody answered, the caller still on the line after the agent.
-_EXITS = ("on_timeout", "on_failure", "after_agent")
+_EXITS = ("on_timeout", "on_closed", "on_failure", "after_agent")
 
 
 def node_references(node: BaseModel) -> list[tuple[tuple[str | int, ...], str]]:

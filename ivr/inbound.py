@@ -49,7 +49,7 @@ from recordings.calls import CallLegs, CallRecorder
 from recordings.catalog import Recording
 from recordings.flow import FlowRecording
 from reports.survey import answers_of
-from routing.engine import RoutingEngine
+from routing.engine import QueueClosed, RoutingEngine
 from routing.model import Assignment, RoutingError
 from routing.outbound import OutboundGuard, OutboundPolicy
 from speech.listener import SpeechService
@@ -77,6 +77,9 @@ TRANSFER_RETURN_ARG = "transfer-failed"  # Stasis argument of a transferred call
 VOICEMAIL_MAX_S = 120
 VOICEMAIL_MAX_SILENCE_S = 5
 OFFER_HOOK_DEADLINE_S = 0.5  # the screen-pop may never hold up ringing the agent for longer than this
+# An answer ARI refuses while the caller cancels: this long for the channel to be seen going (then the call
+# is the caller's abandon); a channel still there after it is a call that failed.
+ANSWER_REFUSED_GONE_S = 2.0
 
 # (interaction, agent id) -> awaited before the agent's phone rings, e.g. to push the screen-pop.
 OfferHook = Callable[[Interaction, str], Awaitable[None]]
@@ -113,6 +116,13 @@ class _Opened:
     flow: Flow | None
     session: VoiceSession | None = None
     greeting: asyncio.Task[str] | None = None
+
+
+@dataclass(frozen=True)
+class NotQueued:
+    """The queue refused the call (closed by its hours): the flow goes on at `node`, holding no place there."""
+
+    node: str
 
 
 @dataclass
@@ -422,7 +432,7 @@ class InboundCalls:
         opened: _Opened | None = None
         outcome, hangup_by = "failed", "system"
         try:
-            await self.ari.answer(channel.id)
+            await self._answer(channel)
             opened = await self._open(channel, start.channel.caller.number, dialed)
             interaction = opened.interaction
             self._pops[interaction.id] = (None, asyncio.Lock())
@@ -441,6 +451,22 @@ class InboundCalls:
             if interaction is not None:
                 self._pops.pop(interaction.id, None)
             await self._finish(channel, interaction, outcome, hangup_by)
+
+    async def _answer(self, channel: ChannelState) -> None:
+        """Answer the call. A caller who hangs up (CANCEL) as Hilo answers makes ARI refuse the answer (404,
+        409: the channel is going): that call is the caller's abandon, not a failure, once its channel is seen
+        gone within ANSWER_REFUSED_GONE_S."""
+        try:
+            await self.ari.answer(channel.id)
+        except AriError as refused:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.gone.wait(), ANSWER_REFUSED_GONE_S)
+            if not channel.gone.is_set() and await self.ari.get_channel(channel.id) is None:
+                channel.mark_gone("hangup")  # gone, its StasisEnd not come (yet)
+            if not channel.gone.is_set():
+                raise
+            log.info("call %s: the caller hung up before the answer (%s)", channel.id, refused)
+            raise CallerGone(channel.gone_reason) from None
 
     async def _journey(
         self, channel: ChannelState, opened: _Opened, who: customers.Identification | None
@@ -507,6 +533,10 @@ class InboundCalls:
                     await self._leave_queue(kept.pop(), "timeout")
                 if outcome.action == "queue" and outcome.target:
                     ended = await self._queue_call(session, channel, interaction, outcome, node)
+                    if isinstance(ended, NotQueued):
+                        context.variables = collected
+                        outcome = await run_flow(live.flows[outcome.flow], session, context, start=ended.node)
+                        continue
                     if isinstance(ended, tuple):
                         after = node.after_agent if isinstance(node, QueueNode) else None
                         if after is not None and ended == ("completed", "agent") and not channel.gone.is_set():
@@ -540,9 +570,10 @@ class InboundCalls:
 
     async def _queue_call(
         self, session: VoiceSession, channel: ChannelState, interaction: Interaction, outcome: Outcome, node: Any
-    ) -> tuple[str, str] | str:
+    ) -> tuple[str, str] | str | NotQueued:
         """Queue the call and connect it to an agent: the call's end, or the node where the flow goes on
-        (still holding its place in the queue) after the callback key or the end of the wait."""
+        (still holding its place in the queue) after the callback key or the end of the wait, or (holding no
+        place) because the queue is closed."""
         assert outcome.target is not None
         interaction.context["queue"] = outcome.target
         await self.timeline.update(interaction, state="queued", queue=outcome.target)
@@ -562,6 +593,7 @@ class InboundCalls:
             outcome.priority,
             max_wait_s=node.max_wait_s if isinstance(node, QueueNode) else None,
             on_timeout=node.on_timeout if isinstance(node, QueueNode) else None,
+            on_closed=node.on_closed if isinstance(node, QueueNode) else None,
             callback=callback,
             callback_next=offer_spec.next if offer_spec is not None else None,
         )
@@ -709,9 +741,10 @@ class InboundCalls:
         *,
         max_wait_s: int | None = None,
         on_timeout: str | None = None,
+        on_closed: str | None = None,
         callback: CallbackKey | None = None,
         callback_next: str | None = None,
-    ) -> tuple[str, str] | str:
+    ) -> tuple[str, str] | str | NotQueued:
         loop = asyncio.get_running_loop()
         config = self.engine.queues.get(queue) or self.queues.get(queue)
         wait_s = max_wait_s or (config.max_wait_s if config else None) or self.queue_max_wait_s
@@ -725,9 +758,16 @@ class InboundCalls:
             await self._leave_queue(iid, "abandoned" if channel.gone.is_set() else "failed")
             if not isinstance(exc, RoutingError):
                 raise
-            # e.g. the queue is closed, or was deleted since the flow was applied
-            log.warning("call %s cannot be queued to %s: %s", channel.id, queue, exc)
             await self.timeline.record(interaction, "routing.refused", {"queue": queue, "reason": str(exc)})
+            if isinstance(exc, QueueClosed):  # as designed: the flow's on_closed, else the queue's closed prompt
+                log.info("call %s: queue %s is closed now", channel.id, queue)
+                if on_closed:
+                    return NotQueued(on_closed)
+                session.check_alive()
+                await session.say(config.closed_prompt if config else TECHNICAL_PROBLEM_PROMPT, interruptible=False)
+                return "closed", "system"
+            # e.g. the queue was deleted since the flow was applied
+            log.warning("call %s cannot be queued to %s: %s", channel.id, queue, exc)
             return "failed", "system"
         wait = QueueWait(
             self.ari,

@@ -228,7 +228,8 @@ def init_app(settings: Settings) -> web.Application:
             syncing.add(task)
             task.add_done_callback(syncing.discard)
 
-        for text in [TECHNICAL_PROBLEM_PROMPT, *(q.no_agent_prompt for q in routing.queues)]:
+        queue_prompts = [text for q in routing.queues for text in (q.no_agent_prompt, q.closed_prompt)]
+        for text in [TECHNICAL_PROBLEM_PROMPT, *queue_prompts]:
             await prompts.render(text, voice_for("en", None), "en", keep=True)
         services.flows = FlowRuntime(
             services.pool,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import pytest
 import yaml
 
 from dialplans.models import load_routing
@@ -93,34 +92,67 @@ async def test_holidays_and_closed_hours_decide_a_real_call(stack: Stack) -> Non
     await stack.ari_events.expect("ChannelDestroyed", within=10, since=ari_mark, channel__id=call.caller_leg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in ivr/inbound.py _connect_to_agent: a queue closed by its hours refuses the call (QueueClosed), "
-    "and the caller is told of a technical problem and the call counted as failed",
-)
-async def test_a_caller_queued_outside_the_queues_hours_is_not_told_of_a_technical_problem(stack: Stack) -> None:
-    await apply_line(stack, NUMBER, {"hours_line": HOURS_FLOW}, hours=_hours(stack))
+CLOSED_QUEUE_FLOW = """
+flow: closed_queue
+language: en
+start: support
+nodes:
+  support: {kind: queue, queue: support, on_closed: after_hours}
+  after_hours: {kind: hangup, text: Our support team is away. Goodbye.}
+"""
+
+
+async def _caller_meets_a_closed_support_queue(stack: Stack, number: str, keys: str) -> tuple[str, str, list[str]]:
+    """A call to `number` (pressing `keys`) reaching the support queue while its hours (the calendar `shut`)
+    say closed: the interaction, the caller's channel, and the media the caller heard to its end."""
     engine = stack.services.routing
-    assert engine is not None and stack.services.calls is not None
+    assert engine is not None
     support = next(q for q in load_routing(stack.settings.dialplans_dir).queues if q.id == "support")
-    apology = stack.services.calls.prompts.media_uri(prompt_key(TECHNICAL_PROBLEM_PROMPT, voice_for("en", None), "en"))
     await engine.put_queue(support.model_copy(update={"hours": "shut"}))  # closed all week
     try:
         mark, ari_mark = stack.hilo_events.mark(), stack.ari_events.mark()
-        call = await originate_sim_call(stack.observer, "100", "+34911222333", "2", namespace=NAMESPACE)  # support
+        call = await originate_sim_call(stack.observer, number, "+34911222333", keys, namespace=NAMESPACE)
         started = await stack.hilo_events.expect(
             "interaction.started", within=10, since=mark, data__channel_ref=call.ivr_leg
         )
         i = started["interaction_id"]
         refused = await stack.hilo_events.expect("routing.refused", within=20, interaction_id=i)
         assert "closed" in refused["data"]["reason"]
-        ended = await stack.hilo_events.expect("interaction.ended", within=20, interaction_id=i)
+        await stack.hilo_events.expect("interaction.ended", within=20, interaction_id=i)
+        await stack.ari_events.expect("ChannelDestroyed", within=10, since=ari_mark, channel__id=call.caller_leg)
         heard = [
             e["playback"]["media_uri"]
             for e in stack.ari_events.events[ari_mark:]
-            if e["type"] == "PlaybackStarted" and e["playback"]["target_uri"] == f"channel:{call.ivr_leg}"
+            if e["type"] == "PlaybackFinished"
+            and e["playback"]["target_uri"] == f"channel:{call.ivr_leg}"
+            and e["playback"]["state"] == "done"
         ]
-        assert apology not in heard
-        assert ended["data"]["outcome"] != "failed"
+        return i, call.ivr_leg, heard
     finally:
         await engine.put_queue(support)
+
+
+def _media(stack: Stack, text: str) -> str:
+    assert stack.services.calls is not None
+    return stack.services.calls.prompts.media_uri(prompt_key(text, voice_for("en", None), "en"))
+
+
+async def test_a_caller_queued_outside_the_queues_hours_hears_it_is_closed(stack: Stack) -> None:
+    """Not the technical-problem apology of a failed call: the queue's closed prompt, to its end."""
+    await apply_line(stack, NUMBER, {"hours_line": HOURS_FLOW}, hours=_hours(stack))  # the calendar `shut`
+    support = next(q for q in load_routing(stack.settings.dialplans_dir).queues if q.id == "support")
+    i, _, heard = await _caller_meets_a_closed_support_queue(stack, "100", "2")  # the demo menu's support
+    assert _media(stack, support.closed_prompt) in heard, heard
+    assert _media(stack, TECHNICAL_PROBLEM_PROMPT) not in heard
+    ended = [e for e in stack.hilo_events.events if e["type"] == "interaction.ended" and e["interaction_id"] == i]
+    assert ended[0]["data"] == {"outcome": "closed", "hangup_by": "system"}
+
+
+async def test_a_closed_queue_sends_the_flow_on_at_its_on_closed_node(stack: Stack) -> None:
+    await apply_line(stack, "166", {"closed_queue": CLOSED_QUEUE_FLOW}, hours=_hours(stack))
+    i, _, heard = await _caller_meets_a_closed_support_queue(stack, "166", "")
+    assert heard == [_media(stack, "Our support team is away. Goodbye.")], heard
+    outcomes = [e for e in stack.hilo_events.events if e["type"] == "ivr.outcome" and e.get("interaction_id") == i]
+    assert outcomes[-1]["data"]["node"] == "after_hours", outcomes
+    ended = [e for e in stack.hilo_events.events if e["type"] == "interaction.ended" and e["interaction_id"] == i]
+    assert ended[0]["data"] == {"outcome": "ivr-ended", "hangup_by": "system"}

@@ -156,11 +156,6 @@ async def test_a_caller_who_hangs_up_before_the_answer_leaves_nothing_behind(sta
     assert not [e for e in events if e["type"].startswith(("routing.", "agent."))], events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in ivr/inbound.py _run_call: the answer of a call the caller cancelled fails (ARI 404) and the "
-    "call is logged with a traceback and counted as a failed call instead of an abandoned one",
-)
 async def test_a_caller_who_hangs_up_before_the_answer_is_not_a_failed_call(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -78,6 +78,14 @@ def test_missing_node_references(tmp_path: Path) -> None:
     assert "8:16: node 'a2' does not exist" in found
 
 
+def test_a_queue_nodes_on_closed_is_a_node_of_the_flow(tmp_path: Path) -> None:
+    text = HEAD + "  a: {kind: queue, queue: support, on_closed: shut}\n  later: {kind: hangup}\n"  # 4, 5
+    found = problems(tmp_path, text)
+    assert any(f.startswith("4:") and "node 'shut' does not exist" in f for f in found), found
+    reached = HEAD + "  a: {kind: queue, queue: support, on_closed: later}\n  later: {kind: hangup}\n"
+    assert problems(tmp_path, reached) == []  # `later` is reached through on_closed only
+
+
 def test_unreachable_nodes(tmp_path: Path) -> None:
     text = HEAD + "  a: {kind: hangup}\n  lost:\n    kind: hangup\n"
     assert problems(tmp_path, text) == ["5:3: node 'lost' is never reached from start 'a'"]
