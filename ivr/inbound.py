@@ -948,8 +948,9 @@ class InboundCalls:
             nonlocal talked, recording
             talked = True
             await self.timeline.update(interaction, state="connected", agent_id=agent_id, answered_at=datetime.now(UTC))
-            await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
+            # Live before it is announced: whoever hears `agent.answered` may hold or supervise the call at once.
             self.live.add(LiveCall(interaction, agent_id, channel, agent_leg, bridge_id))
+            await self.timeline.record(interaction, "agent.answered", {"agent": agent_id})
             if self.recorder is not None:  # the conversation, from the moment they are bridged (never fails the call)
                 legs = CallLegs(self.stasis, caller=channel.id, agent=agent_leg.id)  # if the queue records legs
                 recording = await self.recorder.start_call(interaction, bridge_id, agent_id, legs)

@@ -23,6 +23,7 @@ RECORDING_GRACE_S = 5  # beyond a message's time limit, for Asterisk to close th
 SPEECH_RESULT_GRACE_S = 2.0  # beyond the longest utterance, for its last words to be decoded
 GONE_GRACE_S = 2.0  # for a channel Asterisk no longer has, until its StasisEnd arrives
 TERMINATOR_GRACE_S = 1.0  # how long a terminator typed after the last allowed digit still counts
+FAILED_PLAYBACK_GONE_S = 0.5  # after a failed playback, for the hang-up that may have caused it to arrive
 
 
 class CallerGone(Exception):
@@ -115,6 +116,11 @@ class VoiceSession:
                 with contextlib.suppress(AriError):
                     await self.ari.stop_playback(playback_id)
         if finished.done() and finished.result() == "failed":
+            # Asterisk fails a playback on a channel being hung up, before its hang-up reaches us: a caller
+            # who left, not a broken prompt.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.channel.gone.wait(), FAILED_PLAYBACK_GONE_S)
+            self.check_alive()
             # The caller heard silence where a prompt should be: a broken deployment, not a caller error.
             log.error("prompt %s could not be played on %s", media, self.channel.id)
             self.failed_prompts += 1

@@ -232,7 +232,8 @@ async def test_the_simulated_caller_of_hilo_call_can_say_its_choice(stack: Stack
     """`hilo call --say`: the caller's words played by the dialplan side (hilo-caller-sim's SIM_SAY) while
     the menu prompt plays, no test hand on the call."""
     sound = (await _utterance(stack, "sales")).removeprefix("sound:")
-    call, started = await place(stack, CALLER, say=sound, say_after_s=3.0)
+    # Said once the greetings (welcome, then the caller by name) are over and the menu prompt plays.
+    call, started = await place(stack, CALLER, say=sound, say_after_s=5.0)
     i = started["interaction_id"]
     heard = await stack.hilo_events.expect("ivr.input", within=20, interaction_id=i)
     assert (heard["data"]["via"], heard["data"]["digit"], heard["data"]["heard"]) == ("speech", "1", "sales"), heard
