@@ -6,7 +6,11 @@ that we fully control (heartbeats, reconnect, resync) is the right size.
 
 The WebSocket reconnects with capped exponential backoff. Asterisk does not replay events missed while the
 socket was down, so every (re)connection calls the `on_connect` callbacks, whose job is to resync: list
-what is still in the Stasis app and take it over or end it."""
+what is still in the Stasis app and take it over or end it.
+
+One socket can carry several ARI applications (`app=a,b`; each event names its `application`): the main app's
+events go to `handlers`, another app's only to the handler given with `add_app`, so an app that follows
+e.g. endpoints never doubles the events of the calls the main app owns."""
 
 from __future__ import annotations
 
@@ -73,7 +77,8 @@ class AriClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
-        self.handlers: list[EventHandler] = []
+        self.handlers: list[EventHandler] = []  # the events of `app`
+        self._other_apps: dict[str, EventHandler] = {}  # app name -> the one handler of its events
         self.on_connect: list[ConnectHandler] = []
         self.connected = asyncio.Event()
         self.connections = 0  # how many times the events socket has been (re)established
@@ -114,16 +119,24 @@ class AriClient:
                 self._connection_waiters.append(waiter)
                 await waiter
 
+    def add_app(self, app: str, handler: EventHandler) -> None:
+        """Serve one more ARI application on this socket (from the next connection: call before `start`).
+        Its events go to `handler` only, never to `handlers`."""
+        if app == self.app:
+            raise ValueError(f"{app!r} is already this client's main application")
+        self._other_apps[app] = handler
+
     # -- events ------------------------------------------------------------------------------------
     async def _run_events(self) -> None:
         assert self._session is not None
         ws_url = self.url.replace("http", "ws", 1) + "/events"
         backoff = 0.25
         while not self._closing:
+            apps = ",".join([self.app, *self._other_apps])
             try:
                 async with self._session.ws_connect(
                     ws_url,
-                    params={"app": self.app, "subscribeAll": _param(self._subscribe_all)},
+                    params={"app": apps, "subscribeAll": _param(self._subscribe_all)},
                     heartbeat=self._heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 ) as ws:
@@ -176,7 +189,8 @@ class AriClient:
         except Exception:
             log.exception("unparseable ARI event of type %s", message.get("type"))
             return
-        for handler in self.handlers:
+        other = self._other_apps.get(event.application)
+        for handler in self.handlers if other is None else [other]:
             try:
                 handler(event)
             except Exception:

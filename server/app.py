@@ -286,7 +286,7 @@ def init_app(settings: Settings) -> web.Application:
         speech = SpeechService.from_config(settings.vosk_models, settings.speech_engines, settings.speech_media_host)
         services.calls.speech = speech
         # Agents whose phone stops answering Asterisk's OPTIONS are not offered calls until it answers again.
-        EndpointPresence(
+        presence = EndpointPresence(
             services.ari, {a.sip_endpoint: a.id for a in routing.agents}, routing_presence(services.routing)
         )
         owners = None
@@ -310,6 +310,7 @@ def init_app(settings: Settings) -> web.Application:
         speech.close()
         if enrichment is not None:
             await enrichment.close()
+        await presence.close()
         await services.ari.close()
         await services.ami.close()
         await services.flows.close()

@@ -10,9 +10,11 @@ import os
 import signal
 from datetime import datetime, timedelta
 
+from dialplans.models import load_routing
 from hilo.settings import REPO_ROOT
 from routing.presence import PHONE_UNREACHABLE
 from tests.stack.conftest import Stack
+from tests.stack.expect import eventually
 from tests.stack.test_calls import KNOWN_CALLER, place
 
 BOB_PID_FILE = REPO_ROOT / ".run" / "sipp" / "agent-bob.pid"
@@ -69,3 +71,22 @@ async def test_an_unreachable_phone_takes_its_agent_out_of_routing_until_it_answ
     await stack.hilo_events.expect("agent.answered", within=15, interaction_id=interaction)
     await stack.observer.hangup(call.caller_leg)
     await stack.hilo_events.expect("interaction.ended", within=10, interaction_id=interaction)
+
+
+async def test_the_call_app_follows_no_endpoint_and_presence_only_the_agents_phones(stack: Stack) -> None:
+    """Asterisk's word on the subscriptions: the call app follows no endpoint (ARI would send it each event of
+    every SIP channel a second time), presence's own app follows each agent's phone, for its state alone."""
+    ari = stack.services.ari
+    assert ari is not None
+    agents = sorted(f"PJSIP/{a.sip_endpoint}" for a in load_routing(stack.settings.dialplans_dir).agents)
+
+    async def subscriptions() -> tuple[list[str], list[str], list[dict[str, str]]] | None:
+        apps = {a["name"]: a for a in await stack.observer.request("GET", "/applications")}
+        call_app, presence = apps.get(ari.app), apps.get(f"{ari.app}-presence")
+        if call_app is None or presence is None or sorted(presence["endpoint_ids"]) != agents:
+            return None  # the resync at connection not done yet
+        return call_app["endpoint_ids"], presence["endpoint_ids"], presence["events_allowed"]
+
+    call_endpoints, _, allowed = await eventually(subscriptions, within=5, what="presence subscribed")
+    assert call_endpoints == []
+    assert allowed == [{"type": "EndpointStateChange"}]

@@ -61,14 +61,6 @@ nodes:
   bye: {kind: hangup, text: Goodbye.}
 """
 
-KEYS_TWICE = (
-    "ARI sends each event of a trunk caller's channel twice (app and endpoint subscriptions), so keys are"
-    " read twice; a frame dedupe in asterisk/ari.py fixed it but stopped agents answering in the load test's"
-    " pipeline (tests/stack/test_loadtest.py), so it was taken out until that is understood: docs/limits.md"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=KEYS_TWICE)
 async def test_keys_sent_as_rfc4733_events_by_the_carrier_drive_the_ivr_to_the_agent(
     stack: Stack, tmp_path: Path
 ) -> None:

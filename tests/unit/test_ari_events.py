@@ -1,5 +1,6 @@
-"""The ARI events socket outlives bad frames: a frame that is not JSON, or JSON that is not an object, is
-logged and skipped, and the events after it still arrive on the same connection."""
+"""The ARI events socket outlives bad frames (a frame that is not JSON, or JSON that is not an object, is
+logged and skipped, and the events after it still arrive on the same connection), and carries several apps'
+events, each to its own app's handlers."""
 
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ from aiohttp.test_utils import TestServer
 
 from asterisk.ari import AriClient
 from asterisk.events import Event
-
-KEYS_TWICE = (
-    "ARI sends each event of a trunk caller's channel twice (app and endpoint subscriptions), so keys are"
-    " read twice; a frame dedupe in asterisk/ari.py fixed it but stopped agents answering in the load test's"
-    " pipeline (tests/stack/test_loadtest.py), so it was taken out until that is understood: docs/limits.md"
-)
 
 
 async def test_a_bad_frame_is_skipped_and_the_events_go_on(caplog: pytest.LogCaptureFixture) -> None:
@@ -65,31 +60,55 @@ async def test_a_bad_frame_is_skipped_and_the_events_go_on(caplog: pytest.LogCap
         await server.close()
 
 
-def _key(digit: str, at: str) -> str:
-    return json.dumps(
-        {
-            "type": "ChannelDtmfReceived",
-            "timestamp": at,
-            "digit": digit,
-            "duration_ms": 120,
-            "channel": {"id": "c1", "name": "PJSIP/carrier-test-00000001"},
-            "application": "hilo",
-        }
-    )
+def _frame(app: str, kind: str, **fields: object) -> str:
+    return json.dumps({"type": kind, "application": app, **fields})
 
 
-@pytest.mark.xfail(strict=True, reason=KEYS_TWICE)
-def test_an_event_sent_once_per_subscription_is_handled_once() -> None:
-    """A trunk caller's channel is in the app and on the PJSIP endpoints the app follows: ARI sends each of
-    its events twice. A key pressed twice is two events (two moments), and both count."""
-    client = AriClient("http://127.0.0.1:1/ari", "u", "p", "hilo")
-    seen: list[Event] = []
-    client.handlers.append(seen.append)
-    first, again = _key("1", "2026-12-07T20:36:33.156+0000"), _key("1", "2026-12-07T20:36:33.496+0000")
-    for frame in (first, first, again, _key("0", "2026-12-07T20:36:33.836+0000"), again):
-        client._dispatch_text(frame)
-    assert [(e.raw["digit"], e.raw["timestamp"][-10:]) for e in seen] == [
-        ("1", "3.156+0000"),
-        ("1", "3.496+0000"),
-        ("0", "3.836+0000"),
+async def test_another_app_on_the_socket_gets_only_its_own_events() -> None:
+    """One socket serves the call app and presence's app (`app=hilo,hilo-presence`): each event goes to the
+    handlers of the app ARI sent it for, so the call app never sees an event twice through the other's
+    subscriptions (a trunk caller's key read twice), whatever the other app follows."""
+    key = {"digit": "1", "channel": {"id": "c1", "name": "PJSIP/carrier-test-00000001"}}
+    frames = [
+        _frame("hilo", "ChannelDtmfReceived", **key),
+        _frame("hilo-presence", "ChannelDtmfReceived", **key),  # were presence to follow the trunk's endpoint
+        _frame("hilo-presence", "EndpointStateChange", endpoint={"technology": "PJSIP", "resource": "agent-bob"}),
     ]
+    done = asyncio.Event()
+    apps: list[str] = []
+
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        apps.append(request.query["app"])
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for frame in frames:
+            await ws.send_str(frame)
+        await done.wait()
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ari/events", events)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    client = AriClient(str(server.make_url("/ari")), "u", "p", "hilo", heartbeat=30)
+    calls: list[Event] = []
+    presence: asyncio.Queue[Event] = asyncio.Queue()
+    client.handlers.append(calls.append)
+    client.add_app("hilo-presence", presence.put_nowait)
+    await client.start()
+    try:
+        got = [await asyncio.wait_for(presence.get(), 5) for _ in range(2)]
+        assert apps == ["hilo,hilo-presence"]
+        assert [e.type for e in got] == ["ChannelDtmfReceived", "EndpointStateChange"]
+        assert [(e.type, e.application) for e in calls] == [("ChannelDtmfReceived", "hilo")]
+    finally:
+        done.set()
+        await client.close()
+        await server.close()
+
+
+def test_the_main_app_cannot_be_added_again() -> None:
+    client = AriClient("http://127.0.0.1:1/ari", "u", "p", "hilo")
+    with pytest.raises(ValueError, match="'hilo' is already"):
+        client.add_app("hilo", lambda _: None)

@@ -1,10 +1,15 @@
-"""Agent phone presence from endpoint states: initial read, changes, repeats and unknown endpoints."""
+"""Agent phone presence from endpoint states: initial read, changes, repeats and unknown endpoints; the
+endpoints are followed by an app of presence's own, never by the call app (whose SIP channels' events would
+then come twice)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
+from asterisk.ari import AriError
 from asterisk.events import parse_event
 from routing.presence import EndpointPresence
 
@@ -12,15 +17,37 @@ from routing.presence import EndpointPresence
 class FakeAri:
     app = "hilo-test"
 
-    def __init__(self, endpoints: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        endpoints: list[dict[str, Any]],
+        refused: dict[tuple[str, str], int] | None = None,
+        old_subscriptions: int = 0,
+    ) -> None:
         self.endpoints = endpoints
+        self.refused = refused or {}  # (method, eventSource) -> the status Asterisk answers
+        self.old_subscriptions = old_subscriptions  # the call app's to endpoint:PJSIP, as Asterisk counts them
+        self.presence_endpoints: list[str] = []  # what presence's app follows already
         self.handlers: list[Any] = []
+        self.apps: dict[str, Any] = {}
         self.on_connect: list[Any] = []
         self.requests: list[tuple[str, str, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
 
-    async def request(self, method: str, path: str, *, params: Any = None) -> Any:
-        self.requests.append((method, path, params))
+    def add_app(self, app: str, handler: Any) -> None:
+        self.apps[app] = handler
+
+    async def request(self, method: str, path: str, *, params: Any = None, body: Any = None) -> Any:
+        self.requests.append((method, path, params or body))
+        if (method, path) == ("GET", f"/applications/{self.app}-presence"):
+            return {"endpoint_ids": self.presence_endpoints}
+        if (method, path) == ("DELETE", f"/applications/{self.app}/subscription"):
+            if not self.old_subscriptions:
+                raise AriError(422, method, path, "Event source was not subscribed to", params)
+            self.old_subscriptions -= 1
+            return None
+        status = self.refused.get((method, (params or {}).get("eventSource", "")))
+        if status is not None:
+            raise AriError(status, method, path, "refused", params)
         return self.endpoints if method == "GET" else None
 
     def spawn(self, coro: Any) -> None:
@@ -32,15 +59,34 @@ def _endpoint(name: str, state: str) -> dict[str, Any]:
 
 
 async def test_reads_every_agent_endpoint_on_connect_and_follows_changes() -> None:
-    ari = FakeAri([_endpoint("agent-alice", "online"), _endpoint("agent-bob", "offline"), _endpoint("trunk", "online")])
+    ari = FakeAri(
+        [_endpoint("agent-alice", "online"), _endpoint("agent-bob", "offline"), _endpoint("trunk", "online")],
+        old_subscriptions=2,  # an earlier version subscribed the call app at each of its connections
+    )
     changes: list[tuple[str, bool]] = []
 
     async def on_change(agent: str, up: bool) -> None:
         changes.append((agent, up))
 
     presence = EndpointPresence(ari, {"agent-alice": "alice", "agent-bob": "bob"}, on_change)  # type: ignore[arg-type]
+    assert ari.apps == {"hilo-test-presence": presence.handle} and ari.handlers == []
     await presence.resync()
-    assert ("POST", "/applications/hilo-test/subscription", {"eventSource": "endpoint:PJSIP"}) in ari.requests
+    unsubscribe = ("DELETE", "/applications/hilo-test/subscription", {"eventSource": "endpoint:PJSIP"})
+    assert ari.requests[:6] == [
+        # what an earlier version subscribed the call app to is undone (Asterisk keeps and counts it)
+        unsubscribe,
+        unsubscribe,
+        unsubscribe,  # 422: none left
+        ("PUT", "/applications/hilo-test-presence/eventFilter", {"allowed": [{"type": "EndpointStateChange"}]}),
+        ("GET", "/applications/hilo-test-presence", None),
+        (
+            "POST",
+            "/applications/hilo-test-presence/subscription",
+            {"eventSource": "endpoint:PJSIP/agent-alice,endpoint:PJSIP/agent-bob"},
+        ),
+    ]
+    assert ari.old_subscriptions == 0
+    assert not [r for r in ari.requests if r[0] == "POST" and r[1] == "/applications/hilo-test/subscription"]
     assert changes == [("alice", True), ("bob", False)]
 
     for state in ("online", "online", "offline"):
@@ -49,3 +95,47 @@ async def test_reads_every_agent_endpoint_on_connect_and_follows_changes() -> No
     presence.handle(parse_event({"type": "EndpointStateChange", "endpoint": _endpoint("trunk", "offline")}))
     await asyncio.gather(*ari.tasks)
     assert changes[2:] == [("bob", True), ("bob", False)]  # a repeated state is reported once
+
+
+async def test_an_agent_phone_asterisk_lacks_does_not_stop_the_others_being_followed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    both = "endpoint:PJSIP/agent-alice,endpoint:PJSIP/agent-gone"
+    ari = FakeAri(
+        [_endpoint("agent-alice", "online")],
+        # not subscribed (as it should be); one unknown endpoint makes Asterisk refuse the whole list
+        {("POST", both): 422, ("POST", "endpoint:PJSIP/agent-gone"): 422},
+    )
+    changes: list[tuple[str, bool]] = []
+
+    async def on_change(agent: str, up: bool) -> None:
+        changes.append((agent, up))
+
+    presence = EndpointPresence(ari, {"agent-alice": "alice", "agent-gone": "gone"}, on_change)  # type: ignore[arg-type]
+    await presence.resync()
+    subscribed = [r[2]["eventSource"] for r in ari.requests if r[0] == "POST"]
+    assert subscribed == [both, "endpoint:PJSIP/agent-alice", "endpoint:PJSIP/agent-gone"]
+    assert changes == [("alice", True)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "endpoint:PJSIP/agent-gone" in warnings[0], warnings
+
+
+async def test_a_reconnection_subscribes_only_what_asterisk_lacks_and_close_unsubscribes() -> None:
+    """Asterisk counts subscriptions (one unsubscription takes one away): one per endpoint, never one more per
+    reconnection; closing takes presence's app out of Asterisk."""
+    ari = FakeAri([_endpoint("agent-alice", "online"), _endpoint("agent-bob", "online")])
+    ari.presence_endpoints = ["PJSIP/agent-alice"]
+
+    async def on_change(agent: str, up: bool) -> None:
+        return None
+
+    presence = EndpointPresence(ari, {"agent-alice": "alice", "agent-bob": "bob"}, on_change)  # type: ignore[arg-type]
+    await presence.resync()
+    subscribed = [r[2]["eventSource"] for r in ari.requests if r[0] == "POST"]
+    assert subscribed == ["endpoint:PJSIP/agent-bob"]
+    ari.requests.clear()
+    await presence.close()
+    assert ari.requests == [
+        ("DELETE", "/applications/hilo-test-presence/subscription", {"eventSource": f"endpoint:PJSIP/{name}"})
+        for name in ("agent-alice", "agent-bob")
+    ]
