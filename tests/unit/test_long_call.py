@@ -3,11 +3,11 @@ that send and count the audio, and the BENCHMARKS.md section of a result."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
 
 from bench.long_call import Phone, Result, Sample, flow_problems, recording_problem, section
+from tests.stack.expect import eventually
 
 
 def sample(t: float, caller: int, agent: int, heard: int) -> Sample:
@@ -58,11 +58,7 @@ def test_the_recording_must_last_as_long_as_the_talk() -> None:
 
 
 async def until(condition: Callable[[], bool], within: float) -> None:
-    for _ in range(int(within / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not so within {within:g} s")
+    await eventually(condition, within=within, what="the phones' packets")
 
 
 async def test_two_phones_hear_each_others_tone() -> None:

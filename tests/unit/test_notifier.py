@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from hilo.degraded import Degradations
 from hilo.notifier import Notifier, events_channel
+from tests.stack.expect import eventually
 
 
 async def _received(pubsub: Any, n: int) -> list[dict[str, Any]]:
@@ -46,7 +47,8 @@ async def test_a_publisher_cancelled_does_not_lose_the_others_events() -> None:
     await pubsub.get_message(timeout=1)
     first = asyncio.create_task(notifier.publish({"type": "a"}))
     second = asyncio.create_task(notifier.publish({"type": "b"}))
-    await asyncio.sleep(0)  # both handed over
+    # The sender runs after both publishers (tasks start in order): once it has begun, both events are in.
+    await eventually(lambda: notifier.round_trips >= 1, within=2, what="the batch being sent")
     first.cancel()
     await second
     assert [e["type"] for e in await _received(pubsub, 2)] == ["a", "b"]

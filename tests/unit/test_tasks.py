@@ -9,12 +9,14 @@ from hilo.tasks import cancel_until_done
 
 async def test_a_task_that_swallows_one_cancellation_is_cancelled_again() -> None:
     swallowed = 0
+    started, never = asyncio.Event(), asyncio.Event()
 
     async def loop_that_loses_a_cancel() -> None:
         nonlocal swallowed
+        started.set()
         while True:
             try:
-                await asyncio.sleep(3600)
+                await never.wait()
             except asyncio.CancelledError:
                 if swallowed == 0:  # as a cancellation lost on its way would leave it: sleeping on
                     swallowed += 1
@@ -22,7 +24,7 @@ async def test_a_task_that_swallows_one_cancellation_is_cancelled_again() -> Non
                 raise
 
     task = asyncio.create_task(loop_that_loses_a_cancel())
-    await asyncio.sleep(0)
+    await asyncio.wait_for(started.wait(), 5)
     await asyncio.wait_for(cancel_until_done([task], recancel_s=0.05), 5)
     assert task.cancelled() and swallowed == 1
 
@@ -33,6 +35,6 @@ async def test_a_task_that_failed_before_is_waited_for_and_its_failure_retrieved
 
     failed = asyncio.create_task(fails())
     await asyncio.wait([failed])
-    running = asyncio.create_task(asyncio.sleep(3600))
+    running = asyncio.create_task(asyncio.Event().wait())
     await cancel_until_done([failed, running])
     assert running.cancelled() and failed.done()
